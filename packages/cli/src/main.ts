@@ -1,0 +1,18 @@
+#!/usr/bin/env node
+import { Command } from "commander";
+import { registerApp, registerBox } from "./box.js";
+import { failWith } from "./output.js";
+import { registerUp } from "./up.js";
+
+const program = new Command();
+program
+  .name("sail")
+  .description("Sail: isolated Linux sandboxes (Sailboxes) you can run code in and publish ports from.")
+  .version("0.1.0")
+  .showHelpAfterError()
+  .addHelpText("after", "\nQuick start:\n  sail up                      # start the daemon (as root)\n  sail box create --name demo  # in another terminal\n  sail box exec demo -- echo hello\n\nThe CLI finds the daemon from SAIL_API_URL and SAIL_TOKEN, else ~/.sail/config.json.");
+registerUp(program);
+registerApp(program);
+registerBox(program);
+
+program.parseAsync(process.argv).catch(failWith);

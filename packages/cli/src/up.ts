@@ -1,0 +1,41 @@
+import type { Command } from "commander";
+
+/** `sail up`: start the daemon in the foreground (the one command that talks to the runtime). */
+export function registerUp(program: Command): void {
+  program
+    .command("up")
+    .description("Start the Sail daemon in the foreground (needs root). The first start builds the Debian base image (about a minute) and writes the client config the SDK and CLI read.")
+    .option("--data-dir <dir>", "where Sail keeps its database, images and boxes", "/var/lib/sail")
+    .option("--api-listen <host:port>", "address of the control-plane API", "127.0.0.1:7070")
+    .option("--box-subnet <cidr>", "IPv4 range carved into one /30 per box", "10.200.0.0/16")
+    .option("--debian-mirror <url>", "Debian mirror for the base image", "http://deb.debian.org/debian")
+    .option("--log-level <level>", "debug, info, warn, error or silent", "info")
+    .addHelpText("after", "\nExamples:\n  sail up\n  sail up --data-dir /srv/sail --api-listen 127.0.0.1:7171\n\nThe client config goes to $SAIL_CONFIG, else ~/.sail/config.json.")
+    .action(async (opts: { dataDir: string; apiListen: string; boxSubnet: string; debianMirror: string; logLevel: "info" }) => {
+      const { startDaemon } = await import("@sail/server");
+      const tty = process.stderr.isTTY;
+      let lastPhase = "";
+      const daemon = await startDaemon(
+        { dataDir: opts.dataDir, apiListen: opts.apiListen, boxSubnet: opts.boxSubnet, debianMirror: opts.debianMirror, logLevel: opts.logLevel },
+        {
+          onImageProgress: ({ phase, detail, done }) => {
+            const text = `base image: ${phase}${detail ? ` ${detail}` : ""}`.slice(0, 110);
+            if (tty) process.stderr.write(`\r\x1b[K${text}${done ? "\n" : ""}`);
+            else if (phase !== lastPhase || done) process.stderr.write(text + "\n");
+            lastPhase = phase;
+          },
+        },
+      );
+      process.stderr.write(`Sail is up: API ${daemon.apiUrl}, client config ${daemon.config.clientConfigPath}\nTry: sail box create --name demo\n`);
+      let stopping = false;
+      const stop = async () => {
+        if (stopping) return;
+        stopping = true;
+        process.stderr.write("Stopping Sail (boxes keep running)...\n");
+        await daemon.close();
+        process.exit(0);
+      };
+      process.on("SIGINT", stop);
+      process.on("SIGTERM", stop);
+    });
+}

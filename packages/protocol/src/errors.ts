@@ -1,0 +1,160 @@
+/**
+ * One catalogue of every error Sail raises, shared by the server (which picks the
+ * HTTP status from it) and the SDK (which rebuilds the right class from `code`).
+ * Codes are stable: clients match on them, so never rename one.
+ */
+
+/** The families users `instanceof` on; each maps to one SDK class. */
+export type ErrorKind =
+  | "InvalidArgument"
+  | "NotFound"
+  | "Conflict"
+  | "LimitExceeded"
+  | "Timeout"
+  | "Auth"
+  | "SailboxPaused"
+  | "Internal";
+
+interface CodeInfo {
+  readonly status: number;
+  readonly kind: ErrorKind;
+}
+
+/** Every error code, with the HTTP status the API answers it with. */
+export const ERROR_CODES = {
+  // request shape
+  SAIL_BAD_JSON: { status: 400, kind: "InvalidArgument" },
+  SAIL_BODY_TOO_LARGE: { status: 413, kind: "InvalidArgument" },
+  SAIL_UNKNOWN_FIELD: { status: 400, kind: "InvalidArgument" },
+  SAIL_INVALID_ARGUMENT: { status: 400, kind: "InvalidArgument" },
+  SAIL_NAME_INVALID: { status: 400, kind: "InvalidArgument" },
+  SAIL_IMAGE_UNKNOWN: { status: 400, kind: "InvalidArgument" },
+  SAIL_IMAGE_ARCH_UNSUPPORTED: { status: 400, kind: "InvalidArgument" },
+  SAIL_RESOURCES_INVALID: { status: 400, kind: "InvalidArgument" },
+  SAIL_EXEC_INVALID: { status: 400, kind: "InvalidArgument" },
+  // auth
+  SAIL_AUTH_MISSING: { status: 401, kind: "Auth" },
+  SAIL_AUTH_INVALID: { status: 401, kind: "Auth" },
+  // lookups
+  SAIL_ROUTE_NOT_FOUND: { status: 404, kind: "NotFound" },
+  SAIL_APP_NOT_FOUND: { status: 404, kind: "NotFound" },
+  SAIL_SAILBOX_NOT_FOUND: { status: 404, kind: "NotFound" },
+  SAIL_EXEC_NOT_FOUND: { status: 404, kind: "NotFound" },
+  // state
+  SAIL_NAME_TAKEN: { status: 409, kind: "Conflict" },
+  SAIL_SAILBOX_NOT_RUNNING: { status: 409, kind: "Conflict" },
+  SAIL_SAILBOX_PAUSED: { status: 409, kind: "SailboxPaused" },
+  SAIL_LIMIT_EXCEEDED: { status: 429, kind: "LimitExceeded" },
+  SAIL_TIMEOUT: { status: 504, kind: "Timeout" },
+  // ours
+  SAIL_RUNTIME_FAILED: { status: 500, kind: "Internal" },
+  SAIL_INTERNAL: { status: 500, kind: "Internal" },
+  SAIL_UNAVAILABLE: { status: 503, kind: "Internal" },
+} as const satisfies Record<string, CodeInfo>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** What every refusal looks like on the wire: `{ "error": { code, message, ... } }`. */
+export interface WireError {
+  error: {
+    code: ErrorCode | string;
+    message: string;
+    sailboxId?: string;
+    port?: number;
+    [detail: string]: unknown;
+  };
+}
+
+/** Details an error may carry besides its message (sailbox, port, limit, ...). */
+export type ErrorDetails = { sailboxId?: string; port?: number; [detail: string]: unknown };
+
+/**
+ * The one base class of every error Sail raises, on the server and in the SDK.
+ *
+ * @example
+ * try { await Sailbox.create({ app, image: Image.debian_arm64 }); }
+ * catch (e) { if (e instanceof SailError) console.error(e.code, e.message); }
+ */
+export class SailError extends Error {
+  override readonly name: string = "SailError";
+  readonly code: ErrorCode | string;
+  readonly status: number;
+  readonly details: ErrorDetails;
+
+  constructor(code: ErrorCode | string, message: string, details: ErrorDetails = {}) {
+    super(message);
+    this.code = code;
+    this.status = (ERROR_CODES as Record<string, CodeInfo>)[code]?.status ?? 500;
+    this.details = details;
+  }
+
+  get sailboxId(): string | undefined {
+    return this.details.sailboxId;
+  }
+
+  toWire(): WireError {
+    return { error: { ...this.details, code: this.code, message: this.message } };
+  }
+}
+
+/** Bad input: the request was refused and nothing changed. */
+export class InvalidArgumentError extends SailError {
+  override readonly name = "InvalidArgumentError";
+}
+/** The app, sailbox, exec or route does not exist (or is not yours). */
+export class NotFoundError extends SailError {
+  override readonly name = "NotFoundError";
+}
+/** The request clashes with the current state (a name in use, a box not running). */
+export class ConflictError extends SailError {
+  override readonly name = "ConflictError";
+}
+/** A quota would be exceeded; the message names the limit and the usage. */
+export class LimitExceededError extends SailError {
+  override readonly name = "LimitExceededError";
+}
+/** Something did not happen in the time allowed. */
+export class TimeoutError extends SailError {
+  override readonly name = "TimeoutError";
+}
+/** The token is missing, wrong or revoked. */
+export class AuthError extends SailError {
+  override readonly name = "AuthError";
+}
+/** The sailbox is paused: resume it first. */
+export class SailboxPausedError extends SailError {
+  override readonly name = "SailboxPausedError";
+}
+/** Sail itself failed; the message says what it was doing. */
+export class InternalError extends SailError {
+  override readonly name = "InternalError";
+}
+
+const CLASS_OF_KIND: Record<ErrorKind, new (code: string, message: string, details?: ErrorDetails) => SailError> = {
+  InvalidArgument: InvalidArgumentError,
+  NotFound: NotFoundError,
+  Conflict: ConflictError,
+  LimitExceeded: LimitExceededError,
+  Timeout: TimeoutError,
+  Auth: AuthError,
+  SailboxPaused: SailboxPausedError,
+  Internal: InternalError,
+};
+
+/** Build the error class that belongs to `code` (the one table both sides share). */
+export function sailError(code: ErrorCode, message: string, details: ErrorDetails = {}): SailError {
+  const Class = CLASS_OF_KIND[ERROR_CODES[code].kind];
+  return new Class(code, message, details);
+}
+
+/** Rebuild a typed error from a wire body; unknown codes become a plain SailError. */
+export function errorFromWire(body: unknown, status: number): SailError {
+  const err = (body as Partial<WireError> | null)?.error;
+  if (!err || typeof err.code !== "string" || typeof err.message !== "string") {
+    return new InternalError("SAIL_INTERNAL", `Sail answered HTTP ${status} without an error body`);
+  }
+  const { code, message, ...details } = err;
+  const info = (ERROR_CODES as Record<string, CodeInfo>)[code];
+  const Class = info ? CLASS_OF_KIND[info.kind] : SailError;
+  return new Class(code, message, details as ErrorDetails);
+}

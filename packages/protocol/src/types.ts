@@ -1,0 +1,69 @@
+/** Wire types of the `/v1` API. The API document is docs/api.md. */
+
+export type SailboxStatus = "creating" | "running" | "sleeping" | "paused" | "terminated" | "failed";
+
+/** States in which a sailbox still holds resources (a name, an address, ports). */
+export const LIVE_STATUSES: readonly SailboxStatus[] = ["creating", "running", "sleeping", "paused"];
+
+export type Architecture = "amd64" | "arm64";
+
+export interface AppInfo {
+  id: string;
+  name: string;
+  createdAt: string;
+}
+
+/** An image reference. `arch` omitted means the daemon host's architecture. */
+export interface ImageRef {
+  name: "debian";
+  arch?: Architecture;
+}
+
+export interface CreateSailboxRequest {
+  appId: string;
+  name?: string;
+  image: ImageRef;
+  /** CPU cores (fractions allowed). */
+  cpu?: number;
+  memoryMiB?: number;
+}
+
+export interface SailboxInfo {
+  id: string;
+  appId: string;
+  name: string | null;
+  status: SailboxStatus;
+  image: Required<ImageRef>;
+  cpu: number;
+  memoryMiB: number;
+  createdAt: string;
+  /** Why a `failed` sailbox failed. */
+  failureReason?: string;
+}
+
+export interface ExecRequest {
+  cmd: string;
+  cwd?: string;
+  env?: Record<string, string>;
+  background?: boolean;
+}
+
+/** One line of the NDJSON stream a foreground exec answers with. */
+export type ExecEvent =
+  | { stream: "stdout" | "stderr"; data: string }
+  | { exitCode: number }
+  | { error: { code: string; message: string; [detail: string]: unknown } };
+
+/** The answer to starting a background exec. */
+export interface BackgroundExecInfo {
+  execId: string;
+  sailboxId: string;
+  cmd: string;
+  startedAt: string;
+}
+
+/** What `sail up` writes so the SDK and CLI find the daemon without configuration. */
+export interface ClientConfig {
+  apiUrl: string;
+  token: string;
+}

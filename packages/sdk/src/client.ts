@@ -1,0 +1,109 @@
+import { errorFromWire, InternalError, TimeoutError, type ExecEvent } from "@sail/protocol";
+import { resolveConnection, type ConnectionOptions } from "./config.js";
+
+type Method = "GET" | "POST" | "PUT" | "DELETE";
+const IDEMPOTENT: ReadonlySet<Method> = new Set(["GET", "PUT", "DELETE"]);
+/** Retries for idempotent requests when the daemon is unreachable (it may be restarting). */
+const RETRY_DELAYS_MS = [100, 300, 900];
+
+/**
+ * The SDK's one transport: auth → retry (idempotent methods only) → timeout.
+ * Every App and Sailbox holds one; `SailClient.default()` reads the environment.
+ */
+export class SailClient {
+  private static shared: SailClient | undefined;
+  readonly apiUrl: string;
+  private readonly token: string;
+  private readonly requestTimeoutMs: number;
+
+  constructor(options: ConnectionOptions = {}) {
+    const { apiUrl, token } = resolveConnection(options);
+    this.apiUrl = apiUrl;
+    this.token = token;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 60_000;
+  }
+
+  /** The client built from `SAIL_API_URL` / `SAIL_TOKEN` or the config file, made once. */
+  static default(): SailClient {
+    SailClient.shared ??= new SailClient();
+    return SailClient.shared;
+  }
+
+  /** A JSON request; a refusal becomes the typed error its `code` names. */
+  async request<T>(method: Method, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+    const response = await this.send(method, path, body, signal);
+    const text = await response.text();
+    const parsed = text ? safeJson(text) : undefined;
+    if (!response.ok) throw errorFromWire(parsed, response.status);
+    return parsed as T;
+  }
+
+  /** A plain-text answer (logs). */
+  async text(path: string, signal?: AbortSignal): Promise<string> {
+    const response = await this.send("GET", path, undefined, signal);
+    const text = await response.text();
+    if (!response.ok) throw errorFromWire(safeJson(text), response.status);
+    return text;
+  }
+
+  /** A streamed NDJSON answer: yields one event per line as it arrives (no timeout: commands run as long as they run). */
+  async *stream(path: string, body: unknown, signal?: AbortSignal): AsyncGenerator<ExecEvent> {
+    const response = await this.send("POST", path, body, signal, false);
+    if (!response.ok) throw errorFromWire(safeJson(await response.text()), response.status);
+    if (!response.body) return;
+    const decoder = new TextDecoder();
+    let buffered = "";
+    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+      buffered += decoder.decode(chunk, { stream: true });
+      let newline: number;
+      while ((newline = buffered.indexOf("\n")) >= 0) {
+        const line = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        if (line) yield JSON.parse(line) as ExecEvent;
+      }
+    }
+  }
+
+  private async send(method: Method, path: string, body: unknown, signal?: AbortSignal, withTimeout = true): Promise<Response> {
+    const attempts = IDEMPOTENT.has(method) ? RETRY_DELAYS_MS.length + 1 : 1;
+    for (let attempt = 0; ; attempt++) {
+      const signals = [signal, withTimeout ? AbortSignal.timeout(this.requestTimeoutMs) : undefined].filter((s): s is AbortSignal => !!s);
+      try {
+        return await fetch(this.apiUrl + path, {
+          method,
+          headers: {
+            authorization: `Bearer ${this.token}`,
+            ...(body === undefined ? {} : { "content-type": "application/json" }),
+          },
+          body: body === undefined ? undefined : JSON.stringify(body),
+          signal: signals.length ? AbortSignal.any(signals) : undefined,
+        });
+      } catch (err) {
+        if ((err as Error).name === "TimeoutError") {
+          throw new TimeoutError("SAIL_TIMEOUT", `${method} ${path} got no answer from ${this.apiUrl} within ${this.requestTimeoutMs} ms`);
+        }
+        if ((err as Error).name === "AbortError") throw err;
+        if (attempt + 1 >= attempts) {
+          throw new InternalError(
+            "SAIL_UNAVAILABLE",
+            `Cannot reach the Sail daemon at ${this.apiUrl} (${describeCause(err)}): is \`sail up\` running?`,
+          );
+        }
+        await new Promise((resolve) => setTimeout(resolve, RETRY_DELAYS_MS[attempt]));
+      }
+    }
+  }
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function describeCause(err: unknown): string {
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+  return cause?.code ?? cause?.message ?? (err as Error).message;
+}

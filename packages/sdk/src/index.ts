@@ -1,0 +1,26 @@
+/**
+ * `@sail/sdk`: create Sailboxes, run commands in them, publish their ports.
+ * Finds the daemon from `SAIL_API_URL` / `SAIL_TOKEN`, else the config `sail up` wrote.
+ */
+export { App, type FindAppOptions } from "./app.js";
+export { Sailbox, type CreateSailboxOptions, type ExecOptions } from "./sailbox.js";
+export { Image } from "./image.js";
+export { ExecProcess, BackgroundProcess, type ExecOutput } from "./exec.js";
+export { SailClient } from "./client.js";
+export { clientConfigPath, type ConnectionOptions } from "./config.js";
+export {
+  SailError,
+  InvalidArgumentError,
+  NotFoundError,
+  ConflictError,
+  LimitExceededError,
+  TimeoutError,
+  AuthError,
+  SailboxPausedError,
+  InternalError,
+  ERROR_CODES,
+  type ErrorCode,
+  type SailboxStatus,
+  type SailboxInfo,
+  type AppInfo,
+} from "@sail/protocol";

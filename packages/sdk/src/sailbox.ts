@@ -1,0 +1,134 @@
+import { checkExec, checkName, checkResources, NotFoundError, type BackgroundExecInfo, type ExecRequest, type SailboxInfo, type SailboxStatus } from "@sail/protocol";
+import { App } from "./app.js";
+import { SailClient } from "./client.js";
+import { BackgroundProcess, ExecProcess } from "./exec.js";
+import { Image } from "./image.js";
+
+export interface CreateSailboxOptions {
+  app: App;
+  /** @default Image.debian */
+  image?: Image;
+  /** Unique among the app's live Sailboxes. */
+  name?: string;
+  /** CPU cores, fractions allowed. @default 1 */
+  cpu?: number;
+  /** Memory limit in MiB. @default 1024 */
+  memory?: number;
+}
+
+export interface ExecOptions {
+  /** Working directory inside the Sailbox (absolute). @default "/root" */
+  cwd?: string;
+  /** Extra environment variables. */
+  env?: Record<string, string>;
+  /** Start the command and return at once; its output goes to a log. @default false */
+  background?: boolean;
+  signal?: AbortSignal;
+}
+
+/**
+ * An isolated Linux machine that runs untrusted code.
+ *
+ * @example
+ * const sb = await Sailbox.create({ app, image: Image.debian, name: "web-demo" });
+ * const { stdout } = await sb.exec("uname -a").output();
+ * await sb.terminate();
+ */
+export class Sailbox {
+  private constructor(
+    private readonly client: SailClient,
+    private info: SailboxInfo,
+  ) {}
+
+  get id(): string {
+    return this.info.id;
+  }
+  get name(): string | null {
+    return this.info.name;
+  }
+  get appId(): string {
+    return this.info.appId;
+  }
+
+  /** Create a Sailbox and wait until it runs. A refused create creates nothing. */
+  static async create(options: CreateSailboxOptions): Promise<Sailbox> {
+    if (!(options.app instanceof App)) throw new TypeError("Sailbox.create needs { app }: get one with App.find({ name, mintIfMissing: true })");
+    if (options.name !== undefined) checkName("sailbox", options.name);
+    checkResources(options.cpu, options.memory, Number.POSITIVE_INFINITY);
+    const client = options.app.client;
+    const info = await client.request<SailboxInfo>("POST", "/v1/sailboxes", {
+      appId: options.app.id,
+      name: options.name,
+      image: (options.image ?? Image.debian).ref,
+      cpu: options.cpu,
+      memoryMiB: options.memory,
+    });
+    return new Sailbox(client, info);
+  }
+
+  static async fromId(id: string, options: { client?: SailClient } = {}): Promise<Sailbox> {
+    const client = options.client ?? SailClient.default();
+    return new Sailbox(client, await client.request<SailboxInfo>("GET", `/v1/sailboxes/${encodeURIComponent(id)}`));
+  }
+
+  /** The live Sailbox called `name` in `app` (a `NotFoundError` if there is none). */
+  static async fromName(app: App, name: string): Promise<Sailbox> {
+    checkName("sailbox", name);
+    const query = `appId=${encodeURIComponent(app.id)}&name=${encodeURIComponent(name)}&live=true`;
+    const { sailboxes } = await app.client.request<{ sailboxes: SailboxInfo[] }>("GET", `/v1/sailboxes?${query}`);
+    const found = sailboxes[0];
+    if (!found) {
+      throw new NotFoundError("SAIL_SAILBOX_NOT_FOUND", `No live sailbox named "${name}" in app "${app.name}"`);
+    }
+    return new Sailbox(app.client, found);
+  }
+
+  /** The app's Sailboxes (terminated ones too, newest first), or all of the org's without `app`. */
+  static async list(options: { app?: App; client?: SailClient } = {}): Promise<Sailbox[]> {
+    const client = options.app?.client ?? options.client ?? SailClient.default();
+    const query = options.app ? `?appId=${encodeURIComponent(options.app.id)}` : "";
+    const { sailboxes } = await client.request<{ sailboxes: SailboxInfo[] }>("GET", `/v1/sailboxes${query}`);
+    return sailboxes.map((info) => new Sailbox(client, info));
+  }
+
+  /** The current state, fetched from the daemon. */
+  async status(): Promise<SailboxStatus> {
+    this.info = await this.client.request<SailboxInfo>("GET", `/v1/sailboxes/${this.id}`);
+    return this.info.status;
+  }
+
+  /** The last-known details (refreshed by `status()`). */
+  describe(): Readonly<SailboxInfo> {
+    return this.info;
+  }
+
+  /**
+   * Run `cmd` with `/bin/sh -c` inside the Sailbox.
+   * In the foreground, `wait()` resolves to the exit code; with `background: true`,
+   * `wait()` resolves once it has started and `log()` returns its output.
+   */
+  exec(cmd: string, options: ExecOptions & { background: true }): BackgroundProcess;
+  exec(cmd: string, options?: ExecOptions & { background?: false }): ExecProcess;
+  exec(cmd: string, options: ExecOptions = {}): ExecProcess | BackgroundProcess {
+    const request: ExecRequest = { cmd, cwd: options.cwd, env: options.env, background: options.background };
+    const path = `/v1/sailboxes/${this.id}/exec`;
+    if (options.background) {
+      const started = Promise.resolve().then(() => {
+        checkExec(request);
+        return this.client.request<BackgroundExecInfo>("POST", path, request, options.signal);
+      });
+      return new BackgroundProcess(this.client, started);
+    }
+    const client = this.client;
+    async function* events() {
+      checkExec(request);
+      yield* client.stream(path, request, options.signal);
+    }
+    return new ExecProcess(events());
+  }
+
+  /** Stop the Sailbox and release everything it holds. Idempotent. */
+  async terminate(): Promise<void> {
+    this.info = await this.client.request<SailboxInfo>("DELETE", `/v1/sailboxes/${this.id}`);
+  }
+}

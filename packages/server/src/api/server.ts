@@ -1,0 +1,123 @@
+import { createReadStream } from "node:fs";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { StringDecoder } from "node:string_decoder";
+import { sailError, SailError, type CreateSailboxRequest, type ExecEvent, type ExecRequest } from "@sail/protocol";
+import type { Sailboxes } from "../boxes/sailboxes.js";
+import type { OrgRow } from "../store/store.js";
+import { onlyFields, readJsonBody, sendError, sendJson } from "./http-util.js";
+
+interface Logger {
+  error(obj: object, msg: string): void;
+}
+
+/** Who a token belongs to; the store answers it. */
+export type Authenticate = (token: string) => OrgRow | undefined;
+
+interface Context {
+  org: OrgRow;
+  params: string[];
+  req: IncomingMessage;
+  res: ServerResponse;
+  query: URLSearchParams;
+}
+
+type Handler = (ctx: Context) => Promise<void> | void;
+
+/**
+ * The control-plane API under /v1 (docs/api.md): routing, auth, request shape,
+ * error → status. Business rules stay in `boxes`.
+ */
+export function createApiServer(sailboxes: Sailboxes, authenticate: Authenticate, log: Logger): Server {
+  const routes: Array<[string, RegExp, Handler]> = [
+    ["GET", /^\/v1\/whoami$/, ({ org, res }) => sendJson(res, 200, { org: org.name })],
+    ["GET", /^\/v1\/apps$/, ({ org, res }) => sendJson(res, 200, { apps: sailboxes.listApps(org) })],
+    ["GET", /^\/v1\/apps\/([^/]+)$/, ({ org, params, res }) => sendJson(res, 200, sailboxes.findApp(org, params[0]!))],
+    ["PUT", /^\/v1\/apps\/([^/]+)$/, async ({ org, params, req, res }) => {
+      onlyFields(await readJsonBody(req), []);
+      sendJson(res, 200, sailboxes.mintApp(org, params[0]!));
+    }],
+    ["POST", /^\/v1\/sailboxes$/, async ({ org, req, res }) => {
+      const body = await readJsonBody(req);
+      onlyFields(body, ["appId", "name", "image", "cpu", "memoryMiB"]);
+      if (typeof body.appId !== "string") throw sailError("SAIL_INVALID_ARGUMENT", "appId must be the id of one of your apps", { field: "appId" });
+      sendJson(res, 201, await sailboxes.create(org, body as unknown as CreateSailboxRequest));
+    }],
+    ["GET", /^\/v1\/sailboxes$/, ({ org, query, res }) => {
+      const filter = { appId: query.get("appId") ?? undefined, name: query.get("name") ?? undefined, liveOnly: query.get("live") === "true" };
+      sendJson(res, 200, { sailboxes: sailboxes.list(org, filter) });
+    }],
+    ["GET", /^\/v1\/sailboxes\/([^/]+)$/, ({ org, params, res }) => sendJson(res, 200, sailboxes.get(org, params[0]!))],
+    ["DELETE", /^\/v1\/sailboxes\/([^/]+)$/, async ({ org, params, res }) => sendJson(res, 200, await sailboxes.terminate(org, params[0]!))],
+    ["POST", /^\/v1\/sailboxes\/([^/]+)\/exec$/, async (ctx) => {
+      const body = await readJsonBody(ctx.req);
+      onlyFields(body, ["cmd", "cwd", "env", "background"]);
+      const request = body as unknown as ExecRequest;
+      if (request.background) {
+        sendJson(ctx.res, 201, await sailboxes.execBackground(ctx.org, ctx.params[0]!, request));
+      } else {
+        await streamExec(ctx, request);
+      }
+    }],
+    ["GET", /^\/v1\/sailboxes\/([^/]+)\/execs\/([^/]+)\/log$/, async ({ org, params, res }) => {
+      const path = sailboxes.execLogPath(org, params[0]!, params[1]!);
+      res.writeHead(200, { "content-type": "text/plain; charset=utf-8" });
+      await new Promise<void>((resolve, reject) => createReadStream(path).on("error", reject).on("end", resolve).pipe(res));
+    }],
+  ];
+
+  /** Foreground exec: NDJSON events as output is produced, then `{ exitCode }`. */
+  async function streamExec({ org, params, req, res }: Context, request: ExecRequest): Promise<void> {
+    const running = await sailboxes.exec(org, params[0]!, request);
+    res.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
+    res.flushHeaders();
+    const write = (event: ExecEvent) => res.write(JSON.stringify(event) + "\n");
+    for (const stream of ["stdout", "stderr"] as const) {
+      const decoder = new StringDecoder("utf8");
+      running[stream].on("data", (chunk: Buffer) => {
+        const data = decoder.write(chunk);
+        if (data) write({ stream, data });
+      });
+      running[stream].on("end", () => {
+        const rest = decoder.end();
+        if (rest) write({ stream, data: rest });
+      });
+    }
+    // the client went away: stop the command rather than let it run unobserved
+    const onClose = () => running.kill();
+    req.socket.on("close", onClose);
+    try {
+      const exitCode = await running.exit;
+      res.end(JSON.stringify({ exitCode } satisfies ExecEvent) + "\n");
+    } finally {
+      req.socket.off("close", onClose);
+    }
+  }
+
+  return createServer(async (req, res) => {
+    try {
+      const url = new URL(req.url ?? "/", "http://api");
+      const org = authenticateRequest(req, authenticate);
+      for (const [method, pattern, handler] of routes) {
+        const match = pattern.exec(url.pathname);
+        if (!match) continue;
+        if (req.method !== method) continue;
+        await handler({ org, params: match.slice(1).map(decodeURIComponent), req, res, query: url.searchParams });
+        return;
+      }
+      throw sailError("SAIL_ROUTE_NOT_FOUND", `No API route ${req.method} ${url.pathname}: see docs/api.md`);
+    } catch (err) {
+      if (err instanceof SailError) return sendError(res, err);
+      log.error({ err: String((err as Error).stack ?? err), method: req.method, url: req.url }, "API request failed");
+      sendError(res, sailError("SAIL_INTERNAL", `Sail failed on ${req.method} ${req.url}: ${(err as Error).message}`));
+    }
+  });
+}
+
+function authenticateRequest(req: IncomingMessage, authenticate: Authenticate): OrgRow {
+  const header = req.headers.authorization;
+  const token = header?.startsWith("Bearer ") ? header.slice(7).trim() : undefined;
+  if (!token) throw sailError("SAIL_AUTH_MISSING", "Missing bearer token: send `Authorization: Bearer <token>` (the SDK reads SAIL_TOKEN or the config `sail up` wrote)");
+  const org = authenticate(token);
+  if (!org) throw sailError("SAIL_AUTH_INVALID", "The token is not valid (wrong or revoked): check SAIL_TOKEN or ~/.sail/config.json");
+  return org;
+}

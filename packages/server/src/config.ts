@@ -1,0 +1,54 @@
+import { homedir } from "node:os";
+import { join } from "node:path";
+
+/** Everything the daemon can be told, in one place, with one defaults object. */
+export interface DaemonConfig {
+  /** Where the daemon keeps sail.db, images/ and boxes/. */
+  dataDir: string;
+  /** host:port of the control-plane API. */
+  apiListen: string;
+  /** IPv4 range carved into one /30 per box (host .1, guest .2). */
+  boxSubnet: string;
+  /** Debian mirror debootstrap builds the base image from. */
+  debianMirror: string;
+  /** Where the client config (API URL + token) is written for the SDK and CLI. */
+  clientConfigPath: string;
+  /** crun's state directory (tmpfs: container state must not outlive a reboot). */
+  crunRoot: string;
+  /** Defaults for a box that does not say. */
+  boxCpu: number;
+  boxMemoryMiB: number;
+  boxPidsLimit: number;
+  logLevel: "debug" | "info" | "warn" | "error" | "silent";
+}
+
+export const DEFAULT_CONFIG: DaemonConfig = {
+  dataDir: "/var/lib/sail",
+  apiListen: "127.0.0.1:7070",
+  boxSubnet: "10.200.0.0/16",
+  debianMirror: "http://deb.debian.org/debian",
+  clientConfigPath: process.env.SAIL_CONFIG || join(homedir(), ".sail", "config.json"),
+  crunRoot: "/run/sail/crun",
+  boxCpu: 1,
+  boxMemoryMiB: 1024,
+  boxPidsLimit: 1024,
+  logLevel: "info",
+};
+
+/** Merge given options over the defaults, refusing unknown keys (a typo must not pass silently). */
+export function resolveConfig(options: Partial<DaemonConfig>): DaemonConfig {
+  for (const key of Object.keys(options)) {
+    if (!(key in DEFAULT_CONFIG)) throw new Error(`unknown daemon option "${key}"; known: ${Object.keys(DEFAULT_CONFIG).join(", ")}`);
+  }
+  const defined = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+  const config = { ...DEFAULT_CONFIG, ...defined } as DaemonConfig;
+  parseListen(config.apiListen);
+  return config;
+}
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const match = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(listen);
+  const port = Number(match?.[2]);
+  if (!match || port > 65535) throw new Error(`listen address "${listen}" must be host:port, e.g. 127.0.0.1:7070`);
+  return { host: match[1]!.replace(/^\[|\]$/g, ""), port };
+}

@@ -1,0 +1,132 @@
+/**
+ * saild: the one place that wires the rooms together (store, runtime, boxes, api).
+ * `sail up` calls `startDaemon`; nothing imports this file but the CLI.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import { availableParallelism } from "node:os";
+import { dirname, join } from "node:path";
+import pino, { type Logger } from "pino";
+import { debianArch, type ClientConfig } from "@sail/protocol";
+import { createApiServer } from "./api/server.js";
+import { Sailboxes } from "./boxes/sailboxes.js";
+import { parseListen, resolveConfig, type DaemonConfig } from "./config.js";
+import { preflight } from "./preflight.js";
+import { LocalRuntime } from "./runtime/local-runtime.js";
+import type { ImageProgress } from "./runtime/runtime.js";
+import { Store } from "./store/store.js";
+
+export { DEFAULT_CONFIG, type DaemonConfig } from "./config.js";
+export { PreflightError } from "./preflight.js";
+
+export interface RunningDaemon {
+  apiUrl: string;
+  token: string;
+  config: DaemonConfig;
+  /** Stop accepting requests, finish the ones in flight, close the store. Boxes keep running. */
+  close(): Promise<void>;
+}
+
+const TINI_PATH = "/usr/bin/tini-static";
+
+export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { onImageProgress?: (p: ImageProgress) => void } = {}): Promise<RunningDaemon> {
+  const config = resolveConfig(options);
+  const log = pino({ level: config.logLevel, base: { service: "saild" } }, pino.destination(2));
+  const arch = debianArch(process.arch);
+  if (!arch) throw new Error(`Sail runs on amd64 and arm64 hosts; this one is ${process.arch}`);
+  preflight({ tiniPath: TINI_PATH });
+
+  mkdirSync(config.dataDir, { recursive: true });
+  claimDataDir(config.dataDir);
+  const store = new Store(join(config.dataDir, "sail.db"));
+  const runtime = new LocalRuntime({
+    dataDir: config.dataDir,
+    hostArch: arch,
+    boxSubnet: config.boxSubnet,
+    debianMirror: config.debianMirror,
+    tiniPath: TINI_PATH,
+    crunRoot: config.crunRoot,
+    nofileLimit: 20_000,
+  });
+  const sailboxes = new Sailboxes(
+    store,
+    runtime,
+    { cpu: config.boxCpu, memoryMiB: config.boxMemoryMiB, pidsLimit: config.boxPidsLimit, hostCpus: availableParallelism(), maxBoxes: runtime.maxBoxes },
+    log,
+  );
+
+  await runtime.prepareImage(hooks.onImageProgress ?? ((p) => log.info(p, "base image")));
+  const reconciled = await sailboxes.reconcile();
+  log.info(reconciled, "reconciled the store with the runtime");
+
+  const server = createApiServer(sailboxes, (token) => store.orgForToken(token), log);
+  const { host, port } = parseListen(config.apiListen);
+  await new Promise<void>((resolve, reject) => server.once("error", reject).listen(port, host, resolve));
+  const bound = server.address() as AddressInfo;
+  const apiUrl = `http://${bound.family === "IPv6" ? `[${bound.address}]` : bound.address}:${bound.port}`;
+  const token = ensureClientConfig(store, config.clientConfigPath, apiUrl);
+  log.info({ apiUrl, clientConfig: config.clientConfigPath }, "sail API listening");
+
+  return {
+    apiUrl,
+    token,
+    config,
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+      store.close();
+      releaseDataDir(config.dataDir);
+    },
+  };
+}
+
+/**
+ * The org `default` and a token for it. Only the token's hash is stored, so the
+ * plain token lives in the client config: reuse it while it is valid, else mint one.
+ */
+function ensureClientConfig(store: Store, path: string, apiUrl: string): string {
+  const org = store.findOrgByName("default") ?? store.createOrg("default");
+  let existing: Partial<ClientConfig> = {};
+  try {
+    existing = JSON.parse(readFileSync(path, "utf8")) as Partial<ClientConfig>;
+  } catch {
+    existing = {};
+  }
+  const valid = existing.token && store.orgForToken(existing.token)?.id === org.id;
+  const token = valid ? existing.token! : store.createToken(org.id, "sail up");
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  writeFileSync(path, JSON.stringify({ apiUrl, token } satisfies ClientConfig, null, 2) + "\n", { mode: 0o600 });
+  return token;
+}
+
+/** One daemon per data dir: a second would fight over boxes and addresses. */
+function claimDataDir(dataDir: string): void {
+  const pidFile = join(dataDir, "saild.pid");
+  if (existsSync(pidFile)) {
+    const pid = Number(readFileSync(pidFile, "utf8"));
+    if (pid && pid !== process.pid && isAlive(pid)) throw new Error(`another saild (pid ${pid}) already uses ${dataDir}`);
+  }
+  writeFileSync(pidFile, String(process.pid));
+}
+
+function releaseDataDir(dataDir: string): void {
+  const pidFile = join(dataDir, "saild.pid");
+  try {
+    if (Number(readFileSync(pidFile, "utf8")) === process.pid) writeFileSync(pidFile, "");
+  } catch {
+    // already gone
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export type { Logger };

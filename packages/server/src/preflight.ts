@@ -1,0 +1,35 @@
+import { accessSync, constants } from "node:fs";
+import { join } from "node:path";
+
+export const APT_INSTALL = "apt-get update && apt-get install -y crun debootstrap tini iproute2 util-linux";
+
+/** Why the daemon will not start, and what to run to fix it. */
+export class PreflightError extends Error {
+  override readonly name = "PreflightError";
+}
+
+/** Refuse to start, clearly, when the host cannot run boxes. */
+export function preflight(options: { tiniPath: string }): void {
+  if (process.getuid?.() !== 0) {
+    throw new PreflightError("saild must run as root: it creates network namespaces, mounts and cgroups (try `sudo sail up`)");
+  }
+  const missing: string[] = [];
+  for (const command of ["crun", "debootstrap", "ip", "unshare", "mount", "umount", "mountpoint"]) {
+    if (!onPath(command)) missing.push(command);
+  }
+  if (!isExecutable(options.tiniPath)) missing.push(`tini (${options.tiniPath})`);
+  if (missing.length) throw new PreflightError(`Sail needs ${missing.join(", ")}, which ${missing.length > 1 ? "are" : "is"} missing: run \`${APT_INSTALL}\``);
+}
+
+function isExecutable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function onPath(command: string): boolean {
+  return (process.env.PATH ?? "").split(":").some((dir) => dir && isExecutable(join(dir, command)));
+}

@@ -1,0 +1,80 @@
+import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { mustRun, runCommand } from "./commands.js";
+import type { RuntimeState } from "./runtime.js";
+
+/**
+ * On hybrid cgroup hosts (v1 controllers plus a cgroup2 mount) crun refuses to
+ * create containers: "cgroups in hybrid mode not supported, drop all controllers
+ * from cgroupv2". Those mounts are returned so `create` can hide them in a private
+ * mount namespace. A pure v1 or v2 host returns none and needs no workaround.
+ */
+export function hybridCgroup2Mounts(mountinfo = readFileSync("/proc/self/mountinfo", "utf8")): string[] {
+  const mounts = mountinfo.split("\n").map((line) => {
+    const [before, after] = line.split(" - ");
+    return { mountPoint: before?.split(" ")[4] ?? "", fsType: after?.split(" ")[0] ?? "" };
+  });
+  const hasV1 = mounts.some((m) => m.fsType === "cgroup");
+  return hasV1 ? mounts.filter((m) => m.fsType === "cgroup2").map((m) => m.mountPoint) : [];
+}
+
+/** The `crun` CLI, with its state kept under `root` so Sail's containers are its own. */
+export class Crun {
+  private readonly hybridMounts = hybridCgroup2Mounts();
+
+  constructor(
+    private readonly root: string,
+    private readonly bin = "crun",
+  ) {}
+
+  /** Start the container in `bundle`, detached: it keeps running when the daemon stops. */
+  async run(id: string, bundle: string, logFd: number): Promise<void> {
+    const crun = [this.bin, "--root", this.root, "run", "--detach", "--bundle", bundle, id];
+    const [file, ...args] = this.hybridMounts.length
+      ? ["unshare", "-m", "--propagation", "private", "--", "sh", "-c", 'for m in $MOUNTS; do umount "$m"; done; exec "$@"', "sh", ...crun]
+      : crun;
+    const result = await runCommandWithStdio(file!, args, ["ignore", logFd, logFd], { MOUNTS: this.hybridMounts.join(" ") });
+    if (result !== 0) throw new Error(`crun run ${id} exited ${result}; see the box's console log`);
+  }
+
+  async state(id: string): Promise<RuntimeState> {
+    const result = await runCommand(this.bin, ["--root", this.root, "state", id]);
+    if (result.code !== 0) return "missing";
+    const status = (JSON.parse(result.stdout) as { status: string }).status;
+    return status === "running" || status === "paused" ? status : "stopped";
+  }
+
+  /** `crun exec` as a child process; the caller owns its stdio. */
+  exec(id: string, argv: readonly string[], options: { cwd?: string; env?: Record<string, string>; detach?: boolean; stdio: StdioOptions }): ChildProcess {
+    const args = ["--root", this.root, "exec"];
+    if (options.detach) args.push("--detach");
+    if (options.cwd) args.push("--cwd", options.cwd);
+    for (const [key, value] of Object.entries(options.env ?? {})) args.push("--env", `${key}=${value}`);
+    args.push(id, ...argv);
+    return spawn(this.bin, args, { stdio: options.stdio });
+  }
+
+  /** Kill and remove the container (and its cgroups). Idempotent. */
+  async delete(id: string): Promise<void> {
+    const result = await runCommand(this.bin, ["--root", this.root, "delete", "--force", id]);
+    if (result.code !== 0 && (await this.state(id)) !== "missing") {
+      throw new Error(`crun delete ${id} failed: ${result.stderr.trim()}`);
+    }
+  }
+
+  async pause(id: string): Promise<void> {
+    await mustRun(this.bin, ["--root", this.root, "pause", id]);
+  }
+
+  async resume(id: string): Promise<void> {
+    await mustRun(this.bin, ["--root", this.root, "resume", id]);
+  }
+}
+
+function runCommandWithStdio(file: string, args: readonly string[], stdio: StdioOptions, env: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { stdio, env: { ...process.env, ...env } });
+    child.on("error", reject);
+    child.on("close", (code) => resolve(code ?? 1));
+  });
+}

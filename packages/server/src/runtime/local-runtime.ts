@@ -1,0 +1,153 @@
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Architecture } from "@sail/protocol";
+import { mustRun, runCommand, signalNumber } from "./commands.js";
+import { Crun } from "./crun.js";
+import { ensureBaseImage } from "./image.js";
+import { BoxNetworks } from "./network.js";
+import { ociConfig } from "./oci.js";
+import type { BoxNetwork, BoxSpec, ExecSpec, ImageProgress, Runtime, RuntimeState, RunningExec } from "./runtime.js";
+
+export interface LocalRuntimeOptions {
+  dataDir: string;
+  hostArch: Architecture;
+  boxSubnet: string;
+  debianMirror: string;
+  tiniPath: string;
+  /** Where crun keeps container state (tmpfs: it must not outlive a reboot). */
+  crunRoot: string;
+  nofileLimit: number;
+}
+
+/** Cgroup v1 hierarchies crun creates `/sail/<id>` in; removed on destroy if crun left any. */
+const CGROUP_V1_CONTROLLERS = ["memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio", "systemd", "unified"];
+
+/** The default exec directory, matching HOME. */
+const DEFAULT_CWD = "/root";
+
+/** Boxes as crun containers on an overlay rootfs, each in its own network namespace. */
+export class LocalRuntime implements Runtime {
+  readonly hostArch: Architecture;
+  private readonly crun: Crun;
+  private readonly networks: BoxNetworks;
+  private baseRootfs: string | undefined;
+
+  constructor(private readonly options: LocalRuntimeOptions) {
+    this.hostArch = options.hostArch;
+    this.crun = new Crun(options.crunRoot);
+    this.networks = new BoxNetworks(options.boxSubnet);
+  }
+
+  get maxBoxes(): number {
+    return this.networks.slots;
+  }
+
+  async prepareImage(onProgress?: (progress: ImageProgress) => void): Promise<void> {
+    this.baseRootfs = await ensureBaseImage({
+      imagesDir: join(this.options.dataDir, "images"),
+      arch: this.hostArch,
+      mirror: this.options.debianMirror,
+      tiniPath: this.options.tiniPath,
+      onProgress,
+    });
+  }
+
+  private boxDir(id: string): string {
+    return join(this.options.dataDir, "boxes", id);
+  }
+
+  network(netSlot: number): BoxNetwork {
+    return this.networks.addresses(netSlot);
+  }
+
+  async create(spec: BoxSpec): Promise<BoxNetwork> {
+    if (!this.baseRootfs) throw new Error("the base image is not ready yet");
+    const dir = this.boxDir(spec.id);
+    const rootfs = join(dir, "rootfs");
+    try {
+      for (const sub of ["upper", "work", "rootfs", "execs"]) mkdirSync(join(dir, sub), { recursive: true });
+      const [network] = await Promise.all([
+        this.networks.create(spec.id, spec.netSlot),
+        mustRun("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${this.baseRootfs},upperdir=${dir}/upper,workdir=${dir}/work`, rootfs]),
+      ]);
+      writeIdentity(rootfs, spec.hostname, network.guestAddress);
+      const config = ociConfig(spec, { rootfs, netnsPath: `/run/netns/${BoxNetworks.namespace(spec.id)}`, nofile: this.options.nofileLimit });
+      writeFileSync(join(dir, "config.json"), JSON.stringify(config));
+      const consoleLog = openSync(join(dir, "console.log"), "a");
+      try {
+        await this.crun.run(spec.id, dir, consoleLog);
+      } finally {
+        closeSync(consoleLog);
+      }
+      return network;
+    } catch (err) {
+      await this.destroy(spec.id).catch(() => {});
+      throw err;
+    }
+  }
+
+  state(id: string): Promise<RuntimeState> {
+    return this.crun.state(id);
+  }
+
+  exec(id: string, spec: ExecSpec): RunningExec {
+    const child = this.crun.exec(id, ["/bin/sh", "-c", spec.cmd], { cwd: spec.cwd ?? DEFAULT_CWD, env: spec.env, stdio: ["ignore", "pipe", "pipe"] });
+    const exit = new Promise<number>((resolve, reject) => {
+      child.on("error", reject);
+      child.on("close", (code, signal) => resolve(code ?? 128 + signalNumber(signal)));
+    });
+    return { stdout: child.stdout!, stderr: child.stderr!, exit, kill: () => child.kill("SIGKILL") };
+  }
+
+  execLogPath(id: string, execId: string): string {
+    return join(this.boxDir(id), "execs", `${execId}.log`);
+  }
+
+  /**
+   * `crun exec --detach` returns once the process has started. The process inherits
+   * the log fd for stdout and stderr (a pipe would tie its lifetime to ours), so a
+   * failure to start is read back from the log's tail.
+   */
+  async execDetached(id: string, execId: string, spec: ExecSpec): Promise<void> {
+    const logPath = this.execLogPath(id, execId);
+    const log = openSync(logPath, "a");
+    try {
+      const child = this.crun.exec(id, ["/bin/sh", "-c", spec.cmd], { cwd: spec.cwd ?? DEFAULT_CWD, env: spec.env, detach: true, stdio: ["ignore", log, log] });
+      const code = await new Promise<number>((resolve, reject) => {
+        child.on("error", reject);
+        child.on("exit", (c) => resolve(c ?? 1));
+      });
+      if (code !== 0) throw new Error(`could not start the command: ${readFileSync(logPath, "utf8").trim().slice(-500) || `crun exec exited ${code}`}`);
+    } finally {
+      closeSync(log);
+    }
+  }
+
+  async destroy(id: string): Promise<void> {
+    const dir = this.boxDir(id);
+    await this.crun.delete(id);
+    const rootfs = join(dir, "rootfs");
+    if ((await runCommand("mountpoint", ["-q", rootfs])).code === 0) {
+      const plain = await runCommand("umount", [rootfs]);
+      if (plain.code !== 0) await mustRun("umount", ["-l", rootfs]);
+    }
+    await this.networks.destroy(id);
+    for (const controller of CGROUP_V1_CONTROLLERS) {
+      const path = `/sys/fs/cgroup/${controller}/sail/${id}`;
+      if (existsSync(path)) rmdirSync(path);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** /etc/hostname, /etc/hosts and resolv.conf: without them name lookups stall 5-10 s. */
+function writeIdentity(rootfs: string, hostname: string, guestAddress: string): void {
+  writeFileSync(join(rootfs, "etc/hostname"), `${hostname}\n`);
+  writeFileSync(
+    join(rootfs, "etc/hosts"),
+    `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${guestAddress}\t${hostname}\n`,
+  );
+  // Boxes have no egress yet: a nameserver on the box's own loopback fails at once
+  // (connection refused) instead of timing out.
+  writeFileSync(join(rootfs, "etc/resolv.conf"), "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n");
+}

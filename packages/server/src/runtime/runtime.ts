@@ -1,0 +1,65 @@
+import type { Readable } from "node:stream";
+import type { Architecture } from "@sail/protocol";
+
+/** What the runtime needs to start one box; nothing about orgs, apps or URLs. */
+export interface BoxSpec {
+  id: string;
+  hostname: string;
+  arch: Architecture;
+  cpu: number;
+  memoryMiB: number;
+  pidsLimit: number;
+  /** Index of the box's /30 in the configured box subnet. */
+  netSlot: number;
+}
+
+export interface BoxNetwork {
+  /** The guest's veth address: where the gateway dials the box's ports. */
+  guestAddress: string;
+  /** The host side of the pair (the guest's default route). */
+  hostAddress: string;
+}
+
+/** The runtime's view of a box. `missing` means the runtime knows nothing of it. */
+export type RuntimeState = "running" | "paused" | "stopped" | "missing";
+
+export interface ExecSpec {
+  cmd: string;
+  cwd?: string;
+  env?: Record<string, string>;
+}
+
+/** A foreground command: its output as it is produced, and its exit code. */
+export interface RunningExec {
+  stdout: Readable;
+  stderr: Readable;
+  /** The exit code; 128+N when a signal N ended it. */
+  exit: Promise<number>;
+  kill(): void;
+}
+
+export interface ImageProgress {
+  phase: string;
+  detail?: string;
+  done?: boolean;
+}
+
+/**
+ * The boundary between Sail's domain and whatever runs boxes: the local crun driver
+ * today; a microVM or a Kubernetes driver later.
+ */
+export interface Runtime {
+  readonly hostArch: Architecture;
+  /** Build (or find cached) the base image; reports progress while it builds. */
+  prepareImage(onProgress?: (progress: ImageProgress) => void): Promise<void>;
+  /** Start a box; on failure everything it created is removed before the error is thrown. */
+  create(spec: BoxSpec): Promise<BoxNetwork>;
+  network(netSlot: number): BoxNetwork;
+  state(id: string): Promise<RuntimeState>;
+  exec(id: string, spec: ExecSpec): RunningExec;
+  /** Start a command that outlives the call; its stdout and stderr go to the exec's log. */
+  execDetached(id: string, execId: string, spec: ExecSpec): Promise<void>;
+  execLogPath(id: string, execId: string): string;
+  /** Remove the container, netns, veth, mounts, cgroups and directories of a box. Idempotent. */
+  destroy(id: string): Promise<void>;
+}

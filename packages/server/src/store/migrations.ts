@@ -1,0 +1,56 @@
+/**
+ * Numbered migrations, applied in order inside one transaction each; the
+ * applied number lives in `PRAGMA user_version`. Never edit a shipped one: add the next.
+ */
+export const MIGRATIONS: readonly string[] = [
+  // 1: orgs, tokens (hashed), apps, sailboxes, execs
+  `
+  CREATE TABLE orgs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+  );
+  CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    sha256 TEXT NOT NULL UNIQUE,
+    label TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+  );
+  CREATE TABLE apps (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    name TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (org_id, name)
+  );
+  CREATE TABLE sailboxes (
+    id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL REFERENCES apps(id),
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    name TEXT,
+    status TEXT NOT NULL,
+    live INTEGER NOT NULL DEFAULT 1,
+    image_name TEXT NOT NULL,
+    image_arch TEXT NOT NULL,
+    cpu REAL NOT NULL,
+    memory_mib INTEGER NOT NULL,
+    net_slot INTEGER NOT NULL,
+    failure_reason TEXT,
+    created_at TEXT NOT NULL,
+    terminated_at TEXT
+  );
+  -- a name and an address belong to at most one live sailbox
+  CREATE UNIQUE INDEX sailboxes_live_name ON sailboxes(app_id, name) WHERE live = 1 AND name IS NOT NULL;
+  CREATE UNIQUE INDEX sailboxes_live_slot ON sailboxes(net_slot) WHERE live = 1;
+  CREATE INDEX sailboxes_org ON sailboxes(org_id, created_at);
+  CREATE TABLE execs (
+    id TEXT PRIMARY KEY,
+    sailbox_id TEXT NOT NULL REFERENCES sailboxes(id),
+    cmd TEXT NOT NULL,
+    background INTEGER NOT NULL,
+    started_at TEXT NOT NULL
+  );
+  `,
+];

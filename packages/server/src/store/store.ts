@@ -1,0 +1,225 @@
+import { createHash, randomBytes } from "node:crypto";
+import Database from "better-sqlite3";
+import type { Architecture, SailboxStatus } from "@sail/protocol";
+import { MIGRATIONS } from "./migrations.js";
+
+export interface OrgRow {
+  id: string;
+  name: string;
+}
+export interface AppRow {
+  id: string;
+  orgId: string;
+  name: string;
+  createdAt: string;
+}
+export interface SailboxRow {
+  id: string;
+  appId: string;
+  orgId: string;
+  name: string | null;
+  status: SailboxStatus;
+  imageName: string;
+  imageArch: Architecture;
+  cpu: number;
+  memoryMiB: number;
+  netSlot: number;
+  failureReason: string | null;
+  createdAt: string;
+  terminatedAt: string | null;
+}
+export interface ExecRow {
+  id: string;
+  sailboxId: string;
+  cmd: string;
+  background: boolean;
+  startedAt: string;
+}
+export type NewSailbox = Omit<SailboxRow, "status" | "netSlot" | "failureReason" | "createdAt" | "terminatedAt">;
+
+/** Thrown by `insertSailbox` when the app already has a live sailbox of that name. */
+export class NameTakenError extends Error {}
+
+const SAILBOX_COLUMNS = `id, app_id AS appId, org_id AS orgId, name, status, image_name AS imageName,
+  image_arch AS imageArch, cpu, memory_mib AS memoryMiB, net_slot AS netSlot,
+  failure_reason AS failureReason, created_at AS createdAt, terminated_at AS terminatedAt`;
+
+const now = () => new Date().toISOString();
+export const hashToken = (token: string) => createHash("sha256").update(token).digest("hex");
+/** Random ids: `prefix` + 12 chars of [a-z0-9] (short enough for interface names). */
+export function newId(prefix: string): string {
+  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+  const bytes = randomBytes(12);
+  let id = "";
+  for (const b of bytes) id += alphabet[b % alphabet.length];
+  return prefix + id;
+}
+
+/** The only place with SQL. SQLite in WAL mode; every method is one statement or one transaction. */
+export class Store {
+  private readonly db: Database.Database;
+
+  constructor(path: string) {
+    this.db = new Database(path);
+    this.db.pragma("journal_mode = WAL");
+    this.db.pragma("synchronous = NORMAL");
+    this.db.pragma("foreign_keys = ON");
+    this.db.pragma("busy_timeout = 5000");
+    this.migrate();
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  private migrate(): void {
+    const applied = this.db.pragma("user_version", { simple: true }) as number;
+    MIGRATIONS.slice(applied).forEach((sql, i) => {
+      this.db.transaction(() => {
+        this.db.exec(sql);
+        this.db.pragma(`user_version = ${applied + i + 1}`);
+      })();
+    });
+  }
+
+  // --- orgs and tokens ---
+
+  findOrgByName(name: string): OrgRow | undefined {
+    return this.db.prepare("SELECT id, name FROM orgs WHERE name = ?").get(name) as OrgRow | undefined;
+  }
+
+  createOrg(name: string): OrgRow {
+    const org = { id: newId("org-"), name };
+    this.db.prepare("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)").run(org.id, name, now());
+    return org;
+  }
+
+  /** Mint a token for an org; only its hash is kept. Returns the plain token, once. */
+  createToken(orgId: string, label: string): string {
+    const token = "sail_" + randomBytes(24).toString("base64url");
+    this.db
+      .prepare("INSERT INTO tokens (id, org_id, sha256, label, created_at) VALUES (?, ?, ?, ?, ?)")
+      .run(newId("tok-"), orgId, hashToken(token), label, now());
+    return token;
+  }
+
+  orgForToken(token: string): OrgRow | undefined {
+    return this.db
+      .prepare("SELECT o.id, o.name FROM tokens t JOIN orgs o ON o.id = t.org_id WHERE t.sha256 = ? AND t.revoked_at IS NULL")
+      .get(hashToken(token)) as OrgRow | undefined;
+  }
+
+  // --- apps ---
+
+  findApp(orgId: string, name: string): AppRow | undefined {
+    return this.db
+      .prepare("SELECT id, org_id AS orgId, name, created_at AS createdAt FROM apps WHERE org_id = ? AND name = ?")
+      .get(orgId, name) as AppRow | undefined;
+  }
+
+  getApp(orgId: string, id: string): AppRow | undefined {
+    return this.db
+      .prepare("SELECT id, org_id AS orgId, name, created_at AS createdAt FROM apps WHERE org_id = ? AND id = ?")
+      .get(orgId, id) as AppRow | undefined;
+  }
+
+  /** Find or create, race-free (UNIQUE(org_id, name)). */
+  mintApp(orgId: string, name: string): AppRow {
+    this.db
+      .prepare("INSERT INTO apps (id, org_id, name, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (org_id, name) DO NOTHING")
+      .run(newId("app-"), orgId, name, now());
+    return this.findApp(orgId, name)!;
+  }
+
+  listApps(orgId: string): AppRow[] {
+    return this.db
+      .prepare("SELECT id, org_id AS orgId, name, created_at AS createdAt FROM apps WHERE org_id = ? ORDER BY name")
+      .all(orgId) as AppRow[];
+  }
+
+  // --- sailboxes ---
+
+  /**
+   * Insert a sailbox in `creating` with the lowest free network slot, in one transaction,
+   * so two creates can never share a name or an address.
+   */
+  insertSailbox(box: NewSailbox, maxSlots: number): SailboxRow {
+    return this.db.transaction(() => {
+      if (box.name !== null) {
+        const taken = this.db.prepare("SELECT 1 FROM sailboxes WHERE app_id = ? AND name = ? AND live = 1").get(box.appId, box.name);
+        if (taken) throw new NameTakenError(box.name);
+      }
+      const slot = this.db
+        .prepare(
+          `SELECT COALESCE((SELECT MIN(s.net_slot + 1) FROM sailboxes s WHERE s.live = 1
+             AND NOT EXISTS (SELECT 1 FROM sailboxes t WHERE t.live = 1 AND t.net_slot = s.net_slot + 1)), 0) AS slot`,
+        )
+        .get() as { slot: number };
+      let netSlot = slot.slot;
+      const zeroUsed = this.db.prepare("SELECT 1 FROM sailboxes WHERE live = 1 AND net_slot = 0").get();
+      if (!zeroUsed) netSlot = 0;
+      if (netSlot >= maxSlots) throw new RangeError(`all ${maxSlots} sailbox network slots are in use`);
+      this.db
+        .prepare(
+          `INSERT INTO sailboxes (id, app_id, org_id, name, status, live, image_name, image_arch, cpu, memory_mib, net_slot, created_at)
+           VALUES (?, ?, ?, ?, 'creating', 1, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(box.id, box.appId, box.orgId, box.name, box.imageName, box.imageArch, box.cpu, box.memoryMiB, netSlot, now());
+      return this.getSailbox(box.id)!;
+    })();
+  }
+
+  getSailbox(id: string): SailboxRow | undefined {
+    return this.db.prepare(`SELECT ${SAILBOX_COLUMNS} FROM sailboxes WHERE id = ?`).get(id) as SailboxRow | undefined;
+  }
+
+  listSailboxes(filter: { orgId: string; appId?: string; name?: string; liveOnly?: boolean }): SailboxRow[] {
+    const where = ["org_id = @orgId"];
+    if (filter.appId) where.push("app_id = @appId");
+    if (filter.name) where.push("name = @name");
+    if (filter.liveOnly) where.push("live = 1");
+    return this.db
+      .prepare(`SELECT ${SAILBOX_COLUMNS} FROM sailboxes WHERE ${where.join(" AND ")} ORDER BY created_at DESC, id`)
+      .all({ orgId: filter.orgId, appId: filter.appId, name: filter.name }) as SailboxRow[];
+  }
+
+  /** Every sailbox that still holds resources, across orgs (for reconcile at start). */
+  liveSailboxes(): SailboxRow[] {
+    return this.db.prepare(`SELECT ${SAILBOX_COLUMNS} FROM sailboxes WHERE live = 1`).all() as SailboxRow[];
+  }
+
+  setStatus(id: string, status: SailboxStatus, failureReason: string | null = null): void {
+    const ended = status === "terminated" || status === "failed";
+    this.db
+      .prepare(
+        `UPDATE sailboxes SET status = ?, failure_reason = COALESCE(?, failure_reason),
+           live = ?, terminated_at = CASE WHEN ? THEN ? ELSE terminated_at END WHERE id = ?`,
+      )
+      .run(status, failureReason, ended ? 0 : 1, ended ? 1 : 0, now(), id);
+  }
+
+  /** Forget a sailbox whose create was refused or rolled back: it never existed. */
+  deleteSailbox(id: string): void {
+    this.db.transaction(() => {
+      this.db.prepare("DELETE FROM execs WHERE sailbox_id = ?").run(id);
+      this.db.prepare("DELETE FROM sailboxes WHERE id = ?").run(id);
+    })();
+  }
+
+  // --- execs ---
+
+  insertExec(exec: Omit<ExecRow, "startedAt">): ExecRow {
+    const row = { ...exec, startedAt: now() };
+    this.db
+      .prepare("INSERT INTO execs (id, sailbox_id, cmd, background, started_at) VALUES (?, ?, ?, ?, ?)")
+      .run(row.id, row.sailboxId, row.cmd, row.background ? 1 : 0, row.startedAt);
+    return row;
+  }
+
+  getExec(sailboxId: string, id: string): ExecRow | undefined {
+    const row = this.db
+      .prepare("SELECT id, sailbox_id AS sailboxId, cmd, background, started_at AS startedAt FROM execs WHERE sailbox_id = ? AND id = ?")
+      .get(sailboxId, id) as (Omit<ExecRow, "background"> & { background: number }) | undefined;
+    return row && { ...row, background: row.background === 1 };
+  }
+}
