@@ -1,0 +1,63 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { Sailbox } from "@sail/sdk";
+import { runCli, terminateLeftovers, TestDaemon } from "./harness.js";
+
+const daemon = new TestDaemon();
+const created: string[] = [];
+
+before(async () => {
+  await daemon.start();
+  await terminateLeftovers(daemon);
+});
+after(async () => {
+  for (const id of created) await (await Sailbox.fromId(id, { client: daemon.client() })).terminate().catch(() => {});
+  await daemon.dispose();
+});
+
+describe("the sail CLI", () => {
+  test("box create, ls, exec and terminate work on a real box, with --json listings", async () => {
+    const create = await runCli(daemon, ["box", "create", "--app", "cli", "--name", "cli-box", "--json"]);
+    assert.equal(create.code, 0, create.stderr);
+    const box = JSON.parse(create.stdout) as { id: string; status: string; name: string };
+    created.push(box.id);
+    assert.equal(box.status, "running");
+
+    const ls = await runCli(daemon, ["box", "ls", "--app", "cli", "--json"]);
+    assert.deepEqual((JSON.parse(ls.stdout) as Array<{ id: string }>).map((b) => b.id), [box.id]);
+    const table = await runCli(daemon, ["box", "ls", "--app", "cli"]);
+    assert.match(table.stdout, new RegExp(`${box.id}\\s+cli-box\\s+running`));
+
+    const apps = await runCli(daemon, ["app", "ls", "--json"]);
+    assert.ok((JSON.parse(apps.stdout) as Array<{ name: string }>).some((a) => a.name === "cli"));
+
+    const exec = await runCli(daemon, ["box", "exec", "cli-box", "--app", "cli", "--", "echo out; echo err >&2; exit 3"]);
+    assert.deepEqual(exec, { code: 3, stdout: "out\n", stderr: "err\n" });
+
+    const term = await runCli(daemon, ["box", "terminate", box.id]);
+    assert.equal(term.code, 0);
+    const after = await runCli(daemon, ["box", "ls", "--app", "cli", "--json"]);
+    assert.deepEqual(JSON.parse(after.stdout), []);
+  });
+
+  test("errors exit non-zero with the stable code on stderr", async () => {
+    const missing = await runCli(daemon, ["box", "exec", "sb-nosuchbox00", "--", "true"]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /SAIL_SAILBOX_NOT_FOUND/);
+    const bad = await runCli(daemon, ["box", "create", "--name", "NOT OK"]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /SAIL_NAME_INVALID/);
+    const noDaemon = await runCli({ env: { ...daemon.env, SAIL_API_URL: "http://127.0.0.1:9", SAIL_TOKEN: "x" } } as TestDaemon, ["app", "ls"]);
+    assert.equal(noDaemon.code, 1);
+    assert.match(noDaemon.stderr, /Cannot reach the Sail daemon/);
+  });
+
+  test("--help teaches every command", async () => {
+    for (const args of [["--help"], ["up", "--help"], ["box", "--help"], ["box", "create", "--help"], ["box", "exec", "--help"], ["app", "ls", "--help"]]) {
+      const help = await runCli(daemon, args);
+      assert.equal(help.code, 0);
+      assert.match(help.stdout, /Usage: sail/);
+    }
+    assert.match((await runCli(daemon, ["box", "exec", "--help"])).stdout, /Examples:/);
+  });
+});

@@ -1,0 +1,72 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { after, before, describe, test } from "node:test";
+import { App, AuthError, SailClient, Sailbox, type SailError } from "@sail/sdk";
+import { BoxPool, CLI, leftoversOf, runProcess, terminateLeftovers, TestDaemon } from "./harness.js";
+
+const daemon = new TestDaemon();
+const pool = new BoxPool(daemon);
+
+before(async () => {
+  await daemon.start();
+  await terminateLeftovers(daemon);
+});
+after(async () => {
+  await pool.terminateAll();
+  await daemon.dispose();
+});
+
+describe("the daemon", () => {
+  test("a box survives a graceful daemon restart and a crash, and still answers exec", async () => {
+    const sb = await pool.create({ name: "survivor" });
+    await sb.exec("echo kept > /root/state").wait();
+    await sb.exec("sleep 31337", { background: true }).wait();
+    for (const signal of ["SIGTERM", "SIGKILL"] as const) {
+      await daemon.restart(signal);
+      const again = await Sailbox.fromId(sb.id, { client: daemon.client() });
+      assert.equal(await again.status(), "running");
+      const out = await again.exec("cat /root/state; pgrep -f 'sleep 31337' >/dev/null && echo still-running").output();
+      assert.equal(out.stdout, "kept\nstill-running\n", `after ${signal}`);
+    }
+  });
+
+  test("a box whose container vanished while the daemon was down is marked failed and cleaned up", async () => {
+    const sb = await pool.create({});
+    await daemon.stop();
+    execFileSync("crun", ["--root", "/run/sail/crun", "delete", "--force", sb.id]);
+    await daemon.start();
+    const again = await Sailbox.fromId(sb.id, { client: daemon.client() });
+    assert.equal(await again.status(), "failed");
+    assert.match(again.describe().failureReason ?? "", /container was missing/);
+    assert.deepEqual(leftoversOf(sb.id), []);
+  });
+
+  test("a wrong token and a missing token are refused with AuthError (401)", async () => {
+    const { apiUrl } = daemon.credentials();
+    const wrong = new SailClient({ apiUrl, token: "sail_not-a-real-token" });
+    await assert.rejects(App.find({ name: "e2e", client: wrong }), (e: SailError) => e instanceof AuthError && e.code === "SAIL_AUTH_INVALID");
+    const res = await fetch(`${apiUrl}/v1/apps`);
+    assert.equal(res.status, 401);
+    assert.equal(((await res.json()) as { error: { code: string } }).error.code, "SAIL_AUTH_MISSING");
+  });
+
+  test("the token is stored hashed, never in plain text", async () => {
+    const { token } = daemon.credentials();
+    const dump = execFileSync("sh", ["-c", `cat ${process.env.SAIL_TEST_DATA_DIR ?? "/var/lib/sail-test"}/sail.db*`]);
+    assert.equal(dump.includes(Buffer.from(token)), false);
+  });
+
+  test("sail up refuses to start when not root, and says why", async () => {
+    const run = await runProcess("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, CLI, "up", "--data-dir", "/tmp/sail-not-root"], daemon.env);
+    assert.notEqual(run.code, 0);
+    assert.match(run.stderr, /must run as root/);
+  });
+
+  test("sail up refuses to start without crun, debootstrap or tini, and gives the apt command", async () => {
+    const env = { ...daemon.env, PATH: "/nonexistent" };
+    const run = await runProcess(process.execPath, [CLI, "up", "--data-dir", "/tmp/sail-no-tools"], env);
+    assert.notEqual(run.code, 0);
+    assert.match(run.stderr, /needs crun, debootstrap/);
+    assert.match(run.stderr, /apt-get install -y crun debootstrap tini/);
+  });
+});

@@ -1,0 +1,162 @@
+/**
+ * A real daemon (`sail up` as a child process) on a test data dir, and helpers
+ * to create real Sailboxes that are always terminated, even when a test fails.
+ * The data dir persists between runs so the base image is built once.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { execFileSync } from "node:child_process";
+import { App, SailClient, Sailbox, type CreateSailboxOptions } from "@sail/sdk";
+
+export const REPO = new URL("../..", import.meta.url).pathname;
+export const CLI = join(REPO, "packages/cli/dist/main.js");
+export const DATA_DIR = process.env.SAIL_TEST_DATA_DIR ?? "/var/lib/sail-test";
+export const API_PORT = Number(process.env.SAIL_TEST_API_PORT ?? 17171);
+export const BOX_SUBNET = process.env.SAIL_TEST_BOX_SUBNET ?? "10.203.0.0/16";
+
+export class TestDaemon {
+  readonly configDir = mkdtempSync(join(tmpdir(), "sail-test-"));
+  readonly configPath = join(this.configDir, "config.json");
+  private child: ChildProcess | undefined;
+  log = "";
+
+  /** Environment for child processes (CLI, examples) that should find this daemon. */
+  get env(): NodeJS.ProcessEnv {
+    const { SAIL_API_URL: _url, SAIL_TOKEN: _token, ...rest } = process.env;
+    return { ...rest, SAIL_CONFIG: this.configPath };
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  async start(): Promise<void> {
+    const child = spawn(
+      process.execPath,
+      [CLI, "up", "--data-dir", DATA_DIR, "--api-listen", `127.0.0.1:${API_PORT}`, "--box-subnet", BOX_SUBNET, "--log-level", "warn"],
+      { env: this.env, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    this.child = child;
+    await new Promise<void>((resolve, reject) => {
+      const onData = (chunk: Buffer) => {
+        this.log += chunk.toString();
+        if (this.log.includes("Sail is up")) resolve();
+      };
+      child.stdout!.on("data", onData);
+      child.stderr!.on("data", onData);
+      child.on("exit", (code) => reject(new Error(`sail up exited ${code} before it was up:\n${this.log}`)));
+    });
+  }
+
+  /** Stop the daemon: SIGTERM (graceful) or SIGKILL (a crash). Boxes keep running. */
+  async stop(signal: "SIGTERM" | "SIGKILL" = "SIGTERM"): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    child.kill(signal);
+    await exited;
+    this.child = undefined;
+  }
+
+  async restart(signal: "SIGTERM" | "SIGKILL" = "SIGTERM"): Promise<void> {
+    await this.stop(signal);
+    this.log = "";
+    await this.start();
+  }
+
+  /** What `sail up` wrote for clients: the API URL and the org's token. */
+  credentials(): { apiUrl: string; token: string } {
+    return JSON.parse(readFileSync(this.configPath, "utf8")) as { apiUrl: string; token: string };
+  }
+
+  client(): SailClient {
+    return new SailClient(this.credentials());
+  }
+
+  async dispose(): Promise<void> {
+    await this.stop();
+    rmSync(this.configDir, { recursive: true, force: true });
+  }
+}
+
+/** Creates real boxes and terminates every one of them at the end, logging their ids. */
+export class BoxPool {
+  private readonly boxes: Sailbox[] = [];
+  constructor(private readonly daemon: TestDaemon) {}
+
+  async app(name: string): Promise<App> {
+    return App.find({ name, mintIfMissing: true, client: this.daemon.client() });
+  }
+
+  async create(options: Omit<CreateSailboxOptions, "app"> & { app?: App }): Promise<Sailbox> {
+    const app = options.app ?? (await this.app("e2e"));
+    const sb = await Sailbox.create({ ...options, app });
+    this.boxes.push(sb);
+    return sb;
+  }
+
+  /** Terminate every box this pool made; say which ones if that fails. */
+  async terminateAll(): Promise<void> {
+    const client = this.daemon.client();
+    for (const sb of this.boxes.splice(0)) {
+      try {
+        await (await Sailbox.fromId(sb.id, { client })).terminate();
+      } catch (err) {
+        console.error(`could not terminate test sailbox ${sb.id}: ${(err as Error).message}`);
+      }
+    }
+  }
+}
+
+/** Terminate live boxes a crashed earlier run may have left in the test data dir. */
+export async function terminateLeftovers(daemon: TestDaemon): Promise<void> {
+  const client = daemon.client();
+  for (const sb of await Sailbox.list({ client })) {
+    const status = sb.describe().status;
+    if (status !== "terminated" && status !== "failed") {
+      console.error(`terminating sailbox ${sb.id} left by an earlier run`);
+      await sb.terminate();
+    }
+  }
+}
+
+/** Everything of a box the host still holds: netns, veth, mounts, cgroups, directory, container. */
+export function leftoversOf(id: string): string[] {
+  const found: string[] = [];
+  const netns = execFileSync("ip", ["netns", "list"], { encoding: "utf8" });
+  if (netns.includes(`sail-${id}`)) found.push(`netns sail-${id}`);
+  const links = execFileSync("ip", ["-o", "link"], { encoding: "utf8" });
+  const veth = `sv${id.replace(/^sb-/, "")}`;
+  if (links.includes(veth)) found.push(`veth ${veth}`);
+  for (const line of readFileSync("/proc/mounts", "utf8").split("\n")) if (line.includes(id)) found.push(`mount ${line}`);
+  for (const controller of ["memory", "pids", "cpu", "freezer", "devices", "blkio", "cpuset", "systemd"]) {
+    if (existsSync(`/sys/fs/cgroup/${controller}/sail/${id}`)) found.push(`cgroup ${controller}/sail/${id}`);
+  }
+  if (existsSync(join(DATA_DIR, "boxes", id))) found.push(`directory ${join(DATA_DIR, "boxes", id)}`);
+  try {
+    execFileSync("crun", ["--root", "/run/sail/crun", "state", id], { stdio: "ignore" });
+    found.push(`container ${id}`);
+  } catch {
+    // crun knows nothing of it: good
+  }
+  return found;
+}
+
+/** Run the CLI against the test daemon; never throws, returns what it printed and its exit code. */
+export function runCli(daemon: TestDaemon, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return runProcess(process.execPath, [CLI, ...args], daemon.env);
+}
+
+export function runProcess(file: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { env, stdio: ["ignore", "pipe", "pipe"], cwd: REPO });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
