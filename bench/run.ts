@@ -1,0 +1,16 @@
+/** `npm run bench [-- scenario...]`: scenarios run in one process, baselines in the same run. */
+import { lifecycle } from "./lifecycle.js";
+
+const SCENARIOS: Record<string, () => Promise<void>> = { lifecycle };
+
+const wanted = process.argv.slice(2);
+const names = wanted.length ? wanted : Object.keys(SCENARIOS);
+for (const name of names) {
+  const scenario = SCENARIOS[name];
+  if (!scenario) {
+    console.error(`unknown scenario "${name}"; known: ${Object.keys(SCENARIOS).join(", ")}`);
+    process.exit(2);
+  }
+  console.log(`\n== ${name} ==`);
+  await scenario();
+}

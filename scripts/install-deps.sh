@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Everything Sail and its tests need on Debian 12, as root: the runtime's tools,
+# the benchmark baselines, and the npm packages. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(crun debootstrap tini iproute2 util-linux curl ca-certificates)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "Installing Debian packages: ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+
+npm ci --no-audit --no-fund
+npm run build
