@@ -15,6 +15,7 @@ export const CLI = join(REPO, "packages/cli/dist/main.js");
 export const DATA_DIR = process.env.SAIL_TEST_DATA_DIR ?? "/var/lib/sail-test";
 export const API_PORT = Number(process.env.SAIL_TEST_API_PORT ?? 17171);
 export const BOX_SUBNET = process.env.SAIL_TEST_BOX_SUBNET ?? "10.203.0.0/16";
+export const HTTPS_PORT = Number(process.env.SAIL_TEST_HTTPS_PORT ?? 18443);
 
 export class TestDaemon {
   readonly configDir = mkdtempSync(join(tmpdir(), "sail-test-"));
@@ -35,7 +36,7 @@ export class TestDaemon {
   async start(): Promise<void> {
     const child = spawn(
       process.execPath,
-      [CLI, "up", "--data-dir", DATA_DIR, "--api-listen", `127.0.0.1:${API_PORT}`, "--box-subnet", BOX_SUBNET, "--log-level", "warn"],
+      [CLI, "up", "--data-dir", DATA_DIR, "--api-listen", `127.0.0.1:${API_PORT}`, "--box-subnet", BOX_SUBNET, "--https-listen", `127.0.0.1:${HTTPS_PORT}`, "--log-level", "warn"],
       { env: this.env, stdio: ["ignore", "pipe", "pipe"] },
     );
     this.child = child;
@@ -73,6 +74,11 @@ export class TestDaemon {
 
   client(): SailClient {
     return new SailClient(this.credentials());
+  }
+
+  /** The local CA's certificate, as `sail ca` prints it. */
+  async caCert(): Promise<string> {
+    return this.client().text("/v1/ca");
   }
 
   async dispose(): Promise<void> {
@@ -159,4 +165,18 @@ export function runProcess(file: string, args: string[], env: NodeJS.ProcessEnv)
     child.on("error", reject);
     child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
   });
+}
+
+/** `*.localhost` is loopback (RFC 6761); curl knows it, Node's resolver needs telling. */
+export function loopbackLookup(_host: string, options: { all?: boolean }, callback: (...args: unknown[]) => void): void {
+  if (options?.all) callback(null, [{ address: "127.0.0.1", family: 4 }]);
+  else callback(null, "127.0.0.1", 4);
+}
+
+/** Put the test server (test/fixtures/guest-server.py) in a box and serve it on `port`. */
+export async function startGuestServer(sb: Sailbox, port: number, bind = "0.0.0.0"): Promise<void> {
+  const script = readFileSync(join(REPO, "test/fixtures/guest-server.py"), "utf8");
+  const write = await sb.exec(`mkdir -p /srv && cat > /srv/guest-server.py <<'SAIL_EOF'\n${script}\nSAIL_EOF`).wait();
+  if (write !== 0) throw new Error("could not write the guest server");
+  await sb.exec(`python3 /srv/guest-server.py ${port} ${bind}`, { background: true }).wait();
 }

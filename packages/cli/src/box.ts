@@ -1,11 +1,21 @@
 import type { Command } from "commander";
-import { App, Sailbox } from "@sail/sdk";
+import { App, SailClient, Sailbox, type Listener } from "@sail/sdk";
 import { printJson, printTable } from "./output.js";
 
 const row = (sb: Sailbox) => {
   const d = sb.describe();
   return { id: d.id, name: d.name, status: d.status, cpu: d.cpu, memory: `${d.memoryMiB}MiB`, created: d.createdAt };
 };
+
+const listenerRow = (l: Listener) => ({
+  port: l.port,
+  protocol: l.protocol,
+  endpoint: l.protocol === "http" ? l.endpoint.url : `${l.endpoint.host}:${l.endpoint.port}`,
+});
+
+function collectPorts(value: string, previous: number[]): number[] {
+  return [...previous, Number(value)];
+}
 
 /** An id (`sb-…`) or the name of a live box in `--app`. */
 async function resolveBox(idOrName: string, appName: string): Promise<Sailbox> {
@@ -23,13 +33,17 @@ export function registerBox(program: Command): void {
     .option("--name <name>", "a name, unique among the app's live boxes")
     .option("--cpu <cores>", "CPU cores (fractions allowed)", parseFloat)
     .option("--memory <MiB>", "memory limit in MiB", (v) => parseInt(v, 10))
-    .option("--json", "print the box as JSON")
-    .addHelpText("after", "\nExamples:\n  sail box create --name web-demo\n  sail box create --app ci --cpu 0.5 --memory 512")
-    .action(async (opts: { app: string; name?: string; cpu?: number; memory?: number; json?: boolean }) => {
+    .option("--port <port>", "publish a guest port over HTTPS (repeatable)", collectPorts, [] as number[])
+    .option("--json", "print the box and its listeners as JSON")
+    .addHelpText("after", "\nExamples:\n  sail box create --name web-demo --port 3000\n  sail box create --app ci --cpu 0.5 --memory 512")
+    .action(async (opts: { app: string; name?: string; cpu?: number; memory?: number; port: number[]; json?: boolean }) => {
       const app = await App.find({ name: opts.app, mintIfMissing: true });
-      const sb = await Sailbox.create({ app, name: opts.name, cpu: opts.cpu, memory: opts.memory });
-      if (opts.json) return printJson(sb.describe());
+      const sb = await Sailbox.create({ app, name: opts.name, cpu: opts.cpu, memory: opts.memory, ingressPorts: opts.port });
+      const listeners = await sb.listeners();
+      if (opts.json) return printJson({ ...sb.describe(), listeners: listeners.map(listenerRow) });
       console.log(`Created sailbox ${sb.id}${sb.name ? ` (${sb.name})` : ""} in app ${app.name}: ${sb.describe().status}`);
+      for (const l of listeners) console.log(`  port ${l.port} (${l.protocol}): ${l.endpoint.url}`);
+      if (listeners.length) console.log(`Start a server on 0.0.0.0:<port> inside the box, e.g.: sail box exec ${sb.id} --background -- python3 -m http.server ${listeners[0]!.port}`);
       console.log(`Run a command: sail box exec ${sb.id} -- uname -a`);
     });
 
@@ -74,6 +88,19 @@ export function registerBox(program: Command): void {
     });
 
   box
+    .command("listeners")
+    .description("List a Sailbox's published ports and their endpoints")
+    .argument("<box>", "sailbox id, or name with --app")
+    .option("--app <name>", "app of a box given by name", "default")
+    .option("--json", "print JSON")
+    .action(async (idOrName: string, opts: { app: string; json?: boolean }) => {
+      const sb = await resolveBox(idOrName, opts.app);
+      const rows = (await sb.listeners()).map(listenerRow);
+      if (opts.json) return printJson(rows);
+      printTable(rows, ["port", "protocol", "endpoint"]);
+    });
+
+  box
     .command("terminate")
     .description("Stop a Sailbox and release everything it holds (idempotent)")
     .argument("<box>", "sailbox id, or name with --app")
@@ -82,6 +109,16 @@ export function registerBox(program: Command): void {
       const sb = await resolveBox(idOrName, opts.app);
       await sb.terminate();
       console.log(`Terminated ${sb.id}`);
+    });
+}
+
+export function registerCa(program: Command): void {
+  program
+    .command("ca")
+    .description("Print the certificate of Sail's local CA (PEM), to trust the gateway's HTTPS URLs")
+    .addHelpText("after", "\nExamples:\n  sail ca > sail-ca.pem && curl --cacert sail-ca.pem https://3000-<id>.sail.localhost:8443\n  sail ca > /usr/local/share/ca-certificates/sail.crt && update-ca-certificates\n  NODE_EXTRA_CA_CERTS=sail-ca.pem node app.js")
+    .action(async () => {
+      process.stdout.write(await SailClient.default().text("/v1/ca"));
     });
 }
 

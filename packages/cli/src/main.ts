@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command } from "commander";
-import { registerApp, registerBox } from "./box.js";
+import { registerApp, registerBox, registerCa } from "./box.js";
 import { failWith } from "./output.js";
 import { registerUp } from "./up.js";
 
@@ -14,5 +14,6 @@ program
 registerUp(program);
 registerApp(program);
 registerBox(program);
+registerCa(program);
 
 program.parseAsync(process.argv).catch(failWith);

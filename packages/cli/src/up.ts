@@ -7,16 +7,32 @@ export function registerUp(program: Command): void {
     .description("Start the Sail daemon in the foreground (needs root). The first start builds the Debian base image (about a minute) and writes the client config the SDK and CLI read.")
     .option("--data-dir <dir>", "where Sail keeps its database, images and boxes", "/var/lib/sail")
     .option("--api-listen <host:port>", "address of the control-plane API", "127.0.0.1:7070")
+    .option("--https-listen <host:port>", "address of the HTTPS gateway for published ports", "0.0.0.0:8443")
+    .option("--domain <domain>", "HTTP listeners get https://<port>-<id>.<domain>", "sail.localhost")
+    .option("--public-https-port <port>", "the port public URLs name, if a proxy in front changes it (443 is left out)", (v) => parseInt(v, 10))
+    .option("--tls-cert <file>", "serve this certificate (e.g. a wildcard for *.<domain>) instead of the local CA's")
+    .option("--tls-key <file>", "the key of --tls-cert")
     .option("--box-subnet <cidr>", "IPv4 range carved into one /30 per box", "10.200.0.0/16")
     .option("--debian-mirror <url>", "Debian mirror for the base image", "http://deb.debian.org/debian")
     .option("--log-level <level>", "debug, info, warn, error or silent", "info")
     .addHelpText("after", "\nExamples:\n  sail up\n  sail up --data-dir /srv/sail --api-listen 127.0.0.1:7171\n\nThe client config goes to $SAIL_CONFIG, else ~/.sail/config.json.")
-    .action(async (opts: { dataDir: string; apiListen: string; boxSubnet: string; debianMirror: string; logLevel: "info" }) => {
+    .action(async (opts: { dataDir: string; apiListen: string; httpsListen: string; domain: string; publicHttpsPort?: number; tlsCert?: string; tlsKey?: string; boxSubnet: string; debianMirror: string; logLevel: "info" }) => {
       const { startDaemon } = await import("@sail/server");
       const tty = process.stderr.isTTY;
       let lastPhase = "";
       const daemon = await startDaemon(
-        { dataDir: opts.dataDir, apiListen: opts.apiListen, boxSubnet: opts.boxSubnet, debianMirror: opts.debianMirror, logLevel: opts.logLevel },
+        {
+          dataDir: opts.dataDir,
+          apiListen: opts.apiListen,
+          httpsListen: opts.httpsListen,
+          domain: opts.domain,
+          publicHttpsPort: opts.publicHttpsPort,
+          tlsCert: opts.tlsCert,
+          tlsKey: opts.tlsKey,
+          boxSubnet: opts.boxSubnet,
+          debianMirror: opts.debianMirror,
+          logLevel: opts.logLevel,
+        },
         {
           onImageProgress: ({ phase, detail, done }) => {
             const text = `base image: ${phase}${detail ? ` ${detail}` : ""}`.slice(0, 110);
@@ -26,7 +42,10 @@ export function registerUp(program: Command): void {
           },
         },
       );
-      process.stderr.write(`Sail is up: API ${daemon.apiUrl}, client config ${daemon.config.clientConfigPath}\nTry: sail box create --name demo\n`);
+      process.stderr.write(
+        `Sail is up: API ${daemon.apiUrl}, HTTPS gateway ${daemon.config.httpsListen} for *.${daemon.config.domain}, client config ${daemon.config.clientConfigPath}\n` +
+          `Try: sail box create --name demo --port 3000   (trust the local CA with: sail ca)\n`,
+      );
       let stopping = false;
       const stop = async () => {
         if (stopping) return;

@@ -32,6 +32,16 @@ export const ERROR_CODES = {
   SAIL_IMAGE_ARCH_UNSUPPORTED: { status: 400, kind: "InvalidArgument" },
   SAIL_RESOURCES_INVALID: { status: 400, kind: "InvalidArgument" },
   SAIL_EXEC_INVALID: { status: 400, kind: "InvalidArgument" },
+  // ingress rules (rules.ts)
+  SAIL_PORT_INVALID: { status: 400, kind: "InvalidArgument" },
+  SAIL_PORT_DUPLICATE: { status: 400, kind: "InvalidArgument" },
+  SAIL_PORT_RESERVED: { status: 400, kind: "InvalidArgument" },
+  SAIL_PORT_SSH_ON_HTTP: { status: 400, kind: "InvalidArgument" },
+  SAIL_PROTOCOL_INVALID: { status: 400, kind: "InvalidArgument" },
+  SAIL_CIDR_ON_HTTP: { status: 400, kind: "InvalidArgument" },
+  SAIL_CIDR_INVALID: { status: 400, kind: "InvalidArgument" },
+  SAIL_PORT_UNAUTHENTICATED: { status: 400, kind: "InvalidArgument" },
+  SAIL_LISTENER_NOT_FOUND: { status: 404, kind: "NotFound" },
   // auth
   SAIL_AUTH_MISSING: { status: 401, kind: "Auth" },
   SAIL_AUTH_INVALID: { status: 401, kind: "Auth" },
@@ -45,7 +55,9 @@ export const ERROR_CODES = {
   SAIL_SAILBOX_NOT_RUNNING: { status: 409, kind: "Conflict" },
   SAIL_SAILBOX_PAUSED: { status: 409, kind: "SailboxPaused" },
   SAIL_LIMIT_EXCEEDED: { status: 429, kind: "LimitExceeded" },
+  SAIL_TCP_LIMIT_EXCEEDED: { status: 429, kind: "LimitExceeded" },
   SAIL_TIMEOUT: { status: 504, kind: "Timeout" },
+  SAIL_LISTENER_TIMEOUT: { status: 504, kind: "Timeout" },
   // ours
   SAIL_RUNTIME_FAILED: { status: 500, kind: "Internal" },
   SAIL_INTERNAL: { status: 500, kind: "Internal" },

@@ -3,7 +3,7 @@
  * functions and stays authoritative.
  */
 import { sailError } from "./errors.js";
-import type { Architecture, ExecRequest } from "./types.js";
+import type { Architecture, ExecRequest, IngressPortSpec } from "./types.js";
 
 /** App and sailbox names: DNS-label-like, so they can appear in URLs later. */
 const NAME_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -64,4 +64,68 @@ export function checkExec(req: ExecRequest): void {
     if (!ENV_NAME.test(key)) throw bad(`env name ${JSON.stringify(key)} is not a valid variable name`, "env");
     if (typeof value !== "string" || value.includes("\0")) throw bad(`env ${key} must be a string without NUL bytes`, "env");
   }
+}
+
+// --- ingress ports (the seed's "Ports and cleanup" and "Access controls") ---
+
+/** Used by the platform itself; never publishable. */
+export const RESERVED_PORT = 10000;
+/** SSH's port: refused as HTTP, fine as raw TCP. */
+export const SSH_PORT = 22;
+
+/**
+ * Normalize `ingressPorts` (bare numbers are HTTP) and apply the rules that need no
+ * server state: integers 1-65535, unique, 10000 reserved, 22 not as HTTP, cidrAllowlist
+ * and allowPublic only on TCP. CIDR syntax and well-known ports are checked by the server.
+ */
+export function normalizeIngressPorts(input: unknown): IngressPortSpec[] {
+  if (input === undefined || input === null) return [];
+  if (!Array.isArray(input)) throw sailError("SAIL_PORT_INVALID", "ingressPorts must be a list of ports, e.g. [3000] or [new IngressPort(5432, \"tcp\")]", { field: "ingressPorts" });
+  const seen = new Set<number>();
+  return input.map((entry: unknown) => {
+    const spec: Partial<IngressPortSpec> = typeof entry === "number" ? { port: entry, protocol: "http" } : (entry as Partial<IngressPortSpec>) ?? {};
+    if (typeof spec !== "object") throw sailError("SAIL_PORT_INVALID", `ingress port ${JSON.stringify(entry)} must be a number or an IngressPort`, { field: "ingressPorts" });
+    const { port, protocol = "http" } = spec;
+    if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
+      throw sailError("SAIL_PORT_INVALID", `ingress port ${JSON.stringify(port)} is not valid: ports are whole numbers from 1 to 65535`, { port: typeof port === "number" ? port : undefined });
+    }
+    if (protocol !== "http" && protocol !== "tcp") {
+      throw sailError("SAIL_PROTOCOL_INVALID", `ingress port ${port} has protocol ${JSON.stringify(protocol)}: use "http" or "tcp"`, { port });
+    }
+    if (seen.has(port)) throw sailError("SAIL_PORT_DUPLICATE", `ingress port ${port} is listed twice: ports must be unique within a sailbox`, { port });
+    seen.add(port);
+    if (port === RESERVED_PORT) throw sailError("SAIL_PORT_RESERVED", `ingress port ${RESERVED_PORT} is reserved by the platform: pick another port`, { port });
+    if (port === SSH_PORT && protocol === "http") {
+      throw sailError("SAIL_PORT_SSH_ON_HTTP", `ingress port 22 is reserved for SSH and cannot be HTTP: publish it as raw TCP (new IngressPort(22, "tcp")) or use ssh: true`, { port });
+    }
+    const cidrAllowlist = spec.cidrAllowlist;
+    if (protocol === "http" && cidrAllowlist !== undefined && (!Array.isArray(cidrAllowlist) || cidrAllowlist.length > 0)) {
+      throw sailError("SAIL_CIDR_ON_HTTP", `cidrAllowlist is a TCP-only control; HTTP port ${port} does not accept it: publish it as new IngressPort(${port}, "tcp", { cidrAllowlist })`, { port });
+    }
+    if (protocol === "http" && spec.allowPublic !== undefined) {
+      throw sailError("SAIL_PROTOCOL_INVALID", `allowPublic applies to raw TCP ports only; HTTP port ${port} is always public`, { port });
+    }
+    if (cidrAllowlist !== undefined && (!Array.isArray(cidrAllowlist) || cidrAllowlist.some((c) => typeof c !== "string"))) {
+      throw sailError("SAIL_CIDR_INVALID", `cidrAllowlist of port ${port} must be a list of CIDR strings such as "203.0.113.0/24"`, { port });
+    }
+    if (spec.allowPublic !== undefined && typeof spec.allowPublic !== "boolean") {
+      throw sailError("SAIL_PROTOCOL_INVALID", `allowPublic of port ${port} must be true or false`, { port });
+    }
+    const unknown = Object.keys(spec).filter((k) => !["port", "protocol", "cidrAllowlist", "allowPublic"].includes(k));
+    if (unknown.length) throw sailError("SAIL_UNKNOWN_FIELD", `ingress port ${port} has unknown field "${unknown[0]}"`, { port, field: unknown[0] });
+    return protocol === "http" ? { port, protocol } : { port, protocol, cidrAllowlist: cidrAllowlist ?? [], allowPublic: spec.allowPublic ?? false };
+  });
+}
+
+/**
+ * The label of an HTTP listener's hostname: `<port>-<box id without "sb-">`, e.g.
+ * `3000-k3j2h4g5f6d7`. Derived, not stored, so URLs survive restarts.
+ */
+export function httpLabel(sailboxId: string, port: number): string {
+  return `${port}-${sailboxId.replace(/^sb-/, "")}`;
+}
+
+export function parseHttpLabel(label: string): { sailboxId: string; port: number } | undefined {
+  const match = /^(\d{1,5})-([a-z0-9]{12})$/.exec(label);
+  return match ? { sailboxId: `sb-${match[2]}`, port: Number(match[1]) } : undefined;
 }

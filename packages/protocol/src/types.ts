@@ -19,8 +19,21 @@ export interface ImageRef {
   arch?: Architecture;
 }
 
+export type IngressProtocol = "http" | "tcp";
+
+/** One published port as the wire carries it; a bare number means HTTP. */
+export interface IngressPortSpec {
+  port: number;
+  protocol: IngressProtocol;
+  /** TCP only: source prefixes allowed to connect; empty means anyone. */
+  cidrAllowlist?: string[];
+  /** TCP only: confirm a well-known unauthenticated port may be public. */
+  allowPublic?: boolean;
+}
+
 export interface CreateSailboxRequest {
   appId: string;
+  ingressPorts?: Array<number | IngressPortSpec>;
   name?: string;
   image: ImageRef;
   /** CPU cores (fractions allowed). */
@@ -47,6 +60,11 @@ export interface ExecRequest {
   env?: Record<string, string>;
   background?: boolean;
 }
+
+/** A published port: HTTP listeners have a URL, TCP listeners a host and port. */
+export type ListenerInfo =
+  | { sailboxId: string; port: number; protocol: "http"; endpoint: { url: string; host: string; port: number } }
+  | { sailboxId: string; port: number; protocol: "tcp"; endpoint: { host: string; port: number }; cidrAllowlist: string[]; allowPublic: boolean };
 
 /** One line of the NDJSON stream a foreground exec answers with. */
 export type ExecEvent =

@@ -30,8 +30,8 @@ export class SailClient {
   }
 
   /** A JSON request; a refusal becomes the typed error its `code` names. */
-  async request<T>(method: Method, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
-    const response = await this.send(method, path, body, signal);
+  async request<T>(method: Method, path: string, body?: unknown, signal?: AbortSignal, timeoutMs?: number): Promise<T> {
+    const response = await this.send(method, path, body, signal, true, timeoutMs);
     const text = await response.text();
     const parsed = text ? safeJson(text) : undefined;
     if (!response.ok) throw errorFromWire(parsed, response.status);
@@ -64,10 +64,10 @@ export class SailClient {
     }
   }
 
-  private async send(method: Method, path: string, body: unknown, signal?: AbortSignal, withTimeout = true): Promise<Response> {
+  private async send(method: Method, path: string, body: unknown, signal?: AbortSignal, withTimeout = true, timeoutMs = this.requestTimeoutMs): Promise<Response> {
     const attempts = IDEMPOTENT.has(method) ? RETRY_DELAYS_MS.length + 1 : 1;
     for (let attempt = 0; ; attempt++) {
-      const signals = [signal, withTimeout ? AbortSignal.timeout(this.requestTimeoutMs) : undefined].filter((s): s is AbortSignal => !!s);
+      const signals = [signal, withTimeout ? AbortSignal.timeout(timeoutMs) : undefined].filter((s): s is AbortSignal => !!s);
       try {
         return await fetch(this.apiUrl + path, {
           method,
@@ -80,7 +80,7 @@ export class SailClient {
         });
       } catch (err) {
         if ((err as Error).name === "TimeoutError") {
-          throw new TimeoutError("SAIL_TIMEOUT", `${method} ${path} got no answer from ${this.apiUrl} within ${this.requestTimeoutMs} ms`);
+          throw new TimeoutError("SAIL_TIMEOUT", `${method} ${path} got no answer from ${this.apiUrl} within ${timeoutMs} ms`);
         }
         if ((err as Error).name === "AbortError") throw err;
         if (attempt + 1 >= attempts) {

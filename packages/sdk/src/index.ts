@@ -5,6 +5,7 @@
 export { App, type FindAppOptions } from "./app.js";
 export { Sailbox, type CreateSailboxOptions, type ExecOptions } from "./sailbox.js";
 export { Image } from "./image.js";
+export { IngressPort, Listener, HttpEndpoint, TcpEndpoint } from "./listener.js";
 export { ExecProcess, BackgroundProcess, type ExecOutput } from "./exec.js";
 export { SailClient } from "./client.js";
 export { clientConfigPath, type ConnectionOptions } from "./config.js";
@@ -23,4 +24,5 @@ export {
   type SailboxStatus,
   type SailboxInfo,
   type AppInfo,
+  type ListenerInfo,
 } from "@sail/protocol";

@@ -1,8 +1,9 @@
-import { checkExec, checkName, checkResources, NotFoundError, type BackgroundExecInfo, type ExecRequest, type SailboxInfo, type SailboxStatus } from "@sail/protocol";
+import { checkExec, checkName, checkResources, normalizeIngressPorts, NotFoundError, type BackgroundExecInfo, type ExecRequest, type ListenerInfo, type SailboxInfo, type SailboxStatus } from "@sail/protocol";
 import { App } from "./app.js";
 import { SailClient } from "./client.js";
 import { BackgroundProcess, ExecProcess } from "./exec.js";
 import { Image } from "./image.js";
+import { IngressPort, Listener } from "./listener.js";
 
 export interface CreateSailboxOptions {
   app: App;
@@ -14,6 +15,8 @@ export interface CreateSailboxOptions {
   cpu?: number;
   /** Memory limit in MiB. @default 1024 */
   memory?: number;
+  /** Ports to publish: a bare number is HTTP (an https:// URL), `new IngressPort(port, "tcp", …)` is raw TCP. */
+  ingressPorts?: Array<number | IngressPort>;
 }
 
 export interface ExecOptions {
@@ -55,6 +58,8 @@ export class Sailbox {
     if (!(options.app instanceof App)) throw new TypeError("Sailbox.create needs { app }: get one with App.find({ name, mintIfMissing: true })");
     if (options.name !== undefined) checkName("sailbox", options.name);
     checkResources(options.cpu, options.memory, Number.POSITIVE_INFINITY);
+    const ingressPorts = (options.ingressPorts ?? []).map((p) => (p instanceof IngressPort ? p.toSpec() : p));
+    normalizeIngressPorts(ingressPorts); // fail fast; the server checks again
     const client = options.app.client;
     const info = await client.request<SailboxInfo>("POST", "/v1/sailboxes", {
       appId: options.app.id,
@@ -62,6 +67,7 @@ export class Sailbox {
       image: (options.image ?? Image.debian).ref,
       cpu: options.cpu,
       memoryMiB: options.memory,
+      ingressPorts: ingressPorts.length ? ingressPorts : undefined,
     });
     return new Sailbox(client, info);
   }
@@ -125,6 +131,17 @@ export class Sailbox {
       yield* client.stream(path, request, options.signal);
     }
     return new ExecProcess(events());
+  }
+
+  /** A handle on a published port; `await listener.wait({ timeout })` before reading its endpoint. */
+  listener(port: number): Listener {
+    return new Listener(this.client, this.id, port);
+  }
+
+  /** Every published port of the Sailbox, with protocol and endpoint known. */
+  async listeners(): Promise<Listener[]> {
+    const { listeners } = await this.client.request<{ listeners: ListenerInfo[] }>("GET", `/v1/sailboxes/${this.id}/listeners`);
+    return listeners.map((info) => new Listener(this.client, this.id, info.port, info));
   }
 
   /** Stop the Sailbox and release everything it holds. Idempotent. */

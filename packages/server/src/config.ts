@@ -7,6 +7,15 @@ export interface DaemonConfig {
   dataDir: string;
   /** host:port of the control-plane API. */
   apiListen: string;
+  /** host:port of the HTTPS gateway that serves published HTTP ports. */
+  httpsListen: string;
+  /** HTTP listeners are served at `https://<port>-<id>.<domain>`. */
+  domain: string;
+  /** The port public URLs name (default: the port of httpsListen; 443 is left out of URLs). */
+  publicHttpsPort?: number;
+  /** A certificate (e.g. a real wildcard for *.domain) to serve instead of the local CA's. */
+  tlsCert?: string;
+  tlsKey?: string;
   /** IPv4 range carved into one /30 per box (host .1, guest .2). */
   boxSubnet: string;
   /** Debian mirror debootstrap builds the base image from. */
@@ -25,6 +34,11 @@ export interface DaemonConfig {
 export const DEFAULT_CONFIG: DaemonConfig = {
   dataDir: "/var/lib/sail",
   apiListen: "127.0.0.1:7070",
+  httpsListen: "0.0.0.0:8443",
+  domain: "sail.localhost",
+  publicHttpsPort: undefined,
+  tlsCert: undefined,
+  tlsKey: undefined,
   boxSubnet: "10.200.0.0/16",
   debianMirror: "http://deb.debian.org/debian",
   clientConfigPath: process.env.SAIL_CONFIG || join(homedir(), ".sail", "config.json"),
@@ -43,6 +57,11 @@ export function resolveConfig(options: Partial<DaemonConfig>): DaemonConfig {
   const defined = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
   const config = { ...DEFAULT_CONFIG, ...defined } as DaemonConfig;
   parseListen(config.apiListen);
+  parseListen(config.httpsListen);
+  if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/.test(config.domain)) {
+    throw new Error(`domain "${config.domain}" must be a DNS name such as sail.localhost or sail.example.com`);
+  }
+  if (!!config.tlsCert !== !!config.tlsKey) throw new Error("give both tlsCert and tlsKey, or neither (Sail then uses its local CA)");
   return config;
 }
 

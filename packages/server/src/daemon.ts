@@ -9,6 +9,8 @@ import { dirname, join } from "node:path";
 import pino, { type Logger } from "pino";
 import { debianArch, type ClientConfig } from "@sail/protocol";
 import { createApiServer } from "./api/server.js";
+import { HttpGateway } from "./gateway/http-gateway.js";
+import { ensureLocalTls, loadGivenTls } from "./gateway/tls.js";
 import { Sailboxes } from "./boxes/sailboxes.js";
 import { parseListen, resolveConfig, type DaemonConfig } from "./config.js";
 import { preflight } from "./preflight.js";
@@ -48,18 +50,24 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
     crunRoot: config.crunRoot,
     nofileLimit: 20_000,
   });
+  const tls = config.tlsCert && config.tlsKey ? loadGivenTls(config.tlsCert, config.tlsKey) : ensureLocalTls(join(config.dataDir, "tls"), config.domain);
+  const httpsListen = parseListen(config.httpsListen);
   const sailboxes = new Sailboxes(
     store,
     runtime,
     { cpu: config.boxCpu, memoryMiB: config.boxMemoryMiB, pidsLimit: config.boxPidsLimit, hostCpus: availableParallelism(), maxBoxes: runtime.maxBoxes },
+    { domain: config.domain, publicHttpsPort: config.publicHttpsPort ?? httpsListen.port },
     log,
   );
+  const gateway = new HttpGateway(sailboxes, { ...httpsListen, domain: config.domain, tls }, log);
 
   await runtime.prepareImage(hooks.onImageProgress ?? ((p) => log.info(p, "base image")));
   const reconciled = await sailboxes.reconcile();
   log.info(reconciled, "reconciled the store with the runtime");
 
-  const server = createApiServer(sailboxes, (token) => store.orgForToken(token), log);
+  await gateway.listen();
+  log.info({ httpsListen: config.httpsListen, domain: config.domain }, "gateway listening");
+  const server = createApiServer(sailboxes, (token) => store.orgForToken(token), { caCert: tls.caCert }, log);
   const { host, port } = parseListen(config.apiListen);
   await new Promise<void>((resolve, reject) => server.once("error", reject).listen(port, host, resolve));
   const bound = server.address() as AddressInfo;
@@ -76,6 +84,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
         server.close(() => resolve());
         server.closeIdleConnections();
       });
+      await gateway.close();
       store.close();
       releaseDataDir(config.dataDir);
     },

@@ -27,9 +27,14 @@ type Handler = (ctx: Context) => Promise<void> | void;
  * The control-plane API under /v1 (docs/api.md): routing, auth, request shape,
  * error → status. Business rules stay in `boxes`.
  */
-export function createApiServer(sailboxes: Sailboxes, authenticate: Authenticate, log: Logger): Server {
+export function createApiServer(sailboxes: Sailboxes, authenticate: Authenticate, tls: { caCert?: string }, log: Logger): Server {
   const routes: Array<[string, RegExp, Handler]> = [
     ["GET", /^\/v1\/whoami$/, ({ org, res }) => sendJson(res, 200, { org: org.name })],
+    ["GET", /^\/v1\/ca$/, ({ res }) => {
+      if (!tls.caCert) throw sailError("SAIL_ROUTE_NOT_FOUND", "This Sail serves a certificate it was given (--tls-cert): there is no local CA to trust");
+      res.writeHead(200, { "content-type": "application/x-pem-file" });
+      res.end(tls.caCert);
+    }],
     ["GET", /^\/v1\/apps$/, ({ org, res }) => sendJson(res, 200, { apps: sailboxes.listApps(org) })],
     ["GET", /^\/v1\/apps\/([^/]+)$/, ({ org, params, res }) => sendJson(res, 200, sailboxes.findApp(org, params[0]!))],
     ["PUT", /^\/v1\/apps\/([^/]+)$/, async ({ org, params, req, res }) => {
@@ -38,7 +43,7 @@ export function createApiServer(sailboxes: Sailboxes, authenticate: Authenticate
     }],
     ["POST", /^\/v1\/sailboxes$/, async ({ org, req, res }) => {
       const body = await readJsonBody(req);
-      onlyFields(body, ["appId", "name", "image", "cpu", "memoryMiB"]);
+      onlyFields(body, ["appId", "name", "image", "cpu", "memoryMiB", "ingressPorts"]);
       if (typeof body.appId !== "string") throw sailError("SAIL_INVALID_ARGUMENT", "appId must be the id of one of your apps", { field: "appId" });
       sendJson(res, 201, await sailboxes.create(org, body as unknown as CreateSailboxRequest));
     }],
@@ -48,6 +53,12 @@ export function createApiServer(sailboxes: Sailboxes, authenticate: Authenticate
     }],
     ["GET", /^\/v1\/sailboxes\/([^/]+)$/, ({ org, params, res }) => sendJson(res, 200, sailboxes.get(org, params[0]!))],
     ["DELETE", /^\/v1\/sailboxes\/([^/]+)$/, async ({ org, params, res }) => sendJson(res, 200, await sailboxes.terminate(org, params[0]!))],
+    ["GET", /^\/v1\/sailboxes\/([^/]+)\/listeners$/, ({ org, params, res }) => sendJson(res, 200, { listeners: sailboxes.listeners(org, params[0]!) })],
+    ["GET", /^\/v1\/sailboxes\/([^/]+)\/listeners\/(\d{1,5})$/, async ({ org, params, query, res }) => {
+      const waitMs = Number(query.get("waitMs") ?? 0);
+      if (!Number.isFinite(waitMs) || waitMs < 0) throw sailError("SAIL_INVALID_ARGUMENT", "waitMs must be a number of milliseconds >= 0", { field: "waitMs" });
+      sendJson(res, 200, await sailboxes.waitListener(org, params[0]!, Number(params[1]), waitMs));
+    }],
     ["POST", /^\/v1\/sailboxes\/([^/]+)\/exec$/, async (ctx) => {
       const body = await readJsonBody(ctx.req);
       onlyFields(body, ["cmd", "cwd", "env", "background"]);

@@ -3,16 +3,21 @@ import {
   checkExec,
   checkName,
   checkResources,
+  httpLabel,
+  normalizeIngressPorts,
+  parseHttpLabel,
   sailError,
   type AppInfo,
   type Architecture,
   type BackgroundExecInfo,
   type CreateSailboxRequest,
   type ExecRequest,
+  type ListenerInfo,
   type SailboxInfo,
+  type SailboxStatus,
 } from "@sail/protocol";
 import type { Runtime, RunningExec } from "../runtime/runtime.js";
-import { NameTakenError, newId, type AppRow, type OrgRow, type SailboxRow, type Store } from "../store/store.js";
+import { NameTakenError, newId, type AppRow, type ListenerRow, type OrgRow, type SailboxRow, type Store } from "../store/store.js";
 
 export interface BoxDefaults {
   cpu: number;
@@ -21,6 +26,28 @@ export interface BoxDefaults {
   hostCpus: number;
   maxBoxes: number;
 }
+
+/** Where published ports are reachable from outside. */
+export interface IngressSettings {
+  /** HTTP listeners are `https://<label>.<domain>[:port]`. */
+  domain: string;
+  /** The port in public URLs (omitted when 443). */
+  publicHttpsPort: number;
+}
+
+/** What the gateway needs to forward to one HTTP listener. */
+export interface HttpRoute {
+  sailboxId: string;
+  port: number;
+  guestAddress: string;
+  /** Changes whenever the box's processes may have changed (a new start or wake): upstream sockets are keyed by it. */
+  generation: string;
+}
+
+/** How often `listener.wait()` probes the guest port. */
+const LISTENER_PROBE_INTERVAL_MS = 100;
+/** The longest a single wait may hold an API request. */
+export const LISTENER_WAIT_MAX_MS = 10 * 60_000;
 
 interface Logger {
   info(obj: object, msg: string): void;
@@ -34,13 +61,22 @@ interface Logger {
  */
 export class Sailboxes {
   private readonly locks = new Map<string, Promise<unknown>>();
+  /** Routes by hostname label; `null` caches a miss. Dropped when a box ends. */
+  private readonly routes = new Map<string, HttpRoute | null>();
+  private readonly terminatedHandlers: Array<(sailboxId: string) => void> = [];
 
   constructor(
     private readonly store: Store,
     private readonly runtime: Runtime,
     private readonly defaults: BoxDefaults,
+    private readonly ingress: IngressSettings,
     private readonly log: Logger,
   ) {}
+
+  /** Called after a box is terminated or failed: the gateway drops its routes and connections. */
+  onTerminated(handler: (sailboxId: string) => void): void {
+    this.terminatedHandlers.push(handler);
+  }
 
   // --- apps ---
 
@@ -69,12 +105,17 @@ export class Sailboxes {
     const name = request.name === undefined || request.name === null ? null : checkName("sailbox", request.name);
     const arch = this.checkImage(request.image);
     checkResources(request.cpu, request.memoryMiB, this.defaults.hostCpus);
+    const ports = normalizeIngressPorts(request.ingressPorts);
+    const tcp = ports.find((p) => p.protocol === "tcp");
+    if (tcp) {
+      throw sailError("SAIL_PROTOCOL_INVALID", `Raw TCP ingress (port ${tcp.port}) is not available on this Sail version yet: publish HTTP ports only`, { port: tcp.port });
+    }
 
     const id = newId("sb-");
     let row: SailboxRow;
     try {
       row = this.store.insertSailbox(
-        { id, appId: app.id, orgId: org.id, name, imageName: "debian", imageArch: arch, cpu: request.cpu ?? this.defaults.cpu, memoryMiB: request.memoryMiB ?? this.defaults.memoryMiB },
+        { id, appId: app.id, orgId: org.id, name, imageName: "debian", imageArch: arch, cpu: request.cpu ?? this.defaults.cpu, memoryMiB: request.memoryMiB ?? this.defaults.memoryMiB, ports },
         this.defaults.maxBoxes,
       );
     } catch (err) {
@@ -93,7 +134,7 @@ export class Sailboxes {
         this.log.error({ sailboxId: id, err: String(err) }, "sailbox create failed");
         throw sailError("SAIL_RUNTIME_FAILED", `Could not start sailbox ${name ?? id}: ${(err as Error).message}`, { sailboxId: id });
       }
-      this.store.setStatus(id, "running");
+      this.setStatus(id, "running");
       this.log.info({ sailboxId: id, app: app.name, name }, "sailbox running");
       return this.info(this.store.getSailbox(id)!);
     });
@@ -132,7 +173,7 @@ export class Sailboxes {
       const row = this.store.getSailbox(id)!;
       if (row.status !== "terminated") {
         await this.runtime.destroy(id);
-        if (row.status !== "failed") this.store.setStatus(id, "terminated");
+        this.setStatus(id, row.status === "failed" ? "failed" : "terminated");
         this.log.info({ sailboxId: id }, "sailbox terminated");
       }
       return this.info(this.store.getSailbox(id)!);
@@ -188,10 +229,80 @@ export class Sailboxes {
       }
       failed++;
       await this.runtime.destroy(row.id).catch((err) => this.log.error({ sailboxId: row.id, err: String(err) }, "cleanup of a lost sailbox failed"));
-      this.store.setStatus(row.id, "failed", lost);
+      this.setStatus(row.id, "failed", lost);
       this.log.warn({ sailboxId: row.id, reason: lost }, "sailbox marked failed");
     }
     return { kept, failed };
+  }
+
+  // --- listeners ---
+
+  listeners(org: OrgRow, id: string): ListenerInfo[] {
+    const row = this.row(org, id);
+    return this.store.listListeners(row.id).map((l) => this.listenerInfo(l));
+  }
+
+  /**
+   * Resolve once a process in the box accepts connections on `port` at the box's
+   * address (so the route is live), or fail after `timeoutMs` saying why: nothing
+   * listening, or listening on loopback only.
+   */
+  async waitListener(org: OrgRow, id: string, port: number, timeoutMs: number): Promise<ListenerInfo> {
+    const row = this.row(org, id);
+    const listener = this.store.listListeners(row.id).find((l) => l.port === port);
+    if (!listener) {
+      const published = this.store.listListeners(row.id).map((l) => l.port);
+      throw sailError("SAIL_LISTENER_NOT_FOUND", `Sailbox ${id} does not publish port ${port}${published.length ? ` (it publishes ${published.join(", ")})` : " (it publishes no ports)"}: pass it in ingressPorts when you create the sailbox`, { sailboxId: id, port });
+    }
+    const deadline = Date.now() + Math.min(Math.max(timeoutMs, 0), LISTENER_WAIT_MAX_MS);
+    for (;;) {
+      const current = this.store.getSailbox(row.id)!;
+      if (current.status !== "running") {
+        throw sailError("SAIL_SAILBOX_NOT_RUNNING", `Sailbox ${id} is ${current.status}: its port ${port} cannot become ready`, { sailboxId: id, port, status: current.status });
+      }
+      if (await this.runtime.probePort(current.netSlot, port)) return this.listenerInfo(listener);
+      if (Date.now() >= deadline) break;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(LISTENER_PROBE_INTERVAL_MS, Math.max(0, deadline - Date.now()))));
+    }
+    const addresses = await this.runtime.listeningAddresses(row.id, port).catch(() => []);
+    const loopbackOnly = addresses.length > 0 && addresses.every((a) => a === "127.0.0.1" || a === "::1" || a.startsWith("127."));
+    const seconds = Math.round(timeoutMs / 100) / 10;
+    const message = loopbackOnly
+      ? `Port ${port} of sailbox ${id} did not become reachable within ${seconds} s: the process listens on ${addresses.join(" and ")} only, which the gateway cannot reach; bind it to 0.0.0.0 (e.g. \`--bind 0.0.0.0\`)`
+      : `No process listens on port ${port} in sailbox ${id} after ${seconds} s: start your server on 0.0.0.0:${port} (e.g. sb.exec("…", { background: true })), then wait again`;
+    throw sailError("SAIL_LISTENER_TIMEOUT", message, { sailboxId: id, port, loopbackOnly });
+  }
+
+  /** The gateway's lookup: hostname label → where to forward, or undefined (404). */
+  resolveHttpRoute(label: string): HttpRoute | undefined {
+    const cached = this.routes.get(label);
+    if (cached !== undefined) return cached ?? undefined;
+    const parsed = parseHttpLabel(label);
+    const row = parsed && this.store.getSailbox(parsed.sailboxId);
+    const listener = row && row.status !== "terminated" && row.status !== "failed"
+      ? this.store.listListeners(row.id).find((l) => l.port === parsed.port && l.protocol === "http")
+      : undefined;
+    const route = row && listener ? { sailboxId: row.id, port: listener.port, guestAddress: this.runtime.network(row.netSlot).guestAddress, generation: `${row.id}:${row.createdAt}` } : null;
+    if (this.routes.size > 10_000) this.routes.clear(); // unknown labels must not grow memory without bound
+    this.routes.set(label, route);
+    return route ?? undefined;
+  }
+
+  private listenerInfo(l: ListenerRow): ListenerInfo {
+    const host = `${httpLabel(l.sailboxId, l.port)}.${this.ingress.domain}`;
+    const portSuffix = this.ingress.publicHttpsPort === 443 ? "" : `:${this.ingress.publicHttpsPort}`;
+    return { sailboxId: l.sailboxId, port: l.port, protocol: "http", endpoint: { url: `https://${host}${portSuffix}`, host, port: this.ingress.publicHttpsPort } };
+  }
+
+  private setStatus(id: string, status: SailboxStatus, reason?: string): void {
+    this.store.setStatus(id, status, reason ?? null);
+    if (status === "terminated" || status === "failed") {
+      for (const [label, route] of this.routes) if (route?.sailboxId === id || route === null) this.routes.delete(label);
+      for (const handler of this.terminatedHandlers) handler(id);
+    } else {
+      // a miss cached before the box existed must not hide it now
+      for (const [label, route] of this.routes) if (route === null) this.routes.delete(label);
+    }
   }
 
   // --- helpers ---

@@ -6,6 +6,7 @@ import { Crun } from "./crun.js";
 import { ensureBaseImage } from "./image.js";
 import { BoxNetworks } from "./network.js";
 import { ociConfig } from "./oci.js";
+import { listeningAddresses, probeTcp } from "./ports.js";
 import type { BoxNetwork, BoxSpec, ExecSpec, ImageProgress, Runtime, RuntimeState, RunningExec } from "./runtime.js";
 
 export interface LocalRuntimeOptions {
@@ -84,6 +85,14 @@ export class LocalRuntime implements Runtime {
       await this.destroy(spec.id).catch(() => {});
       throw err;
     }
+  }
+
+  probePort(netSlot: number, port: number): Promise<boolean> {
+    return probeTcp(this.networks.addresses(netSlot).guestAddress, port);
+  }
+
+  listeningAddresses(id: string, port: number): Promise<string[]> {
+    return listeningAddresses(id, port);
   }
 
   state(id: string): Promise<RuntimeState> {

@@ -60,6 +60,10 @@ export interface Runtime {
   /** Start a command that outlives the call; its stdout and stderr go to the exec's log. */
   execDetached(id: string, execId: string, spec: ExecSpec): Promise<void>;
   execLogPath(id: string, execId: string): string;
+  /** Whether a process in the box accepts connections on `port` at the box's address. */
+  probePort(netSlot: number, port: number): Promise<boolean>;
+  /** Addresses something in the box listens on for `port` (e.g. "127.0.0.1" when bound to loopback only). */
+  listeningAddresses(id: string, port: number): Promise<string[]>;
   /** Remove the container, netns, veth, mounts, cgroups and directories of a box. Idempotent. */
   destroy(id: string): Promise<void>;
 }

@@ -53,4 +53,16 @@ export const MIGRATIONS: readonly string[] = [
     started_at TEXT NOT NULL
   );
   `,
+  // 2: published ports (listeners); public_port is the gateway port of a TCP listener
+  `
+  CREATE TABLE listeners (
+    sailbox_id TEXT NOT NULL REFERENCES sailboxes(id),
+    port INTEGER NOT NULL,
+    protocol TEXT NOT NULL CHECK (protocol IN ('http', 'tcp')),
+    cidr_allowlist TEXT NOT NULL DEFAULT '[]',
+    allow_public INTEGER NOT NULL DEFAULT 0,
+    public_port INTEGER,
+    PRIMARY KEY (sailbox_id, port)
+  );
+  `,
 ];

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import Database from "better-sqlite3";
-import type { Architecture, SailboxStatus } from "@sail/protocol";
+import type { Architecture, IngressPortSpec, SailboxStatus } from "@sail/protocol";
 import { MIGRATIONS } from "./migrations.js";
 
 export interface OrgRow {
@@ -35,7 +35,17 @@ export interface ExecRow {
   background: boolean;
   startedAt: string;
 }
-export type NewSailbox = Omit<SailboxRow, "status" | "netSlot" | "failureReason" | "createdAt" | "terminatedAt">;
+export type NewSailbox = Omit<SailboxRow, "status" | "netSlot" | "failureReason" | "createdAt" | "terminatedAt"> & {
+  ports?: IngressPortSpec[];
+};
+export interface ListenerRow {
+  sailboxId: string;
+  port: number;
+  protocol: "http" | "tcp";
+  cidrAllowlist: string[];
+  allowPublic: boolean;
+  publicPort: number | null;
+}
 
 /** Thrown by `insertSailbox` when the app already has a live sailbox of that name. */
 export class NameTakenError extends Error {}
@@ -165,6 +175,10 @@ export class Store {
            VALUES (?, ?, ?, ?, 'creating', 1, ?, ?, ?, ?, ?, ?)`,
         )
         .run(box.id, box.appId, box.orgId, box.name, box.imageName, box.imageArch, box.cpu, box.memoryMiB, netSlot, now());
+      const insertListener = this.db.prepare(
+        "INSERT INTO listeners (sailbox_id, port, protocol, cidr_allowlist, allow_public) VALUES (?, ?, ?, ?, ?)",
+      );
+      for (const p of box.ports ?? []) insertListener.run(box.id, p.port, p.protocol, JSON.stringify(p.cidrAllowlist ?? []), p.allowPublic ? 1 : 0);
       return this.getSailbox(box.id)!;
     })();
   }
@@ -202,8 +216,21 @@ export class Store {
   deleteSailbox(id: string): void {
     this.db.transaction(() => {
       this.db.prepare("DELETE FROM execs WHERE sailbox_id = ?").run(id);
+      this.db.prepare("DELETE FROM listeners WHERE sailbox_id = ?").run(id);
       this.db.prepare("DELETE FROM sailboxes WHERE id = ?").run(id);
     })();
+  }
+
+  // --- listeners ---
+
+  listListeners(sailboxId: string): ListenerRow[] {
+    const rows = this.db
+      .prepare(
+        `SELECT sailbox_id AS sailboxId, port, protocol, cidr_allowlist AS cidrAllowlist, allow_public AS allowPublic,
+           public_port AS publicPort FROM listeners WHERE sailbox_id = ? ORDER BY port`,
+      )
+      .all(sailboxId) as Array<Omit<ListenerRow, "cidrAllowlist" | "allowPublic"> & { cidrAllowlist: string; allowPublic: number }>;
+    return rows.map((r) => ({ ...r, cidrAllowlist: JSON.parse(r.cidrAllowlist) as string[], allowPublic: r.allowPublic === 1 }));
   }
 
   // --- execs ---
