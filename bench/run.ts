@@ -1,7 +1,8 @@
 /** `npm run bench [-- scenario...]`: scenarios run in one process, baselines in the same run. */
+import { http } from "./http.js";
 import { lifecycle } from "./lifecycle.js";
 
-const SCENARIOS: Record<string, () => Promise<void>> = { lifecycle };
+const SCENARIOS: Record<string, () => Promise<void>> = { lifecycle, http };
 
 const wanted = process.argv.slice(2);
 const names = wanted.length ? wanted : Object.keys(SCENARIOS);

@@ -40,6 +40,9 @@ export class TestDaemon {
       { env: this.env, stdio: ["ignore", "pipe", "pipe"] },
     );
     this.child = child;
+    child.once("exit", (code, signal) => {
+      if (this.child === child) console.error(`sail up exited unexpectedly (${code ?? signal}); its output:\n${this.log}`);
+    });
     await new Promise<void>((resolve, reject) => {
       const onData = (chunk: Buffer) => {
         this.log += chunk.toString();
@@ -56,6 +59,7 @@ export class TestDaemon {
     const child = this.child;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((resolve) => child.once("exit", resolve));
+    this.child = undefined;
     child.kill(signal);
     await exited;
     this.child = undefined;

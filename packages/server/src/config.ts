@@ -13,6 +13,8 @@ export interface DaemonConfig {
   domain: string;
   /** The port public URLs name (default: the port of httpsListen; 443 is left out of URLs). */
   publicHttpsPort?: number;
+  /** Gateway worker processes (default: one per core). */
+  gatewayWorkers?: number;
   /** A certificate (e.g. a real wildcard for *.domain) to serve instead of the local CA's. */
   tlsCert?: string;
   tlsKey?: string;
@@ -37,6 +39,7 @@ export const DEFAULT_CONFIG: DaemonConfig = {
   httpsListen: "0.0.0.0:8443",
   domain: "sail.localhost",
   publicHttpsPort: undefined,
+  gatewayWorkers: undefined,
   tlsCert: undefined,
   tlsKey: undefined,
   boxSubnet: "10.200.0.0/16",

@@ -9,7 +9,7 @@ import { dirname, join } from "node:path";
 import pino, { type Logger } from "pino";
 import { debianArch, type ClientConfig } from "@sail/protocol";
 import { createApiServer } from "./api/server.js";
-import { HttpGateway } from "./gateway/http-gateway.js";
+import { GatewayCluster } from "./gateway/gateway-cluster.js";
 import { ensureLocalTls, loadGivenTls } from "./gateway/tls.js";
 import { Sailboxes } from "./boxes/sailboxes.js";
 import { parseListen, resolveConfig, type DaemonConfig } from "./config.js";
@@ -59,13 +59,14 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
     { domain: config.domain, publicHttpsPort: config.publicHttpsPort ?? httpsListen.port },
     log,
   );
-  const gateway = new HttpGateway(sailboxes, { ...httpsListen, domain: config.domain, tls }, log);
+  const gateway = new GatewayCluster(sailboxes, { ...httpsListen, domain: config.domain, tls, workers: config.gatewayWorkers ?? availableParallelism(), logLevel: config.logLevel }, log);
 
+  await runtime.start();
   await runtime.prepareImage(hooks.onImageProgress ?? ((p) => log.info(p, "base image")));
   const reconciled = await sailboxes.reconcile();
   log.info(reconciled, "reconciled the store with the runtime");
 
-  await gateway.listen();
+  await gateway.start();
   log.info({ httpsListen: config.httpsListen, domain: config.domain }, "gateway listening");
   const server = createApiServer(sailboxes, (token) => store.orgForToken(token), { caCert: tls.caCert }, log);
   const { host, port } = parseListen(config.apiListen);
@@ -85,6 +86,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
         server.closeIdleConnections();
       });
       await gateway.close();
+      await runtime.shutdown();
       store.close();
       releaseDataDir(config.dataDir);
     },

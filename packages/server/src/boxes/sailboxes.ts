@@ -5,7 +5,6 @@ import {
   checkResources,
   httpLabel,
   normalizeIngressPorts,
-  parseHttpLabel,
   sailError,
   type AppInfo,
   type Architecture,
@@ -44,6 +43,15 @@ export interface HttpRoute {
   generation: string;
 }
 
+export interface IngressHandlers {
+  /** The set of routes changed: reload `httpRoutes()`. */
+  routesChanged(): void;
+  /** Close every proxied connection of this box. */
+  dropConnections(sailboxId: string): void;
+  /** Resolves once the data path routes by the latest routes. */
+  synced(): Promise<void>;
+}
+
 /** How often `listener.wait()` probes the guest port. */
 const LISTENER_PROBE_INTERVAL_MS = 100;
 /** The longest a single wait may hold an API request. */
@@ -61,9 +69,7 @@ interface Logger {
  */
 export class Sailboxes {
   private readonly locks = new Map<string, Promise<unknown>>();
-  /** Routes by hostname label; `null` caches a miss. Dropped when a box ends. */
-  private readonly routes = new Map<string, HttpRoute | null>();
-  private readonly terminatedHandlers: Array<(sailboxId: string) => void> = [];
+  private readonly ingressHandlers: IngressHandlers[] = [];
 
   constructor(
     private readonly store: Store,
@@ -73,9 +79,9 @@ export class Sailboxes {
     private readonly log: Logger,
   ) {}
 
-  /** Called after a box is terminated or failed: the gateway drops its routes and connections. */
-  onTerminated(handler: (sailboxId: string) => void): void {
-    this.terminatedHandlers.push(handler);
+  /** The gateway's subscription: routes to (re)load, boxes whose connections must go. */
+  onIngressChange(handlers: IngressHandlers): void {
+    this.ingressHandlers.push(handlers);
   }
 
   // --- apps ---
@@ -260,7 +266,10 @@ export class Sailboxes {
       if (current.status !== "running") {
         throw sailError("SAIL_SAILBOX_NOT_RUNNING", `Sailbox ${id} is ${current.status}: its port ${port} cannot become ready`, { sailboxId: id, port, status: current.status });
       }
-      if (await this.runtime.probePort(current.netSlot, port)) return this.listenerInfo(listener);
+      if (await this.runtime.probePort(current.netSlot, port)) {
+        await Promise.all(this.ingressHandlers.map((h) => h.synced()));
+        return this.listenerInfo(listener);
+      }
       if (Date.now() >= deadline) break;
       await new Promise((resolve) => setTimeout(resolve, Math.min(LISTENER_PROBE_INTERVAL_MS, Math.max(0, deadline - Date.now()))));
     }
@@ -273,19 +282,12 @@ export class Sailboxes {
     throw sailError("SAIL_LISTENER_TIMEOUT", message, { sailboxId: id, port, loopbackOnly });
   }
 
-  /** The gateway's lookup: hostname label → where to forward, or undefined (404). */
-  resolveHttpRoute(label: string): HttpRoute | undefined {
-    const cached = this.routes.get(label);
-    if (cached !== undefined) return cached ?? undefined;
-    const parsed = parseHttpLabel(label);
-    const row = parsed && this.store.getSailbox(parsed.sailboxId);
-    const listener = row && row.status !== "terminated" && row.status !== "failed"
-      ? this.store.listListeners(row.id).find((l) => l.port === parsed.port && l.protocol === "http")
-      : undefined;
-    const route = row && listener ? { sailboxId: row.id, port: listener.port, guestAddress: this.runtime.network(row.netSlot).guestAddress, generation: `${row.id}:${row.createdAt}` } : null;
-    if (this.routes.size > 10_000) this.routes.clear(); // unknown labels must not grow memory without bound
-    this.routes.set(label, route);
-    return route ?? undefined;
+  /** Every HTTP route of a live box, by hostname label (the gateway's table). */
+  httpRoutes(): Array<[string, HttpRoute]> {
+    return this.store.liveListeners("http").map((l) => [
+      httpLabel(l.sailboxId, l.port),
+      { sailboxId: l.sailboxId, port: l.port, guestAddress: this.runtime.network(l.netSlot).guestAddress, generation: `${l.sailboxId}:${l.createdAt}` },
+    ]);
   }
 
   private listenerInfo(l: ListenerRow): ListenerInfo {
@@ -296,12 +298,9 @@ export class Sailboxes {
 
   private setStatus(id: string, status: SailboxStatus, reason?: string): void {
     this.store.setStatus(id, status, reason ?? null);
-    if (status === "terminated" || status === "failed") {
-      for (const [label, route] of this.routes) if (route?.sailboxId === id || route === null) this.routes.delete(label);
-      for (const handler of this.terminatedHandlers) handler(id);
-    } else {
-      // a miss cached before the box existed must not hide it now
-      for (const [label, route] of this.routes) if (route === null) this.routes.delete(label);
+    for (const handlers of this.ingressHandlers) {
+      handlers.routesChanged();
+      if (status === "terminated" || status === "failed") handlers.dropConnections(id);
     }
   }
 

@@ -53,6 +53,15 @@ export class LocalRuntime implements Runtime {
     });
   }
 
+  start(): Promise<void> {
+    return this.networks.fenceSubnet();
+  }
+
+  /** Boxes keep running; only the fence goes, so the host's routing is as before the daemon. */
+  shutdown(): Promise<void> {
+    return this.networks.unfenceSubnet();
+  }
+
   private boxDir(id: string): string {
     return join(this.options.dataDir, "boxes", id);
   }

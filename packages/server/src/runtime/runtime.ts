@@ -52,6 +52,9 @@ export interface Runtime {
   readonly hostArch: Architecture;
   /** Build (or find cached) the base image; reports progress while it builds. */
   prepareImage(onProgress?: (progress: ImageProgress) => void): Promise<void>;
+  /** Prepare the host (routes) before the first box; undone by `shutdown`. */
+  start(): Promise<void>;
+  shutdown(): Promise<void>;
   /** Start a box; on failure everything it created is removed before the error is thrown. */
   create(spec: BoxSpec): Promise<BoxNetwork>;
   network(netSlot: number): BoxNetwork;

@@ -233,6 +233,16 @@ export class Store {
     return rows.map((r) => ({ ...r, cidrAllowlist: JSON.parse(r.cidrAllowlist) as string[], allowPublic: r.allowPublic === 1 }));
   }
 
+  /** Listeners of every live sailbox, with what routing needs. */
+  liveListeners(protocol: "http" | "tcp"): Array<{ sailboxId: string; port: number; netSlot: number; createdAt: string }> {
+    return this.db
+      .prepare(
+        `SELECT l.sailbox_id AS sailboxId, l.port, s.net_slot AS netSlot, s.created_at AS createdAt
+         FROM listeners l JOIN sailboxes s ON s.id = l.sailbox_id WHERE s.live = 1 AND l.protocol = ?`,
+      )
+      .all(protocol) as Array<{ sailboxId: string; port: number; netSlot: number; createdAt: string }>;
+  }
+
   // --- execs ---
 
   insertExec(exec: Omit<ExecRow, "startedAt">): ExecRow {

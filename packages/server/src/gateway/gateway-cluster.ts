@@ -1,0 +1,108 @@
+import cluster, { type Worker } from "node:cluster";
+import { fileURLToPath } from "node:url";
+import type { HttpRoute, IngressHandlers } from "../boxes/sailboxes.js";
+import type { FromWorker, ToWorker } from "./gateway-worker.js";
+import type { HttpGatewayOptions } from "./http-gateway.js";
+
+/** What the cluster needs from `boxes`. */
+export interface IngressSource {
+  httpRoutes(): Array<[string, HttpRoute]>;
+  onIngressChange(handlers: IngressHandlers): void;
+}
+
+interface Logger {
+  info(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+/**
+ * The gateway as N worker processes sharing one listening socket (cluster, with the
+ * kernel spreading accepts: SCHED_NONE). The daemon pushes the route table to every
+ * worker and tells them which boxes' connections to drop.
+ */
+export class GatewayCluster {
+  private readonly workers = new Set<Worker>();
+  private version = 0;
+  private closing = false;
+  private readonly applied = new Map<Worker, number>();
+  private waiters: Array<{ version: number; resolve: () => void }> = [];
+
+  constructor(
+    private readonly source: IngressSource,
+    private readonly options: HttpGatewayOptions & { workers: number; logLevel: string },
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    cluster.schedulingPolicy = cluster.SCHED_NONE;
+    cluster.setupPrimary({ exec: fileURLToPath(new URL("./gateway-worker.js", import.meta.url)), args: [] });
+    this.source.onIngressChange({
+      routesChanged: () => this.pushRoutes(),
+      dropConnections: (sailboxId) => this.broadcast({ type: "drop", sailboxId }),
+      synced: () => this.synced(),
+    });
+    await Promise.all(Array.from({ length: this.options.workers }, () => this.fork()));
+  }
+
+  /** Resolves once every worker routes by the latest table (listener.wait() waits for it). */
+  synced(): Promise<void> {
+    const version = this.version;
+    if ([...this.workers].every((w) => (this.applied.get(w) ?? -1) >= version)) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ version, resolve }));
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    await Promise.all(
+      [...this.workers].map((worker) => new Promise<void>((resolve) => {
+        worker.once("exit", () => resolve());
+        worker.kill();
+      })),
+    );
+  }
+
+  private fork(): Promise<void> {
+    const worker = cluster.fork();
+    this.workers.add(worker);
+    const { workers: _n, logLevel, ...options } = this.options;
+    return new Promise((resolve, reject) => {
+      worker.on("message", (message: FromWorker) => {
+        if (message.type === "ready") {
+          worker.send({ type: "start", options, logLevel } satisfies ToWorker);
+        } else if (message.type === "listening") {
+          worker.send({ type: "routes", version: this.version, routes: this.source.httpRoutes() } satisfies ToWorker);
+          resolve();
+        } else if (message.type === "routes-applied") {
+          this.applied.set(worker, message.version);
+          this.releaseWaiters();
+        } else if (message.type === "failed") {
+          reject(new Error(`the HTTPS gateway could not listen on ${options.host}:${options.port}: ${message.message}`));
+        }
+      });
+      worker.once("exit", (code, signal) => {
+        this.workers.delete(worker);
+        this.applied.delete(worker);
+        this.releaseWaiters();
+        if (this.closing) return;
+        this.log.error({ workerPid: worker.process.pid, code, signal }, "gateway worker died; starting another");
+        void this.fork().catch((err) => this.log.error({ err: String(err) }, "gateway worker restart failed"));
+      });
+    });
+  }
+
+  private pushRoutes(): void {
+    this.version++;
+    this.broadcast({ type: "routes", version: this.version, routes: this.source.httpRoutes() });
+  }
+
+  private broadcast(message: ToWorker): void {
+    for (const worker of this.workers) if (worker.isConnected()) worker.send(message);
+  }
+
+  private releaseWaiters(): void {
+    const floor = Math.min(...[...this.workers].map((w) => this.applied.get(w) ?? -1));
+    const ready = this.waiters.filter((w) => w.version <= floor || this.workers.size === 0);
+    this.waiters = this.waiters.filter((w) => !ready.includes(w));
+    for (const w of ready) w.resolve();
+  }
+}

@@ -1,0 +1,54 @@
+/**
+ * One gateway worker process (forked by GatewayCluster). Workers share the HTTPS
+ * listening socket and the kernel spreads connections over them, so the data path
+ * uses every core while the daemon keeps the control plane.
+ */
+import pino from "pino";
+import type { HttpRoute } from "../boxes/sailboxes.js";
+import { HttpGateway, type HttpGatewayOptions } from "./http-gateway.js";
+
+export type ToWorker =
+  | { type: "start"; options: HttpGatewayOptions; logLevel: string }
+  | { type: "routes"; version: number; routes: Array<[string, HttpRoute]> }
+  | { type: "drop"; sailboxId: string };
+export type FromWorker = { type: "ready" } | { type: "listening" } | { type: "routes-applied"; version: number } | { type: "failed"; message: string };
+
+const send = (message: FromWorker) => process.send?.(message);
+const table = new Map<string, HttpRoute>();
+let gateway: HttpGateway | undefined;
+
+process.on("message", async (message: ToWorker) => {
+  if (message.type === "start") {
+    const log = pino({ level: message.logLevel, base: { service: "saild-gateway", pid: process.pid } }, pino.destination(2));
+    gateway = new HttpGateway({ resolveHttpRoute: (label) => table.get(label) }, message.options, log);
+    // workers of a daemon that was just killed may still hold the port for a moment
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await gateway.listen();
+        send({ type: "listening" });
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "EADDRINUSE" && attempt < 30) {
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          continue;
+        }
+        send({ type: "failed", message: (err as Error).message });
+        process.exit(1);
+      }
+    }
+  } else if (message.type === "routes") {
+    table.clear();
+    for (const [label, route] of message.routes) table.set(label, route);
+    send({ type: "routes-applied", version: message.version });
+  } else if (message.type === "drop") {
+    gateway?.dropBox(message.sailboxId);
+  }
+});
+
+// messages sent before this module ran would be lost: say when we can take them
+send({ type: "ready" });
+
+// the daemon is gone (stopped or killed): so is its data path. Ctrl-C reaches the
+// whole process group; the daemon decides when workers stop.
+process.on("disconnect", () => process.exit(0));
+process.on("SIGINT", () => {});
