@@ -16,6 +16,7 @@ export const DATA_DIR = process.env.SAIL_TEST_DATA_DIR ?? "/var/lib/sail-test";
 export const API_PORT = Number(process.env.SAIL_TEST_API_PORT ?? 17171);
 export const BOX_SUBNET = process.env.SAIL_TEST_BOX_SUBNET ?? "10.203.0.0/16";
 export const HTTPS_PORT = Number(process.env.SAIL_TEST_HTTPS_PORT ?? 18443);
+export const TCP_PORTS = process.env.SAIL_TEST_TCP_PORTS ?? "21000-21999";
 
 export class TestDaemon {
   readonly configDir = mkdtempSync(join(tmpdir(), "sail-test-"));
@@ -36,7 +37,7 @@ export class TestDaemon {
   async start(): Promise<void> {
     const child = spawn(
       process.execPath,
-      [CLI, "up", "--data-dir", DATA_DIR, "--api-listen", `127.0.0.1:${API_PORT}`, "--box-subnet", BOX_SUBNET, "--https-listen", `127.0.0.1:${HTTPS_PORT}`, "--log-level", "warn"],
+      [CLI, "up", "--data-dir", DATA_DIR, "--api-listen", `127.0.0.1:${API_PORT}`, "--box-subnet", BOX_SUBNET, "--https-listen", `127.0.0.1:${HTTPS_PORT}`, "--tcp-listen", "::", "--tcp-ports", TCP_PORTS, "--log-level", "warn"],
       { env: this.env, stdio: ["ignore", "pipe", "pipe"] },
     );
     this.child = child;
@@ -183,4 +184,28 @@ export async function startGuestServer(sb: Sailbox, port: number, bind = "0.0.0.
   const write = await sb.exec(`mkdir -p /srv && cat > /srv/guest-server.py <<'SAIL_EOF'\n${script}\nSAIL_EOF`).wait();
   if (write !== 0) throw new Error("could not write the guest server");
   await sb.exec(`python3 /srv/guest-server.py ${port} ${bind}`, { background: true }).wait();
+}
+
+/** A TCP echo server in the box: logs each connection's first bytes, echoes, and on EOF says "BYE" and closes. */
+export async function startTcpEcho(sb: Sailbox, port: number): Promise<void> {
+  const script = [
+    "import socket, threading",
+    "def handle(c):",
+    "    first = True",
+    "    with c:",
+    "        while True:",
+    "            d = c.recv(65536)",
+    "            if not d: break",
+    "            if first:",
+    "                open('/tmp/peers.log', 'ab').write(d[:64] + b'\\n'); first = False",
+    "            c.sendall(d)",
+    "        c.sendall(b'BYE\\n')",
+    "        c.shutdown(socket.SHUT_WR)",
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)",
+    `s.bind(('0.0.0.0', ${port})); s.listen(64)`,
+    "while True:",
+    "    c, _ = s.accept(); threading.Thread(target=handle, args=(c,), daemon=True).start()",
+  ].join("\n");
+  await sb.exec(`cat > /srv-echo.py <<'SAIL_EOF'\n${script}\nSAIL_EOF`).wait();
+  await sb.exec("python3 /srv-echo.py", { background: true }).wait();
 }

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { App, SailClient, Sailbox, type Listener } from "@sail/sdk";
+import { App, IngressPort, SailClient, Sailbox, type Listener } from "@sail/sdk";
 import { printJson, printTable } from "./output.js";
 
 const row = (sb: Sailbox) => {
@@ -34,15 +34,20 @@ export function registerBox(program: Command): void {
     .option("--cpu <cores>", "CPU cores (fractions allowed)", parseFloat)
     .option("--memory <MiB>", "memory limit in MiB", (v) => parseInt(v, 10))
     .option("--port <port>", "publish a guest port over HTTPS (repeatable)", collectPorts, [] as number[])
+    .option("--tcp <port>", "publish a guest port as raw TCP (repeatable)", collectPorts, [] as number[])
+    .option("--allow <cidr>", "only these sources may connect to the --tcp ports (repeatable)", (v: string, p: string[]) => [...p, v], [] as string[])
+    .option("--allow-public", "confirm a well-known unauthenticated --tcp port (e.g. 5432) may be reached from anywhere")
     .option("--json", "print the box and its listeners as JSON")
-    .addHelpText("after", "\nExamples:\n  sail box create --name web-demo --port 3000\n  sail box create --app ci --cpu 0.5 --memory 512")
-    .action(async (opts: { app: string; name?: string; cpu?: number; memory?: number; port: number[]; json?: boolean }) => {
+    .addHelpText("after", "\nExamples:\n  sail box create --name web-demo --port 3000\n  sail box create --name db --tcp 5432 --allow 203.0.113.0/24\n  sail box create --app ci --cpu 0.5 --memory 512")
+    .action(async (opts: { app: string; name?: string; cpu?: number; memory?: number; port: number[]; tcp: number[]; allow: string[]; allowPublic?: boolean; json?: boolean }) => {
       const app = await App.find({ name: opts.app, mintIfMissing: true });
-      const sb = await Sailbox.create({ app, name: opts.name, cpu: opts.cpu, memory: opts.memory, ingressPorts: opts.port });
+      const tcpOptions = { cidrAllowlist: opts.allow.length ? opts.allow : undefined, allowPublic: opts.allowPublic };
+      const ingressPorts = [...opts.port, ...opts.tcp.map((p) => new IngressPort(p, "tcp", tcpOptions))];
+      const sb = await Sailbox.create({ app, name: opts.name, cpu: opts.cpu, memory: opts.memory, ingressPorts });
       const listeners = await sb.listeners();
       if (opts.json) return printJson({ ...sb.describe(), listeners: listeners.map(listenerRow) });
       console.log(`Created sailbox ${sb.id}${sb.name ? ` (${sb.name})` : ""} in app ${app.name}: ${sb.describe().status}`);
-      for (const l of listeners) console.log(`  port ${l.port} (${l.protocol}): ${l.endpoint.url}`);
+      for (const l of listeners) console.log(`  port ${l.port} (${l.protocol}): ${listenerRow(l).endpoint}`);
       if (listeners.length) console.log(`Start a server on 0.0.0.0:<port> inside the box, e.g.: sail box exec ${sb.id} --background -- python3 -m http.server ${listeners[0]!.port}`);
       console.log(`Run a command: sail box exec ${sb.id} -- uname -a`);
     });

@@ -68,6 +68,28 @@ export function checkExec(req: ExecRequest): void {
 
 // --- ingress ports (the seed's "Ports and cleanup" and "Access controls") ---
 
+/**
+ * Services that commonly run without authentication, or with it off by default: publishing
+ * one as raw TCP needs a cidrAllowlist or allowPublic: true. The one list, kept here.
+ */
+export const UNAUTHENTICATED_PORTS: Readonly<Record<number, string>> = {
+  1433: "Microsoft SQL Server",
+  2375: "Docker API (plain)",
+  2379: "etcd",
+  3306: "MySQL",
+  5432: "PostgreSQL",
+  5672: "RabbitMQ (AMQP)",
+  5984: "CouchDB",
+  6379: "Redis",
+  7000: "Cassandra (inter-node)",
+  8086: "InfluxDB",
+  9042: "Cassandra",
+  9200: "Elasticsearch",
+  9300: "Elasticsearch (transport)",
+  11211: "Memcached",
+  27017: "MongoDB",
+};
+
 /** Used by the platform itself; never publishable. */
 export const RESERVED_PORT = 10000;
 /** SSH's port: refused as HTTP, fine as raw TCP. */
@@ -110,6 +132,13 @@ export function normalizeIngressPorts(input: unknown): IngressPortSpec[] {
     }
     if (spec.allowPublic !== undefined && typeof spec.allowPublic !== "boolean") {
       throw sailError("SAIL_PROTOCOL_INVALID", `allowPublic of port ${port} must be true or false`, { port });
+    }
+    if (protocol === "tcp" && UNAUTHENTICATED_PORTS[port] && (cidrAllowlist ?? []).length === 0 && spec.allowPublic !== true) {
+      throw sailError(
+        "SAIL_PORT_UNAUTHENTICATED",
+        `Port ${port} (${UNAUTHENTICATED_PORTS[port]}) is a well-known unauthenticated service port; exposing it as raw TCP with neither a cidrAllowlist nor allowPublic: true is refused. Set a cidrAllowlist, or pass allowPublic: true to confirm you want it publicly reachable: new IngressPort(${port}, "tcp", { allowPublic: true })`,
+        { port },
+      );
     }
     const unknown = Object.keys(spec).filter((k) => !["port", "protocol", "cidrAllowlist", "allowPublic"].includes(k));
     if (unknown.length) throw sailError("SAIL_UNKNOWN_FIELD", `ingress port ${port} has unknown field "${unknown[0]}"`, { port, field: unknown[0] });

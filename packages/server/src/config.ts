@@ -13,6 +13,14 @@ export interface DaemonConfig {
   domain: string;
   /** The port public URLs name (default: the port of httpsListen; 443 is left out of URLs). */
   publicHttpsPort?: number;
+  /** Address raw-TCP listeners bind on. */
+  tcpListen: string;
+  /** The range public TCP ports are allocated from, "first-last". */
+  tcpPorts: string;
+  /** The host name or address TCP endpoints advertise. */
+  publicHost: string;
+  /** Raw-TCP endpoints an org may hold at once (per-org overrides live in the store). */
+  tcpLimitPerOrg: number;
   /** Gateway worker processes (default: one per core). */
   gatewayWorkers?: number;
   /** A certificate (e.g. a real wildcard for *.domain) to serve instead of the local CA's. */
@@ -40,6 +48,10 @@ export const DEFAULT_CONFIG: DaemonConfig = {
   domain: "sail.localhost",
   publicHttpsPort: undefined,
   gatewayWorkers: undefined,
+  tcpListen: "0.0.0.0",
+  tcpPorts: "20000-29999",
+  publicHost: "localhost",
+  tcpLimitPerOrg: 32,
   tlsCert: undefined,
   tlsKey: undefined,
   boxSubnet: "10.200.0.0/16",
@@ -64,6 +76,7 @@ export function resolveConfig(options: Partial<DaemonConfig>): DaemonConfig {
   if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/.test(config.domain)) {
     throw new Error(`domain "${config.domain}" must be a DNS name such as sail.localhost or sail.example.com`);
   }
+  parsePortRange(config.tcpPorts);
   if (!!config.tlsCert !== !!config.tlsKey) throw new Error("give both tlsCert and tlsKey, or neither (Sail then uses its local CA)");
   return config;
 }
@@ -73,4 +86,12 @@ export function parseListen(listen: string): { host: string; port: number } {
   const port = Number(match?.[2]);
   if (!match || port > 65535) throw new Error(`listen address "${listen}" must be host:port, e.g. 127.0.0.1:7070`);
   return { host: match[1]!.replace(/^\[|\]$/g, ""), port };
+}
+
+export function parsePortRange(range: string): { firstPort: number; lastPort: number } {
+  const match = /^(\d{1,5})-(\d{1,5})$/.exec(range);
+  const firstPort = Number(match?.[1]);
+  const lastPort = Number(match?.[2]);
+  if (!match || firstPort < 1 || lastPort > 65535 || firstPort > lastPort) throw new Error(`TCP port range "${range}" must be "first-last" within 1-65535, e.g. 20000-29999`);
+  return { firstPort, lastPort };
 }

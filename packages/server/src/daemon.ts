@@ -12,7 +12,9 @@ import { createApiServer } from "./api/server.js";
 import { GatewayCluster } from "./gateway/gateway-cluster.js";
 import { ensureLocalTls, loadGivenTls } from "./gateway/tls.js";
 import { Sailboxes } from "./boxes/sailboxes.js";
-import { parseListen, resolveConfig, type DaemonConfig } from "./config.js";
+import { parseListen, parsePortRange, resolveConfig, type DaemonConfig } from "./config.js";
+import { TcpGateway } from "./gateway/tcp-gateway.js";
+import { UpstreamPool } from "./gateway/upstream-pool.js";
 import { preflight } from "./preflight.js";
 import { LocalRuntime } from "./runtime/local-runtime.js";
 import type { ImageProgress } from "./runtime/runtime.js";
@@ -56,7 +58,12 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
     store,
     runtime,
     { cpu: config.boxCpu, memoryMiB: config.boxMemoryMiB, pidsLimit: config.boxPidsLimit, hostCpus: availableParallelism(), maxBoxes: runtime.maxBoxes },
-    { domain: config.domain, publicHttpsPort: config.publicHttpsPort ?? httpsListen.port },
+    {
+      domain: config.domain,
+      publicHttpsPort: config.publicHttpsPort ?? httpsListen.port,
+      publicHost: config.publicHost,
+      tcp: { ...parsePortRange(config.tcpPorts), defaultLimitPerOrg: config.tcpLimitPerOrg },
+    },
     log,
   );
   const gateway = new GatewayCluster(sailboxes, { ...httpsListen, domain: config.domain, tls, workers: config.gatewayWorkers ?? availableParallelism(), logLevel: config.logLevel }, log);
@@ -67,6 +74,8 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
   log.info(reconciled, "reconciled the store with the runtime");
 
   await gateway.start();
+  const tcpGateway = new TcpGateway(sailboxes, config.tcpListen, new UpstreamPool(), log);
+  await tcpGateway.start();
   log.info({ httpsListen: config.httpsListen, domain: config.domain }, "gateway listening");
   const server = createApiServer(sailboxes, (token) => store.orgForToken(token), { caCert: tls.caCert }, log);
   const { host, port } = parseListen(config.apiListen);
@@ -86,6 +95,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
         server.closeIdleConnections();
       });
       await gateway.close();
+      await tcpGateway.close();
       await runtime.shutdown();
       store.close();
       releaseDataDir(config.dataDir);

@@ -16,7 +16,8 @@ import {
   type SailboxStatus,
 } from "@sail/protocol";
 import type { Runtime, RunningExec } from "../runtime/runtime.js";
-import { NameTakenError, newId, type AppRow, type ListenerRow, type OrgRow, type SailboxRow, type Store } from "../store/store.js";
+import { normalizeCidr } from "./cidr.js";
+import { NameTakenError, TcpLimitError, TcpPortsExhaustedError, newId, type TcpSettings, type AppRow, type ListenerRow, type OrgRow, type SailboxRow, type Store } from "../store/store.js";
 
 export interface BoxDefaults {
   cpu: number;
@@ -32,6 +33,18 @@ export interface IngressSettings {
   domain: string;
   /** The port in public URLs (omitted when 443). */
   publicHttpsPort: number;
+  /** The host TCP endpoints advertise. */
+  publicHost: string;
+  tcp: TcpSettings;
+}
+
+/** What the gateway needs to serve one raw-TCP listener. */
+export interface TcpRoute {
+  sailboxId: string;
+  port: number;
+  guestAddress: string;
+  publicPort: number;
+  cidrAllowlist: string[];
 }
 
 /** What the gateway needs to forward to one HTTP listener. */
@@ -111,11 +124,17 @@ export class Sailboxes {
     const name = request.name === undefined || request.name === null ? null : checkName("sailbox", request.name);
     const arch = this.checkImage(request.image);
     checkResources(request.cpu, request.memoryMiB, this.defaults.hostCpus);
-    const ports = normalizeIngressPorts(request.ingressPorts);
-    const tcp = ports.find((p) => p.protocol === "tcp");
-    if (tcp) {
-      throw sailError("SAIL_PROTOCOL_INVALID", `Raw TCP ingress (port ${tcp.port}) is not available on this Sail version yet: publish HTTP ports only`, { port: tcp.port });
-    }
+    const ports = normalizeIngressPorts(request.ingressPorts).map((p) => {
+      if (p.protocol !== "tcp") return p;
+      const cidrAllowlist = (p.cidrAllowlist ?? []).map((cidr) => {
+        const normalized = normalizeCidr(cidr);
+        if (!normalized) {
+          throw sailError("SAIL_CIDR_INVALID", `cidrAllowlist of port ${p.port} has ${JSON.stringify(cidr)}, which is not an IPv4 or IPv6 CIDR (e.g. "203.0.113.0/24", "2001:db8::/32" or a bare address)`, { port: p.port, cidr });
+        }
+        return normalized;
+      });
+      return { ...p, cidrAllowlist };
+    });
 
     const id = newId("sb-");
     let row: SailboxRow;
@@ -123,8 +142,19 @@ export class Sailboxes {
       row = this.store.insertSailbox(
         { id, appId: app.id, orgId: org.id, name, imageName: "debian", imageArch: arch, cpu: request.cpu ?? this.defaults.cpu, memoryMiB: request.memoryMiB ?? this.defaults.memoryMiB, ports },
         this.defaults.maxBoxes,
+        this.ingress.tcp,
       );
     } catch (err) {
+      if (err instanceof TcpLimitError) {
+        throw sailError(
+          "SAIL_TCP_LIMIT_EXCEEDED",
+          `Your org holds ${err.inUse} of its ${err.limit} raw-TCP endpoints; this sailbox asks for ${err.requested} more. Terminate sailboxes that no longer need public TCP endpoints, or ask the operator to raise the limit`,
+          { limit: err.limit, inUse: err.inUse, requested: err.requested },
+        );
+      }
+      if (err instanceof TcpPortsExhaustedError) {
+        throw sailError("SAIL_LIMIT_EXCEEDED", `Every public TCP port of this Sail host (${this.ingress.tcp.firstPort}-${this.ingress.tcp.lastPort}) is in use`, {});
+      }
       if (err instanceof NameTakenError) {
         throw sailError("SAIL_NAME_TAKEN", `App "${app.name}" already has a live sailbox named "${name}": terminate it or pick another name`, { app: app.name, name });
       }
@@ -290,7 +320,21 @@ export class Sailboxes {
     ]);
   }
 
+  /** Every raw-TCP listener of a live box (the TCP gateway binds one public port each). */
+  tcpRoutes(): TcpRoute[] {
+    return this.store.liveListeners("tcp").map((l) => ({
+      sailboxId: l.sailboxId,
+      port: l.port,
+      guestAddress: this.runtime.network(l.netSlot).guestAddress,
+      publicPort: l.publicPort!,
+      cidrAllowlist: l.cidrAllowlist,
+    }));
+  }
+
   private listenerInfo(l: ListenerRow): ListenerInfo {
+    if (l.protocol === "tcp") {
+      return { sailboxId: l.sailboxId, port: l.port, protocol: "tcp", endpoint: { host: this.ingress.publicHost, port: l.publicPort! }, cidrAllowlist: l.cidrAllowlist, allowPublic: l.allowPublic };
+    }
     const host = `${httpLabel(l.sailboxId, l.port)}.${this.ingress.domain}`;
     const portSuffix = this.ingress.publicHttpsPort === 443 ? "" : `:${this.ingress.publicHttpsPort}`;
     return { sailboxId: l.sailboxId, port: l.port, protocol: "http", endpoint: { url: `https://${host}${portSuffix}`, host, port: this.ingress.publicHttpsPort } };

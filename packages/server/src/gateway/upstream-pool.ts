@@ -41,7 +41,7 @@ export class UpstreamPool {
 
   /** Dial without pooling (tunnels for TCP listeners use this). */
   async dialOnce(route: { sailboxId: string; guestAddress: string; port: number }): Promise<Socket> {
-    const socket = await dial(route.guestAddress, route.port);
+    const socket = await dial(route.guestAddress, route.port, true);
     this.track(route.sailboxId, socket);
     return socket;
   }
@@ -94,9 +94,9 @@ export class UpstreamPool {
 
 const key = (route: HttpRoute) => `${route.generation}:${route.port}`;
 
-function dial(host: string, port: number): Promise<Socket> {
+function dial(host: string, port: number, allowHalfOpen = false): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ host, port, noDelay: true });
+    const socket = connect({ host, port, noDelay: true, allowHalfOpen });
     const timer = setTimeout(() => onError(Object.assign(new Error(`connect to ${host}:${port} timed out`), { code: "ETIMEDOUT" })), DIAL_TIMEOUT_MS);
     const onError = (err: Error) => {
       clearTimeout(timer);

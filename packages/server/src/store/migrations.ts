@@ -65,4 +65,8 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (sailbox_id, port)
   );
   `,
+  // 3: a per-org override of the raw-TCP endpoint limit (NULL: the daemon's setting)
+  `
+  ALTER TABLE orgs ADD COLUMN tcp_limit INTEGER;
+  `,
 ];

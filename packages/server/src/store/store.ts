@@ -49,6 +49,24 @@ export interface ListenerRow {
 
 /** Thrown by `insertSailbox` when the app already has a live sailbox of that name. */
 export class NameTakenError extends Error {}
+/** Thrown by `insertSailbox` when the org would hold more raw-TCP endpoints than allowed. */
+export class TcpLimitError extends Error {
+  constructor(
+    readonly limit: number,
+    readonly inUse: number,
+    readonly requested: number,
+  ) {
+    super(`raw-TCP endpoint limit ${limit} reached`);
+  }
+}
+/** Thrown by `insertSailbox` when the public TCP port range is exhausted. */
+export class TcpPortsExhaustedError extends Error {}
+
+export interface TcpSettings {
+  firstPort: number;
+  lastPort: number;
+  defaultLimitPerOrg: number;
+}
 
 const SAILBOX_COLUMNS = `id, app_id AS appId, org_id AS orgId, name, status, image_name AS imageName,
   image_arch AS imageArch, cpu, memory_mib AS memoryMiB, net_slot AS netSlot,
@@ -153,8 +171,10 @@ export class Store {
    * Insert a sailbox in `creating` with the lowest free network slot, in one transaction,
    * so two creates can never share a name or an address.
    */
-  insertSailbox(box: NewSailbox, maxSlots: number): SailboxRow {
+  insertSailbox(box: NewSailbox, maxSlots: number, tcp?: TcpSettings): SailboxRow {
     return this.db.transaction(() => {
+      const tcpPorts = (box.ports ?? []).filter((p) => p.protocol === "tcp");
+      const publicPorts = tcpPorts.length && tcp ? this.allocateTcpPorts(box.orgId, tcpPorts.length, tcp) : [];
       if (box.name !== null) {
         const taken = this.db.prepare("SELECT 1 FROM sailboxes WHERE app_id = ? AND name = ? AND live = 1").get(box.appId, box.name);
         if (taken) throw new NameTakenError(box.name);
@@ -176,11 +196,36 @@ export class Store {
         )
         .run(box.id, box.appId, box.orgId, box.name, box.imageName, box.imageArch, box.cpu, box.memoryMiB, netSlot, now());
       const insertListener = this.db.prepare(
-        "INSERT INTO listeners (sailbox_id, port, protocol, cidr_allowlist, allow_public) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO listeners (sailbox_id, port, protocol, cidr_allowlist, allow_public, public_port) VALUES (?, ?, ?, ?, ?, ?)",
       );
-      for (const p of box.ports ?? []) insertListener.run(box.id, p.port, p.protocol, JSON.stringify(p.cidrAllowlist ?? []), p.allowPublic ? 1 : 0);
+      let next = 0;
+      for (const p of box.ports ?? []) {
+        const publicPort = p.protocol === "tcp" ? publicPorts[next++] ?? null : null;
+        insertListener.run(box.id, p.port, p.protocol, JSON.stringify(p.cidrAllowlist ?? []), p.allowPublic ? 1 : 0, publicPort);
+      }
       return this.getSailbox(box.id)!;
     })();
+  }
+
+  /** Check the org's raw-TCP limit and pick the lowest free public ports (inside insertSailbox's transaction). */
+  private allocateTcpPorts(orgId: string, count: number, tcp: TcpSettings): number[] {
+    const limit = (this.db.prepare("SELECT tcp_limit AS l FROM orgs WHERE id = ?").get(orgId) as { l: number | null } | undefined)?.l ?? tcp.defaultLimitPerOrg;
+    const inUse = (this.db
+      .prepare("SELECT COUNT(*) AS n FROM listeners l JOIN sailboxes s ON s.id = l.sailbox_id WHERE s.live = 1 AND s.org_id = ? AND l.protocol = 'tcp'")
+      .get(orgId) as { n: number }).n;
+    if (inUse + count > limit) throw new TcpLimitError(limit, inUse, count);
+    const used = new Set(
+      (this.db.prepare("SELECT l.public_port AS p FROM listeners l JOIN sailboxes s ON s.id = l.sailbox_id WHERE s.live = 1 AND l.public_port IS NOT NULL").all() as Array<{ p: number }>).map((r) => r.p),
+    );
+    const ports: number[] = [];
+    for (let port = tcp.firstPort; port <= tcp.lastPort && ports.length < count; port++) if (!used.has(port)) ports.push(port);
+    if (ports.length < count) throw new TcpPortsExhaustedError();
+    return ports;
+  }
+
+  /** Override the raw-TCP endpoint limit of one org (null: back to the daemon's default). */
+  setOrgTcpLimit(orgId: string, limit: number | null): void {
+    this.db.prepare("UPDATE orgs SET tcp_limit = ? WHERE id = ?").run(limit, orgId);
   }
 
   getSailbox(id: string): SailboxRow | undefined {
@@ -234,13 +279,15 @@ export class Store {
   }
 
   /** Listeners of every live sailbox, with what routing needs. */
-  liveListeners(protocol: "http" | "tcp"): Array<{ sailboxId: string; port: number; netSlot: number; createdAt: string }> {
-    return this.db
+  liveListeners(protocol: "http" | "tcp"): Array<ListenerRow & { netSlot: number; createdAt: string }> {
+    const rows = this.db
       .prepare(
-        `SELECT l.sailbox_id AS sailboxId, l.port, s.net_slot AS netSlot, s.created_at AS createdAt
+        `SELECT l.sailbox_id AS sailboxId, l.port, l.protocol, l.cidr_allowlist AS cidrAllowlist, l.allow_public AS allowPublic,
+           l.public_port AS publicPort, s.net_slot AS netSlot, s.created_at AS createdAt
          FROM listeners l JOIN sailboxes s ON s.id = l.sailbox_id WHERE s.live = 1 AND l.protocol = ?`,
       )
-      .all(protocol) as Array<{ sailboxId: string; port: number; netSlot: number; createdAt: string }>;
+      .all(protocol) as Array<Omit<ListenerRow, "cidrAllowlist" | "allowPublic"> & { cidrAllowlist: string; allowPublic: number; netSlot: number; createdAt: string }>;
+    return rows.map((r) => ({ ...r, cidrAllowlist: JSON.parse(r.cidrAllowlist) as string[], allowPublic: r.allowPublic === 1 }));
   }
 
   // --- execs ---

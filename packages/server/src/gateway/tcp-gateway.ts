@@ -1,0 +1,135 @@
+import { createServer, type Server, type Socket } from "node:net";
+import { cidrMatcher } from "../boxes/cidr.js";
+import type { IngressHandlers, TcpRoute } from "../boxes/sailboxes.js";
+import type { UpstreamPool } from "./upstream-pool.js";
+
+export interface TcpRouteSource {
+  tcpRoutes(): TcpRoute[];
+  onIngressChange(handlers: IngressHandlers): void;
+}
+
+interface Logger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+interface Bound {
+  route: TcpRoute;
+  server: Server;
+  allowed: (peer: string | undefined) => boolean;
+}
+
+/**
+ * Raw-TCP listeners: one public port per listener on `host`, bound while its box lives.
+ * A peer outside the listener's cidrAllowlist is closed at accept, before the guest is
+ * dialed; accepted connections are piped both ways with back-pressure and half-close.
+ */
+export class TcpGateway {
+  private readonly bound = new Map<number, Bound>();
+  private readonly connections = new Map<string, Set<Socket>>();
+  private syncing: Promise<void> = Promise.resolve();
+  /** Connections refused by an allowlist, per box and port (for metrics and tests). */
+  readonly refused = new Map<string, number>();
+
+  constructor(
+    private readonly source: TcpRouteSource,
+    private readonly host: string,
+    private readonly upstreams: UpstreamPool,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    this.source.onIngressChange({
+      routesChanged: () => void this.sync(),
+      dropConnections: (sailboxId) => this.dropBox(sailboxId),
+      synced: () => this.syncing,
+    });
+    await this.sync();
+  }
+
+  /** Bind what the store says is live, unbind what is not. Serialised: one sync at a time. */
+  sync(): Promise<void> {
+    this.syncing = this.syncing.then(() => this.reconcile()).catch((err) => this.log.error({ err: String(err) }, "TCP listener sync failed"));
+    return this.syncing;
+  }
+
+  async close(): Promise<void> {
+    for (const [port, b] of this.bound) {
+      this.bound.delete(port);
+      b.server.close();
+    }
+    for (const id of [...this.connections.keys()]) this.dropBox(id);
+  }
+
+  dropBox(sailboxId: string): void {
+    for (const socket of this.connections.get(sailboxId) ?? []) socket.destroy();
+    this.connections.delete(sailboxId);
+  }
+
+  private async reconcile(): Promise<void> {
+    const wanted = new Map(this.source.tcpRoutes().map((r) => [r.publicPort, r]));
+    for (const [port, b] of this.bound) {
+      const next = wanted.get(port);
+      if (next && next.sailboxId === b.route.sailboxId && next.port === b.route.port) {
+        b.route = next;
+        b.allowed = cidrMatcher(next.cidrAllowlist);
+        continue;
+      }
+      this.bound.delete(port);
+      b.server.close();
+    }
+    for (const [port, route] of wanted) {
+      if (this.bound.has(port)) continue;
+      const b: Bound = { route, allowed: cidrMatcher(route.cidrAllowlist), server: createServer({ allowHalfOpen: true, noDelay: true }) };
+      b.server.on("connection", (client) => this.accept(b, client));
+      await new Promise<void>((resolve) => {
+        b.server.once("error", (err) => {
+          this.log.error({ sailboxId: route.sailboxId, port: route.port, publicPort: port, err: String(err) }, "could not bind TCP listener");
+          resolve();
+        });
+        b.server.listen(port, this.host, () => {
+          this.bound.set(port, b);
+          resolve();
+        });
+      });
+    }
+  }
+
+  private accept(b: Bound, client: Socket): void {
+    const { route } = b;
+    if (!b.allowed(client.remoteAddress)) {
+      // checked before the guest is dialed (and, later, before a sleeping box is woken)
+      const key = `${route.sailboxId}:${route.port}`;
+      this.refused.set(key, (this.refused.get(key) ?? 0) + 1);
+      this.log.warn({ sailboxId: route.sailboxId, port: route.port, peer: client.remoteAddress, reason: "cidr" }, "TCP connection refused by cidrAllowlist");
+      client.resetAndDestroy();
+      return;
+    }
+    client.pause();
+    client.on("error", () => client.destroy());
+    this.upstreams.dialOnce(route).then(
+      (upstream) => this.pipe(route.sailboxId, client, upstream),
+      () => client.destroy(), // nothing listens: the client sees the connection close
+    );
+  }
+
+  private pipe(sailboxId: string, client: Socket, upstream: Socket): void {
+    let sockets = this.connections.get(sailboxId);
+    if (!sockets) this.connections.set(sailboxId, (sockets = new Set()));
+    sockets.add(client);
+    upstream.setNoDelay(true);
+    // pipe() ends the other side on 'end' (FIN) and keeps the reverse direction open
+    client.pipe(upstream);
+    upstream.pipe(client);
+    // an error on one side closes the other at once; a clean close was already passed on as FIN
+    client.on("close", (hadError) => {
+      sockets.delete(client);
+      if (hadError || !upstream.writableEnded) upstream.destroy();
+    });
+    upstream.on("close", (hadError) => {
+      if (hadError || !client.writableEnded) client.destroy();
+    });
+    client.resume();
+  }
+}

@@ -1,0 +1,32 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { normalizeIngressPorts, UNAUTHENTICATED_PORTS, type SailError } from "@sail/protocol";
+import { cidrMatcher, normalizeCidr } from "../../packages/server/src/boxes/cidr.js";
+
+test("CIDRs normalize: bare addresses are one host, host bits are cleared, garbage is refused", () => {
+  assert.equal(normalizeCidr("203.0.113.7"), "203.0.113.7/32");
+  assert.equal(normalizeCidr("10.1.2.3/8"), "10.0.0.0/8");
+  assert.equal(normalizeCidr("::1"), "::1/128");
+  assert.equal(normalizeCidr("2001:db8::1/32"), "2001:db8::/32");
+  for (const bad of ["", "300.1.1.1", "10.0.0.0/33", "1.2.3.4/-1", "example.com", "::/129", "1.2.3.4/8/9"]) assert.equal(normalizeCidr(bad), undefined, bad);
+});
+
+test("the matcher admits listed sources only; IPv4-mapped IPv6 peers match as IPv4", () => {
+  const allowed = cidrMatcher(["203.0.113.0/24", "198.51.100.7/32", "2001:db8::/32"]);
+  assert.equal(allowed("203.0.113.200"), true);
+  assert.equal(allowed("::ffff:203.0.113.200"), true);
+  assert.equal(allowed("198.51.100.7"), true);
+  assert.equal(allowed("198.51.100.8"), false);
+  assert.equal(allowed("2001:db8:1::5"), true);
+  assert.equal(allowed("2001:db9::5"), false);
+  assert.equal(allowed(undefined), false);
+  assert.equal(cidrMatcher([])("192.0.2.1"), true); // empty: anyone
+});
+
+test("well-known unauthenticated ports need an allowlist or allowPublic as raw TCP, and the message says how", () => {
+  for (const port of [5432, 3306, 6379, 27017, 11211, 9200]) assert.ok(UNAUTHENTICATED_PORTS[port], String(port));
+  assert.throws(() => normalizeIngressPorts([{ port: 5432, protocol: "tcp" }]), (e: SailError) => e.code === "SAIL_PORT_UNAUTHENTICATED" && /allowPublic: true/.test(e.message) && /PostgreSQL/.test(e.message));
+  assert.throws(() => normalizeIngressPorts([{ port: 5432, protocol: "tcp", cidrAllowlist: [] }]), (e: SailError) => e.code === "SAIL_PORT_UNAUTHENTICATED");
+  assert.deepEqual(normalizeIngressPorts([{ port: 5432, protocol: "tcp", allowPublic: true }]), [{ port: 5432, protocol: "tcp", cidrAllowlist: [], allowPublic: true }]);
+  assert.deepEqual(normalizeIngressPorts([{ port: 22, protocol: "tcp" }, 3000]), [{ port: 22, protocol: "tcp", cidrAllowlist: [], allowPublic: false }, { port: 3000, protocol: "http" }]);
+});
