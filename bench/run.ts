@@ -1,8 +1,9 @@
 /** `npm run bench [-- scenario...]`: scenarios run in one process, baselines in the same run. */
 import { http } from "./http.js";
 import { lifecycle } from "./lifecycle.js";
+import { tcp } from "./tcp.js";
 
-const SCENARIOS: Record<string, () => Promise<void>> = { lifecycle, http };
+const SCENARIOS: Record<string, () => Promise<void>> = { lifecycle, http, tcp };
 
 const wanted = process.argv.slice(2);
 const names = wanted.length ? wanted : Object.keys(SCENARIOS);

@@ -1,0 +1,117 @@
+/**
+ * TCP: throughput through the Sail TCP gateway vs. direct to the guest vs. haproxy
+ * (tcp mode) to the same guest, in one run; then connection setup (connect + one echoed
+ * byte) through each. The guest servers run in the box's network namespace.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { IngressPort } from "@sail/sdk";
+import { BoxPool, TestDaemon } from "../test/e2e/harness.js";
+import { percentile } from "./stats.js";
+import { waitForPort } from "./tools.js";
+
+const BYTES = Number(process.env.BENCH_TCP_BYTES ?? 1024 * 1024 * 1024);
+const CONNECTS = Number(process.env.BENCH_TCP_CONNECTS ?? 500);
+const HAPROXY_PORT = 18445;
+
+/** Sink on 4000 (reads all, answers "ok" at EOF), echo on 4001. */
+const GUEST_SERVERS = `
+import net from "node:net";
+net.createServer({ allowHalfOpen: true }, (s) => { s.on("data", () => {}); s.on("end", () => s.end("ok")); }).listen(4000, "0.0.0.0");
+net.createServer((s) => s.pipe(s)).listen(4001, "0.0.0.0");
+`;
+
+const probe = (host: string, port: number) =>
+  new Promise<boolean>((resolve) => {
+    const s = connect({ host, port }, () => (s.destroy(), resolve(true)));
+    s.on("error", () => resolve(false));
+  });
+
+/** Push BYTES to the sink and wait for its "ok": GB/s. */
+function throughput(host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const chunk = Buffer.alloc(1 << 20, 7);
+    const start = process.hrtime.bigint();
+    const socket = connect({ host, port, allowHalfOpen: true }, () => {
+      let sent = 0;
+      const pump = () => {
+        while (sent < BYTES) {
+          sent += chunk.length;
+          if (!socket.write(chunk)) return void socket.once("drain", pump);
+        }
+        socket.end();
+      };
+      pump();
+    });
+    socket.on("data", () => {});
+    socket.on("end", () => resolve(BYTES / (Number(process.hrtime.bigint() - start) / 1e9) / 1e9));
+    socket.on("error", reject);
+  });
+}
+
+/** Connect, send one byte, read it back: ms per connection, p50. */
+async function setup(host: string, port: number): Promise<{ p50: number; p95: number }> {
+  const samples: number[] = [];
+  for (let i = 0; i < CONNECTS; i++) {
+    const start = process.hrtime.bigint();
+    await new Promise<void>((resolve, reject) => {
+      const s = connect({ host, port }, () => s.write("x"));
+      s.once("data", () => {
+        samples.push(Number(process.hrtime.bigint() - start) / 1e6);
+        s.destroy();
+        resolve();
+      });
+      s.on("error", reject);
+    });
+  }
+  return { p50: percentile(samples, 50), p95: percentile(samples, 95) };
+}
+
+export async function tcp(): Promise<void> {
+  const daemon = new TestDaemon();
+  const pool = new BoxPool(daemon);
+  await daemon.start();
+  const children: ChildProcess[] = [];
+  try {
+    const sb = await pool.create({ ingressPorts: [new IngressPort(4000, "tcp"), new IngressPort(4001, "tcp")] });
+    const guest = (await sb.exec("ip -4 -o addr show eth0").output()).stdout.split(/\s+/)[3]!.split("/")[0]!;
+    const dir = mkdtempSync(join(tmpdir(), "sail-bench-tcp-"));
+    writeFileSync(join(dir, "servers.mjs"), GUEST_SERVERS);
+    children.push(spawn("ip", ["netns", "exec", `sail-${sb.id}`, process.execPath, join(dir, "servers.mjs")], { stdio: "inherit" }));
+    await waitForPort(() => probe(guest, 4001));
+    const [sink, echo] = await Promise.all([sb.listener(4000).wait({ timeout: 30 }), sb.listener(4001).wait({ timeout: 30 })]);
+
+    writeFileSync(
+      join(dir, "haproxy.cfg"),
+      `global\n  maxconn 4096\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n` +
+        `listen sink\n  bind 127.0.0.1:${HAPROXY_PORT}\n  server g ${guest}:4000\nlisten echo\n  bind 127.0.0.1:${HAPROXY_PORT + 1}\n  server g ${guest}:4001\n`,
+    );
+    children.push(spawn("haproxy", ["-f", join(dir, "haproxy.cfg"), "-db"], { stdio: "inherit" }));
+    await waitForPort(() => probe("127.0.0.1", HAPROXY_PORT + 1));
+
+    const gatewayHost = "127.0.0.1";
+    const rows: Array<[string, number, { p50: number; p95: number }]> = [];
+    for (const [label, host, sinkPort, echoPort] of [
+      ["direct to guest", guest, 4000, 4001],
+      ["haproxy (tcp mode)", "127.0.0.1", HAPROXY_PORT, HAPROXY_PORT + 1],
+      ["Sail TCP gateway", gatewayHost, sink.endpoint.port, echo.endpoint.port],
+    ] as const) {
+      await throughput(host, sinkPort); // warm-up
+      rows.push([label, await throughput(host, sinkPort), await setup(host, echoPort)]);
+    }
+    console.log(`${BYTES / 2 ** 20} MiB one way per run; ${CONNECTS} connect + 1-byte echo`);
+    for (const [label, gbps, s] of rows) {
+      console.log(`${label.padEnd(20)} ${gbps.toFixed(2).padStart(6)} GB/s   connect+echo p50 ${s.p50.toFixed(3)} ms  p95 ${s.p95.toFixed(3)} ms`);
+    }
+    const [direct, haproxy, gateway] = rows as [(typeof rows)[0], (typeof rows)[0], (typeof rows)[0]];
+    console.log(`\ngateway ÷ haproxy throughput: ${(gateway[1] / haproxy[1]).toFixed(2)}x (target ≥ 1.2x); gateway ÷ direct: ${(gateway[1] / direct[1]).toFixed(2)}x`);
+    console.log(`connection overhead over direct, p50: ${(gateway[2].p50 - direct[2].p50).toFixed(3)} ms (target < 1 ms); haproxy's: ${(haproxy[2].p50 - direct[2].p50).toFixed(3)} ms`);
+  } finally {
+    for (const child of children) child.kill();
+    await pool.terminateAll();
+    await daemon.dispose();
+  }
+}
