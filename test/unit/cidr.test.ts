@@ -30,3 +30,23 @@ test("well-known unauthenticated ports need an allowlist or allowPublic as raw T
   assert.deepEqual(normalizeIngressPorts([{ port: 5432, protocol: "tcp", allowPublic: true }]), [{ port: 5432, protocol: "tcp", cidrAllowlist: [], allowPublic: true }]);
   assert.deepEqual(normalizeIngressPorts([{ port: 22, protocol: "tcp" }, 3000]), [{ port: 22, protocol: "tcp", cidrAllowlist: [], allowPublic: false }, { port: 3000, protocol: "http" }]);
 });
+
+import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { resolveSshKey } from "../../packages/sdk/src/ssh.js";
+
+test("ssh: true reads ~/.ssh/id_ed25519.pub, falls back to id_rsa.pub, and says which files it tried", () => {
+  const home = mkdtempSync(join(tmpdir(), "sail-home-"));
+  assert.throws(() => resolveSshKey(true, home), (e: SailError) => e.code === "SAIL_SSH_KEY_INVALID" && e.message.includes(join(home, ".ssh/id_ed25519.pub")) && e.message.includes(join(home, ".ssh/id_rsa.pub")));
+  mkdirSync(join(home, ".ssh"));
+  const rsa = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC7 user@host";
+  writeFileSync(join(home, ".ssh/id_rsa.pub"), rsa);
+  assert.equal(resolveSshKey(true, home), "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC7"); // the fallback
+  assert.throws(() => resolveSshKey("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIKq2"), (e: SailError) => e.code === "SAIL_SSH_KEY_INVALID" && /does not match its type/.test(e.message));
+  const ed = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKq2mKSx7sU1fUC4+yCvhYXfa3Nfq7pP5/9Xc5K9B5cE me@laptop";
+  writeFileSync(join(home, ".ssh/id_ed25519.pub"), ed);
+  assert.equal(resolveSshKey(true, home), ed.split(" ").slice(0, 2).join(" "));
+  assert.equal(resolveSshKey(ed), ed.split(" ").slice(0, 2).join(" "));
+  assert.equal(resolveSshKey(join(home, ".ssh/id_ed25519.pub")), ed.split(" ").slice(0, 2).join(" "));
+});

@@ -13,6 +13,8 @@ const listenerRow = (l: Listener) => ({
   endpoint: l.protocol === "http" ? l.endpoint.url : `${l.endpoint.host}:${l.endpoint.port}`,
 });
 
+const sshCommand = (l: Listener) => `ssh -p ${l.endpoint.port} root@${l.endpoint.host}`;
+
 function collectPorts(value: string, previous: number[]): number[] {
   return [...previous, Number(value)];
 }
@@ -37,19 +39,25 @@ export function registerBox(program: Command): void {
     .option("--tcp <port>", "publish a guest port as raw TCP (repeatable)", collectPorts, [] as number[])
     .option("--allow <cidr>", "only these sources may connect to the --tcp ports (repeatable)", (v: string, p: string[]) => [...p, v], [] as string[])
     .option("--allow-public", "confirm a well-known unauthenticated --tcp port (e.g. 5432) may be reached from anywhere")
+    .option("--enable-ssh", "install and start sshd with your public key, publish port 22, print the ssh command")
+    .option("--ssh-key <path>", "public key for --enable-ssh (default ~/.ssh/id_ed25519.pub, then ~/.ssh/id_rsa.pub)")
     .option("--json", "print the box and its listeners as JSON")
-    .addHelpText("after", "\nExamples:\n  sail box create --name web-demo --port 3000\n  sail box create --name db --tcp 5432 --allow 203.0.113.0/24\n  sail box create --app ci --cpu 0.5 --memory 512")
-    .action(async (opts: { app: string; name?: string; cpu?: number; memory?: number; port: number[]; tcp: number[]; allow: string[]; allowPublic?: boolean; json?: boolean }) => {
+    .addHelpText("after", "\nExamples:\n  sail box create --name web-demo --port 3000\n  sail box create --name db --tcp 5432 --allow 203.0.113.0/24\n  sail box create --name dev --enable-ssh\n  sail box create --app ci --cpu 0.5 --memory 512")
+    .action(async (opts: { app: string; name?: string; cpu?: number; memory?: number; port: number[]; tcp: number[]; allow: string[]; allowPublic?: boolean; enableSsh?: boolean; sshKey?: string; json?: boolean }) => {
       const app = await App.find({ name: opts.app, mintIfMissing: true });
       const tcpOptions = { cidrAllowlist: opts.allow.length ? opts.allow : undefined, allowPublic: opts.allowPublic };
       const ingressPorts = [...opts.port, ...opts.tcp.map((p) => new IngressPort(p, "tcp", tcpOptions))];
-      const sb = await Sailbox.create({ app, name: opts.name, cpu: opts.cpu, memory: opts.memory, ingressPorts });
+      const ssh = opts.sshKey ?? (opts.enableSsh ? true : undefined);
+      const sb = await Sailbox.create({ app, name: opts.name, cpu: opts.cpu, memory: opts.memory, ingressPorts, ssh });
       const listeners = await sb.listeners();
       if (opts.json) return printJson({ ...sb.describe(), listeners: listeners.map(listenerRow) });
       console.log(`Created sailbox ${sb.id}${sb.name ? ` (${sb.name})` : ""} in app ${app.name}: ${sb.describe().status}`);
       for (const l of listeners) console.log(`  port ${l.port} (${l.protocol}): ${listenerRow(l).endpoint}`);
-      if (listeners.length) console.log(`Start a server on 0.0.0.0:<port> inside the box, e.g.: sail box exec ${sb.id} --background -- python3 -m http.server ${listeners[0]!.port}`);
+      const http = listeners.find((l) => l.protocol === "http");
+      if (http) console.log(`Start a server on 0.0.0.0:<port> inside the box, e.g.: sail box exec ${sb.id} --background -- python3 -m http.server ${http.port}`);
       console.log(`Run a command: sail box exec ${sb.id} -- uname -a`);
+      const sshListener = listeners.find((l) => l.port === 22 && l.protocol === "tcp");
+      if (ssh && sshListener) console.log(`SSH: ${sshCommand(sshListener)}`);
     });
 
   box
@@ -103,6 +111,20 @@ export function registerBox(program: Command): void {
       const rows = (await sb.listeners()).map(listenerRow);
       if (opts.json) return printJson(rows);
       printTable(rows, ["port", "protocol", "endpoint"]);
+    });
+
+  box
+    .command("ssh")
+    .description("Open an SSH session to a Sailbox created with --enable-ssh (runs your ssh client)")
+    .argument("<box>", "sailbox id, or name with --app")
+    .argument("[args...]", "extra arguments for ssh (after --), e.g. a command")
+    .option("--app <name>", "app of a box given by name", "default")
+    .action(async (idOrName: string, args: string[], opts: { app: string }) => {
+      const sb = await resolveBox(idOrName, opts.app);
+      const listener = await sb.listener(22).wait({ timeout: 60 });
+      const { spawnSync } = await import("node:child_process");
+      const result = spawnSync("ssh", ["-p", String(listener.endpoint.port), `root@${listener.endpoint.host}`, ...args], { stdio: "inherit" });
+      process.exitCode = result.status ?? 1;
     });
 
   box

@@ -42,6 +42,7 @@ export const ERROR_CODES = {
   SAIL_CIDR_INVALID: { status: 400, kind: "InvalidArgument" },
   SAIL_PORT_UNAUTHENTICATED: { status: 400, kind: "InvalidArgument" },
   SAIL_LISTENER_NOT_FOUND: { status: 404, kind: "NotFound" },
+  SAIL_SSH_KEY_INVALID: { status: 400, kind: "InvalidArgument" },
   // auth
   SAIL_AUTH_MISSING: { status: 401, kind: "Auth" },
   SAIL_AUTH_INVALID: { status: 401, kind: "Auth" },

@@ -158,3 +158,22 @@ export function parseHttpLabel(label: string): { sailboxId: string; port: number
   const match = /^(\d{1,5})-([a-z0-9]{12})$/.exec(label);
   return match ? { sailboxId: `sb-${match[2]}`, port: Number(match[1]) } : undefined;
 }
+
+const SSH_KEY_TYPES = ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com"];
+
+/**
+ * An OpenSSH public key line ("type base64 [comment]"), checked by decoding it: the blob
+ * must start with its own type name (RFC 4253 §6.6). Returns the key without its comment.
+ */
+export function checkSshPublicKey(text: unknown, source = "the key"): string {
+  const invalid = (why: string) => sailError("SAIL_SSH_KEY_INVALID", `${source} is not an SSH public key (${why}): pass the contents of a .pub file, such as ~/.ssh/id_ed25519.pub`, { field: "ssh" });
+  if (typeof text !== "string") throw invalid("not text");
+  const [type, blob] = text.trim().split(/\s+/);
+  if (!type || !SSH_KEY_TYPES.includes(type)) throw invalid(`unknown key type ${JSON.stringify((type ?? "").slice(0, 40))}`);
+  if (!blob || !/^[A-Za-z0-9+/]+={0,2}$/.test(blob)) throw invalid("the key data is not base64");
+  const bytes = Uint8Array.from(atob(blob), (c) => c.charCodeAt(0));
+  const nameLength = ((bytes[0]! << 24) | (bytes[1]! << 16) | (bytes[2]! << 8) | bytes[3]!) >>> 0;
+  const name = new TextDecoder().decode(bytes.subarray(4, 4 + nameLength));
+  if (bytes.length < 4 || name !== type) throw invalid("the key data does not match its type");
+  return `${type} ${blob}`;
+}

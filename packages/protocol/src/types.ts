@@ -34,6 +34,8 @@ export interface IngressPortSpec {
 export interface CreateSailboxRequest {
   appId: string;
   ingressPorts?: Array<number | IngressPortSpec>;
+  /** Install sshd with this public key for root, and publish port 22 as raw TCP. */
+  ssh?: { publicKey: string };
   name?: string;
   image: ImageRef;
   /** CPU cores (fractions allowed). */

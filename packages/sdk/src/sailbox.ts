@@ -4,6 +4,7 @@ import { SailClient } from "./client.js";
 import { BackgroundProcess, ExecProcess } from "./exec.js";
 import { Image } from "./image.js";
 import { IngressPort, Listener } from "./listener.js";
+import { resolveSshKey } from "./ssh.js";
 
 export interface CreateSailboxOptions {
   app: App;
@@ -17,6 +18,12 @@ export interface CreateSailboxOptions {
   memory?: number;
   /** Ports to publish: a bare number is HTTP (an https:// URL), `new IngressPort(port, "tcp", …)` is raw TCP. */
   ingressPorts?: Array<number | IngressPort>;
+  /**
+   * Install and start an SSH server with your public key for root, and publish port 22 as
+   * raw TCP. `true` uses ~/.ssh/id_ed25519.pub (else ~/.ssh/id_rsa.pub); a string is a key
+   * or a path to one. Restrict sources with `new IngressPort(22, "tcp", { cidrAllowlist })`.
+   */
+  ssh?: boolean | string;
 }
 
 export interface ExecOptions {
@@ -60,6 +67,7 @@ export class Sailbox {
     checkResources(options.cpu, options.memory, Number.POSITIVE_INFINITY);
     const ingressPorts = (options.ingressPorts ?? []).map((p) => (p instanceof IngressPort ? p.toSpec() : p));
     normalizeIngressPorts(ingressPorts); // fail fast; the server checks again
+    const ssh = options.ssh ? { publicKey: resolveSshKey(options.ssh) } : undefined;
     const client = options.app.client;
     const info = await client.request<SailboxInfo>("POST", "/v1/sailboxes", {
       appId: options.app.id,
@@ -68,6 +76,7 @@ export class Sailbox {
       cpu: options.cpu,
       memoryMiB: options.memory,
       ingressPorts: ingressPorts.length ? ingressPorts : undefined,
+      ssh,
     });
     return new Sailbox(client, info);
   }
@@ -142,6 +151,11 @@ export class Sailbox {
   async listeners(): Promise<Listener[]> {
     const { listeners } = await this.client.request<{ listeners: ListenerInfo[] }>("GET", `/v1/sailboxes/${this.id}/listeners`);
     return listeners.map((info) => new Listener(this.client, this.id, info.port, info));
+  }
+
+  /** Start the box's SSH server if it is not running; does nothing if it is (idempotent). */
+  async startSshd(): Promise<void> {
+    await this.client.request("POST", `/v1/sailboxes/${this.id}/sshd`, {});
   }
 
   /** Stop the Sailbox and release everything it holds. Idempotent. */

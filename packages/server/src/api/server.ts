@@ -43,7 +43,7 @@ export function createApiServer(sailboxes: Sailboxes, authenticate: Authenticate
     }],
     ["POST", /^\/v1\/sailboxes$/, async ({ org, req, res }) => {
       const body = await readJsonBody(req);
-      onlyFields(body, ["appId", "name", "image", "cpu", "memoryMiB", "ingressPorts"]);
+      onlyFields(body, ["appId", "name", "image", "cpu", "memoryMiB", "ingressPorts", "ssh"]);
       if (typeof body.appId !== "string") throw sailError("SAIL_INVALID_ARGUMENT", "appId must be the id of one of your apps", { field: "appId" });
       sendJson(res, 201, await sailboxes.create(org, body as unknown as CreateSailboxRequest));
     }],
@@ -53,6 +53,11 @@ export function createApiServer(sailboxes: Sailboxes, authenticate: Authenticate
     }],
     ["GET", /^\/v1\/sailboxes\/([^/]+)$/, ({ org, params, res }) => sendJson(res, 200, sailboxes.get(org, params[0]!))],
     ["DELETE", /^\/v1\/sailboxes\/([^/]+)$/, async ({ org, params, res }) => sendJson(res, 200, await sailboxes.terminate(org, params[0]!))],
+    ["POST", /^\/v1\/sailboxes\/([^/]+)\/sshd$/, async ({ org, params, req, res }) => {
+      onlyFields(await readJsonBody(req), []);
+      await sailboxes.startSshd(org, params[0]!);
+      sendJson(res, 200, { sshd: "running" });
+    }],
     ["GET", /^\/v1\/sailboxes\/([^/]+)\/listeners$/, ({ org, params, res }) => sendJson(res, 200, { listeners: sailboxes.listeners(org, params[0]!) })],
     ["GET", /^\/v1\/sailboxes\/([^/]+)\/listeners\/(\d{1,5})$/, async ({ org, params, query, res }) => {
       const waitMs = Number(query.get("waitMs") ?? 0);

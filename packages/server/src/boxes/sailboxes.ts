@@ -3,7 +3,9 @@ import {
   checkExec,
   checkName,
   checkResources,
+  checkSshPublicKey,
   httpLabel,
+  SSH_PORT,
   normalizeIngressPorts,
   sailError,
   type AppInfo,
@@ -17,6 +19,7 @@ import {
 } from "@sail/protocol";
 import type { Runtime, RunningExec } from "../runtime/runtime.js";
 import { normalizeCidr } from "./cidr.js";
+import { installSshdScript, START_SSHD_SCRIPT } from "./sshd.js";
 import { NameTakenError, TcpLimitError, TcpPortsExhaustedError, newId, type TcpSettings, type AppRow, type ListenerRow, type OrgRow, type SailboxRow, type Store } from "../store/store.js";
 
 export interface BoxDefaults {
@@ -135,6 +138,9 @@ export class Sailboxes {
       });
       return { ...p, cidrAllowlist };
     });
+    const sshKey = request.ssh === undefined || request.ssh === null ? undefined : checkSshPublicKey((request.ssh as { publicKey?: unknown }).publicKey, "ssh.publicKey");
+    // ssh publishes 22 as raw TCP, unless the user did so already (e.g. with a cidrAllowlist)
+    if (sshKey && !ports.some((p) => p.port === SSH_PORT)) ports.push({ port: SSH_PORT, protocol: "tcp", cidrAllowlist: [], allowPublic: false });
 
     const id = newId("sb-");
     let row: SailboxRow;
@@ -165,6 +171,10 @@ export class Sailboxes {
     return this.withLock(id, async () => {
       try {
         await this.runtime.create({ id, hostname: name ?? id, arch, cpu: row.cpu, memoryMiB: row.memoryMiB, pidsLimit: this.defaults.pidsLimit, netSlot: row.netSlot });
+        if (sshKey) await this.runScript(id, installSshdScript(sshKey), "set up sshd").catch(async (err) => {
+          await this.runtime.destroy(id);
+          throw err;
+        });
       } catch (err) {
         this.store.deleteSailbox(id);
         this.log.error({ sailboxId: id, err: String(err) }, "sailbox create failed");
@@ -269,6 +279,26 @@ export class Sailboxes {
       this.log.warn({ sailboxId: row.id, reason: lost }, "sailbox marked failed");
     }
     return { kept, failed };
+  }
+
+  /** Start the box's sshd if it is not running (idempotent: never two daemons). */
+  async startSshd(org: OrgRow, id: string): Promise<void> {
+    const row = await this.runningRow(org, id);
+    try {
+      await this.runScript(row.id, START_SSHD_SCRIPT, "start sshd");
+    } catch (err) {
+      throw sailError("SAIL_RUNTIME_FAILED", `Could not start sshd in sailbox ${id}: ${(err as Error).message}`, { sailboxId: id });
+    }
+  }
+
+  /** Run a shell script in the box; throw with its output when it fails. */
+  private async runScript(id: string, script: string, what: string): Promise<void> {
+    const run = this.runtime.exec(id, { cmd: script, cwd: "/" });
+    let output = "";
+    run.stdout.on("data", (d: Buffer) => (output += d));
+    run.stderr.on("data", (d: Buffer) => (output += d));
+    const code = await run.exit;
+    if (code !== 0) throw new Error(`${what} exited ${code}: ${output.trim().slice(-500)}`);
   }
 
   // --- listeners ---
