@@ -153,6 +153,24 @@ export class Sailbox {
     return listeners.map((info) => new Listener(this.client, this.id, info.port, info));
   }
 
+  /**
+   * Sleep: open connections are dropped and the box is frozen; the next inbound HTTP,
+   * WebSocket or TCP connection (or an exec) wakes it. Memory stays resident.
+   */
+  async sleep(): Promise<void> {
+    this.info = await this.client.request<SailboxInfo>("POST", `/v1/sailboxes/${this.id}/sleep`, {});
+  }
+
+  /** Pause: frozen, keeps its state, and does not wake on traffic (HTTP gets 503, TCP is closed). */
+  async pause(): Promise<void> {
+    this.info = await this.client.request<SailboxInfo>("POST", `/v1/sailboxes/${this.id}/pause`, {});
+  }
+
+  /** Bring a paused or sleeping box back. */
+  async resume(): Promise<void> {
+    this.info = await this.client.request<SailboxInfo>("POST", `/v1/sailboxes/${this.id}/resume`, {});
+  }
+
   /** Start the box's SSH server if it is not running; does nothing if it is (idempotent). */
   async startSshd(): Promise<void> {
     await this.client.request("POST", `/v1/sailboxes/${this.id}/sshd`, {});

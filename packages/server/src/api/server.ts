@@ -53,6 +53,11 @@ export function createApiServer(sailboxes: Sailboxes, authenticate: Authenticate
     }],
     ["GET", /^\/v1\/sailboxes\/([^/]+)$/, ({ org, params, res }) => sendJson(res, 200, sailboxes.get(org, params[0]!))],
     ["DELETE", /^\/v1\/sailboxes\/([^/]+)$/, async ({ org, params, res }) => sendJson(res, 200, await sailboxes.terminate(org, params[0]!))],
+    ["POST", /^\/v1\/sailboxes\/([^/]+)\/(sleep|pause|resume)$/, async ({ org, params, req, res }) => {
+      onlyFields(await readJsonBody(req), []);
+      const [id, action] = params as [string, "sleep" | "pause" | "resume"];
+      sendJson(res, 200, await sailboxes[action](org, id));
+    }],
     ["POST", /^\/v1\/sailboxes\/([^/]+)\/sshd$/, async ({ org, params, req, res }) => {
       onlyFields(await readJsonBody(req), []);
       await sailboxes.startSshd(org, params[0]!);

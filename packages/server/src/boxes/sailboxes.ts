@@ -48,6 +48,7 @@ export interface TcpRoute {
   guestAddress: string;
   publicPort: number;
   cidrAllowlist: string[];
+  status: SailboxStatus;
 }
 
 /** What the gateway needs to forward to one HTTP listener. */
@@ -57,12 +58,14 @@ export interface HttpRoute {
   guestAddress: string;
   /** Changes whenever the box's processes may have changed (a new start or wake): upstream sockets are keyed by it. */
   generation: string;
+  /** running: forward; sleeping: wake, then forward; paused: refuse (503 / close). */
+  status: SailboxStatus;
 }
 
 export interface IngressHandlers {
   /** The set of routes changed: reload `httpRoutes()`. */
   routesChanged(): void;
-  /** Close every proxied connection of this box. */
+  /** Close every proxied connection of this box (it sleeps, pauses or ends). */
   dropConnections(sailboxId: string): void;
   /** Resolves once the data path routes by the latest routes. */
   synced(): Promise<void>;
@@ -86,6 +89,8 @@ interface Logger {
 export class Sailboxes {
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly ingressHandlers: IngressHandlers[] = [];
+  /** Resumes in flight, so concurrent arrivals share one. */
+  private readonly waking = new Map<string, Promise<void>>();
 
   constructor(
     private readonly store: Store,
@@ -226,6 +231,80 @@ export class Sailboxes {
     });
   }
 
+  // --- sleep, pause, wake ---
+
+  /**
+   * Sleep: new connections now wait (routes say "sleeping"), open ones are closed, then the
+   * box is frozen. Memory stays resident (the cgroup freezer; no CRIU on this kernel).
+   */
+  async sleep(org: OrgRow, id: string): Promise<SailboxInfo> {
+    this.row(org, id);
+    return this.withLock(id, async () => {
+      const row = this.store.getSailbox(id)!;
+      if (row.status === "sleeping") return this.info(row);
+      if (row.status !== "running") throw sailError("SAIL_SAILBOX_NOT_RUNNING", `Sailbox ${id} is ${row.status}: only a running sailbox can sleep`, { sailboxId: id, status: row.status });
+      this.setStatus(id, "sleeping");
+      await this.ingressSynced();
+      await this.runtime.freeze(id);
+      this.log.info({ sailboxId: id }, "sailbox sleeping");
+      return this.info(this.store.getSailbox(id)!);
+    });
+  }
+
+  /** Pause: frozen like sleep, but inbound traffic is refused instead of waking it. */
+  async pause(org: OrgRow, id: string): Promise<SailboxInfo> {
+    this.row(org, id);
+    return this.withLock(id, async () => {
+      const row = this.store.getSailbox(id)!;
+      if (row.status === "paused") return this.info(row);
+      if (row.status !== "running" && row.status !== "sleeping") throw sailError("SAIL_SAILBOX_NOT_RUNNING", `Sailbox ${id} is ${row.status}: only a running or sleeping sailbox can pause`, { sailboxId: id, status: row.status });
+      this.setStatus(id, "paused");
+      await this.ingressSynced();
+      if (row.status === "running") await this.runtime.freeze(id);
+      this.log.info({ sailboxId: id }, "sailbox paused");
+      return this.info(this.store.getSailbox(id)!);
+    });
+  }
+
+  /** Bring a sleeping or paused box back. */
+  async resume(org: OrgRow, id: string): Promise<SailboxInfo> {
+    this.row(org, id);
+    await this.thaw(id);
+    const row = this.store.getSailbox(id)!;
+    if (row.status !== "running") throw sailError("SAIL_SAILBOX_NOT_RUNNING", `Sailbox ${id} is ${row.status}: it cannot be resumed`, { sailboxId: id, status: row.status });
+    return this.info(row);
+  }
+
+  /**
+   * The gateway's wake: a sleeping box is resumed (concurrent arrivals share one resume);
+   * a paused one stays paused. Resolves to the status traffic should see.
+   */
+  async wakeOnIngress(sailboxId: string): Promise<SailboxStatus | undefined> {
+    const row = this.store.getSailbox(sailboxId);
+    if (row?.status === "sleeping") await this.thaw(sailboxId, true);
+    return this.store.getSailbox(sailboxId)?.status;
+  }
+
+  private thaw(id: string, onlySleeping = false): Promise<void> {
+    const pending = this.waking.get(id);
+    if (pending) return pending;
+    const waking = this.withLock(id, async () => {
+      const row = this.store.getSailbox(id)!;
+      if (row.status !== "sleeping" && (onlySleeping || row.status !== "paused")) return;
+      const started = process.hrtime.bigint();
+      await this.runtime.thaw(id);
+      this.setStatus(id, "running");
+      await this.ingressSynced();
+      this.log.info({ sailboxId: id, from: row.status, thawMs: Number(process.hrtime.bigint() - started) / 1e6 }, "sailbox woke");
+    }).finally(() => this.waking.delete(id));
+    this.waking.set(id, waking);
+    return waking;
+  }
+
+  private ingressSynced(): Promise<unknown> {
+    return Promise.all(this.ingressHandlers.map((h) => h.synced()));
+  }
+
   // --- exec ---
 
   /** Start a foreground command; the caller streams its output. */
@@ -321,6 +400,7 @@ export class Sailboxes {
       throw sailError("SAIL_LISTENER_NOT_FOUND", `Sailbox ${id} does not publish port ${port}${published.length ? ` (it publishes ${published.join(", ")})` : " (it publishes no ports)"}: pass it in ingressPorts when you create the sailbox`, { sailboxId: id, port });
     }
     const deadline = Date.now() + Math.min(Math.max(timeoutMs, 0), LISTENER_WAIT_MAX_MS);
+    if (row.status === "sleeping") await this.thaw(row.id, true);
     for (;;) {
       const current = this.store.getSailbox(row.id)!;
       if (current.status !== "running") {
@@ -346,7 +426,7 @@ export class Sailboxes {
   httpRoutes(): Array<[string, HttpRoute]> {
     return this.store.liveListeners("http").map((l) => [
       httpLabel(l.sailboxId, l.port),
-      { sailboxId: l.sailboxId, port: l.port, guestAddress: this.runtime.network(l.netSlot).guestAddress, generation: `${l.sailboxId}:${l.createdAt}` },
+      { sailboxId: l.sailboxId, port: l.port, guestAddress: this.runtime.network(l.netSlot).guestAddress, generation: `${l.sailboxId}:${l.createdAt}`, status: l.status },
     ]);
   }
 
@@ -358,6 +438,7 @@ export class Sailboxes {
       guestAddress: this.runtime.network(l.netSlot).guestAddress,
       publicPort: l.publicPort!,
       cidrAllowlist: l.cidrAllowlist,
+      status: l.status,
     }));
   }
 
@@ -374,7 +455,7 @@ export class Sailboxes {
     this.store.setStatus(id, status, reason ?? null);
     for (const handlers of this.ingressHandlers) {
       handlers.routesChanged();
-      if (status === "terminated" || status === "failed") handlers.dropConnections(id);
+      if (status !== "running" && status !== "creating") handlers.dropConnections(id);
     }
   }
 
@@ -388,7 +469,11 @@ export class Sailboxes {
   }
 
   private async runningRow(org: OrgRow, id: string): Promise<SailboxRow> {
-    const row = this.row(org, id);
+    let row = this.row(org, id);
+    if (row.status === "sleeping") {
+      await this.thaw(id, true); // an API call that needs the guest wakes it
+      row = this.row(org, id);
+    }
     if (row.status === "paused") throw sailError("SAIL_SAILBOX_PAUSED", `Sailbox ${id} is paused: call resume() first`, { sailboxId: id });
     if (row.status !== "running") {
       throw sailError("SAIL_SAILBOX_NOT_RUNNING", `Sailbox ${id} is ${row.status}${row.failureReason ? ` (${row.failureReason})` : ""}: create a new one`, { sailboxId: id, status: row.status });

@@ -7,6 +7,7 @@ import type { HttpGatewayOptions } from "./http-gateway.js";
 /** What the cluster needs from `boxes`. */
 export interface IngressSource {
   httpRoutes(): Array<[string, HttpRoute]>;
+  wakeOnIngress(sailboxId: string): Promise<string | undefined>;
   onIngressChange(handlers: IngressHandlers): void;
 }
 
@@ -67,7 +68,16 @@ export class GatewayCluster {
     const { workers: _n, logLevel, ...options } = this.options;
     return new Promise((resolve, reject) => {
       worker.on("message", (message: FromWorker) => {
-        if (message.type === "ready") {
+        if (message.type === "wake") {
+          // the route table already says "running" when the worker hears back (wake waits for sync)
+          void this.source.wakeOnIngress(message.sailboxId).then(
+            (status) => worker.isConnected() && worker.send({ type: "woken", requestId: message.requestId, status } satisfies ToWorker),
+            (err) => {
+              this.log.error({ sailboxId: message.sailboxId, err: String(err) }, "wake on ingress failed");
+              if (worker.isConnected()) worker.send({ type: "woken", requestId: message.requestId, status: "failed" } satisfies ToWorker);
+            },
+          );
+        } else if (message.type === "ready") {
           worker.send({ type: "start", options, logLevel } satisfies ToWorker);
         } else if (message.type === "listening") {
           worker.send({ type: "routes", version: this.version, routes: this.source.httpRoutes() } satisfies ToWorker);

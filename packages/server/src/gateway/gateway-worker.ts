@@ -10,17 +10,38 @@ import { HttpGateway, type HttpGatewayOptions } from "./http-gateway.js";
 export type ToWorker =
   | { type: "start"; options: HttpGatewayOptions; logLevel: string }
   | { type: "routes"; version: number; routes: Array<[string, HttpRoute]> }
-  | { type: "drop"; sailboxId: string };
-export type FromWorker = { type: "ready" } | { type: "listening" } | { type: "routes-applied"; version: number } | { type: "failed"; message: string };
+  | { type: "drop"; sailboxId: string }
+  | { type: "woken"; requestId: number; status: string | undefined };
+export type FromWorker = { type: "wake"; requestId: number; sailboxId: string } | { type: "ready" } | { type: "listening" } | { type: "routes-applied"; version: number } | { type: "failed"; message: string };
 
 const send = (message: FromWorker) => process.send?.(message);
 const table = new Map<string, HttpRoute>();
 let gateway: HttpGateway | undefined;
+/** How long a request is held while its box wakes before it gets a 503 with Retry-After. */
+const WAKE_BUDGET_MS = 30_000;
+const wakes = new Map<number, (status: string | undefined) => void>();
+let nextWake = 0;
+
+/** Ask the daemon to wake a box; the answer comes back as "woken". */
+function wake(sailboxId: string): Promise<string | undefined> {
+  const requestId = nextWake++;
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      wakes.delete(requestId);
+      resolve(undefined);
+    }, WAKE_BUDGET_MS);
+    wakes.set(requestId, (status) => {
+      clearTimeout(timer);
+      resolve(status);
+    });
+    send({ type: "wake", requestId, sailboxId });
+  });
+}
 
 process.on("message", async (message: ToWorker) => {
   if (message.type === "start") {
     const log = pino({ level: message.logLevel, base: { service: "saild-gateway", pid: process.pid } }, pino.destination(2));
-    gateway = new HttpGateway({ resolveHttpRoute: (label) => table.get(label) }, message.options, log);
+    gateway = new HttpGateway({ resolveHttpRoute: (label) => table.get(label), wake }, message.options, log);
     // workers of a daemon that was just killed may still hold the port for a moment
     for (let attempt = 0; ; attempt++) {
       try {
@@ -42,6 +63,10 @@ process.on("message", async (message: ToWorker) => {
     send({ type: "routes-applied", version: message.version });
   } else if (message.type === "drop") {
     gateway?.dropBox(message.sailboxId);
+  } else if (message.type === "woken") {
+    const resolve = wakes.get(message.requestId);
+    wakes.delete(message.requestId);
+    resolve?.(message.status);
   }
 });
 

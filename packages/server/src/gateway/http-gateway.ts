@@ -6,10 +6,14 @@ import { ProxyConnection, type ProxyContext } from "./proxy-connection.js";
 import type { TlsMaterial } from "./tls.js";
 import { UpstreamPool } from "./upstream-pool.js";
 
-/** Where a hostname label goes (a table the primary keeps current in each worker). */
+/** Where a hostname label goes (a table the primary keeps current in each worker), and how to wake a box. */
 export interface RouteSource {
   resolveHttpRoute(label: string): HttpRoute | undefined;
+  wake(sailboxId: string): Promise<string | undefined>;
 }
+
+/** RFC 6455 close frame, server to client (unmasked), code 1001 "going away". */
+const WS_CLOSE_GOING_AWAY = Buffer.from([0x88, 0x02, 0x03, 0xe9]);
 
 export interface HttpGatewayOptions {
   host: string;
@@ -32,7 +36,8 @@ export class HttpGateway {
   private readonly server: Server;
   private readonly upstreams = new UpstreamPool();
   /** Live upgraded (WebSocket) connections by box, to drop them when the box goes. */
-  private readonly tunnels = new Map<string, Set<Socket>>();
+  /** Live upgraded connections by box, each with how to close it when the box goes. */
+  private readonly tunnels = new Map<string, Map<Socket, () => void>>();
   private readonly clients = new Set<Socket>();
   private readonly suffix: string;
   private readonly context: ProxyContext;
@@ -45,8 +50,9 @@ export class HttpGateway {
     this.suffix = `.${options.domain.toLowerCase()}`;
     this.context = {
       route: (host) => this.route(host),
+      wake: (route) => routes.wake(route.sailboxId),
       upstreams: this.upstreams,
-      registerTunnel: (sailboxId, client, upstream) => this.registerTunnel(sailboxId, client, upstream),
+      registerTunnel: (sailboxId, client, upstream, websocket) => this.registerTunnel(sailboxId, client, upstream, websocket),
       warn: (obj, msg) => log.warn(obj, msg),
     };
     this.server = createServer({ key: options.tls.key, cert: options.tls.cert, handshakeTimeout: 10_000 }, (socket: TLSSocket) => {
@@ -72,9 +78,9 @@ export class HttpGateway {
 
   /** Close every proxied connection of a box (terminate now; sleep later). */
   dropBox(sailboxId: string): void {
-    this.upstreams.dropBox(sailboxId);
-    for (const socket of this.tunnels.get(sailboxId) ?? []) socket.destroy();
+    for (const close of this.tunnels.get(sailboxId)?.values() ?? []) close();
     this.tunnels.delete(sailboxId);
+    this.upstreams.dropBox(sailboxId);
   }
 
   private route(hostHeader: string): HttpRoute | GatewayError {
@@ -89,19 +95,28 @@ export class HttpGateway {
     };
   }
 
-  private registerTunnel(sailboxId: string, client: Socket, upstream: Socket): void {
-    let sockets = this.tunnels.get(sailboxId);
-    if (!sockets) this.tunnels.set(sailboxId, (sockets = new Set()));
-    sockets.add(client);
+  private registerTunnel(sailboxId: string, client: Socket, upstream: Socket, websocket: boolean): void {
+    let tunnels = this.tunnels.get(sailboxId);
+    if (!tunnels) this.tunnels.set(sailboxId, (tunnels = new Map()));
     const closeBoth = () => {
       client.destroy();
       upstream.destroy();
-      sockets.delete(client);
+      tunnels.delete(client);
     };
+    tunnels.set(client, () => {
+      if (!websocket) return closeBoth();
+      // a WebSocket hears why (1001 "going away", RFC 6455 §7.4.1) before the connection closes
+      upstream.unpipe(client);
+      upstream.off("close", closeBoth);
+      upstream.destroy();
+      client.end(WS_CLOSE_GOING_AWAY);
+      setTimeout(() => client.destroy(), 1000).unref();
+    });
     client.on("close", closeBoth);
     upstream.on("close", closeBoth);
-    upstream.on("error", closeBoth);
+    upstream.on("error", () => upstream.destroy());
     client.pipe(upstream);
     upstream.pipe(client);
   }
+
 }

@@ -10,8 +10,10 @@ import type { UpstreamPool } from "./upstream-pool.js";
 /** What a connection needs from the gateway. */
 export interface ProxyContext {
   route(host: string): HttpRoute | GatewayError;
+  /** Wake a sleeping box (the daemon shares one resume among arrivals); resolves to its status, or undefined past the budget. */
+  wake(route: HttpRoute): Promise<string | undefined>;
   upstreams: UpstreamPool;
-  registerTunnel(sailboxId: string, client: Socket, upstream: Socket): void;
+  registerTunnel(sailboxId: string, client: Socket, upstream: Socket, websocket: boolean): void;
   warn(obj: object, msg: string): void;
 }
 
@@ -111,7 +113,8 @@ export class ProxyConnection {
     if (hosts.length !== 1) throw new HttpParseError(400, "a request needs exactly one Host header");
     const framing = requestFraming(request);
     const route = this.ctx.route(hosts[0]![1]);
-    if ("status" in route) return this.answer(request, route);
+    if ("code" in route) return this.answer(request, route);
+    if (route.status === "paused") return this.answer(request, pausedError(route));
 
     const connection = fieldTokens(request, "connection");
     const upgrade = connection.includes("upgrade") && fieldTokens(request, "upgrade").length > 0;
@@ -126,7 +129,23 @@ export class ProxyConnection {
       responseScanner: undefined, closeClientAfter: false, upstreamCloses: false, retried: false,
     };
     this.state = "await";
-    void this.dispatch(this.exchange);
+    if (route.status === "sleeping") void this.wakeThenDispatch(this.exchange);
+    else void this.dispatch(this.exchange);
+  }
+
+  /** Hold the request while the box wakes (bounded), then forward it as if it had never slept. */
+  private async wakeThenDispatch(exchange: Exchange): Promise<void> {
+    const status = await this.ctx.wake(exchange.route);
+    if (this.state === "closed" || this.exchange !== exchange) return;
+    if (status === "running") return this.dispatch(exchange);
+    if (status === "paused") return this.answer(exchange.request, pausedError(exchange.route));
+    if (status === undefined) {
+      return this.answer(exchange.request, {
+        status: 503, code: "SAIL_WAKE_TIMEOUT", sailboxId: exchange.route.sailboxId, port: exchange.route.port,
+        message: `Sailbox ${exchange.route.sailboxId} is waking up and did not finish in time: retry shortly`,
+      });
+    }
+    return this.answer(exchange.request, { status: 404, code: "SAIL_ROUTE_UNKNOWN", message: `Sailbox ${exchange.route.sailboxId} is ${status}` });
   }
 
   /** Get an upstream socket (pooled, or dialled with brief retries), send the head, then the body. */
@@ -311,7 +330,7 @@ export class ProxyConnection {
     if (rest.length) this.client.write(rest);
     if (this.buffered.length) upstream.write(this.buffered);
     this.buffered = Buffer.alloc(0);
-    this.ctx.registerTunnel(exchange.route.sailboxId, this.client, upstream);
+    this.ctx.registerTunnel(exchange.route.sailboxId, this.client, upstream, fieldTokens(exchange.request, "upgrade").includes("websocket"));
     this.client.resume();
   }
 
@@ -340,6 +359,16 @@ export class ProxyConnection {
     this.exchange?.upstream?.destroy();
     this.client.destroy();
   }
+}
+
+function pausedError(route: HttpRoute): GatewayError {
+  return {
+    status: 503,
+    code: "SAIL_SAILBOX_PAUSED",
+    message: `Sailbox ${route.sailboxId} is paused and does not wake on traffic: resume it with sb.resume() or \`sail box resume ${route.sailboxId}\``,
+    sailboxId: route.sailboxId,
+    port: route.port,
+  };
 }
 
 function nothingListening(route: HttpRoute, cause: string | undefined): GatewayError {

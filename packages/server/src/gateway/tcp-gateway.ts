@@ -5,6 +5,7 @@ import type { UpstreamPool } from "./upstream-pool.js";
 
 export interface TcpRouteSource {
   tcpRoutes(): TcpRoute[];
+  wakeOnIngress(sailboxId: string): Promise<string | undefined>;
   onIngressChange(handlers: IngressHandlers): void;
 }
 
@@ -106,12 +107,19 @@ export class TcpGateway {
       client.resetAndDestroy();
       return;
     }
+    if (route.status === "paused") return void client.destroy(); // paused: closed at once, no wake
     client.pause();
     client.on("error", () => client.destroy());
-    this.upstreams.dialOnce(route).then(
-      (upstream) => this.pipe(route.sailboxId, client, upstream),
-      () => client.destroy(), // nothing listens: the client sees the connection close
-    );
+    const ready = route.status === "sleeping" ? this.source.wakeOnIngress(route.sailboxId) : Promise.resolve("running");
+    ready
+      .then((status) => {
+        if (status !== "running" || client.destroyed) throw new Error(`sailbox ${route.sailboxId} is ${status}`);
+        return this.upstreams.dialOnce(route);
+      })
+      .then(
+        (upstream) => (client.destroyed ? upstream.destroy() : this.pipe(route.sailboxId, client, upstream)),
+        () => client.destroy(), // nothing listens, or the box is paused or gone: the client sees the connection close
+      );
   }
 
   private pipe(sailboxId: string, client: Socket, upstream: Socket): void {

@@ -104,6 +104,14 @@ export class LocalRuntime implements Runtime {
     return listeningAddresses(id, port);
   }
 
+  freeze(id: string): Promise<void> {
+    return this.crun.pause(id);
+  }
+
+  thaw(id: string): Promise<void> {
+    return this.crun.resume(id);
+  }
+
   state(id: string): Promise<RuntimeState> {
     return this.crun.state(id);
   }

@@ -67,6 +67,9 @@ export interface Runtime {
   probePort(netSlot: number, port: number): Promise<boolean>;
   /** Addresses something in the box listens on for `port` (e.g. "127.0.0.1" when bound to loopback only). */
   listeningAddresses(id: string, port: number): Promise<string[]>;
+  /** Freeze every process of the box (cgroup freezer); memory stays resident. */
+  freeze(id: string): Promise<void>;
+  thaw(id: string): Promise<void>;
   /** Remove the container, netns, veth, mounts, cgroups and directories of a box. Idempotent. */
   destroy(id: string): Promise<void>;
 }

@@ -279,14 +279,14 @@ export class Store {
   }
 
   /** Listeners of every live sailbox, with what routing needs. */
-  liveListeners(protocol: "http" | "tcp"): Array<ListenerRow & { netSlot: number; createdAt: string }> {
+  liveListeners(protocol: "http" | "tcp"): Array<ListenerRow & { netSlot: number; createdAt: string; status: SailboxStatus }> {
     const rows = this.db
       .prepare(
         `SELECT l.sailbox_id AS sailboxId, l.port, l.protocol, l.cidr_allowlist AS cidrAllowlist, l.allow_public AS allowPublic,
-           l.public_port AS publicPort, s.net_slot AS netSlot, s.created_at AS createdAt
+           l.public_port AS publicPort, s.net_slot AS netSlot, s.created_at AS createdAt, s.status
          FROM listeners l JOIN sailboxes s ON s.id = l.sailbox_id WHERE s.live = 1 AND l.protocol = ?`,
       )
-      .all(protocol) as Array<Omit<ListenerRow, "cidrAllowlist" | "allowPublic"> & { cidrAllowlist: string; allowPublic: number; netSlot: number; createdAt: string }>;
+      .all(protocol) as Array<Omit<ListenerRow, "cidrAllowlist" | "allowPublic"> & { cidrAllowlist: string; allowPublic: number; netSlot: number; createdAt: string; status: SailboxStatus }>;
     return rows.map((r) => ({ ...r, cidrAllowlist: JSON.parse(r.cidrAllowlist) as string[], allowPublic: r.allowPublic === 1 }));
   }
 

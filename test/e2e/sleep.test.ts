@@ -1,0 +1,164 @@
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { Agent, fetch } from "undici";
+import WebSocket from "ws";
+import { IngressPort, Sailbox, SailboxPausedError, type SailError } from "@sail/sdk";
+import { BoxPool, loopbackLookup, runCli, startGuestServer, startTcpEcho, terminateLeftovers, TestDaemon } from "./harness.js";
+
+const daemon = new TestDaemon();
+const pool = new BoxPool(daemon);
+let ca = "";
+let agent: Agent;
+const keys = mkdtempSync(join(tmpdir(), "sail-sleep-"));
+const key = join(keys, "id");
+
+before(async () => {
+  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key]);
+  await daemon.start();
+  await terminateLeftovers(daemon);
+  ca = await daemon.caCert();
+  agent = new Agent({ connect: { ca, lookup: loopbackLookup as never } });
+});
+after(async () => {
+  await pool.terminateAll();
+  await agent?.close();
+  await daemon.dispose();
+});
+
+const get = (url: string, init: Parameters<typeof fetch>[1] = {}) => fetch(url, { ...init, dispatcher: agent });
+const frozen = (id: string) => execFileSync("crun", ["--root", "/run/sail/crun", "state", id], { encoding: "utf8" }).includes('"paused"');
+
+/** One box with HTTP 3000 (test server), TCP 7070 (echo) and SSH. */
+async function fullBox() {
+  const sb = await pool.create({ ingressPorts: [3000, new IngressPort(7070, "tcp")], ssh: `${key}.pub` });
+  await startGuestServer(sb, 3000);
+  await startTcpEcho(sb, 7070);
+  const [http, tcp, ssh] = await Promise.all([3000, 7070, 22].map((p) => sb.listener(p).wait({ timeout: 60 })));
+  return { sb, url: http!.endpoint.url, tcpPort: tcp!.endpoint.port, sshPort: ssh!.endpoint.port };
+}
+
+function tcpRoundTrip(port: number, text: string): Promise<string> {
+  return new Promise((resolve) => {
+    const s = connect({ host: "127.0.0.1", port, allowHalfOpen: true }, () => s.end(text));
+    let got = "";
+    s.on("data", (d) => (got += d));
+    s.on("error", () => {});
+    s.on("close", () => resolve(got));
+  });
+}
+
+const sshOptions = ["-i", key, "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"];
+
+describe("sleep wakes on ingress", () => {
+  test("after sleep, the first HTTP request, WebSocket, TCP connection and SSH login each wake the box and are served", async () => {
+    const { sb, url, tcpPort, sshPort } = await fullBox();
+    const hostKey = execFileSync("ssh-keyscan", ["-p", String(sshPort), "-t", "ed25519", "127.0.0.1"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+
+    await sb.sleep();
+    assert.equal(await sb.status(), "sleeping");
+    assert.ok(frozen(sb.id), "the container is frozen");
+    assert.equal((await get(`${url}/headers`)).status, 200);
+    assert.equal(await sb.status(), "running");
+
+    await sb.sleep();
+    const ws = new WebSocket(`${url.replace("https://", "wss://")}/ws`, { ca, lookup: loopbackLookup as never });
+    await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
+    const echoed = new Promise<string>((resolve) => ws.once("message", (d) => resolve(String(d))));
+    ws.send("awake?");
+    assert.equal(await echoed, "awake?");
+    ws.close();
+    assert.equal(await sb.status(), "running");
+
+    await sb.sleep();
+    assert.equal(await tcpRoundTrip(tcpPort, "knock"), "knockBYE\n");
+    assert.equal(await sb.status(), "running");
+
+    await sb.sleep();
+    const login = spawnSync("ssh", [...sshOptions, "-p", String(sshPort), "root@127.0.0.1", "echo in"], { encoding: "utf8" });
+    assert.equal(login.stdout, "in\n");
+    assert.equal(execFileSync("ssh-keyscan", ["-p", String(sshPort), "-t", "ed25519", "127.0.0.1"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }), hostKey);
+  });
+
+  test("50 concurrent first requests to a sleeping box all succeed", async () => {
+    const { sb, url } = await fullBox();
+    await sb.sleep();
+    const answers = await Promise.all(Array.from({ length: 50 }, () => get(`${url}/headers`).then((r) => r.status)));
+    assert.deepEqual(new Set(answers), new Set([200]));
+    assert.equal(await sb.status(), "running");
+  });
+
+  test("an open WebSocket is closed with 1001 and a TCP session is dropped when the box sleeps", async () => {
+    const { sb, url, tcpPort } = await fullBox();
+    const ws = new WebSocket(`${url.replace("https://", "wss://")}/ws`, { ca, lookup: loopbackLookup as never });
+    await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
+    const wsClosed = new Promise<number>((resolve) => ws.once("close", (code: number) => resolve(code)));
+    const tcp = connect({ host: "127.0.0.1", port: tcpPort });
+    await new Promise((resolve) => tcp.once("connect", resolve));
+    tcp.write("hold");
+    await new Promise((resolve) => tcp.once("data", resolve));
+    const tcpClosed = new Promise<void>((resolve) => tcp.once("close", () => resolve()));
+    tcp.on("error", () => {});
+    await sb.sleep();
+    assert.equal(await wsClosed, 1001);
+    await tcpClosed;
+  });
+
+  test("exec wakes a sleeping box", async () => {
+    const { sb } = await fullBox();
+    await sb.sleep();
+    assert.equal((await sb.exec("echo up").output()).stdout, "up\n");
+    assert.equal(await sb.status(), "running");
+  });
+});
+
+describe("pause", () => {
+  test("a paused box answers 503 and stays paused, its TCP port closes connections, exec is refused, and resume brings it back", async () => {
+    const { sb, url, tcpPort } = await fullBox();
+    await sb.pause();
+    const res = await get(`${url}/headers`, { headers: { accept: "application/json" } });
+    assert.equal(res.status, 503);
+    const body = (await res.json()) as { error: { code: string; message: string; sailboxId: string } };
+    assert.equal(body.error.code, "SAIL_SAILBOX_PAUSED");
+    assert.equal(body.error.sailboxId, sb.id);
+    assert.match(body.error.message, /resume/);
+    assert.equal(await tcpRoundTrip(tcpPort, "x"), "");
+    await assert.rejects(sb.exec("true").wait(), (e: SailError) => e instanceof SailboxPausedError && e.code === "SAIL_SAILBOX_PAUSED");
+    assert.equal(await sb.status(), "paused");
+    assert.ok(frozen(sb.id));
+
+    await sb.resume();
+    assert.equal(await sb.status(), "running");
+    assert.equal((await get(`${url}/headers`)).status, 200);
+    assert.equal(await tcpRoundTrip(tcpPort, "y"), "yBYE\n");
+  });
+
+  test("sleep and pause survive a daemon restart; terminate works from either", async () => {
+    const [a, b] = await Promise.all([fullBox(), fullBox()]);
+    await a.sb.sleep();
+    await b.sb.pause();
+    await daemon.restart();
+    const client = daemon.client();
+    const [a2, b2] = await Promise.all([Sailbox.fromId(a.sb.id, { client }), Sailbox.fromId(b.sb.id, { client })]);
+    assert.equal(await a2.status(), "sleeping");
+    assert.equal(await b2.status(), "paused");
+    assert.equal((await get(`${b.url}/headers`)).status, 503);
+    assert.equal((await get(`${a.url}/headers`)).status, 200);
+    assert.equal(await a2.status(), "running");
+    await b2.terminate();
+    assert.equal(await b2.status(), "terminated");
+  });
+
+  test("the CLI sleeps, pauses and resumes", async () => {
+    const { sb } = await fullBox();
+    for (const [action, status] of [["sleep", "sleeping"], ["resume", "running"], ["pause", "paused"], ["resume", "running"]] as const) {
+      const run = await runCli(daemon, ["box", action, sb.id]);
+      assert.equal(run.code, 0, run.stderr);
+      assert.equal(run.stdout.trim(), `${sb.id}: ${status}`);
+    }
+  });
+});
