@@ -2,8 +2,9 @@
 import { http } from "./http.js";
 import { lifecycle } from "./lifecycle.js";
 import { tcp } from "./tcp.js";
+import { wake } from "./wake.js";
 
-const SCENARIOS: Record<string, () => Promise<void>> = { lifecycle, http, tcp };
+const SCENARIOS: Record<string, () => Promise<void>> = { lifecycle, http, tcp, wake };
 
 const wanted = process.argv.slice(2);
 const names = wanted.length ? wanted : Object.keys(SCENARIOS);

@@ -1,4 +1,5 @@
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Architecture } from "@sail/protocol";
 import { mustRun, runCommand, signalNumber } from "./commands.js";
@@ -104,12 +105,23 @@ export class LocalRuntime implements Runtime {
     return listeningAddresses(id, port);
   }
 
-  freeze(id: string): Promise<void> {
-    return this.crun.pause(id);
+  /**
+   * The freezer state file when there is a v1 freezer: writing it is what `crun pause` and
+   * `crun resume` do, without spawning a process (≈ 5-10 ms here), and `crun state` still
+   * reports it. Elsewhere (cgroup v2) crun does it.
+   */
+  async freeze(id: string): Promise<void> {
+    const state = `/sys/fs/cgroup/freezer/sail/${id}/freezer.state`;
+    if (!existsSync(state)) return this.crun.pause(id);
+    await writeFile(state, "FROZEN");
+    // FREEZING until every task stopped (kernel docs: cgroup-v1/freezer-subsystem)
+    while ((await readFile(state, "utf8")).trim() !== "FROZEN") await new Promise((r) => setTimeout(r, 1));
   }
 
-  thaw(id: string): Promise<void> {
-    return this.crun.resume(id);
+  async thaw(id: string): Promise<void> {
+    const state = `/sys/fs/cgroup/freezer/sail/${id}/freezer.state`;
+    if (!existsSync(state)) return this.crun.resume(id);
+    await writeFile(state, "THAWED");
   }
 
   state(id: string): Promise<RuntimeState> {
