@@ -67,7 +67,7 @@ export async function http(): Promise<void> {
     const wsUrl = (await sb.listener(3001).wait({ timeout: 30 })).endpoint.url.replace("https://", "wss://");
     const ca = await daemon.caCert();
     const directRate = await echoRate(`ws://${guest}:3001/`, {});
-    const gatewayRate = await echoRate(wsUrl, { ca, lookup: loopbackLookup as never });
+    const gatewayRate = await echoRate(wsUrl, { ca, lookup: loopbackLookup as never } as WebSocket.ClientOptions);
     console.log(`\nWebSocket echo, one connection, sequential round trips:`);
     console.log(`direct to guest (ws)   ${directRate.toFixed(0).padStart(8)} msg/s`);
     console.log(`Sail gateway (wss)     ${gatewayRate.toFixed(0).padStart(8)} msg/s   (${(gatewayRate / directRate).toFixed(2)}x direct)`);

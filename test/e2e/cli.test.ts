@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Sailbox } from "@sail/sdk";
-import { runCli, terminateLeftovers, TestDaemon } from "./harness.js";
+import { CLI, runCli, runProcess, terminateLeftovers, TestDaemon } from "./harness.js";
 
 const daemon = new TestDaemon();
 const created: string[] = [];
@@ -47,7 +47,7 @@ describe("the sail CLI", () => {
     const bad = await runCli(daemon, ["box", "create", "--name", "NOT OK"]);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /SAIL_NAME_INVALID/);
-    const noDaemon = await runCli({ env: { ...daemon.env, SAIL_API_URL: "http://127.0.0.1:9", SAIL_TOKEN: "x" } } as TestDaemon, ["app", "ls"]);
+    const noDaemon = await runProcess(process.execPath, [CLI, "app", "ls"], { ...daemon.env, SAIL_API_URL: "http://127.0.0.1:9", SAIL_TOKEN: "x" });
     assert.equal(noDaemon.code, 1);
     assert.match(noDaemon.stderr, /Cannot reach the Sail daemon/);
   });

@@ -1,20 +1,13 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { after, before, describe, test } from "node:test";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, test } from "node:test";
 import { App, AuthError, SailClient, Sailbox, type SailError } from "@sail/sdk";
-import { BoxPool, CLI, leftoversOf, runProcess, terminateLeftovers, TestDaemon } from "./harness.js";
+import { CLI, DATA_DIR, leftoversOf, runProcess, useTestDaemon } from "./harness.js";
 
-const daemon = new TestDaemon();
-const pool = new BoxPool(daemon);
+const { daemon, pool } = useTestDaemon();
 
-before(async () => {
-  await daemon.start();
-  await terminateLeftovers(daemon);
-});
-after(async () => {
-  await pool.terminateAll();
-  await daemon.dispose();
-});
 
 describe("the daemon", () => {
   test("a box survives a graceful daemon restart and a crash, and still answers exec", async () => {
@@ -52,8 +45,9 @@ describe("the daemon", () => {
 
   test("the token is stored hashed, never in plain text", async () => {
     const { token } = daemon.credentials();
-    const dump = execFileSync("sh", ["-c", `cat ${process.env.SAIL_TEST_DATA_DIR ?? "/var/lib/sail-test"}/sail.db*`]);
-    assert.equal(dump.includes(Buffer.from(token)), false);
+    const files = readdirSync(DATA_DIR).filter((f) => f.startsWith("sail.db"));
+    assert.ok(files.includes("sail.db"));
+    for (const file of files) assert.equal(readFileSync(join(DATA_DIR, file)).includes(Buffer.from(token)), false, file);
   });
 
   test("sail up refuses to start when not root, and says why", async () => {

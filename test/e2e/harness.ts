@@ -8,6 +8,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
+import { after, before } from "node:test";
+import { Agent } from "undici";
 import { App, SailClient, Sailbox, type CreateSailboxOptions } from "@sail/sdk";
 
 export const REPO = new URL("../..", import.meta.url).pathname;
@@ -208,4 +210,30 @@ export async function startTcpEcho(sb: Sailbox, port: number): Promise<void> {
   ].join("\n");
   await sb.exec(`cat > /srv-echo.py <<'SAIL_EOF'\n${script}\nSAIL_EOF`).wait();
   await sb.exec("python3 /srv-echo.py", { background: true }).wait();
+}
+
+/**
+ * The fixture every e2e file uses: a real daemon started before the file's tests (after
+ * terminating what a crashed earlier run left), and every box the pool made terminated after.
+ */
+export function useTestDaemon(hooks: { setup?: (daemon: TestDaemon) => Promise<void> | void; teardown?: () => Promise<void> | void } = {}): { daemon: TestDaemon; pool: BoxPool } {
+  const daemon = new TestDaemon();
+  const pool = new BoxPool(daemon);
+  // one hook each, so the file's setup runs after the daemon is up (hooks of one file may not run in order)
+  before(async () => {
+    await daemon.start();
+    await terminateLeftovers(daemon);
+    await hooks.setup?.(daemon);
+  });
+  after(async () => {
+    await hooks.teardown?.();
+    await pool.terminateAll();
+    await daemon.dispose();
+  });
+  return { daemon, pool };
+}
+
+/** An undici dispatcher that trusts Sail's CA and resolves *.localhost to loopback. */
+export function gatewayAgent(ca: string): Agent {
+  return new Agent({ connect: { ca, lookup: loopbackLookup as never } });
 }

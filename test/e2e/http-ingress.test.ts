@@ -5,31 +5,25 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { connect as tlsConnect } from "node:tls";
-import { after, before, describe, test } from "node:test";
-import { Agent, fetch } from "undici";
+import { describe, test } from "node:test";
+import { fetch, type Agent } from "undici";
 import WebSocket from "ws";
 import { Image, InvalidArgumentError, IngressPort, NotFoundError, Sailbox, TimeoutError, type SailError } from "@sail/sdk";
-import { BoxPool, loopbackLookup, runCli, startGuestServer, terminateLeftovers, TestDaemon } from "./harness.js";
+import { BoxPool, gatewayAgent, loopbackLookup, runCli, startGuestServer, useTestDaemon } from "./harness.js";
 
-const daemon = new TestDaemon();
-const pool = new BoxPool(daemon);
+const { daemon, pool } = useTestDaemon({
+  setup: async (daemon) => {
+    ca = await daemon.caCert();
+    caFile = join(daemon.configDir, "ca.pem");
+    writeFileSync(caFile, ca);
+    agent = gatewayAgent(ca);
+  },
+  teardown: () => agent?.close(),
+});
 let ca = "";
 let caFile = "";
 let agent: Agent;
 
-before(async () => {
-  await daemon.start();
-  await terminateLeftovers(daemon);
-  ca = await daemon.caCert();
-  caFile = join(daemon.configDir, "ca.pem");
-  writeFileSync(caFile, ca);
-  agent = new Agent({ connect: { ca, lookup: loopbackLookup as never } });
-});
-after(async () => {
-  await pool.terminateAll();
-  await agent?.close();
-  await daemon.dispose();
-});
 
 const get = (url: string, init: Parameters<typeof fetch>[1] = {}) => fetch(url, { ...init, dispatcher: agent });
 

@@ -1,19 +1,10 @@
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { App, ConflictError, Image, InvalidArgumentError, NotFoundError, Sailbox, SailError } from "@sail/sdk";
-import { BoxPool, leftoversOf, runProcess, terminateLeftovers, TestDaemon } from "./harness.js";
+import { leftoversOf, runProcess, useTestDaemon } from "./harness.js";
 
-const daemon = new TestDaemon();
-const pool = new BoxPool(daemon);
+const { daemon, pool } = useTestDaemon();
 
-before(async () => {
-  await daemon.start();
-  await terminateLeftovers(daemon);
-});
-after(async () => {
-  await pool.terminateAll();
-  await daemon.dispose();
-});
 
 describe("a Sailbox, end to end", () => {
   test("the issue's script prints hello and 0 with no configuration but the config sail up wrote", async () => {

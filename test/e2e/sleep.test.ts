@@ -4,31 +4,25 @@ import { mkdtempSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
-import { Agent, fetch } from "undici";
+import { describe, test } from "node:test";
+import { fetch, type Agent } from "undici";
 import WebSocket from "ws";
 import { IngressPort, Sailbox, SailboxPausedError, type SailError } from "@sail/sdk";
-import { BoxPool, loopbackLookup, runCli, startGuestServer, startTcpEcho, terminateLeftovers, TestDaemon } from "./harness.js";
+import { gatewayAgent, loopbackLookup, runCli, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
 
-const daemon = new TestDaemon();
-const pool = new BoxPool(daemon);
+const { daemon, pool } = useTestDaemon({
+  setup: async (daemon) => {
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key]);
+    ca = await daemon.caCert();
+    agent = gatewayAgent(ca);
+  },
+  teardown: () => agent?.close(),
+});
 let ca = "";
 let agent: Agent;
 const keys = mkdtempSync(join(tmpdir(), "sail-sleep-"));
 const key = join(keys, "id");
 
-before(async () => {
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key]);
-  await daemon.start();
-  await terminateLeftovers(daemon);
-  ca = await daemon.caCert();
-  agent = new Agent({ connect: { ca, lookup: loopbackLookup as never } });
-});
-after(async () => {
-  await pool.terminateAll();
-  await agent?.close();
-  await daemon.dispose();
-});
 
 const get = (url: string, init: Parameters<typeof fetch>[1] = {}) => fetch(url, { ...init, dispatcher: agent });
 const frozen = (id: string) => execFileSync("crun", ["--root", "/run/sail/crun", "state", id], { encoding: "utf8" }).includes('"paused"');

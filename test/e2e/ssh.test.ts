@@ -4,12 +4,11 @@ import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 import { IngressPort, InvalidArgumentError, Sailbox, type SailError } from "@sail/sdk";
-import { BoxPool, runCli, terminateLeftovers, TestDaemon } from "./harness.js";
+import { runCli, useTestDaemon } from "./harness.js";
 
-const daemon = new TestDaemon();
-const pool = new BoxPool(daemon);
+const { daemon, pool } = useTestDaemon();
 const keys = mkdtempSync(join(tmpdir(), "sail-ssh-"));
 const key = join(keys, "id_ed25519");
 const otherKey = join(keys, "other");
@@ -17,12 +16,6 @@ const otherKey = join(keys, "other");
 before(async () => {
   execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key]);
   execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", otherKey]);
-  await daemon.start();
-  await terminateLeftovers(daemon);
-});
-after(async () => {
-  await pool.terminateAll();
-  await daemon.dispose();
 });
 
 const sshOptions = (identity = key) => ["-i", identity, "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"];

@@ -1,21 +1,12 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { connect } from "node:net";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { IngressPort, InvalidArgumentError, LimitExceededError, Sailbox, type SailError } from "@sail/sdk";
-import { BoxPool, runCli, startTcpEcho, terminateLeftovers, TestDaemon } from "./harness.js";
+import { runCli, startTcpEcho, useTestDaemon } from "./harness.js";
 
-const daemon = new TestDaemon();
-const pool = new BoxPool(daemon);
+const { daemon, pool } = useTestDaemon();
 
-before(async () => {
-  await daemon.start();
-  await terminateLeftovers(daemon);
-});
-after(async () => {
-  await pool.terminateAll();
-  await daemon.dispose();
-});
 
 /**
  * Connect, send `payload`, half-close (FIN), and collect everything until the server closes.
