@@ -156,3 +156,46 @@ describe("pause", () => {
     }
   });
 });
+
+describe("idle auto-sleep", () => {
+  /** Poll the status until it is `wanted` (a guard against hanging, not a timing assertion). */
+  async function eventually(sb: Sailbox, wanted: string): Promise<void> {
+    for (let i = 0; i < 600 && (await sb.status()) !== wanted; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(await sb.status(), wanted);
+  }
+
+  test("an idle box sleeps by itself after idleTimeout, and a request wakes it", async () => {
+    const sb = await pool.create({ ingressPorts: [3000], idleTimeout: 1 });
+    assert.equal(sb.describe().idleTimeout, 1);
+    await startGuestServer(sb, 3000);
+    const url = (await sb.listener(3000).wait({ timeout: 60 })).endpoint.url;
+    await eventually(sb, "sleeping");
+    assert.ok(frozen(sb.id));
+    assert.equal((await get(`${url}/headers`)).status, 200);
+    assert.equal(await sb.status(), "running");
+  });
+
+  test("an open WebSocket exchanging messages keeps the box awake past its idleTimeout", async () => {
+    const sb = await pool.create({ ingressPorts: [3000], idleTimeout: 2 });
+    await startGuestServer(sb, 3000);
+    const url = (await sb.listener(3000).wait({ timeout: 60 })).endpoint.url;
+    const ws = new WebSocket(`${url.replace("https://", "wss://")}/ws`, { ca, lookup: loopbackLookup as never });
+    await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
+    const closed = new Promise<number>((resolve) => ws.once("close", (code: number) => resolve(code)));
+    for (let i = 0; i < 10; i++) {
+      const echoed = new Promise((resolve) => ws.once("message", resolve));
+      ws.send(`tick ${i}`);
+      await echoed;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.equal(await sb.status(), "running"); // 5 s with an active connection, idleTimeout 2 s
+    ws.close();
+    await closed;
+    await eventually(sb, "sleeping");
+  });
+
+  test("idleTimeout must be whole seconds", async () => {
+    const app = await pool.app("idle-rules");
+    await assert.rejects(Sailbox.create({ app, idleTimeout: 0.5 }), (e: SailError) => e.code === "SAIL_INVALID_ARGUMENT" && /idleTimeout/.test(e.message));
+  });
+});

@@ -177,3 +177,12 @@ export function checkSshPublicKey(text: unknown, source = "the key"): string {
   if (bytes.length < 4 || name !== type) throw invalid("the key data does not match its type");
   return `${type} ${blob}`;
 }
+
+/** idleTimeout: whole seconds, at least 1, at most a week. */
+export function checkIdleTimeout(value: unknown): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 7 * 86_400) {
+    throw sailError("SAIL_INVALID_ARGUMENT", `idleTimeout must be a whole number of seconds from 1 to 604800, got ${JSON.stringify(value)}`, { field: "idleTimeout" });
+  }
+  return value;
+}

@@ -34,6 +34,8 @@ export interface IngressPortSpec {
 export interface CreateSailboxRequest {
   appId: string;
   ingressPorts?: Array<number | IngressPortSpec>;
+  /** Sleep after this many seconds idle (no open or active inbound connection, no API activity). */
+  idleTimeout?: number;
   /** Install sshd with this public key for root, and publish port 22 as raw TCP. */
   ssh?: { publicKey: string };
   name?: string;
@@ -51,6 +53,8 @@ export interface SailboxInfo {
   image: Required<ImageRef>;
   cpu: number;
   memoryMiB: number;
+  /** Seconds idle before it sleeps by itself; null: never. */
+  idleTimeout: number | null;
   createdAt: string;
   /** Why a `failed` sailbox failed. */
   failureReason?: string;

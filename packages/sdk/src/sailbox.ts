@@ -24,6 +24,12 @@ export interface CreateSailboxOptions {
    * or a path to one. Restrict sources with `new IngressPort(22, "tcp", { cidrAllowlist })`.
    */
   ssh?: boolean | string;
+  /**
+   * Sleep by itself after this many seconds idle: no inbound HTTP, WebSocket, TCP or SSH
+   * connection open, no bytes moved, no exec running and no API call on it. The next
+   * connection wakes it as after sleep(). @default never
+   */
+  idleTimeout?: number;
 }
 
 export interface ExecOptions {
@@ -77,6 +83,7 @@ export class Sailbox {
       memoryMiB: options.memory,
       ingressPorts: ingressPorts.length ? ingressPorts : undefined,
       ssh,
+      idleTimeout: options.idleTimeout,
     });
     return new Sailbox(client, info);
   }

@@ -76,6 +76,11 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
   await gateway.start();
   const tcpGateway = new TcpGateway(sailboxes, config.tcpListen, new UpstreamPool(), log);
   await tcpGateway.start();
+  // idle auto-sleep: read the TCP gateway's activity (workers report theirs) and sleep idle boxes
+  const idleTimer = setInterval(() => {
+    sailboxes.noteActivity("tcp-gateway", tcpGateway.activity.snapshot());
+    void sailboxes.sleepIdleBoxes().catch((err) => log.error({ err: String(err) }, "idle check failed"));
+  }, 1000);
   log.info({ httpsListen: config.httpsListen, domain: config.domain }, "gateway listening");
   const server = createApiServer(sailboxes, (token) => store.orgForToken(token), { caCert: tls.caCert }, log);
   const { host, port } = parseListen(config.apiListen);
@@ -94,6 +99,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
         server.close(() => resolve());
         server.closeIdleConnections();
       });
+      clearInterval(idleTimer);
       await gateway.close();
       await tcpGateway.close();
       await runtime.shutdown();

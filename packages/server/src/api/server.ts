@@ -43,7 +43,7 @@ export function createApiServer(sailboxes: Sailboxes, authenticate: Authenticate
     }],
     ["POST", /^\/v1\/sailboxes$/, async ({ org, req, res }) => {
       const body = await readJsonBody(req);
-      onlyFields(body, ["appId", "name", "image", "cpu", "memoryMiB", "ingressPorts", "ssh"]);
+      onlyFields(body, ["appId", "name", "image", "cpu", "memoryMiB", "ingressPorts", "ssh", "idleTimeout"]);
       if (typeof body.appId !== "string") throw sailError("SAIL_INVALID_ARGUMENT", "appId must be the id of one of your apps", { field: "appId" });
       sendJson(res, 201, await sailboxes.create(org, body as unknown as CreateSailboxRequest));
     }],

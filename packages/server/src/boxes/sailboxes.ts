@@ -2,6 +2,7 @@ import {
   ARCHITECTURES,
   checkExec,
   checkName,
+  checkIdleTimeout,
   checkResources,
   checkSshPublicKey,
   httpLabel,
@@ -62,6 +63,9 @@ export interface HttpRoute {
   status: SailboxStatus;
 }
 
+/** Per box: connections open now, and when bytes last moved (ms since epoch). */
+export type ActivityReport = Record<string, { open: number; lastActiveMs: number }>;
+
 export interface IngressHandlers {
   /** The set of routes changed: reload `httpRoutes()`. */
   routesChanged(): void;
@@ -89,6 +93,12 @@ interface Logger {
 export class Sailboxes {
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly ingressHandlers: IngressHandlers[] = [];
+  /** Data-path activity by source (each gateway worker, the TCP gateway): open connections and last bytes, per box. */
+  private readonly activityReports = new Map<string, ActivityReport>();
+  /** Foreground execs running per box: they count as activity. */
+  private readonly execsOpen = new Map<string, number>();
+  /** Last API activity or wake per box (ms since epoch). */
+  private readonly lastTouched = new Map<string, number>();
   /** Resumes in flight, so concurrent arrivals share one. */
   private readonly waking = new Map<string, Promise<void>>();
 
@@ -132,6 +142,7 @@ export class Sailboxes {
     const name = request.name === undefined || request.name === null ? null : checkName("sailbox", request.name);
     const arch = this.checkImage(request.image);
     checkResources(request.cpu, request.memoryMiB, this.defaults.hostCpus);
+    const idleTimeout = checkIdleTimeout(request.idleTimeout);
     const ports = normalizeIngressPorts(request.ingressPorts).map((p) => {
       if (p.protocol !== "tcp") return p;
       const cidrAllowlist = (p.cidrAllowlist ?? []).map((cidr) => {
@@ -151,7 +162,7 @@ export class Sailboxes {
     let row: SailboxRow;
     try {
       row = this.store.insertSailbox(
-        { id, appId: app.id, orgId: org.id, name, imageName: "debian", imageArch: arch, cpu: request.cpu ?? this.defaults.cpu, memoryMiB: request.memoryMiB ?? this.defaults.memoryMiB, ports },
+        { id, appId: app.id, orgId: org.id, name, imageName: "debian", imageArch: arch, cpu: request.cpu ?? this.defaults.cpu, memoryMiB: request.memoryMiB ?? this.defaults.memoryMiB, ports, idleTimeout },
         this.defaults.maxBoxes,
         this.ingress.tcp,
       );
@@ -239,6 +250,10 @@ export class Sailboxes {
    */
   async sleep(org: OrgRow, id: string): Promise<SailboxInfo> {
     this.row(org, id);
+    return this.sleepBox(id);
+  }
+
+  private sleepBox(id: string, reason = "asked"): Promise<SailboxInfo> {
     return this.withLock(id, async () => {
       const row = this.store.getSailbox(id)!;
       if (row.status === "sleeping") return this.info(row);
@@ -246,7 +261,7 @@ export class Sailboxes {
       this.setStatus(id, "sleeping");
       await this.ingressSynced();
       await this.runtime.freeze(id);
-      this.log.info({ sailboxId: id }, "sailbox sleeping");
+      this.log.info({ sailboxId: id, reason }, "sailbox sleeping");
       return this.info(this.store.getSailbox(id)!);
     });
   }
@@ -301,6 +316,39 @@ export class Sailboxes {
     return waking;
   }
 
+  // --- idle auto-sleep ---
+
+  /** The data path's latest activity from one source; an empty report clears it (a worker died). */
+  noteActivity(source: string, report: ActivityReport): void {
+    this.activityReports.set(source, report);
+  }
+
+  /**
+   * Sleep every running box with an idleTimeout that is idle: no inbound connection open,
+   * no bytes moved and no API call for that long. Called every second by the daemon.
+   */
+  async sleepIdleBoxes(now = Date.now()): Promise<string[]> {
+    const slept: string[] = [];
+    for (const row of this.store.idleCandidates()) {
+      let open = this.execsOpen.get(row.id) ?? 0;
+      let last = Math.max(this.lastTouched.get(row.id) ?? 0, Date.parse(row.createdAt));
+      for (const report of this.activityReports.values()) {
+        const entry = report[row.id];
+        if (!entry) continue;
+        open += entry.open;
+        last = Math.max(last, entry.lastActiveMs);
+      }
+      if (open > 0 || now - last < row.idleTimeout! * 1000) continue;
+      await this.sleepBox(row.id, `idle for ${row.idleTimeout} s`).catch((err) => this.log.warn({ sailboxId: row.id, err: String(err) }, "idle sleep failed"));
+      slept.push(row.id);
+    }
+    return slept;
+  }
+
+  private touch(id: string): void {
+    this.lastTouched.set(id, Date.now());
+  }
+
   private ingressSynced(): Promise<unknown> {
     return Promise.all(this.ingressHandlers.map((h) => h.synced()));
   }
@@ -312,7 +360,13 @@ export class Sailboxes {
     checkExec(request);
     const row = await this.runningRow(org, id);
     this.store.insertExec({ id: newId("ex-"), sailboxId: row.id, cmd: request.cmd, background: false });
-    return this.runtime.exec(row.id, request);
+    const running = this.runtime.exec(row.id, request);
+    this.execsOpen.set(row.id, (this.execsOpen.get(row.id) ?? 0) + 1);
+    void running.exit.catch(() => {}).finally(() => {
+      this.execsOpen.set(row.id, (this.execsOpen.get(row.id) ?? 1) - 1);
+      this.touch(row.id);
+    });
+    return running;
   }
 
   /** Start a background command; resolves once it runs, its output goes to a log. */
@@ -402,6 +456,7 @@ export class Sailboxes {
     const deadline = Date.now() + Math.min(Math.max(timeoutMs, 0), LISTENER_WAIT_MAX_MS);
     if (row.status === "sleeping") await this.thaw(row.id, true);
     for (;;) {
+      this.touch(row.id); // waiting for a listener is activity: the box must not fall asleep meanwhile
       const current = this.store.getSailbox(row.id)!;
       if (current.status !== "running") {
         throw sailError("SAIL_SAILBOX_NOT_RUNNING", `Sailbox ${id} is ${current.status}: its port ${port} cannot become ready`, { sailboxId: id, port, status: current.status });
@@ -453,6 +508,8 @@ export class Sailboxes {
 
   private setStatus(id: string, status: SailboxStatus, reason?: string): void {
     this.store.setStatus(id, status, reason ?? null);
+    if (status === "running") this.touch(id); // a wake counts as activity
+    else if (status === "terminated" || status === "failed") this.lastTouched.delete(id);
     for (const handlers of this.ingressHandlers) {
       handlers.routesChanged();
       if (status !== "running" && status !== "creating") handlers.dropConnections(id);
@@ -470,6 +527,7 @@ export class Sailboxes {
 
   private async runningRow(org: OrgRow, id: string): Promise<SailboxRow> {
     let row = this.row(org, id);
+    this.touch(row.id);
     if (row.status === "sleeping") {
       await this.thaw(id, true); // an API call that needs the guest wakes it
       row = this.row(org, id);
@@ -490,6 +548,7 @@ export class Sailboxes {
       image: { name: "debian", arch: row.imageArch },
       cpu: row.cpu,
       memoryMiB: row.memoryMiB,
+      idleTimeout: row.idleTimeout,
       createdAt: row.createdAt,
       ...(row.failureReason ? { failureReason: row.failureReason } : {}),
     };

@@ -1,6 +1,6 @@
 import cluster, { type Worker } from "node:cluster";
 import { fileURLToPath } from "node:url";
-import type { HttpRoute, IngressHandlers } from "../boxes/sailboxes.js";
+import type { ActivityReport, HttpRoute, IngressHandlers } from "../boxes/sailboxes.js";
 import type { FromWorker, ToWorker } from "./gateway-worker.js";
 import type { HttpGatewayOptions } from "./http-gateway.js";
 
@@ -8,6 +8,7 @@ import type { HttpGatewayOptions } from "./http-gateway.js";
 export interface IngressSource {
   httpRoutes(): Array<[string, HttpRoute]>;
   wakeOnIngress(sailboxId: string): Promise<string | undefined>;
+  noteActivity(source: string, report: ActivityReport): void;
   onIngressChange(handlers: IngressHandlers): void;
 }
 
@@ -68,7 +69,9 @@ export class GatewayCluster {
     const { workers: _n, logLevel, ...options } = this.options;
     return new Promise((resolve, reject) => {
       worker.on("message", (message: FromWorker) => {
-        if (message.type === "wake") {
+        if (message.type === "activity") {
+          this.source.noteActivity(`gateway-worker-${worker.id}`, message.report);
+        } else if (message.type === "wake") {
           // the route table already says "running" when the worker hears back (wake waits for sync)
           void this.source.wakeOnIngress(message.sailboxId).then(
             (status) => worker.isConnected() && worker.send({ type: "woken", requestId: message.requestId, status } satisfies ToWorker),
@@ -92,6 +95,7 @@ export class GatewayCluster {
       worker.once("exit", (code, signal) => {
         this.workers.delete(worker);
         this.applied.delete(worker);
+        this.source.noteActivity(`gateway-worker-${worker.id}`, {}); // its connections died with it
         this.releaseWaiters();
         if (this.closing) return;
         this.log.error({ workerPid: worker.process.pid, code, signal }, "gateway worker died; starting another");

@@ -4,7 +4,7 @@
  * uses every core while the daemon keeps the control plane.
  */
 import pino from "pino";
-import type { HttpRoute } from "../boxes/sailboxes.js";
+import type { ActivityReport, HttpRoute } from "../boxes/sailboxes.js";
 import { HttpGateway, type HttpGatewayOptions } from "./http-gateway.js";
 
 export type ToWorker =
@@ -12,13 +12,16 @@ export type ToWorker =
   | { type: "routes"; version: number; routes: Array<[string, HttpRoute]> }
   | { type: "drop"; sailboxId: string }
   | { type: "woken"; requestId: number; status: string | undefined };
-export type FromWorker = { type: "wake"; requestId: number; sailboxId: string } | { type: "ready" } | { type: "listening" } | { type: "routes-applied"; version: number } | { type: "failed"; message: string };
+export type FromWorker =
+  | { type: "activity"; report: ActivityReport }
+  | { type: "wake"; requestId: number; sailboxId: string } | { type: "ready" } | { type: "listening" } | { type: "routes-applied"; version: number } | { type: "failed"; message: string };
 
 const send = (message: FromWorker) => process.send?.(message);
 const table = new Map<string, HttpRoute>();
 let gateway: HttpGateway | undefined;
 /** How long a request is held while its box wakes before it gets a 503 with Retry-After. */
 const WAKE_BUDGET_MS = 30_000;
+const ACTIVITY_REPORT_MS = 1000;
 const wakes = new Map<number, (status: string | undefined) => void>();
 let nextWake = 0;
 
@@ -47,6 +50,9 @@ process.on("message", async (message: ToWorker) => {
       try {
         await gateway.listen();
         send({ type: "listening" });
+        // what is open and moving, once a second, for idle auto-sleep
+        const meter = gateway.activity;
+        setInterval(() => send({ type: "activity", report: meter.snapshot() }), ACTIVITY_REPORT_MS).unref();
         return;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === "EADDRINUSE" && attempt < 30) {

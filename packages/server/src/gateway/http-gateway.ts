@@ -2,6 +2,7 @@ import type { Socket } from "node:net";
 import { createServer, type Server, type TLSSocket } from "node:tls";
 import type { HttpRoute } from "../boxes/sailboxes.js";
 import type { GatewayError } from "./error-pages.js";
+import { ActivityMeter } from "./activity.js";
 import { ProxyConnection, type ProxyContext } from "./proxy-connection.js";
 import type { TlsMaterial } from "./tls.js";
 import { UpstreamPool } from "./upstream-pool.js";
@@ -35,6 +36,8 @@ interface Logger {
 export class HttpGateway {
   private readonly server: Server;
   private readonly upstreams = new UpstreamPool();
+  /** Open exchanges and tunnels per box, and when bytes last moved (idle auto-sleep). */
+  readonly activity = new ActivityMeter();
   /** Live upgraded (WebSocket) connections by box, to drop them when the box goes. */
   /** Live upgraded connections by box, each with how to close it when the box goes. */
   private readonly tunnels = new Map<string, Map<Socket, () => void>>();
@@ -52,6 +55,7 @@ export class HttpGateway {
       route: (host) => this.route(host),
       wake: (route) => routes.wake(route.sailboxId),
       upstreams: this.upstreams,
+      activity: this.activity,
       registerTunnel: (sailboxId, client, upstream, websocket) => this.registerTunnel(sailboxId, client, upstream, websocket),
       warn: (obj, msg) => log.warn(obj, msg),
     };
@@ -98,10 +102,14 @@ export class HttpGateway {
   private registerTunnel(sailboxId: string, client: Socket, upstream: Socket, websocket: boolean): void {
     let tunnels = this.tunnels.get(sailboxId);
     if (!tunnels) this.tunnels.set(sailboxId, (tunnels = new Map()));
+    this.activity.open(sailboxId);
+    let counted = true;
     const closeBoth = () => {
       client.destroy();
       upstream.destroy();
       tunnels.delete(client);
+      if (counted) this.activity.close(sailboxId);
+      counted = false;
     };
     tunnels.set(client, () => {
       if (!websocket) return closeBoth();
@@ -115,6 +123,9 @@ export class HttpGateway {
     client.on("close", closeBoth);
     upstream.on("close", closeBoth);
     upstream.on("error", () => upstream.destroy());
+    const moved = () => this.activity.bytes(sailboxId);
+    client.on("data", moved);
+    upstream.on("data", moved);
     client.pipe(upstream);
     upstream.pipe(client);
   }

@@ -5,6 +5,7 @@ import {
   ChunkedScanner, fieldTokens, headEnd, HttpParseError, MAX_HEAD_BYTES, parseRequestHead, parseResponseHead,
   requestFraming, responseFraming, type Framing, type MessageHead,
 } from "./http1.js";
+import type { ActivityMeter } from "./activity.js";
 import type { UpstreamPool } from "./upstream-pool.js";
 
 /** What a connection needs from the gateway. */
@@ -13,6 +14,7 @@ export interface ProxyContext {
   /** Wake a sleeping box (the daemon shares one resume among arrivals); resolves to its status, or undefined past the budget. */
   wake(route: HttpRoute): Promise<string | undefined>;
   upstreams: UpstreamPool;
+  activity: ActivityMeter;
   registerTunnel(sailboxId: string, client: Socket, upstream: Socket, websocket: boolean): void;
   warn(obj: object, msg: string): void;
 }
@@ -49,6 +51,8 @@ interface Exchange {
   /** The guest said it closes after this response: never pool the socket. */
   upstreamCloses: boolean;
   retried: boolean;
+  /** Counted as an open connection of the box until it ends (for idle auto-sleep). */
+  counted: boolean;
 }
 
 /**
@@ -84,9 +88,16 @@ export class ProxyConnection {
     }
   };
 
+  private endActivity(exchange: Exchange | undefined): void {
+    if (!exchange?.counted) return;
+    exchange.counted = false;
+    this.ctx.activity.close(exchange.route.sailboxId);
+  }
+
   private readonly onClientClose = (): void => {
     this.state = "closed";
     clearTimeout(this.headTimer);
+    this.endActivity(this.exchange);
     const upstream = this.exchange?.upstream;
     if (upstream) upstream.destroy();
   };
@@ -126,8 +137,9 @@ export class ProxyConnection {
       upstream: undefined, reused: false, bodyDone: framing.kind === "none", upgrade,
       clientWantsClose: connection.includes("close") || (request.version === "1.0" && !connection.includes("keep-alive")),
       responseBuffer: undefined, responseHeadSent: false, responseFraming: undefined, responseRemaining: 0,
-      responseScanner: undefined, closeClientAfter: false, upstreamCloses: false, retried: false,
+      responseScanner: undefined, closeClientAfter: false, upstreamCloses: false, retried: false, counted: true,
     };
+    this.ctx.activity.open(route.sailboxId);
     this.state = "await";
     if (route.status === "sleeping") void this.wakeThenDispatch(this.exchange);
     else void this.dispatch(this.exchange);
@@ -280,6 +292,7 @@ export class ProxyConnection {
     upstream.removeAllListeners("error");
     if (exchange.bodyDone && !exchange.upstreamCloses && extra.length === 0 && !upstream.destroyed) this.ctx.upstreams.release(exchange.route, upstream);
     else upstream.destroy();
+    this.endActivity(exchange);
     this.exchange = undefined;
     if (exchange.closeClientAfter) {
       this.state = "closed";
@@ -326,6 +339,7 @@ export class ProxyConnection {
     upstream.off("close", this.onUpstreamClose);
     this.client.off("data", this.onClientData);
     this.state = "tunnel";
+    this.endActivity(exchange); // the tunnel counts itself from here
     this.client.write(head);
     if (rest.length) this.client.write(rest);
     if (this.buffered.length) upstream.write(this.buffered);
@@ -339,6 +353,7 @@ export class ProxyConnection {
     if (this.state === "closed") return;
     this.state = "closed";
     clearTimeout(this.headTimer);
+    this.endActivity(this.exchange);
     this.exchange?.upstream?.destroy();
     if (err.status === 502) this.ctx.warn({ sailboxId: err.sailboxId, port: err.port, peer: this.client.remoteAddress, code: err.code }, "gateway could not forward");
     const accept = request?.fields.find(([n]) => n === "accept")?.[1];

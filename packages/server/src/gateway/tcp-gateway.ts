@@ -1,6 +1,7 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { cidrMatcher } from "../boxes/cidr.js";
 import type { IngressHandlers, TcpRoute } from "../boxes/sailboxes.js";
+import { ActivityMeter } from "./activity.js";
 import type { UpstreamPool } from "./upstream-pool.js";
 
 export interface TcpRouteSource {
@@ -30,6 +31,8 @@ export class TcpGateway {
   private readonly bound = new Map<number, Bound>();
   private readonly connections = new Map<string, Set<Socket>>();
   private syncing: Promise<void> = Promise.resolve();
+  /** Open connections per box, and when bytes last moved (idle auto-sleep). */
+  readonly activity = new ActivityMeter();
   /** Connections refused by an allowlist, per box and port (for metrics and tests). */
   readonly refused = new Map<string, number>();
 
@@ -126,6 +129,10 @@ export class TcpGateway {
     let sockets = this.connections.get(sailboxId);
     if (!sockets) this.connections.set(sailboxId, (sockets = new Set()));
     sockets.add(client);
+    this.activity.open(sailboxId);
+    const moved = () => this.activity.bytes(sailboxId);
+    client.on("data", moved);
+    upstream.on("data", moved);
     upstream.setNoDelay(true);
     // pipe() ends the other side on 'end' (FIN) and keeps the reverse direction open
     client.pipe(upstream);
@@ -133,6 +140,7 @@ export class TcpGateway {
     // an error on one side closes the other at once; a clean close was already passed on as FIN
     client.on("close", (hadError) => {
       sockets.delete(client);
+      this.activity.close(sailboxId);
       if (hadError || !upstream.writableEnded) upstream.destroy();
     });
     upstream.on("close", (hadError) => {

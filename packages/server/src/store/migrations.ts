@@ -69,4 +69,8 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE orgs ADD COLUMN tcp_limit INTEGER;
   `,
+  // 4: idle auto-sleep
+  `
+  ALTER TABLE sailboxes ADD COLUMN idle_timeout INTEGER;
+  `,
 ];

@@ -24,6 +24,7 @@ export interface SailboxRow {
   cpu: number;
   memoryMiB: number;
   netSlot: number;
+  idleTimeout: number | null;
   failureReason: string | null;
   createdAt: string;
   terminatedAt: string | null;
@@ -35,7 +36,8 @@ export interface ExecRow {
   background: boolean;
   startedAt: string;
 }
-export type NewSailbox = Omit<SailboxRow, "status" | "netSlot" | "failureReason" | "createdAt" | "terminatedAt"> & {
+export type NewSailbox = Omit<SailboxRow, "status" | "netSlot" | "failureReason" | "createdAt" | "terminatedAt" | "idleTimeout"> & {
+  idleTimeout?: number | null;
   ports?: IngressPortSpec[];
 };
 export interface ListenerRow {
@@ -70,7 +72,7 @@ export interface TcpSettings {
 
 const SAILBOX_COLUMNS = `id, app_id AS appId, org_id AS orgId, name, status, image_name AS imageName,
   image_arch AS imageArch, cpu, memory_mib AS memoryMiB, net_slot AS netSlot,
-  failure_reason AS failureReason, created_at AS createdAt, terminated_at AS terminatedAt`;
+  idle_timeout AS idleTimeout, failure_reason AS failureReason, created_at AS createdAt, terminated_at AS terminatedAt`;
 
 const now = () => new Date().toISOString();
 export const hashToken = (token: string) => createHash("sha256").update(token).digest("hex");
@@ -191,10 +193,10 @@ export class Store {
       if (netSlot >= maxSlots) throw new RangeError(`all ${maxSlots} sailbox network slots are in use`);
       this.db
         .prepare(
-          `INSERT INTO sailboxes (id, app_id, org_id, name, status, live, image_name, image_arch, cpu, memory_mib, net_slot, created_at)
-           VALUES (?, ?, ?, ?, 'creating', 1, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO sailboxes (id, app_id, org_id, name, status, live, image_name, image_arch, cpu, memory_mib, net_slot, idle_timeout, created_at)
+           VALUES (?, ?, ?, ?, 'creating', 1, ?, ?, ?, ?, ?, ?, ?)`,
         )
-        .run(box.id, box.appId, box.orgId, box.name, box.imageName, box.imageArch, box.cpu, box.memoryMiB, netSlot, now());
+        .run(box.id, box.appId, box.orgId, box.name, box.imageName, box.imageArch, box.cpu, box.memoryMiB, netSlot, box.idleTimeout ?? null, now());
       const insertListener = this.db.prepare(
         "INSERT INTO listeners (sailbox_id, port, protocol, cidr_allowlist, allow_public, public_port) VALUES (?, ?, ?, ?, ?, ?)",
       );
@@ -240,6 +242,11 @@ export class Store {
     return this.db
       .prepare(`SELECT ${SAILBOX_COLUMNS} FROM sailboxes WHERE ${where.join(" AND ")} ORDER BY created_at DESC, id`)
       .all({ orgId: filter.orgId, appId: filter.appId, name: filter.name }) as SailboxRow[];
+  }
+
+  /** Running sailboxes that sleep when idle. */
+  idleCandidates(): SailboxRow[] {
+    return this.db.prepare(`SELECT ${SAILBOX_COLUMNS} FROM sailboxes WHERE status = 'running' AND idle_timeout IS NOT NULL`).all() as SailboxRow[];
   }
 
   /** Every sailbox that still holds resources, across orgs (for reconcile at start). */
