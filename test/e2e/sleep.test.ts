@@ -78,12 +78,15 @@ describe("sleep wakes on ingress", () => {
     assert.equal(execFileSync("ssh-keyscan", ["-p", String(sshPort), "-t", "ed25519", "127.0.0.1"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }), hostKey);
   });
 
-  test("50 concurrent first requests to a sleeping box all succeed", async () => {
+  test("50 concurrent first requests to a sleeping box all succeed and cause one resume", async () => {
     const { sb, url } = await fullBox();
+    await sb.status();
+    const wakesBefore = sb.describe().wakes;
     await sb.sleep();
     const answers = await Promise.all(Array.from({ length: 50 }, () => get(`${url}/headers`).then((r) => r.status)));
     assert.deepEqual(new Set(answers), new Set([200]));
     assert.equal(await sb.status(), "running");
+    assert.equal(sb.describe().wakes, wakesBefore + 1);
   });
 
   test("an open WebSocket is closed with 1001 and a TCP session is dropped when the box sleeps", async () => {

@@ -53,6 +53,8 @@ export interface SailboxInfo {
   image: Required<ImageRef>;
   cpu: number;
   memoryMiB: number;
+  /** How many times traffic or an API call woke it from sleep since the daemon started. */
+  wakes: number;
   /** Seconds idle before it sleeps by itself; null: never. */
   idleTimeout: number | null;
   createdAt: string;

@@ -95,6 +95,8 @@ export class Sailboxes {
   private readonly ingressHandlers: IngressHandlers[] = [];
   /** Data-path activity by source (each gateway worker, the TCP gateway): open connections and last bytes, per box. */
   private readonly activityReports = new Map<string, ActivityReport>();
+  /** Wakes from sleep per box since the daemon started (shared resumes count once). */
+  private readonly wakeCounts = new Map<string, number>();
   /** Foreground execs running per box: they count as activity. */
   private readonly execsOpen = new Map<string, number>();
   /** Last API activity or wake per box (ms since epoch). */
@@ -308,6 +310,7 @@ export class Sailboxes {
       if (row.status !== "sleeping" && (onlySleeping || row.status !== "paused")) return;
       const started = process.hrtime.bigint();
       await this.runtime.thaw(id);
+      if (row.status === "sleeping") this.wakeCounts.set(id, (this.wakeCounts.get(id) ?? 0) + 1);
       this.setStatus(id, "running");
       await this.ingressSynced();
       this.log.info({ sailboxId: id, from: row.status, thawMs: Number(process.hrtime.bigint() - started) / 1e6 }, "sailbox woke");
@@ -549,6 +552,7 @@ export class Sailboxes {
       cpu: row.cpu,
       memoryMiB: row.memoryMiB,
       idleTimeout: row.idleTimeout,
+      wakes: this.wakeCounts.get(row.id) ?? 0,
       createdAt: row.createdAt,
       ...(row.failureReason ? { failureReason: row.failureReason } : {}),
     };
