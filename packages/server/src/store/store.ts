@@ -75,6 +75,12 @@ const SAILBOX_COLUMNS = `id, app_id AS appId, org_id AS orgId, name, status, ima
   idle_timeout AS idleTimeout, failure_reason AS failureReason, created_at AS createdAt, terminated_at AS terminatedAt`;
 
 const now = () => new Date().toISOString();
+
+/** A listener row as SQLite returns it: the allowlist as JSON text, allowPublic as 0/1. */
+type StoredListener<T extends ListenerRow> = Omit<T, "cidrAllowlist" | "allowPublic"> & { cidrAllowlist: string; allowPublic: number };
+function decodeListener<T extends ListenerRow>(row: StoredListener<T>): T {
+  return { ...row, cidrAllowlist: JSON.parse(row.cidrAllowlist) as string[], allowPublic: row.allowPublic === 1 } as T;
+}
 export const hashToken = (token: string) => createHash("sha256").update(token).digest("hex");
 /** Random ids: `prefix` + 12 chars of [a-z0-9] (short enough for interface names). */
 export function newId(prefix: string): string {
@@ -181,15 +187,13 @@ export class Store {
         const taken = this.db.prepare("SELECT 1 FROM sailboxes WHERE app_id = ? AND name = ? AND live = 1").get(box.appId, box.name);
         if (taken) throw new NameTakenError(box.name);
       }
-      const slot = this.db
+      // the lowest slot no live sailbox holds: 0, or one past a held slot
+      const { netSlot } = this.db
         .prepare(
-          `SELECT COALESCE((SELECT MIN(s.net_slot + 1) FROM sailboxes s WHERE s.live = 1
-             AND NOT EXISTS (SELECT 1 FROM sailboxes t WHERE t.live = 1 AND t.net_slot = s.net_slot + 1)), 0) AS slot`,
+          `SELECT MIN(slot) AS netSlot FROM (SELECT 0 AS slot UNION SELECT net_slot + 1 FROM sailboxes WHERE live = 1)
+           WHERE slot NOT IN (SELECT net_slot FROM sailboxes WHERE live = 1)`,
         )
-        .get() as { slot: number };
-      let netSlot = slot.slot;
-      const zeroUsed = this.db.prepare("SELECT 1 FROM sailboxes WHERE live = 1 AND net_slot = 0").get();
-      if (!zeroUsed) netSlot = 0;
+        .get() as { netSlot: number };
       if (netSlot >= maxSlots) throw new RangeError(`all ${maxSlots} sailbox network slots are in use`);
       this.db
         .prepare(
@@ -281,8 +285,8 @@ export class Store {
         `SELECT sailbox_id AS sailboxId, port, protocol, cidr_allowlist AS cidrAllowlist, allow_public AS allowPublic,
            public_port AS publicPort FROM listeners WHERE sailbox_id = ? ORDER BY port`,
       )
-      .all(sailboxId) as Array<Omit<ListenerRow, "cidrAllowlist" | "allowPublic"> & { cidrAllowlist: string; allowPublic: number }>;
-    return rows.map((r) => ({ ...r, cidrAllowlist: JSON.parse(r.cidrAllowlist) as string[], allowPublic: r.allowPublic === 1 }));
+      .all(sailboxId) as Array<StoredListener<ListenerRow>>;
+    return rows.map(decodeListener);
   }
 
   /** Listeners of every live sailbox, with what routing needs. */
@@ -293,8 +297,8 @@ export class Store {
            l.public_port AS publicPort, s.net_slot AS netSlot, s.created_at AS createdAt, s.status
          FROM listeners l JOIN sailboxes s ON s.id = l.sailbox_id WHERE s.live = 1 AND l.protocol = ?`,
       )
-      .all(protocol) as Array<Omit<ListenerRow, "cidrAllowlist" | "allowPublic"> & { cidrAllowlist: string; allowPublic: number; netSlot: number; createdAt: string; status: SailboxStatus }>;
-    return rows.map((r) => ({ ...r, cidrAllowlist: JSON.parse(r.cidrAllowlist) as string[], allowPublic: r.allowPublic === 1 }));
+      .all(protocol) as Array<StoredListener<ListenerRow & { netSlot: number; createdAt: string; status: SailboxStatus }>>;
+    return rows.map(decodeListener);
   }
 
   // --- execs ---
