@@ -342,8 +342,12 @@ export class Sailboxes {
         last = Math.max(last, entry.lastActiveMs);
       }
       if (open > 0 || now - last < row.idleTimeout! * 1000) continue;
-      await this.sleepBox(row.id, `idle for ${row.idleTimeout} s`).catch((err) => this.log.warn({ sailboxId: row.id, err: String(err) }, "idle sleep failed"));
-      slept.push(row.id);
+      try {
+        await this.sleepBox(row.id, `idle for ${row.idleTimeout} s`);
+        slept.push(row.id);
+      } catch (err) {
+        this.log.warn({ sailboxId: row.id, err: String(err) }, "idle sleep failed");
+      }
     }
     return slept;
   }
@@ -390,7 +394,7 @@ export class Sailboxes {
     const row = this.row(org, id);
     const exec = this.store.getExec(row.id, execId);
     if (!exec || !exec.background) throw sailError("SAIL_EXEC_NOT_FOUND", `Sailbox ${id} has no background exec ${execId}`, { sailboxId: id, execId });
-    if (!row.status || row.status === "terminated" || row.status === "failed") {
+    if (row.status === "terminated" || row.status === "failed") {
       throw sailError("SAIL_SAILBOX_NOT_RUNNING", `Sailbox ${id} is ${row.status}: its logs went with it`, { sailboxId: id, status: row.status });
     }
     return this.runtime.execLogPath(row.id, exec.id);
@@ -451,9 +455,10 @@ export class Sailboxes {
    */
   async waitListener(org: OrgRow, id: string, port: number, timeoutMs: number): Promise<ListenerInfo> {
     const row = this.row(org, id);
-    const listener = this.store.listListeners(row.id).find((l) => l.port === port);
+    const listeners = this.store.listListeners(row.id);
+    const listener = listeners.find((l) => l.port === port);
     if (!listener) {
-      const published = this.store.listListeners(row.id).map((l) => l.port);
+      const published = listeners.map((l) => l.port);
       throw sailError("SAIL_LISTENER_NOT_FOUND", `Sailbox ${id} does not publish port ${port}${published.length ? ` (it publishes ${published.join(", ")})` : " (it publishes no ports)"}: pass it in ingressPorts when you create the sailbox`, { sailboxId: id, port });
     }
     const deadline = Date.now() + Math.min(Math.max(timeoutMs, 0), LISTENER_WAIT_MAX_MS);

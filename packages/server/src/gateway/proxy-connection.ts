@@ -238,7 +238,8 @@ export class ProxyConnection {
       exchange.responseFraming = framing;
       exchange.responseRemaining = framing.kind === "length" ? framing.length : 0;
       exchange.responseScanner = framing.kind === "chunked" ? new ChunkedScanner() : undefined;
-      const upstreamCloses = fieldTokens(head, "connection").includes("close") || (head.version === "1.0" && !fieldTokens(head, "connection").includes("keep-alive"));
+      const connection = fieldTokens(head, "connection");
+      const upstreamCloses = connection.includes("close") || (head.version === "1.0" && !connection.includes("keep-alive"));
       exchange.closeClientAfter = exchange.clientWantsClose || framing.kind === "close" || !exchange.bodyDone;
       exchange.upstreamCloses = upstreamCloses;
       exchange.responseHeadSent = true;
