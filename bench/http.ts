@@ -4,22 +4,16 @@
  * The guest server is an nginx started in the box's network namespace (the box's
  * own python would be the bottleneck); the gateway dials the box's address as always.
  */
-import { connect } from "node:net";
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
 import { spawn } from "node:child_process";
 import WebSocket from "ws";
 import { BoxPool, HTTPS_PORT, loopbackLookup, TestDaemon } from "../test/e2e/harness.js";
+import { probeTcp } from "../packages/server/src/runtime/ports.js";
 import { startNginx, waitForPort, wrk, type WrkResult } from "./tools.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const NGINX_PROXY_PORT = 18444;
-
-const probe = (host: string, port: number) =>
-  new Promise<boolean>((resolve) => {
-    const s = connect({ host, port }, () => (s.destroy(), resolve(true)));
-    s.on("error", () => resolve(false));
-  });
 
 function row(label: string, r: WrkResult): string {
   return `${label.padEnd(28)} ${r.rps.toFixed(0).padStart(8)} rps   p50 ${r.p50Ms.toFixed(2).padStart(6)} ms   p99 ${r.p99Ms.toFixed(2).padStart(7)} ms   errors ${r.errors}`;
@@ -37,7 +31,7 @@ export async function http(): Promise<void> {
     const guest = (await sb.exec("ip -4 -o addr show eth0").output()).stdout.split(/\s+/)[3]!.split("/")[0]!;
 
     stops.push(startNginx(`server { listen 0.0.0.0:3000 reuseport backlog=4096; keepalive_requests 100000; location / { return 200 "hello\\n"; } }`, { netns: `sail-${sb.id}` }).stop);
-    await waitForPort(() => probe(guest, 3000));
+    await waitForPort(() => probeTcp(guest, 3000));
 
     const tlsDir = join(process.env.SAIL_TEST_DATA_DIR ?? "/var/lib/sail-test", "tls");
     stops.push(
@@ -45,7 +39,7 @@ export async function http(): Promise<void> {
  server { listen 127.0.0.1:${NGINX_PROXY_PORT} ssl; ssl_certificate ${tlsDir}/sail.localhost.crt; ssl_certificate_key ${tlsDir}/sail.localhost.key; keepalive_requests 100000;
    location / { proxy_pass http://guest; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header X-Forwarded-Proto https; } }`).stop,
     );
-    await waitForPort(() => probe("127.0.0.1", NGINX_PROXY_PORT));
+    await waitForPort(() => probeTcp("127.0.0.1", NGINX_PROXY_PORT));
 
     wrk(`https://127.0.0.1:${HTTPS_PORT}/`, { host, seconds: 2 }); // warm up TLS sessions and upstream pools
     const direct = wrk(`http://${guest}:3000/`, { seconds: SECONDS });
@@ -63,7 +57,7 @@ export async function http(): Promise<void> {
     writeFileSync(echoScript, `import { WebSocketServer } from "${wsModule}";\nnew WebSocketServer({ port: 3001, host: "0.0.0.0" }).on("connection", (ws) => ws.on("message", (m, b) => ws.send(m, { binary: b })));\n`);
     const echo = spawn("ip", ["netns", "exec", `sail-${sb.id}`, process.execPath, echoScript], { stdio: "inherit" });
     stops.push(() => echo.kill());
-    await waitForPort(() => probe(guest, 3001));
+    await waitForPort(() => probeTcp(guest, 3001));
     const wsUrl = (await sb.listener(3001).wait({ timeout: 30 })).endpoint.url.replace("https://", "wss://");
     const ca = await daemon.caCert();
     const directRate = await echoRate(`ws://${guest}:3001/`, {});

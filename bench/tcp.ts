@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { IngressPort } from "@sail/sdk";
 import { BoxPool, TestDaemon } from "../test/e2e/harness.js";
 import { percentile } from "./stats.js";
+import { probeTcp } from "../packages/server/src/runtime/ports.js";
 import { waitForPort } from "./tools.js";
 
 const BYTES = Number(process.env.BENCH_TCP_BYTES ?? 1024 * 1024 * 1024);
@@ -23,12 +24,6 @@ import net from "node:net";
 net.createServer({ allowHalfOpen: true }, (s) => { s.on("data", () => {}); s.on("end", () => s.end("ok")); }).listen(4000, "0.0.0.0");
 net.createServer((s) => s.pipe(s)).listen(4001, "0.0.0.0");
 `;
-
-const probe = (host: string, port: number) =>
-  new Promise<boolean>((resolve) => {
-    const s = connect({ host, port }, () => (s.destroy(), resolve(true)));
-    s.on("error", () => resolve(false));
-  });
 
 /** Push BYTES to the sink and wait for its "ok": GB/s. */
 function throughput(host: string, port: number): Promise<number> {
@@ -81,7 +76,7 @@ export async function tcp(): Promise<void> {
     const dir = mkdtempSync(join(tmpdir(), "sail-bench-tcp-"));
     writeFileSync(join(dir, "servers.mjs"), GUEST_SERVERS);
     children.push(spawn("ip", ["netns", "exec", `sail-${sb.id}`, process.execPath, join(dir, "servers.mjs")], { stdio: "inherit" }));
-    await waitForPort(() => probe(guest, 4001));
+    await waitForPort(() => probeTcp(guest, 4001));
     const [sink, echo] = await Promise.all([sb.listener(4000).wait({ timeout: 30 }), sb.listener(4001).wait({ timeout: 30 })]);
 
     writeFileSync(
@@ -90,7 +85,7 @@ export async function tcp(): Promise<void> {
         `listen sink\n  bind 127.0.0.1:${HAPROXY_PORT}\n  server g ${guest}:4000\nlisten echo\n  bind 127.0.0.1:${HAPROXY_PORT + 1}\n  server g ${guest}:4001\n`,
     );
     children.push(spawn("haproxy", ["-f", join(dir, "haproxy.cfg"), "-db"], { stdio: "inherit" }));
-    await waitForPort(() => probe("127.0.0.1", HAPROXY_PORT + 1));
+    await waitForPort(() => probeTcp("127.0.0.1", HAPROXY_PORT + 1));
 
     const gatewayHost = "127.0.0.1";
     const rows: Array<[string, number, { p50: number; p95: number }]> = [];
