@@ -2,7 +2,9 @@ import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { connect } from "node:net";
 import { describe, test } from "node:test";
-import { IngressPort, InvalidArgumentError, LimitExceededError, Sailbox, type SailError } from "@sail/sdk";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { Image, IngressPort, InvalidArgumentError, LimitExceededError, Sailbox, type SailError } from "@sail/sdk";
 import { runCli, startTcpEcho, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon();
@@ -155,5 +157,56 @@ describe("access-control refusals", () => {
     } finally {
       await runCli(daemon, ["box", "terminate", id]);
     }
+  });
+});
+
+describe("PostgreSQL in a box, reached with psql", () => {
+  const password = "sail-test-pw";
+  const psql = (host: string, port: number, sql: string) =>
+    promisify(execFile)("psql", ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql, `host=${host} port=${port} user=postgres dbname=postgres sslmode=disable connect_timeout=10`], {
+      env: { ...process.env, PGPASSWORD: password },
+    });
+
+  test("Image.debian.aptInstall('postgresql') runs a real PostgreSQL that psql reaches through the TCP endpoint", async () => {
+    const sb = await pool.create({
+      image: Image.debian.aptInstall("postgresql"),
+      ingressPorts: [new IngressPort(5432, "tcp", { cidrAllowlist: ["127.0.0.1/32", "::1/128"] })],
+    });
+    assert.deepEqual(sb.describe().image.aptPackages, ["postgresql"]);
+    const setup = await sb.exec(
+      [
+        "set -e",
+        "cfg=/etc/postgresql/15/main",
+        `echo "listen_addresses = '*'" >> $cfg/postgresql.conf`,
+        'echo "host all all 0.0.0.0/0 scram-sha-256" >> $cfg/pg_hba.conf',
+        "pg_ctlcluster 15 main start",
+        `su postgres -c "psql -q -c \\"ALTER USER postgres PASSWORD '${password}'\\""`,
+      ].join("\n"),
+    ).output();
+    assert.equal(setup.exitCode, 0, setup.stderr);
+    const listener = await sb.listener(5432).wait({ timeout: 60 });
+    const { host, port } = listener.endpoint;
+
+    const { stdout } = await psql(host, port, "CREATE TABLE seen (x int); INSERT INTO seen VALUES (40), (2); SELECT sum(x) FROM seen; SELECT version();");
+    const [sum, version] = stdout.trim().split("\n");
+    assert.equal(sum, "42");
+    assert.match(version!, /^PostgreSQL 15\./);
+    // a second connection sees the first one's data: one server, state kept
+    assert.equal((await psql(host, port, "SELECT count(*) FROM seen")).stdout.trim(), "2");
+  });
+
+  test("a package apt cannot install refuses the create with SAIL_IMAGE_BUILD_FAILED and creates nothing; a bad name is refused before any build", async () => {
+    const app = await pool.app("apt-refusals");
+    const before = (await Sailbox.list({ app })).length;
+    await assert.rejects(Sailbox.create({ app, image: Image.debian.aptInstall("sail-no-such-package") }), (e: SailError) =>
+      e instanceof InvalidArgumentError && e.code === "SAIL_IMAGE_BUILD_FAILED" && /sail-no-such-package/.test(e.message) && /Unable to locate package/.test(e.message),
+    );
+    assert.throws(() => Image.debian.aptInstall("Bad Name"), (e: SailError) => e.code === "SAIL_IMAGE_PACKAGES_INVALID" && /"Bad Name"/.test(e.message));
+    // the server checks too: a raw request with a shell injection attempt as a package name
+    await assert.rejects(
+      daemon.client().request("POST", "/v1/sailboxes", { appId: app.id, image: { name: "debian", aptPackages: ["curl; touch /tmp/pwned"] } }),
+      (e: SailError) => e.code === "SAIL_IMAGE_PACKAGES_INVALID",
+    );
+    assert.equal((await Sailbox.list({ app })).length, before);
   });
 });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import {
-  AuthError, checkExec, checkName, checkResources, ConflictError, ERROR_CODES, errorFromWire, InternalError,
+  AuthError, checkAptPackages, checkExec, checkName, checkResources, ConflictError, ERROR_CODES, errorFromWire, InternalError,
   InvalidArgumentError, NotFoundError, sailError, SailError, SailboxPausedError,
 } from "@sail/protocol";
 
@@ -63,5 +63,15 @@ describe("rules", () => {
       { cmd: "x".repeat(128 * 1024 + 1) },
     ];
     for (const req of bad) assert.throws(() => checkExec(req), (e: SailError) => e.code === "SAIL_EXEC_INVALID", JSON.stringify(req).slice(0, 80));
+  });
+});
+
+describe("apt packages", () => {
+  test("Debian package names are accepted, sorted and deduplicated; anything else is refused with its code", () => {
+    assert.deepEqual(checkAptPackages(["postgresql", "curl", "postgresql", "libc6-dev", "g++"]), ["curl", "g++", "libc6-dev", "postgresql"]);
+    assert.deepEqual(checkAptPackages(undefined), []);
+    for (const bad of [["Bad"], ["a"], ["-rf"], ["curl; rm -rf /"], ["$(id)"], [7], "postgresql", Array.from({ length: 65 }, (_, i) => `pkg${i}`)]) {
+      assert.throws(() => checkAptPackages(bad), (e: SailError) => e.code === "SAIL_IMAGE_PACKAGES_INVALID" && /image\.aptPackages/.test(e.message), JSON.stringify(bad));
+    }
   });
 });

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { App, IngressPort, SailClient, Sailbox, type Listener } from "@sail/sdk";
+import { App, Image, IngressPort, SailClient, Sailbox, type Listener } from "@sail/sdk";
 import { printJson, printTable } from "./output.js";
 
 const row = (sb: Sailbox) => {
@@ -39,16 +39,19 @@ export function registerBox(program: Command): void {
     .option("--tcp <port>", "publish a guest port as raw TCP (repeatable)", collectPorts, [] as number[])
     .option("--allow <cidr>", "only these sources may connect to the --tcp ports (repeatable)", (v: string, p: string[]) => [...p, v], [] as string[])
     .option("--allow-public", "confirm a well-known unauthenticated --tcp port (e.g. 5432) may be reached from anywhere")
+    .option("--apt <package>", "Debian package to install in the image, e.g. postgresql (repeatable; built once, then cached)", (v: string, p: string[]) => [...p, v], [] as string[])
     .option("--enable-ssh", "install and start sshd with your public key, publish port 22, print the ssh command")
     .option("--ssh-key <path>", "public key for --enable-ssh (default ~/.ssh/id_ed25519.pub, then ~/.ssh/id_rsa.pub)")
     .option("--json", "print the box and its listeners as JSON")
-    .addHelpText("after", "\nExamples:\n  sail box create --name web-demo --port 3000\n  sail box create --name db --tcp 5432 --allow 203.0.113.0/24\n  sail box create --name dev --enable-ssh\n  sail box create --app ci --cpu 0.5 --memory 512")
-    .action(async (opts: { app: string; name?: string; cpu?: number; memory?: number; port: number[]; tcp: number[]; allow: string[]; allowPublic?: boolean; enableSsh?: boolean; sshKey?: string; json?: boolean }) => {
+    .addHelpText("after", "\nExamples:\n  sail box create --name web-demo --port 3000\n  sail box create --name db --apt postgresql --tcp 5432 --allow 203.0.113.0/24\n  sail box create --name dev --enable-ssh\n  sail box create --app ci --cpu 0.5 --memory 512")
+    .action(async (opts: { app: string; name?: string; cpu?: number; memory?: number; port: number[]; tcp: number[]; allow: string[]; allowPublic?: boolean; apt: string[]; enableSsh?: boolean; sshKey?: string; json?: boolean }) => {
       const app = await App.find({ name: opts.app, mintIfMissing: true });
       const tcpOptions = { cidrAllowlist: opts.allow.length ? opts.allow : undefined, allowPublic: opts.allowPublic };
       const ingressPorts = [...opts.port, ...opts.tcp.map((p) => new IngressPort(p, "tcp", tcpOptions))];
       const ssh = opts.sshKey ?? (opts.enableSsh ? true : undefined);
-      const sb = await Sailbox.create({ app, name: opts.name, cpu: opts.cpu, memory: opts.memory, ingressPorts, ssh });
+      const image = opts.apt.length ? Image.debian.aptInstall(opts.apt) : Image.debian;
+      if (opts.apt.length) console.error(`Preparing an image with ${opts.apt.join(", ")} (the first time, this takes as long as apt-get install)...`);
+      const sb = await Sailbox.create({ app, name: opts.name, image, cpu: opts.cpu, memory: opts.memory, ingressPorts, ssh });
       const listeners = await sb.listeners();
       if (opts.json) return printJson({ ...sb.describe(), listeners: listeners.map(listenerRow) });
       console.log(`Created sailbox ${sb.id}${sb.name ? ` (${sb.name})` : ""} in app ${app.name}: ${sb.describe().status}`);

@@ -30,6 +30,8 @@ export const ERROR_CODES = {
   SAIL_NAME_INVALID: { status: 400, kind: "InvalidArgument" },
   SAIL_IMAGE_UNKNOWN: { status: 400, kind: "InvalidArgument" },
   SAIL_IMAGE_ARCH_UNSUPPORTED: { status: 400, kind: "InvalidArgument" },
+  SAIL_IMAGE_PACKAGES_INVALID: { status: 400, kind: "InvalidArgument" },
+  SAIL_IMAGE_BUILD_FAILED: { status: 400, kind: "InvalidArgument" },
   SAIL_RESOURCES_INVALID: { status: 400, kind: "InvalidArgument" },
   SAIL_EXEC_INVALID: { status: 400, kind: "InvalidArgument" },
   // ingress rules (rules.ts)

@@ -186,3 +186,23 @@ export function checkIdleTimeout(value: unknown): number | undefined {
   }
   return value;
 }
+
+export const APT_PACKAGE_LIMIT = 64;
+
+/**
+ * Debian package names (Debian policy 5.6.1: lowercase letters, digits, `+`, `-`, `.`, at
+ * least two characters, starting alphanumeric). Returns them sorted and without duplicates,
+ * so the same set always names the same cached image.
+ */
+export function checkAptPackages(value: unknown): string[] {
+  if (value === undefined || value === null) return [];
+  const invalid = (why: string) => sailError("SAIL_IMAGE_PACKAGES_INVALID", `image.aptPackages ${why}`, { field: "image.aptPackages" });
+  if (!Array.isArray(value)) throw invalid("must be a list of Debian package names, e.g. [\"postgresql\"]");
+  if (value.length > APT_PACKAGE_LIMIT) throw invalid(`has ${value.length} packages; at most ${APT_PACKAGE_LIMIT} are allowed`);
+  for (const name of value) {
+    if (typeof name !== "string" || !/^[a-z0-9][a-z0-9+.-]{1,99}$/.test(name)) {
+      throw invalid(`has ${JSON.stringify(typeof name === "string" ? name.slice(0, 100) : name)}, which is not a Debian package name (lowercase letters, digits, "+", "-" and ".", e.g. "postgresql")`);
+    }
+  }
+  return [...new Set(value as string[])].sort();
+}

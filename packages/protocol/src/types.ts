@@ -17,6 +17,8 @@ export interface AppInfo {
 export interface ImageRef {
   name: "debian";
   arch?: Architecture;
+  /** Debian packages installed on top of the base image (built once, then cached). */
+  aptPackages?: string[];
 }
 
 export type IngressProtocol = "http" | "tcp";

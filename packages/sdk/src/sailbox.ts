@@ -6,6 +6,9 @@ import { Image } from "./image.js";
 import { IngressPort, Listener } from "./listener.js";
 import { resolveSshKey } from "./ssh.js";
 
+/** How long a create that builds a package image may take (apt downloads and installs). */
+const IMAGE_BUILD_TIMEOUT_MS = 15 * 60_000;
+
 export interface CreateSailboxOptions {
   app: App;
   /** @default Image.debian */
@@ -75,16 +78,20 @@ export class Sailbox {
     normalizeIngressPorts(ingressPorts); // fail fast; the server checks again
     const ssh = options.ssh ? { publicKey: resolveSshKey(options.ssh) } : undefined;
     const client = options.app.client;
-    const info = await client.request<SailboxInfo>("POST", "/v1/sailboxes", {
+    const image = options.image ?? Image.debian;
+    const body = {
       appId: options.app.id,
       name: options.name,
-      image: (options.image ?? Image.debian).ref,
+      image: image.ref,
       cpu: options.cpu,
       memoryMiB: options.memory,
       ingressPorts: ingressPorts.length ? ingressPorts : undefined,
       ssh,
       idleTimeout: options.idleTimeout,
-    });
+    };
+    // the first create with a new package set waits for apt: allow it the time an install takes
+    const timeoutMs = image.aptPackages.length ? IMAGE_BUILD_TIMEOUT_MS : undefined;
+    const info = await client.request<SailboxInfo>("POST", "/v1/sailboxes", body, undefined, timeoutMs);
     return new Sailbox(client, info);
   }
 

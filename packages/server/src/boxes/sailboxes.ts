@@ -1,6 +1,7 @@
 import {
   ARCHITECTURES,
   checkExec,
+  checkAptPackages,
   checkName,
   checkIdleTimeout,
   checkResources,
@@ -18,7 +19,7 @@ import {
   type SailboxInfo,
   type SailboxStatus,
 } from "@sail/protocol";
-import type { Runtime, RunningExec } from "../runtime/runtime.js";
+import { ImageBuildError, type Runtime, type RunningExec } from "../runtime/runtime.js";
 import { normalizeCidr } from "./cidr.js";
 import { installSshdScript, START_SSHD_SCRIPT } from "./sshd.js";
 import { NameTakenError, TcpLimitError, TcpPortsExhaustedError, newId, type TcpSettings, type AppRow, type ListenerRow, type OrgRow, type SailboxRow, type Store } from "../store/store.js";
@@ -143,6 +144,7 @@ export class Sailboxes {
     if (!app) throw sailError("SAIL_APP_NOT_FOUND", `No app with id ${request.appId}`, { appId: request.appId });
     const name = request.name === undefined || request.name === null ? null : checkName("sailbox", request.name);
     const arch = this.checkImage(request.image);
+    const aptPackages = checkAptPackages(request.image?.aptPackages);
     checkResources(request.cpu, request.memoryMiB, this.defaults.hostCpus);
     const idleTimeout = checkIdleTimeout(request.idleTimeout);
     const ports = normalizeIngressPorts(request.ingressPorts).map((p) => {
@@ -160,11 +162,13 @@ export class Sailboxes {
     // ssh publishes 22 as raw TCP, unless the user did so already (e.g. with a cidrAllowlist)
     if (sshKey && !ports.some((p) => p.port === SSH_PORT)) ports.push({ port: SSH_PORT, protocol: "tcp", cidrAllowlist: [], allowPublic: false });
 
+    if (aptPackages.length) await this.preparePackageImage(aptPackages);
+
     const id = newId("sb-");
     let row: SailboxRow;
     try {
       row = this.store.insertSailbox(
-        { id, appId: app.id, orgId: org.id, name, imageName: "debian", imageArch: arch, cpu: request.cpu ?? this.defaults.cpu, memoryMiB: request.memoryMiB ?? this.defaults.memoryMiB, ports, idleTimeout },
+        { id, appId: app.id, orgId: org.id, name, imageName: "debian", imageArch: arch, imagePackages: aptPackages.join(" "), cpu: request.cpu ?? this.defaults.cpu, memoryMiB: request.memoryMiB ?? this.defaults.memoryMiB, ports, idleTimeout },
         this.defaults.maxBoxes,
         this.ingress.tcp,
       );
@@ -188,7 +192,7 @@ export class Sailboxes {
 
     return this.withLock(id, async () => {
       try {
-        await this.runtime.create({ id, hostname: name ?? id, arch, cpu: row.cpu, memoryMiB: row.memoryMiB, pidsLimit: this.defaults.pidsLimit, netSlot: row.netSlot });
+        await this.runtime.create({ id, hostname: name ?? id, arch, aptPackages, cpu: row.cpu, memoryMiB: row.memoryMiB, pidsLimit: this.defaults.pidsLimit, netSlot: row.netSlot });
         if (sshKey) await this.runScript(id, installSshdScript(sshKey), "set up sshd").catch(async (err) => {
           await this.runtime.destroy(id);
           throw err;
@@ -204,10 +208,29 @@ export class Sailboxes {
     });
   }
 
+  /** Before anything is created: a package set apt cannot install refuses the create. */
+  private async preparePackageImage(aptPackages: string[]): Promise<void> {
+    const started = Date.now();
+    let lastLog = 0;
+    try {
+      await this.runtime.preparePackageImage(aptPackages, (progress) => {
+        if (Date.now() - lastLog < 2000 && !progress.done) return;
+        lastLog = Date.now();
+        this.log.info({ aptPackages, ...progress }, "building package image");
+      });
+    } catch (err) {
+      if (!(err instanceof ImageBuildError)) throw err;
+      throw sailError("SAIL_IMAGE_BUILD_FAILED", `Could not build Image.debian.aptInstall(${aptPackages.map((p) => JSON.stringify(p)).join(", ")}): ${err.message}`, { field: "image.aptPackages", aptPackages });
+    }
+    if (Date.now() - started > 1000) this.log.info({ aptPackages, ms: Date.now() - started }, "package image ready");
+  }
+
   private checkImage(image: CreateSailboxRequest["image"]): Architecture {
     if (!image || typeof image !== "object" || image.name !== "debian") {
       throw sailError("SAIL_IMAGE_UNKNOWN", `Unknown image ${JSON.stringify(image)}: the available image is Image.debian (Debian 12)`, { field: "image" });
     }
+    const unknown = Object.keys(image).filter((key) => !["name", "arch", "aptPackages"].includes(key));
+    if (unknown.length) throw sailError("SAIL_UNKNOWN_FIELD", `image has unknown field ${JSON.stringify(unknown[0])}: an image has name, arch and aptPackages`, { field: `image.${unknown[0]}` });
     if (image.arch === undefined) return this.runtime.hostArch;
     if (!ARCHITECTURES.includes(image.arch)) {
       throw sailError("SAIL_IMAGE_UNKNOWN", `Unknown architecture ${JSON.stringify(image.arch)}: use ${ARCHITECTURES.join(" or ")}`, { field: "image" });
@@ -553,7 +576,7 @@ export class Sailboxes {
       appId: row.appId,
       name: row.name,
       status: row.status,
-      image: { name: "debian", arch: row.imageArch },
+      image: { name: "debian", arch: row.imageArch, aptPackages: row.imagePackages ? row.imagePackages.split(" ") : [] },
       cpu: row.cpu,
       memoryMiB: row.memoryMiB,
       idleTimeout: row.idleTimeout,

@@ -4,7 +4,7 @@ import { copyFileSync, existsSync, readFileSync, readdirSync, renameSync, rmSync
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { Architecture } from "@sail/protocol";
-import type { ImageProgress } from "./runtime.js";
+import { ImageBuildError, type ImageProgress } from "./runtime.js";
 
 /** The base image: Debian bookworm minbase plus what the product's features need. */
 export const BASE_IMAGE_RECIPE = {
@@ -97,4 +97,71 @@ function finishRootfs(rootfs: string, tiniPath: string): void {
   }
   rmSync(join(rootfs, "var/cache/apt/archives"), { recursive: true, force: true });
   mkdirSync(join(rootfs, "var/cache/apt/archives/partial"), { recursive: true });
+}
+
+/**
+ * The base image plus Debian packages: a copy of the base rootfs with `apt-get install` run
+ * in a chroot (its own mount namespace, so nothing stays mounted if the build dies), services
+ * kept from starting by a policy-rc.d. Cached by the base and the sorted package list; a
+ * failed build leaves only a `.partial` directory, removed by the next build.
+ */
+export async function ensurePackageImage(baseRootfs: string, packages: readonly string[], options: Pick<ImageBuildOptions, "imagesDir" | "onProgress">): Promise<string> {
+  const key = createHash("sha256").update(baseRootfs).update("\0").update(packages.join(" ")).digest("hex").slice(0, 16);
+  const dir = join(options.imagesDir, `apt-${key}`);
+  const rootfs = join(dir, "rootfs");
+  if (existsSync(join(dir, "complete"))) return rootfs;
+
+  const partial = `${dir}.partial`;
+  rmSync(partial, { recursive: true, force: true });
+  mkdirSync(partial, { recursive: true });
+  try {
+    await buildPackageRootfs(baseRootfs, packages, partial, options.onProgress);
+  } catch (err) {
+    rmSync(partial, { recursive: true, force: true });
+    throw err;
+  }
+  renameSync(partial, dir);
+  options.onProgress?.({ phase: "ready", done: true });
+  return rootfs;
+}
+
+async function buildPackageRootfs(baseRootfs: string, packages: readonly string[], partial: string, onProgress: ImageBuildOptions["onProgress"]): Promise<void> {
+  onProgress?.({ phase: "copying", detail: "base image" });
+  await runLogged("cp", ["-a", "--reflink=auto", baseRootfs, join(partial, "rootfs")], "copy the base image");
+  const root = join(partial, "rootfs");
+  writeFileSync(join(root, "usr/sbin/policy-rc.d"), "#!/bin/sh\nexit 101\n", { mode: 0o755 });
+  const apt = "DEBIAN_FRONTEND=noninteractive apt-get -q -o Dpkg::Use-Pty=0";
+  const script = [
+    "set -e",
+    `mount -t proc proc ${root}/proc`,
+    `mount --rbind /dev ${root}/dev`,
+    `mount --bind /etc/resolv.conf ${root}/etc/resolv.conf`,
+    `chroot ${root} sh -c '${apt} update && ${apt} install -y --no-install-recommends ${packages.join(" ")} && apt-get clean && rm -rf /var/lib/apt/lists/*'`,
+  ].join("\n");
+  await runLogged("unshare", ["--mount", "--propagation", "private", "sh", "-c", script], `install ${packages.join(", ")}`, (line) => {
+    const match = /^(Get:\d+|Unpacking|Setting up) (\S+)/.exec(line);
+    if (match) onProgress?.({ phase: match[1]!.startsWith("Get") ? "retrieving" : match[1]!.toLowerCase(), detail: match[2] });
+  });
+  unlinkSync(join(root, "usr/sbin/policy-rc.d"));
+  for (const file of readdirSync(join(root, "etc/ssh"))) {
+    if (file.startsWith("ssh_host_")) unlinkSync(join(root, "etc/ssh", file));
+  }
+  writeFileSync(join(partial, "complete"), JSON.stringify({ base: baseRootfs, packages, builtAt: new Date().toISOString() }));
+}
+
+/** Run a build step; on failure the error carries the last lines it printed (apt's reason). */
+function runLogged(command: string, args: string[], what: string, onLine?: (line: string) => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const tail: string[] = [];
+    const keep = (line: string) => {
+      tail.push(line);
+      if (tail.length > 12) tail.shift();
+      onLine?.(line);
+    };
+    createInterface({ input: child.stdout! }).on("line", keep);
+    createInterface({ input: child.stderr! }).on("line", keep);
+    child.on("error", reject);
+    child.on("close", (code) => (code === 0 ? resolve() : reject(new ImageBuildError(`could not ${what} (exit ${code}):\n${tail.join("\n")}`))));
+  });
 }

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import type { Architecture } from "@sail/protocol";
 import { mustRun, runCommand, signalNumber } from "./commands.js";
 import { Crun } from "./crun.js";
-import { ensureBaseImage } from "./image.js";
+import { ensureBaseImage, ensurePackageImage } from "./image.js";
 import { BoxNetworks } from "./network.js";
 import { ociConfig } from "./oci.js";
 import { listeningAddresses, probeTcp } from "./ports.js";
@@ -33,6 +33,8 @@ export class LocalRuntime implements Runtime {
   private readonly crun: Crun;
   private readonly networks: BoxNetworks;
   private baseRootfs: string | undefined;
+  /** Package images by their sorted package list: built or building. */
+  private readonly packageImages = new Map<string, Promise<string>>();
 
   constructor(private readonly options: LocalRuntimeOptions) {
     this.hostArch = options.hostArch;
@@ -54,6 +56,23 @@ export class LocalRuntime implements Runtime {
     });
   }
 
+  preparePackageImage(aptPackages: readonly string[], onProgress?: (progress: ImageProgress) => void): Promise<void> {
+    return this.packageImage(aptPackages, onProgress).then(() => {});
+  }
+
+  private async packageImage(aptPackages: readonly string[], onProgress?: (progress: ImageProgress) => void): Promise<string> {
+    if (!this.baseRootfs) throw new Error("the base image is not ready yet");
+    const key = aptPackages.join(" ");
+    let building = this.packageImages.get(key);
+    if (!building) {
+      building = ensurePackageImage(this.baseRootfs, aptPackages, { imagesDir: join(this.options.dataDir, "images"), onProgress });
+      // a failed build is not cached: the next create tries again (the mirror may be back)
+      building.catch(() => this.packageImages.delete(key));
+      this.packageImages.set(key, building);
+    }
+    return building;
+  }
+
   start(): Promise<void> {
     return this.networks.fenceSubnet();
   }
@@ -73,13 +92,14 @@ export class LocalRuntime implements Runtime {
 
   async create(spec: BoxSpec): Promise<BoxNetwork> {
     if (!this.baseRootfs) throw new Error("the base image is not ready yet");
+    const lower = spec.aptPackages.length ? await this.packageImage(spec.aptPackages) : this.baseRootfs;
     const dir = this.boxDir(spec.id);
     const rootfs = join(dir, "rootfs");
     try {
       for (const sub of ["upper", "work", "rootfs", "execs"]) mkdirSync(join(dir, sub), { recursive: true });
       const [network] = await Promise.all([
         this.networks.create(spec.id, spec.netSlot),
-        mustRun("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${this.baseRootfs},upperdir=${dir}/upper,workdir=${dir}/work`, rootfs]),
+        mustRun("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${lower},upperdir=${dir}/upper,workdir=${dir}/work`, rootfs]),
       ]);
       writeIdentity(rootfs, spec.hostname, network.guestAddress);
       const config = ociConfig(spec, { rootfs, netnsPath: `/run/netns/${BoxNetworks.namespace(spec.id)}`, nofile: this.options.nofileLimit });

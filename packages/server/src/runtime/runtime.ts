@@ -9,6 +9,8 @@ export interface BoxSpec {
   cpu: number;
   memoryMiB: number;
   pidsLimit: number;
+  /** Debian packages on top of the base image (sorted); the image must be prepared first. */
+  aptPackages: readonly string[];
   /** Index of the box's /30 in the configured box subnet. */
   netSlot: number;
 }
@@ -52,6 +54,11 @@ export interface Runtime {
   readonly hostArch: Architecture;
   /** Build (or find cached) the base image; reports progress while it builds. */
   prepareImage(onProgress?: (progress: ImageProgress) => void): Promise<void>;
+  /**
+   * Build (or find cached) the base image plus these Debian packages; concurrent calls for
+   * one set share a build. Throws `ImageBuildError` with apt's reason when it cannot.
+   */
+  preparePackageImage(aptPackages: readonly string[], onProgress?: (progress: ImageProgress) => void): Promise<void>;
   /** Prepare the host (routes) before the first box; undone by `shutdown`. */
   start(): Promise<void>;
   shutdown(): Promise<void>;
@@ -73,3 +80,6 @@ export interface Runtime {
   /** Remove the container, netns, veth, mounts, cgroups and directories of a box. Idempotent. */
   destroy(id: string): Promise<void>;
 }
+
+/** A package image that could not be built: the user's package list is the usual cause. */
+export class ImageBuildError extends Error {}

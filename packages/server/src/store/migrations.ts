@@ -73,4 +73,8 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE sailboxes ADD COLUMN idle_timeout INTEGER;
   `,
+  // 5: Debian packages on top of the base image, space-separated and sorted ('' = none)
+  `
+  ALTER TABLE sailboxes ADD COLUMN image_packages TEXT NOT NULL DEFAULT '';
+  `,
 ];

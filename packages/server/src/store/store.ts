@@ -21,6 +21,8 @@ export interface SailboxRow {
   status: SailboxStatus;
   imageName: string;
   imageArch: Architecture;
+  /** Debian packages on top of the base image: space-separated, sorted; "" for none. */
+  imagePackages: string;
   cpu: number;
   memoryMiB: number;
   netSlot: number;
@@ -71,7 +73,7 @@ export interface TcpSettings {
 }
 
 const SAILBOX_COLUMNS = `id, app_id AS appId, org_id AS orgId, name, status, image_name AS imageName,
-  image_arch AS imageArch, cpu, memory_mib AS memoryMiB, net_slot AS netSlot,
+  image_arch AS imageArch, image_packages AS imagePackages, cpu, memory_mib AS memoryMiB, net_slot AS netSlot,
   idle_timeout AS idleTimeout, failure_reason AS failureReason, created_at AS createdAt, terminated_at AS terminatedAt`;
 
 const now = () => new Date().toISOString();
@@ -197,10 +199,10 @@ export class Store {
       if (netSlot >= maxSlots) throw new RangeError(`all ${maxSlots} sailbox network slots are in use`);
       this.db
         .prepare(
-          `INSERT INTO sailboxes (id, app_id, org_id, name, status, live, image_name, image_arch, cpu, memory_mib, net_slot, idle_timeout, created_at)
-           VALUES (?, ?, ?, ?, 'creating', 1, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO sailboxes (id, app_id, org_id, name, status, live, image_name, image_arch, image_packages, cpu, memory_mib, net_slot, idle_timeout, created_at)
+           VALUES (?, ?, ?, ?, 'creating', 1, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
-        .run(box.id, box.appId, box.orgId, box.name, box.imageName, box.imageArch, box.cpu, box.memoryMiB, netSlot, box.idleTimeout ?? null, now());
+        .run(box.id, box.appId, box.orgId, box.name, box.imageName, box.imageArch, box.imagePackages, box.cpu, box.memoryMiB, netSlot, box.idleTimeout ?? null, now());
       const insertListener = this.db.prepare(
         "INSERT INTO listeners (sailbox_id, port, protocol, cidr_allowlist, allow_public, public_port) VALUES (?, ?, ?, ?, ?, ?)",
       );
