@@ -13,6 +13,7 @@ import { GatewayCluster } from "./gateway/gateway-cluster.js";
 import { ensureLocalTls, loadGivenTls } from "./gateway/tls.js";
 import { Sailboxes } from "./boxes/sailboxes.js";
 import { parseListen, parsePortRange, resolveConfig, type DaemonConfig } from "./config.js";
+import { SplicePumps } from "./gateway/splice-pump.js";
 import { TcpGateway } from "./gateway/tcp-gateway.js";
 import { UpstreamPool } from "./gateway/upstream-pool.js";
 import { preflight } from "./preflight.js";
@@ -74,7 +75,9 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
   log.info(reconciled, "reconciled the store with the runtime");
 
   await gateway.start();
-  const tcpGateway = new TcpGateway(sailboxes, config.tcpListen, new UpstreamPool(), log);
+  const { pumps, why } = SplicePumps.load();
+  if (!pumps) log.warn({ why }, "the native TCP pump is not available: raw TCP is piped by Node streams (slower)");
+  const tcpGateway = new TcpGateway(sailboxes, config.tcpListen, new UpstreamPool(), log, pumps);
   await tcpGateway.start();
   // idle auto-sleep: read the TCP gateway's activity (workers report theirs) and sleep idle boxes
   const idleTimer = setInterval(() => {

@@ -2,6 +2,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { cidrMatcher } from "../boxes/cidr.js";
 import type { IngressHandlers, TcpRoute } from "../boxes/sailboxes.js";
 import { ActivityMeter } from "./activity.js";
+import type { SplicePumps } from "./splice-pump.js";
 import type { UpstreamPool } from "./upstream-pool.js";
 
 export interface TcpRouteSource {
@@ -25,11 +26,14 @@ interface Bound {
 /**
  * Raw-TCP listeners: one public port per listener on `host`, bound while its box lives.
  * A peer outside the listener's cidrAllowlist is closed at accept, before the guest is
- * dialed; accepted connections are piped both ways with back-pressure and half-close.
+ * dialed; accepted connections are piped both ways with back-pressure and half-close —
+ * by the kernel (splice) through `pumps`, or with Node streams when the native pump is
+ * not available.
  */
 export class TcpGateway {
   private readonly bound = new Map<number, Bound>();
-  private readonly connections = new Map<string, Set<Socket>>();
+  /** Per box: how to close each of its open connections. */
+  private readonly connections = new Map<string, Set<() => void>>();
   private syncing: Promise<void> = Promise.resolve();
   /** Open connections per box, and when bytes last moved (idle auto-sleep). */
   readonly activity = new ActivityMeter();
@@ -41,6 +45,7 @@ export class TcpGateway {
     private readonly host: string,
     private readonly upstreams: UpstreamPool,
     private readonly log: Logger,
+    private readonly pumps?: SplicePumps,
   ) {}
 
   async start(): Promise<void> {
@@ -67,7 +72,7 @@ export class TcpGateway {
   }
 
   dropBox(sailboxId: string): void {
-    for (const socket of this.connections.get(sailboxId) ?? []) socket.destroy();
+    for (const close of this.connections.get(sailboxId) ?? []) close();
     this.connections.delete(sailboxId);
   }
 
@@ -85,7 +90,7 @@ export class TcpGateway {
     }
     for (const [port, route] of wanted) {
       if (this.bound.has(port)) continue;
-      const b: Bound = { route, allowed: cidrMatcher(route.cidrAllowlist), server: createServer({ allowHalfOpen: true, noDelay: true }) };
+      const b: Bound = { route, allowed: cidrMatcher(route.cidrAllowlist), server: createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }) };
       b.server.on("connection", (client) => this.accept(b, client));
       await new Promise<void>((resolve) => {
         b.server.once("error", (err) => {
@@ -111,7 +116,6 @@ export class TcpGateway {
       return;
     }
     if (route.status === "paused") return void client.destroy(); // paused: closed at once, no wake
-    client.pause();
     client.on("error", () => client.destroy());
     const ready = route.status === "sleeping" ? this.source.wakeOnIngress(route.sailboxId) : Promise.resolve("running");
     ready
@@ -126,20 +130,31 @@ export class TcpGateway {
   }
 
   private pipe(sailboxId: string, client: Socket, upstream: Socket): void {
-    let sockets = this.connections.get(sailboxId);
-    if (!sockets) this.connections.set(sailboxId, (sockets = new Set()));
-    sockets.add(client);
+    let closers = this.connections.get(sailboxId);
+    if (!closers) this.connections.set(sailboxId, (closers = new Set()));
     this.activity.open(sailboxId);
+    upstream.setNoDelay(true);
+    if (this.pumps) {
+      const { id, finished } = this.pumps.splice(client, upstream);
+      const close = () => this.pumps!.drop(id);
+      closers.add(close);
+      void finished.then(() => {
+        closers.delete(close);
+        this.activity.close(sailboxId);
+      });
+      return;
+    }
+    const close = () => client.destroy();
+    closers.add(close);
     const moved = () => this.activity.bytes(sailboxId);
     client.on("data", moved);
     upstream.on("data", moved);
-    upstream.setNoDelay(true);
     // pipe() ends the other side on 'end' (FIN) and keeps the reverse direction open
     client.pipe(upstream);
     upstream.pipe(client);
     // an error on one side closes the other at once; a clean close was already passed on as FIN
     client.on("close", (hadError) => {
-      sockets.delete(client);
+      closers.delete(close);
       this.activity.close(sailboxId);
       if (hadError || !upstream.writableEnded) upstream.destroy();
     });

@@ -1,0 +1,24 @@
+// Builds the raw-TCP data path (native/splice-pump.c) into native/build/splice-pump.node with
+// the system C compiler and Node-API headers (from the node-api-headers package: no download,
+// and the module works on every Node version with Node-API 8). Skipped when up to date.
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createRequire } from "node:module";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const source = join(root, "native/splice-pump.c");
+const output = join(root, "native/build/splice-pump.node");
+if (existsSync(output) && statSync(output).mtimeMs >= statSync(source).mtimeMs) process.exit(0);
+
+const { include_dir: includeDir } = createRequire(import.meta.url)("node-api-headers");
+mkdirSync(dirname(output), { recursive: true });
+const cc = process.env.CC ?? "cc";
+const args = ["-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared", "-pthread", "-DNAPI_VERSION=8", "-DNODE_GYP_MODULE_NAME=splice_pump", `-I${includeDir}`, "-o", output, source];
+try {
+  execFileSync(cc, args, { stdio: "inherit" });
+} catch (err) {
+  console.error(`could not build ${source} with ${cc} (${err.message}); install a C compiler: apt-get install gcc libc6-dev`);
+  process.exit(1);
+}

@@ -1,0 +1,100 @@
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import type { Socket } from "node:net";
+import { fileURLToPath } from "node:url";
+
+interface Native {
+  init(onDone: (id: number, aToB: number, bToA: number, errno: number) => void): void;
+  pump(fdA: number, fdB: number, headForB?: Buffer | null, headForA?: Buffer | null): number;
+  drop(id: number): void;
+  bytes(id: number): [number, number] | undefined;
+}
+
+export interface PumpResult {
+  /** Bytes moved from the first socket to the second, and back. */
+  aToB: number;
+  bToA: number;
+  /** The first error either side hit (an errno), or 0 after a clean close. */
+  errno: number;
+}
+
+/** Where `npm run build` puts the module: packages/server/native/build (from src/ or dist/). */
+const MODULE_PATH = join(dirname(fileURLToPath(import.meta.url)), "../../native/build/splice-pump.node");
+
+/** What Node exposes of a TCP socket's libuv handle. */
+interface TcpHandle {
+  fd: number;
+  reading: boolean;
+  readStop(): number;
+}
+
+/**
+ * Zero-copy raw-TCP forwarding: two connected sockets are handed to a native pump that moves
+ * bytes with splice(2) in the kernel (native/splice-pump.c), with half-close and error
+ * propagation. JavaScript keeps nothing of them but an id to drop them by.
+ */
+export class SplicePumps {
+  private readonly waiting = new Map<number, (result: PumpResult) => void>();
+
+  private constructor(private readonly native: Native) {
+    native.init((id, aToB, bToA, errno) => {
+      const resolve = this.waiting.get(id);
+      this.waiting.delete(id);
+      resolve?.({ aToB, bToA, errno });
+    });
+  }
+
+  /** The native pump, or undefined (with the reason) when it was not built for this host. */
+  static load(): { pumps?: SplicePumps; why?: string } {
+    if (!existsSync(MODULE_PATH)) return { why: `${MODULE_PATH} is missing (npm run build compiles it; it needs a C compiler)` };
+    try {
+      return { pumps: new SplicePumps(createRequire(import.meta.url)(MODULE_PATH) as Native) };
+    } catch (err) {
+      return { why: `${MODULE_PATH} does not load: ${(err as Error).message}` };
+    }
+  }
+
+  /** Connections being pumped now. */
+  get size(): number {
+    return this.waiting.size;
+  }
+
+  /**
+   * Take over two connected sockets (created with allowHalfOpen, not yet piped anywhere):
+   * bytes Node already read from one go to the other first; the Node sockets are destroyed
+   * (the pump holds its own descriptors). `finished` resolves when both directions ended.
+   */
+  splice(a: Socket, b: Socket): { id: number; finished: Promise<PumpResult> } {
+    const handleA = detach(a);
+    const handleB = detach(b);
+    const id = this.native.pump(handleA.fd, handleB.fd, handleA.head, handleB.head);
+    // the pump dup()ed the descriptors: closing Node's copies leaves the connections open
+    a.destroy();
+    b.destroy();
+    const finished = new Promise<PumpResult>((resolve) => this.waiting.set(id, resolve));
+    return { id, finished };
+  }
+
+  /** Close both sides of a pumped connection now (sleep, shutdown); `finished` follows. */
+  drop(id: number): void {
+    this.native.drop(id);
+  }
+
+  bytes(id: number): [number, number] | undefined {
+    return this.native.bytes(id);
+  }
+}
+
+/** Stop Node reading a socket and collect what it had read but nobody consumed. */
+function detach(socket: Socket): { fd: number; head: Buffer | null } {
+  const handle = (socket as unknown as { _handle: TcpHandle | null })._handle;
+  if (!handle || typeof handle.fd !== "number" || handle.fd < 0) throw new Error("the socket has no open descriptor");
+  const chunks: Buffer[] = [];
+  // read() may ask the handle to read again; that only registers interest, so the
+  // readStop right after runs before any further bytes can reach Node
+  for (let chunk: Buffer | null; (chunk = socket.read() as Buffer | null) !== null; ) chunks.push(chunk);
+  handle.reading = false;
+  handle.readStop();
+  return { fd: handle.fd, head: chunks.length ? Buffer.concat(chunks) : null };
+}
