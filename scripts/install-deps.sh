@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # gcc and libc6-dev build the native raw-TCP pump (packages/server/native);
 # wrk, nginx-light and haproxy are the benchmarks' load generator and baselines; psql (postgresql-client)
 # talks to a real PostgreSQL in a box in the tests
-APT_PACKAGES=(crun debootstrap tini gcc libc6-dev iproute2 util-linux curl ca-certificates openssl openssh-client postgresql-client wrk nginx-light haproxy)
+APT_PACKAGES=(crun debootstrap tini gcc libc6-dev iproute2 nftables util-linux curl ca-certificates openssl openssh-client postgresql-client wrk nginx-light haproxy)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

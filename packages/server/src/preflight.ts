@@ -1,7 +1,7 @@
 import { accessSync, constants } from "node:fs";
 import { join } from "node:path";
 
-export const APT_INSTALL = "apt-get update && apt-get install -y crun debootstrap tini iproute2 util-linux";
+export const APT_INSTALL = "apt-get update && apt-get install -y crun debootstrap tini iproute2 util-linux nftables";
 
 /** Why the daemon will not start, and what to run to fix it. */
 export class PreflightError extends Error {
@@ -14,7 +14,7 @@ export function preflight(options: { tiniPath: string }): void {
     throw new PreflightError("saild must run as root: it creates network namespaces, mounts and cgroups (try `sudo sail up`)");
   }
   const missing: string[] = [];
-  for (const command of ["crun", "debootstrap", "ip", "unshare", "mount", "umount", "mountpoint"]) {
+  for (const command of ["crun", "debootstrap", "ip", "nft", "unshare", "mount", "umount", "mountpoint"]) {
     if (!onPath(command)) missing.push(command);
   }
   if (!isExecutable(options.tiniPath)) missing.push(`tini (${options.tiniPath})`);

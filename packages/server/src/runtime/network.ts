@@ -34,10 +34,44 @@ export class BoxNetworks {
    */
   async fenceSubnet(): Promise<void> {
     await mustRun("ip", ["route", "replace", "unreachable", this.subnet]);
+    await this.firewall();
   }
 
   async unfenceSubnet(): Promise<void> {
     await runCommand("ip", ["route", "del", "unreachable", this.subnet]);
+    await runCommand("nft", ["delete", "table", "inet", this.firewallTable]);
+  }
+
+  /** One nftables table per box subnet, so two daemons on a host do not remove each other's. */
+  get firewallTable(): string {
+    return `sail_${this.subnet.replace(/[./]/g, "_")}`;
+  }
+
+  /**
+   * Boxes may answer the host (the gateway dials them) but never open a connection to it, to
+   * another box or beyond: whatever the host listens on (0.0.0.0, [::], the veth's IPv6
+   * link-local address) and whatever its ip_forward says. Matched by the host-side veth
+   * name, so both address families are covered; rejected packets are counted.
+   */
+  private async firewall(): Promise<void> {
+    const veths = `"${HOST_INTERFACE_PREFIX}*"`;
+    const table = this.firewallTable;
+    await runCommand("nft", ["delete", "table", "inet", table]);
+    await mustRun("nft", ["-f", "-"], {
+      input: `table inet ${table} {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iifname ${veths} ct state established,related accept
+    iifname ${veths} counter reject comment "a sailbox may not open connections to the host"
+  }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    iifname ${veths} counter drop comment "no traffic from a sailbox to other networks or boxes"
+    oifname ${veths} counter drop comment "nothing routed into a sailbox: the gateway is the way in"
+  }
+}
+`,
+    });
   }
 
   static namespace(id: string): string {
@@ -46,7 +80,7 @@ export class BoxNetworks {
 
   /** Host-side interface name: at most 15 characters (IFNAMSIZ). */
   static hostInterface(id: string): string {
-    return `sv${id.replace(/^sb-/, "")}`.slice(0, 15);
+    return `${HOST_INTERFACE_PREFIX}${id.replace(/^sb-/, "")}`.slice(0, 15);
   }
 
   /** Three `ip` calls in batch mode (≈ 82 ms as ten separate calls, measured here). */
@@ -70,6 +104,8 @@ export class BoxNetworks {
     await runCommand("ip", ["link", "del", BoxNetworks.hostInterface(id)]);
   }
 }
+
+const HOST_INTERFACE_PREFIX = "sv";
 
 const toInt = (address: ipaddr.IPv4) => address.octets.reduce((acc, octet) => acc * 256 + octet, 0);
 const prefixMask = (prefix: number) => (prefix === 0 ? 0 : (~0 << (32 - prefix)) >>> 0);

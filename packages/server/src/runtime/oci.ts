@@ -16,6 +16,46 @@ export const BOX_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 
 const CPU_PERIOD_US = 100_000;
 
+const EPERM = 1;
+const ENOSYS = 38;
+const CLONE_NEWUSER = 0x10000000;
+
+/**
+ * System calls a box may not make (EPERM): kernel keyrings, BPF, perf, userfaultfd and
+ * io_uring (frequent kernel-exploit surfaces), module and kexec loading, mounts and
+ * namespace changes (no unprivileged user namespaces either), clock and swap changes,
+ * reboot, the kernel log, file handles that bypass path checks. Most already fail without
+ * the capability; the filter also covers what a kernel allows unprivileged.
+ */
+export const DENIED_SYSCALLS = [
+  "add_key", "keyctl", "request_key", "bpf", "perf_event_open", "userfaultfd",
+  "io_uring_setup", "io_uring_enter", "io_uring_register",
+  "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "create_module",
+  "mount", "umount2", "pivot_root", "mount_setattr", "move_mount", "open_tree", "fsopen", "fsconfig", "fsmount", "fspick",
+  "unshare", "setns", "open_by_handle_at", "name_to_handle_at",
+  "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "swapon", "swapoff", "acct", "reboot", "syslog",
+  "lookup_dcookie", "quotactl", "iopl", "ioperm", "uselib", "vhangup", "nfsservctl", "get_kernel_syms", "query_module",
+];
+
+const SECCOMP_ARCHES: Record<BoxSpec["arch"], string[]> = {
+  amd64: ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+  arm64: ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+};
+
+/** Everything allowed except the list above; clone3 says ENOSYS so libc falls back to clone, whose flags are checked. */
+export function seccompProfile(arch: BoxSpec["arch"]) {
+  return {
+    defaultAction: "SCMP_ACT_ALLOW",
+    architectures: SECCOMP_ARCHES[arch],
+    syscalls: [
+      { names: DENIED_SYSCALLS, action: "SCMP_ACT_ERRNO", errnoRet: EPERM },
+      { names: ["clone3"], action: "SCMP_ACT_ERRNO", errnoRet: ENOSYS },
+      // clone(CLONE_NEWUSER...): flags are argument 0 on x86-64 and arm64
+      { names: ["clone"], action: "SCMP_ACT_ERRNO", errnoRet: EPERM, args: [{ index: 0, value: CLONE_NEWUSER, valueTwo: CLONE_NEWUSER, op: "SCMP_CMP_MASKED_EQ" }] },
+    ],
+  };
+}
+
 /** The OCI runtime spec (config.json) of one box. */
 export function ociConfig(spec: BoxSpec, options: { rootfs: string; netnsPath: string; nofile: number }) {
   const caps = BOX_CAPABILITIES;
@@ -47,6 +87,7 @@ export function ociConfig(spec: BoxSpec, options: { rootfs: string; netnsPath: s
     linux: {
       namespaces: [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" }, { type: "network", path: options.netnsPath }],
       cgroupsPath: `/sail/${spec.id}`,
+      seccomp: seccompProfile(spec.arch),
       resources: {
         memory: { limit: spec.memoryMiB * 1024 * 1024, swap: spec.memoryMiB * 1024 * 1024 },
         pids: { limit: spec.pidsLimit },

@@ -1,0 +1,183 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { rmSync, writeFileSync } from "node:fs";
+import { connect, createServer, type AddressInfo, type Server } from "node:net";
+import { describe, test } from "node:test";
+import { fetch, type Agent } from "undici";
+import type { Sailbox } from "@sail/sdk";
+import { BOX_CAPABILITIES } from "../../packages/server/src/runtime/oci.js";
+import { API_PORT, gatewayAgent, leftoversOf, startGuestServer, useTestDaemon } from "./harness.js";
+
+const { daemon, pool } = useTestDaemon({
+  setup: async (daemon) => {
+    agent = gatewayAgent(await daemon.caCert());
+  },
+  teardown: () => agent?.close(),
+});
+let agent: Agent;
+
+/** Linux capability numbers (linux/capability.h). */
+const CAPABILITY_NUMBERS: Record<string, number> = {
+  CAP_CHOWN: 0, CAP_DAC_OVERRIDE: 1, CAP_DAC_READ_SEARCH: 2, CAP_FOWNER: 3, CAP_FSETID: 4, CAP_KILL: 5, CAP_SETGID: 6,
+  CAP_SETUID: 7, CAP_SETPCAP: 8, CAP_LINUX_IMMUTABLE: 9, CAP_NET_BIND_SERVICE: 10, CAP_NET_BROADCAST: 11, CAP_NET_ADMIN: 12,
+  CAP_NET_RAW: 13, CAP_IPC_LOCK: 14, CAP_IPC_OWNER: 15, CAP_SYS_MODULE: 16, CAP_SYS_RAWIO: 17, CAP_SYS_CHROOT: 18,
+  CAP_SYS_PTRACE: 19, CAP_SYS_PACCT: 20, CAP_SYS_ADMIN: 21, CAP_SYS_BOOT: 22, CAP_SYS_NICE: 23, CAP_SYS_RESOURCE: 24,
+  CAP_SYS_TIME: 25, CAP_SYS_TTY_CONFIG: 26, CAP_MKNOD: 27, CAP_LEASE: 28, CAP_AUDIT_WRITE: 29, CAP_AUDIT_CONTROL: 30, CAP_SETFCAP: 31,
+};
+
+async function sh(sb: Sailbox, cmd: string): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+  return sb.exec(cmd).output();
+}
+
+/** From inside the box: curl's exit code for a connection attempt (0 means it connected and got an answer). */
+async function curlFrom(sb: Sailbox, url: string): Promise<number> {
+  return (await sh(sb, `curl -s -g -m 3 -o /dev/null ${url}`)).exitCode;
+}
+
+async function guestAddress(sb: Sailbox): Promise<string> {
+  return (await sh(sb, "ip -4 -o addr show eth0")).stdout.split(/\s+/)[3]!.split("/")[0]!;
+}
+
+/** Whether something accepts on host:port within ~10 s (servers started in the background need a moment). */
+async function waitForPort(host: string, port: number): Promise<boolean> {
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect({ host, port }, () => (s.destroy(), resolve(true)));
+      s.on("error", () => resolve(false));
+    });
+    if (ok) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return false;
+}
+
+/** A host service on every address (0.0.0.0 and [::]) that counts who reached it. */
+async function hostService(): Promise<{ server: Server; port: number; accepted: () => number }> {
+  let count = 0;
+  const server = createServer((s) => {
+    count++;
+    s.end("HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nhost");
+  });
+  server.listen(0, "::");
+  await once(server, "listening");
+  return { server, port: (server.address() as AddressInfo).port, accepted: () => count };
+}
+
+describe("isolation", () => {
+  test("a box cannot open connections to the host (IPv4, IPv6 link-local, the daemon API) nor to another box; the host still reaches boxes", async () => {
+    const [a, b] = await Promise.all([pool.create({}), pool.create({})]);
+    await startGuestServer(b, 8080);
+    const [addressA, addressB] = await Promise.all([guestAddress(a), guestAddress(b)]);
+    const hostAddress = addressA.replace(/\d+$/, (last) => String(Number(last) - 1)); // the /30's host side
+    const veth = `sv${a.id.replace(/^sb-/, "")}`.slice(0, 15);
+    const linkLocal = execFileSync("ip", ["-6", "-o", "addr", "show", "dev", veth, "scope", "link"], { encoding: "utf8" }).split(/\s+/)[3]!.split("/")[0]!;
+    const service = await hostService();
+    try {
+      // controls: the host reaches its own service and box B's server; box A reaches its own loopback
+      await new Promise<void>((resolve, reject) => connect({ host: "127.0.0.1", port: service.port }, resolve).on("error", reject));
+      assert.equal(await waitForPort(addressB, 8080), true, "the host reaches box B's server");
+      await startGuestServer(a, 8081, "127.0.0.1");
+      assert.equal((await sh(a, "for i in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:8081/headers && exit 0; sleep 0.1; done; exit 1")).exitCode, 0, "box A reaches its own loopback");
+      const before = service.accepted();
+
+      assert.notEqual(await curlFrom(a, `http://${hostAddress}:${service.port}/`), 0, "host service over the veth (IPv4)");
+      assert.notEqual(await curlFrom(a, `http://[${linkLocal}%eth0]:${service.port}/`), 0, "host service over the veth (IPv6 link-local)");
+      assert.notEqual(await curlFrom(a, `http://${hostAddress}:${API_PORT}/v1/apps`), 0, "the daemon API");
+      assert.notEqual(await curlFrom(a, `http://127.0.0.1:${API_PORT}/v1/apps`), 0, "the daemon API as if on the box's loopback");
+      assert.notEqual(await curlFrom(a, `http://${addressB}:8080/`), 0, "another box's port");
+      assert.equal(service.accepted(), before, "nothing from the box reached the host service");
+    } finally {
+      service.server.close();
+    }
+  });
+
+  test("a box sees only its own processes and files", async () => {
+    const [a, b] = await Promise.all([pool.create({}), pool.create({})]);
+    await b.exec("sleep 4242", { background: true }).wait();
+    const marker = `/tmp/sail-isolation-${randomBytes(6).toString("hex")}`;
+    writeFileSync(marker, "host file");
+    try {
+      const psA = (await sh(a, "ps -e -o pid=,comm=,args=")).stdout;
+      const psB = (await sh(b, "ps -e -o args=")).stdout;
+      assert.match(psB, /sleep 4242/, "control: box B sees its own process");
+      assert.doesNotMatch(psA, /sleep 4242/);
+      assert.doesNotMatch(psA, /node|crun|sail up/, "no host or daemon process is visible");
+      assert.match(psA, /^\s*1 tini/m, "PID 1 is the box's own init");
+      const files = await sh(a, `test -e ${marker}; echo $?; test -e /var/lib/sail-test; echo $?; ls /run/netns 2>/dev/null | wc -l`);
+      assert.deepEqual(files.stdout.trim().split("\n"), ["1", "1", "0"]);
+    } finally {
+      rmSync(marker, { force: true });
+    }
+  });
+
+  test("a box runs with the documented capabilities and seccomp filter: no mounts, namespaces, raw sockets or network changes", async () => {
+    const sb = await pool.create({});
+    const status = (await sh(sb, "grep -E '^(CapEff|CapBnd|Seccomp):' /proc/self/status")).stdout;
+    const field = (name: string) => /^\w+:\s+(\S+)/.exec(status.split("\n").find((l) => l.startsWith(name))!)![1]!;
+    const expected = BOX_CAPABILITIES.reduce((mask, cap) => mask | (1n << BigInt(CAPABILITY_NUMBERS[cap]!)), 0n);
+    assert.equal(BigInt(`0x${field("CapEff")}`), expected);
+    assert.equal(BigInt(`0x${field("CapBnd")}`), expected);
+    assert.equal(field("Seccomp"), "2", "a seccomp filter is installed");
+
+    const refused = async (what: string, cmd: string, message: RegExp) => {
+      const out = await sh(sb, cmd);
+      assert.notEqual(out.exitCode, 0, `${what} must fail`);
+      assert.match(out.stdout + out.stderr, message, what);
+    };
+    // the host allows unprivileged user namespaces; in the box seccomp refuses them
+    execFileSync("unshare", ["-U", "true"]);
+    await refused("a user namespace", "unshare -U true", /Operation not permitted/);
+    await refused("a mount namespace", "unshare -m true", /Operation not permitted/);
+    await refused("a mount", "mkdir -p /mnt/x && mount -t tmpfs none /mnt/x", /permission denied|Operation not permitted/i);
+    await refused("a raw socket", "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)'", /PermissionError|Operation not permitted/);
+    await refused("a network change", "ip link add sail0 type dummy", /Operation not permitted/);
+    await refused("a kernel keyring", "python3 -c 'import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); r = libc.syscall(250 if os.uname().machine == \"x86_64\" else 219, 0, 0, 0, 0, 0); print(os.strerror(ctypes.get_errno()) if r == -1 else \"allowed\"); raise SystemExit(1 if r == -1 else 0)'", /Operation not permitted/);
+    await refused("writing /proc/sys", "echo 1 > /proc/sys/kernel/panic", /Read-only file system/);
+    await refused("writing /sys", "touch /sys/sail", /Read-only file system/);
+    // masked /proc files read as empty in the box (the host's /proc/timer_list is not)
+    assert.ok(Number(execFileSync("wc", ["-c", "/proc/timer_list"], { encoding: "utf8" }).split(" ")[0]) > 0);
+    assert.equal((await sh(sb, "wc -c < /proc/timer_list")).stdout.trim(), "0");
+  });
+
+  test("memory and pids limits hold: an OOM and a fork bomb in one box leave the others and the daemon serving", async () => {
+    const neighbour = await pool.create({ ingressPorts: [3000] });
+    await startGuestServer(neighbour, 3000);
+    const url = (await neighbour.listener(3000).wait({ timeout: 60 })).endpoint.url;
+    const serving = async () => (await fetch(`${url}/headers`, { dispatcher: agent })).status;
+    assert.equal(await serving(), 200);
+
+    const hog = await pool.create({ memory: 128 });
+    const oom = await sh(hog, "python3 -c \"b = b'x' * (400 * 1024 * 1024); print('allocated')\"");
+    assert.equal(oom.exitCode, 137, "the OOM killer ends the hog");
+    assert.doesNotMatch(oom.stdout, /allocated/);
+    assert.equal(await serving(), 200);
+
+    const bomb = await pool.create({});
+    const forked = sh(
+      bomb,
+      `python3 -c "
+import os, time
+n = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(120)
+            os._exit(0)
+        n += 1
+except OSError as e:
+    print(n, e.errno)
+"`,
+    );
+    // while it forks, the neighbour and the daemon answer
+    assert.equal(await serving(), 200);
+    const [count, errno] = (await forked).stdout.trim().split(" ").map(Number);
+    assert.equal(errno, 11, "fork fails with EAGAIN at the pids limit");
+    assert.ok(count! > 100 && count! < 1024, `forked ${count} before the limit`);
+    assert.equal(await serving(), 200);
+    assert.equal((await daemon.client().request<{ apps: unknown[] }>("GET", "/v1/apps")).apps.length > 0, true);
+    await bomb.terminate();
+    assert.deepEqual(leftoversOf(bomb.id), []);
+  });
+});
