@@ -45,7 +45,7 @@ describe("store", () => {
   const box = (id: string, name: string | null): NewSailbox => ({ id, appId: app.id, orgId: org.id, name, imageName: "debian", imageArch: "amd64", imagePackages: "", cpu: 1, memoryMiB: 512 });
 
   test("tokens are found by hash and only by the right token", () => {
-    const token = store.createToken(org.id, "test");
+    const { token } = store.createToken(org.id, "test");
     assert.equal(store.orgForToken(token)?.id, org.id);
     assert.equal(store.orgForToken(token + "x"), undefined);
   });

@@ -2,6 +2,7 @@
 import { Command } from "commander";
 import { registerApp, registerBox, registerCa } from "./box.js";
 import { failWith } from "./output.js";
+import { registerToken } from "./token.js";
 import { registerUp } from "./up.js";
 
 const program = new Command();
@@ -15,5 +16,6 @@ registerUp(program);
 registerApp(program);
 registerBox(program);
 registerCa(program);
+registerToken(program);
 
 program.parseAsync(process.argv).catch(failWith);

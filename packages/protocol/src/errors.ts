@@ -48,6 +48,8 @@ export const ERROR_CODES = {
   // auth
   SAIL_AUTH_MISSING: { status: 401, kind: "Auth" },
   SAIL_AUTH_INVALID: { status: 401, kind: "Auth" },
+  SAIL_FORBIDDEN: { status: 403, kind: "Auth" },
+  SAIL_TOKEN_NOT_FOUND: { status: 404, kind: "NotFound" },
   // lookups
   SAIL_ROUTE_NOT_FOUND: { status: 404, kind: "NotFound" },
   SAIL_APP_NOT_FOUND: { status: 404, kind: "NotFound" },

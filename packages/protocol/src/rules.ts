@@ -8,7 +8,7 @@ import type { Architecture, ExecRequest, IngressPortSpec } from "./types.js";
 /** App and sailbox names: DNS-label-like, so they can appear in URLs later. */
 const NAME_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
-export function checkName(kind: "app" | "sailbox", name: unknown): string {
+export function checkName(kind: "app" | "sailbox" | "org", name: unknown): string {
   if (typeof name !== "string" || !NAME_PATTERN.test(name)) {
     throw sailError(
       "SAIL_NAME_INVALID",
@@ -205,4 +205,13 @@ export function checkAptPackages(value: unknown): string[] {
     }
   }
   return [...new Set(value as string[])].sort();
+}
+
+/** Token labels: free text for people, one line, at most 100 characters. */
+export function checkTokenLabel(value: unknown): string {
+  if (value === undefined || value === null) return "";
+  if (typeof value !== "string" || value.length > 100 || /[\x00-\x1f\x7f]/.test(value)) {
+    throw sailError("SAIL_INVALID_ARGUMENT", "label must be one line of text of at most 100 characters", { field: "label" });
+  }
+  return value;
 }

@@ -95,3 +95,23 @@ export interface ClientConfig {
   apiUrl: string;
   token: string;
 }
+
+/** An API token, without its secret (which is shown once, at creation). */
+export interface TokenInfo {
+  id: string;
+  org: string;
+  label: string;
+  createdAt: string;
+  revokedAt: string | null;
+}
+
+export interface CreatedToken extends TokenInfo {
+  /** The bearer token itself: shown this once, only its hash is kept. */
+  token: string;
+}
+
+export interface CreateTokenRequest {
+  label?: string;
+  /** Another org (created if missing): only the operator's org may ask. */
+  org?: string;
+}

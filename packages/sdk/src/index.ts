@@ -8,6 +8,7 @@ export { Image } from "./image.js";
 export { IngressPort, Listener, HttpEndpoint, TcpEndpoint } from "./listener.js";
 export { ExecProcess, BackgroundProcess, type ExecOutput } from "./exec.js";
 export { SailClient } from "./client.js";
+export { Tokens } from "./tokens.js";
 export { clientConfigPath, type ConnectionOptions } from "./config.js";
 export {
   SailError,
@@ -25,4 +26,6 @@ export {
   type SailboxInfo,
   type AppInfo,
   type ListenerInfo,
+  type TokenInfo,
+  type CreatedToken,
 } from "@sail/protocol";

@@ -9,6 +9,7 @@ import { dirname, join } from "node:path";
 import pino, { type Logger } from "pino";
 import { debianArch, type ClientConfig } from "@sail/protocol";
 import { createApiServer } from "./api/server.js";
+import { Tokens } from "./boxes/tokens.js";
 import { GatewayCluster } from "./gateway/gateway-cluster.js";
 import { ensureLocalTls, loadGivenTls } from "./gateway/tls.js";
 import { Sailboxes } from "./boxes/sailboxes.js";
@@ -85,7 +86,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
     void sailboxes.sleepIdleBoxes().catch((err) => log.error({ err: String(err) }, "idle check failed"));
   }, 1000);
   log.info({ httpsListen: config.httpsListen, domain: config.domain }, "gateway listening");
-  const server = createApiServer(sailboxes, (token) => store.orgForToken(token), { caCert: tls.caCert }, log);
+  const server = createApiServer(sailboxes, new Tokens(store, log), (token) => store.orgForToken(token), { caCert: tls.caCert }, log);
   const { host, port } = parseListen(config.apiListen);
   await new Promise<void>((resolve, reject) => server.once("error", reject).listen(port, host, resolve));
   const bound = server.address() as AddressInfo;
@@ -117,7 +118,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
  * plain token lives in the client config: reuse it while it is valid, else mint one.
  */
 function ensureClientConfig(store: Store, path: string, apiUrl: string): string {
-  const org = store.findOrgByName("default") ?? store.createOrg("default");
+  const org = store.findOrgByName("default") ?? store.createOrg("default", { operator: true });
   let existing: Partial<ClientConfig> = {};
   try {
     existing = JSON.parse(readFileSync(path, "utf8")) as Partial<ClientConfig>;
@@ -125,7 +126,7 @@ function ensureClientConfig(store: Store, path: string, apiUrl: string): string 
     existing = {};
   }
   const valid = existing.token && store.orgForToken(existing.token)?.id === org.id;
-  const token = valid ? existing.token! : store.createToken(org.id, "sail up");
+  const token = valid ? existing.token! : store.createToken(org.id, "sail up").token;
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   writeFileSync(path, JSON.stringify({ apiUrl, token } satisfies ClientConfig, null, 2) + "\n", { mode: 0o600 });
   return token;

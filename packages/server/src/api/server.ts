@@ -1,8 +1,9 @@
 import { createReadStream } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { StringDecoder } from "node:string_decoder";
-import { sailError, SailError, type CreateSailboxRequest, type ExecEvent, type ExecRequest } from "@sail/protocol";
+import { sailError, SailError, type CreateSailboxRequest, type CreateTokenRequest, type ExecEvent, type ExecRequest } from "@sail/protocol";
 import type { Sailboxes } from "../boxes/sailboxes.js";
+import type { Tokens } from "../boxes/tokens.js";
 import type { OrgRow } from "../store/store.js";
 import { onlyFields, readJsonBody, sendError, sendJson } from "./http-util.js";
 
@@ -27,7 +28,7 @@ type Handler = (ctx: Context) => Promise<void> | void;
  * The control-plane API under /v1 (docs/api.md): routing, auth, request shape,
  * error → status. Business rules stay in `boxes`.
  */
-export function createApiServer(sailboxes: Sailboxes, authenticate: Authenticate, tls: { caCert?: string }, log: Logger): Server {
+export function createApiServer(sailboxes: Sailboxes, tokens: Tokens, authenticate: Authenticate, tls: { caCert?: string }, log: Logger): Server {
   const routes: Array<[string, RegExp, Handler]> = [
     ["GET", /^\/v1\/whoami$/, ({ org, res }) => sendJson(res, 200, { org: org.name })],
     ["GET", /^\/v1\/ca$/, ({ res }) => {
@@ -35,6 +36,13 @@ export function createApiServer(sailboxes: Sailboxes, authenticate: Authenticate
       res.writeHead(200, { "content-type": "application/x-pem-file" });
       res.end(tls.caCert);
     }],
+    ["GET", /^\/v1\/tokens$/, ({ org, query, res }) => sendJson(res, 200, { tokens: tokens.list(org, query.get("org") ?? undefined) })],
+    ["POST", /^\/v1\/tokens$/, async ({ org, req, res }) => {
+      const body = await readJsonBody(req);
+      onlyFields(body, ["label", "org"]);
+      sendJson(res, 201, tokens.create(org, body as CreateTokenRequest));
+    }],
+    ["DELETE", /^\/v1\/tokens\/([^/]+)$/, ({ org, params, res }) => sendJson(res, 200, tokens.revoke(org, params[0]!))],
     ["GET", /^\/v1\/apps$/, ({ org, res }) => sendJson(res, 200, { apps: sailboxes.listApps(org) })],
     ["GET", /^\/v1\/apps\/([^/]+)$/, ({ org, params, res }) => sendJson(res, 200, sailboxes.findApp(org, params[0]!))],
     ["PUT", /^\/v1\/apps\/([^/]+)$/, async ({ org, params, req, res }) => {

@@ -77,4 +77,9 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE sailboxes ADD COLUMN image_packages TEXT NOT NULL DEFAULT '';
   `,
+  // 6: the operator's org (the one sail up made) may mint tokens for other orgs
+  `
+  ALTER TABLE orgs ADD COLUMN operator INTEGER NOT NULL DEFAULT 0;
+  UPDATE orgs SET operator = 1 WHERE name = 'default';
+  `,
 ];

@@ -6,6 +6,15 @@ import { MIGRATIONS } from "./migrations.js";
 export interface OrgRow {
   id: string;
   name: string;
+  /** The operator's org (the one `sail up` made): it may mint tokens for other orgs. */
+  operator: boolean;
+}
+export interface TokenRow {
+  id: string;
+  org: string;
+  label: string;
+  createdAt: string;
+  revokedAt: string | null;
 }
 export interface AppRow {
   id: string;
@@ -78,6 +87,9 @@ const SAILBOX_COLUMNS = `id, app_id AS appId, org_id AS orgId, name, status, ima
 
 const now = () => new Date().toISOString();
 
+type StoredOrg = Omit<OrgRow, "operator"> & { operator: number };
+const TOKEN_COLUMNS = "t.id, o.name AS org, t.label, t.created_at AS createdAt, t.revoked_at AS revokedAt";
+
 /** A listener row as SQLite returns it: the allowlist as JSON text, allowPublic as 0/1. */
 type StoredListener<T extends ListenerRow> = Omit<T, "cidrAllowlist" | "allowPublic"> & { cidrAllowlist: string; allowPublic: number };
 function decodeListener<T extends ListenerRow>(row: StoredListener<T>): T {
@@ -123,28 +135,46 @@ export class Store {
   // --- orgs and tokens ---
 
   findOrgByName(name: string): OrgRow | undefined {
-    return this.db.prepare("SELECT id, name FROM orgs WHERE name = ?").get(name) as OrgRow | undefined;
+    const row = this.db.prepare("SELECT id, name, operator FROM orgs WHERE name = ?").get(name) as StoredOrg | undefined;
+    return row && { ...row, operator: row.operator === 1 };
   }
 
-  createOrg(name: string): OrgRow {
-    const org = { id: newId("org-"), name };
-    this.db.prepare("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)").run(org.id, name, now());
+  createOrg(name: string, options: { operator?: boolean } = {}): OrgRow {
+    const org = { id: newId("org-"), name, operator: options.operator ?? false };
+    this.db.prepare("INSERT INTO orgs (id, name, operator, created_at) VALUES (?, ?, ?, ?)").run(org.id, name, org.operator ? 1 : 0, now());
     return org;
   }
 
   /** Mint a token for an org; only its hash is kept. Returns the plain token, once. */
-  createToken(orgId: string, label: string): string {
+  createToken(orgId: string, label: string): { id: string; token: string } {
     const token = "sail_" + randomBytes(24).toString("base64url");
-    this.db
-      .prepare("INSERT INTO tokens (id, org_id, sha256, label, created_at) VALUES (?, ?, ?, ?, ?)")
-      .run(newId("tok-"), orgId, hashToken(token), label, now());
+    const id = newId("tok-");
+    this.db.prepare("INSERT INTO tokens (id, org_id, sha256, label, created_at) VALUES (?, ?, ?, ?, ?)").run(id, orgId, hashToken(token), label, now());
+    return { id, token };
+  }
+
+  /** The org of a live (not revoked) token. Asked on every request, so a revoke takes effect at once. */
+  orgForToken(token: string): OrgRow | undefined {
+    const row = this.db
+      .prepare("SELECT o.id, o.name, o.operator FROM tokens t JOIN orgs o ON o.id = t.org_id WHERE t.sha256 = ? AND t.revoked_at IS NULL")
+      .get(hashToken(token)) as StoredOrg | undefined;
+    return row && { ...row, operator: row.operator === 1 };
+  }
+
+  listTokens(orgId: string): TokenRow[] {
+    return this.db.prepare(`SELECT ${TOKEN_COLUMNS} FROM tokens t JOIN orgs o ON o.id = t.org_id WHERE t.org_id = ? ORDER BY t.created_at, t.id`).all(orgId) as TokenRow[];
+  }
+
+  /** A token of `orgId` (any org when undefined). */
+  getToken(id: string, orgId: string | undefined): TokenRow | undefined {
+    const row = this.db.prepare(`SELECT ${TOKEN_COLUMNS}, t.org_id AS orgId FROM tokens t JOIN orgs o ON o.id = t.org_id WHERE t.id = ?`).get(id) as (TokenRow & { orgId: string }) | undefined;
+    if (!row || (orgId !== undefined && row.orgId !== orgId)) return undefined;
+    const { orgId: _, ...token } = row;
     return token;
   }
 
-  orgForToken(token: string): OrgRow | undefined {
-    return this.db
-      .prepare("SELECT o.id, o.name FROM tokens t JOIN orgs o ON o.id = t.org_id WHERE t.sha256 = ? AND t.revoked_at IS NULL")
-      .get(hashToken(token)) as OrgRow | undefined;
+  revokeToken(id: string): void {
+    this.db.prepare("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL").run(now(), id);
   }
 
   // --- apps ---
