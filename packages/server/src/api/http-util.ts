@@ -4,18 +4,47 @@ import { sailError, SailError } from "@sail/protocol";
 /** Bodies are small JSON documents; anything bigger is refused with 413. */
 export const MAX_BODY_BYTES = 1024 * 1024;
 
-export async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY_BYTES) throw sailError("SAIL_BODY_TOO_LARGE", `The request body is larger than ${MAX_BODY_BYTES} bytes`);
-    chunks.push(chunk);
+/** Past this, a too-large body is not even drained: the connection is closed. */
+const DISCARD_LIMIT_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The request's JSON object. A body over the limit is refused with 413 as soon as that is
+ * known (its Content-Length, or the first byte over); the rest is read and dropped (up to a
+ * bound) rather than reset, so the client gets to read the answer.
+ */
+export function readJsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const tooLarge = () => sailError("SAIL_BODY_TOO_LARGE", `The request body is larger than ${MAX_BODY_BYTES} bytes`);
+  if (Number(req.headers["content-length"] ?? 0) > MAX_BODY_BYTES) {
+    req.resume();
+    return Promise.reject(tooLarge());
   }
-  if (size === 0) return {};
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= MAX_BODY_BYTES) return void chunks.push(chunk);
+      chunks.length = 0;
+      reject(tooLarge()); // once: a settled promise ignores the rest
+      if (size > DISCARD_LIMIT_BYTES) req.destroy();
+    });
+    req.on("error", reject);
+    req.on("end", () => {
+      if (size > MAX_BODY_BYTES) return reject(tooLarge());
+      if (size === 0) return resolve({});
+      try {
+        resolve(parseObject(Buffer.concat(chunks).toString("utf8")));
+      } catch (err) {
+        reject(err);
+      }
+    });
+  });
+}
+
+function parseObject(text: string): Record<string, unknown> {
   let body: unknown;
   try {
-    body = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+    body = JSON.parse(text);
   } catch (err) {
     throw sailError("SAIL_BAD_JSON", `The request body is not valid JSON: ${(err as Error).message}`);
   }

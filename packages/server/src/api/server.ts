@@ -124,13 +124,14 @@ export function createApiServer(sailboxes: Sailboxes, tokens: Tokens, authentica
 
   return createServer(async (req, res) => {
     try {
-      const url = new URL(req.url ?? "/", "http://api");
+      // the request target is a path: never let "//host/..." be read as a URL with a host
+      const url = new URL(`http://api${(req.url ?? "/").startsWith("/") ? req.url : "/"}`);
       const org = authenticateRequest(req, authenticate);
       for (const [method, pattern, handler] of routes) {
         const match = pattern.exec(url.pathname);
         if (!match) continue;
         if (req.method !== method) continue;
-        await handler({ org, params: match.slice(1).map(decodeURIComponent), req, res, query: url.searchParams });
+        await handler({ org, params: match.slice(1).map(decodePathSegment), req, res, query: url.searchParams });
         return;
       }
       throw sailError("SAIL_ROUTE_NOT_FOUND", `No API route ${req.method} ${url.pathname}: see docs/api.md`);
@@ -140,6 +141,14 @@ export function createApiServer(sailboxes: Sailboxes, tokens: Tokens, authentica
       sendError(res, sailError("SAIL_INTERNAL", `Sail failed on ${req.method} ${req.url}: ${(err as Error).message}`));
     }
   });
+}
+
+function decodePathSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw sailError("SAIL_INVALID_ARGUMENT", `The path segment ${JSON.stringify(segment.slice(0, 80))} is not valid percent-encoding`);
+  }
 }
 
 function authenticateRequest(req: IncomingMessage, authenticate: Authenticate): OrgRow {
