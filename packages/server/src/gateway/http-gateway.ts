@@ -64,7 +64,9 @@ export class HttpGateway {
       socket.once("close", () => this.clients.delete(socket));
       new ProxyConnection(socket, this.context);
     });
-    this.server.on("tlsClientError", () => {}); // garbage or aborted handshakes: the socket is already gone
+    // garbage, aborted or timed-out handshakes: Node leaves closing the socket to this listener
+    // (a client that connects and never says hello would otherwise be held forever)
+    this.server.on("tlsClientError", (_err, socket) => socket.destroy());
   }
 
   async listen(): Promise<{ port: number }> {
