@@ -16,6 +16,7 @@ export const REPO = new URL("../..", import.meta.url).pathname;
 export const CLI = join(REPO, "packages/cli/dist/main.js");
 export const DATA_DIR = process.env.SAIL_TEST_DATA_DIR ?? "/var/lib/sail-test";
 export const API_PORT = Number(process.env.SAIL_TEST_API_PORT ?? 17171);
+export const METRICS_PORT = Number(process.env.SAIL_TEST_METRICS_PORT ?? 17172);
 export const BOX_SUBNET = process.env.SAIL_TEST_BOX_SUBNET ?? "10.203.0.0/16";
 export const HTTPS_PORT = Number(process.env.SAIL_TEST_HTTPS_PORT ?? 18443);
 export const TCP_PORTS = process.env.SAIL_TEST_TCP_PORTS ?? "21000-21999";
@@ -39,7 +40,7 @@ export class TestDaemon {
   async start(): Promise<void> {
     const child = spawn(
       process.execPath,
-      [CLI, "up", "--data-dir", DATA_DIR, "--api-listen", `127.0.0.1:${API_PORT}`, "--box-subnet", BOX_SUBNET, "--https-listen", `127.0.0.1:${HTTPS_PORT}`, "--tcp-listen", "::", "--tcp-ports", TCP_PORTS, "--log-level", "warn"],
+      [CLI, "up", "--data-dir", DATA_DIR, "--api-listen", `127.0.0.1:${API_PORT}`, "--metrics-listen", `127.0.0.1:${METRICS_PORT}`, "--box-subnet", BOX_SUBNET, "--https-listen", `127.0.0.1:${HTTPS_PORT}`, "--tcp-listen", "::", "--tcp-ports", TCP_PORTS, "--log-level", "warn"],
       { env: this.env, stdio: ["ignore", "pipe", "pipe"] },
     );
     this.child = child;

@@ -7,6 +7,7 @@ export function registerUp(program: Command): void {
     .description("Start the Sail daemon in the foreground (needs root). The first start builds the Debian base image (about a minute) and writes the client config the SDK and CLI read.")
     .option("--data-dir <dir>", "where Sail keeps its database, images and boxes", "/var/lib/sail")
     .option("--api-listen <host:port>", "address of the control-plane API", "127.0.0.1:7070")
+    .option("--metrics-listen <host:port|off>", "address of the Prometheus endpoint (GET /metrics, no auth)", "127.0.0.1:7071")
     .option("--https-listen <host:port>", "address of the HTTPS gateway for published ports", "0.0.0.0:8443")
     .option("--domain <domain>", "HTTP listeners get https://<port>-<id>.<domain>", "sail.localhost")
     .option("--public-https-port <port>", "the port public URLs name, if a proxy in front changes it (443 is left out)", (v) => parseInt(v, 10))
@@ -20,7 +21,7 @@ export function registerUp(program: Command): void {
     .option("--debian-mirror <url>", "Debian mirror for the base image", "http://deb.debian.org/debian")
     .option("--log-level <level>", "debug, info, warn, error or silent", "info")
     .addHelpText("after", "\nExamples:\n  sail up\n  sail up --data-dir /srv/sail --api-listen 127.0.0.1:7171\n\nThe client config goes to $SAIL_CONFIG, else ~/.sail/config.json.")
-    .action(async (opts: { dataDir: string; apiListen: string; httpsListen: string; domain: string; publicHttpsPort?: number; tlsCert?: string; tlsKey?: string; tcpListen: string; tcpPorts: string; publicHost: string; tcpLimit: number; boxSubnet: string; debianMirror: string; logLevel: "info" }) => {
+    .action(async (opts: { dataDir: string; apiListen: string; metricsListen: string; httpsListen: string; domain: string; publicHttpsPort?: number; tlsCert?: string; tlsKey?: string; tcpListen: string; tcpPorts: string; publicHost: string; tcpLimit: number; boxSubnet: string; debianMirror: string; logLevel: "info" }) => {
       const { startDaemon } = await import("@sail/server");
       const tty = process.stderr.isTTY;
       let lastPhase = "";
@@ -28,6 +29,7 @@ export function registerUp(program: Command): void {
         {
           dataDir: opts.dataDir,
           apiListen: opts.apiListen,
+          metricsListen: opts.metricsListen,
           httpsListen: opts.httpsListen,
           domain: opts.domain,
           publicHttpsPort: opts.publicHttpsPort,

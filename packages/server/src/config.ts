@@ -7,6 +7,8 @@ export interface DaemonConfig {
   dataDir: string;
   /** host:port of the control-plane API. */
   apiListen: string;
+  /** host:port of the Prometheus endpoint (GET /metrics, no auth), or "off". */
+  metricsListen: string;
   /** host:port of the HTTPS gateway that serves published HTTP ports. */
   httpsListen: string;
   /** HTTP listeners are served at `https://<port>-<id>.<domain>`. */
@@ -44,6 +46,7 @@ export interface DaemonConfig {
 export const DEFAULT_CONFIG: DaemonConfig = {
   dataDir: "/var/lib/sail",
   apiListen: "127.0.0.1:7070",
+  metricsListen: "127.0.0.1:7071",
   httpsListen: "0.0.0.0:8443",
   domain: "sail.localhost",
   publicHttpsPort: undefined,
@@ -72,6 +75,7 @@ export function resolveConfig(options: Partial<DaemonConfig>): DaemonConfig {
   const defined = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
   const config = { ...DEFAULT_CONFIG, ...defined } as DaemonConfig;
   parseListen(config.apiListen);
+  if (config.metricsListen !== "off") parseListen(config.metricsListen);
   parseListen(config.httpsListen);
   if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/.test(config.domain)) {
     throw new Error(`domain "${config.domain}" must be a DNS name such as sail.localhost or sail.example.com`);

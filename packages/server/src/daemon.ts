@@ -8,7 +8,9 @@ import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
 import pino, { type Logger } from "pino";
 import { debianArch, type ClientConfig } from "@sail/protocol";
+import { createMetricsServer } from "./api/metrics-server.js";
 import { createApiServer } from "./api/server.js";
+import { Metrics } from "./metrics.js";
 import { Tokens } from "./boxes/tokens.js";
 import { GatewayCluster } from "./gateway/gateway-cluster.js";
 import { ensureLocalTls, loadGivenTls } from "./gateway/tls.js";
@@ -68,7 +70,20 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
     },
     log,
   );
-  const gateway = new GatewayCluster(sailboxes, { ...httpsListen, domain: config.domain, tls, workers: config.gatewayWorkers ?? availableParallelism(), logLevel: config.logLevel }, log);
+  const metrics = new Metrics();
+  sailboxes.onWoken((seconds) => {
+    metrics.wakes.inc();
+    metrics.wakeSeconds.observe(seconds);
+  });
+  const gateway = new GatewayCluster(
+    sailboxes,
+    { ...httpsListen, domain: config.domain, tls, workers: config.gatewayWorkers ?? availableParallelism(), logLevel: config.logLevel },
+    log,
+    (workerId, counters, rss) => {
+      metrics.absorb("http", counters);
+      metrics.workerRss.set({ worker: String(workerId) }, rss);
+    },
+  );
 
   await runtime.start();
   await runtime.prepareImage(hooks.onImageProgress ?? ((p) => log.info(p, "base image")));
@@ -94,6 +109,19 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
   const token = ensureClientConfig(store, config.clientConfigPath, apiUrl);
   log.info({ apiUrl, clientConfig: config.clientConfigPath }, "sail API listening");
 
+  const metricsServer = config.metricsListen === "off" ? undefined : createMetricsServer(async () => {
+    metrics.absorb("tcp", tcpGateway.counters.take());
+    metrics.tcpOpen.set(pumps?.size ?? 0);
+    metrics.sailboxes.reset();
+    for (const [status, n] of Object.entries(sailboxes.countByStatus())) metrics.sailboxes.set({ status }, n);
+    return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
+  });
+  if (metricsServer) {
+    const listen = parseListen(config.metricsListen);
+    await new Promise<void>((resolve, reject) => metricsServer.once("error", reject).listen(listen.port, listen.host, resolve));
+    log.info({ metricsListen: config.metricsListen }, "metrics at GET /metrics");
+  }
+
   return {
     apiUrl,
     token,
@@ -104,6 +132,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
         server.closeIdleConnections();
       });
       clearInterval(idleTimer);
+      metricsServer?.close();
       await gateway.close();
       await tcpGateway.close();
       await runtime.shutdown();

@@ -93,6 +93,7 @@ interface Logger {
  */
 export class Sailboxes {
   private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly wokenListeners: Array<(seconds: number) => void> = [];
   private readonly ingressHandlers: IngressHandlers[] = [];
   /** Data-path activity by source (each gateway worker, the TCP gateway): open connections and last bytes, per box. */
   private readonly activityReports = new Map<string, ActivityReport>();
@@ -336,10 +337,21 @@ export class Sailboxes {
       if (row.status === "sleeping") this.wakeCounts.set(id, (this.wakeCounts.get(id) ?? 0) + 1);
       this.setStatus(id, "running");
       await this.ingressSynced();
+      if (row.status === "sleeping") for (const listener of this.wokenListeners) listener(Number(process.hrtime.bigint() - started) / 1e9);
       this.log.info({ sailboxId: id, from: row.status, thawMs: Number(process.hrtime.bigint() - started) / 1e6 }, "sailbox woke");
     }).finally(() => this.waking.delete(id));
     this.waking.set(id, waking);
     return waking;
+  }
+
+  /** Called with the seconds each wake from sleep took, routes pushed included (metrics). */
+  onWoken(listener: (seconds: number) => void): void {
+    this.wokenListeners.push(listener);
+  }
+
+  /** Live sailboxes per status, for every org (metrics). */
+  countByStatus(): Record<string, number> {
+    return this.store.countLiveByStatus();
   }
 
   // --- idle auto-sleep ---

@@ -1,6 +1,7 @@
 import cluster, { type Worker } from "node:cluster";
 import { fileURLToPath } from "node:url";
 import type { ActivityReport, HttpRoute, IngressHandlers } from "../boxes/sailboxes.js";
+import type { CounterDelta } from "./counters.js";
 import type { FromWorker, ToWorker } from "./gateway-worker.js";
 import type { HttpGatewayOptions } from "./http-gateway.js";
 
@@ -33,6 +34,8 @@ export class GatewayCluster {
     private readonly source: IngressSource,
     private readonly options: HttpGatewayOptions & { workers: number; logLevel: string },
     private readonly log: Logger,
+    /** Each worker's counters since its last report, and its resident memory (metrics). */
+    private readonly onWorkerReport?: (workerId: number, counters: CounterDelta, rss: number) => void,
   ) {}
 
   async start(): Promise<void> {
@@ -71,6 +74,7 @@ export class GatewayCluster {
       worker.on("message", (message: FromWorker) => {
         if (message.type === "activity") {
           this.source.noteActivity(`gateway-worker-${worker.id}`, message.report);
+          this.onWorkerReport?.(worker.id, message.counters, message.rss);
         } else if (message.type === "wake") {
           // the route table already says "running" when the worker hears back (wake waits for sync)
           void this.source.wakeOnIngress(message.sailboxId).then(

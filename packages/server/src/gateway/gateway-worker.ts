@@ -5,6 +5,7 @@
  */
 import pino from "pino";
 import type { ActivityReport, HttpRoute } from "../boxes/sailboxes.js";
+import type { CounterDelta } from "./counters.js";
 import { HttpGateway, type HttpGatewayOptions } from "./http-gateway.js";
 
 export type ToWorker =
@@ -13,7 +14,7 @@ export type ToWorker =
   | { type: "drop"; sailboxId: string }
   | { type: "woken"; requestId: number; status: string | undefined };
 export type FromWorker =
-  | { type: "activity"; report: ActivityReport }
+  | { type: "activity"; report: ActivityReport; counters: CounterDelta; rss: number }
   | { type: "wake"; requestId: number; sailboxId: string } | { type: "ready" } | { type: "listening" } | { type: "routes-applied"; version: number } | { type: "failed"; message: string };
 
 const send = (message: FromWorker) => process.send?.(message);
@@ -51,8 +52,8 @@ process.on("message", async (message: ToWorker) => {
         await gateway.listen();
         send({ type: "listening" });
         // what is open and moving, once a second, for idle auto-sleep
-        const meter = gateway.activity;
-        setInterval(() => send({ type: "activity", report: meter.snapshot() }), ACTIVITY_REPORT_MS).unref();
+        const { activity, counters } = gateway;
+        setInterval(() => send({ type: "activity", report: activity.snapshot(), counters: counters.take(), rss: process.memoryUsage.rss() }), ACTIVITY_REPORT_MS).unref();
         return;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === "EADDRINUSE" && attempt < 30) {

@@ -3,6 +3,7 @@ import { createServer, type Server, type TLSSocket } from "node:tls";
 import type { HttpRoute } from "../boxes/sailboxes.js";
 import type { GatewayError } from "./error-pages.js";
 import { ActivityMeter } from "./activity.js";
+import { GatewayCounters } from "./counters.js";
 import { ProxyConnection, type ProxyContext } from "./proxy-connection.js";
 import type { TlsMaterial } from "./tls.js";
 import { UpstreamPool } from "./upstream-pool.js";
@@ -38,6 +39,8 @@ export class HttpGateway {
   private readonly upstreams = new UpstreamPool();
   /** Open exchanges and tunnels per box, and when bytes last moved (idle auto-sleep). */
   readonly activity = new ActivityMeter();
+  /** Connections, requests, bytes and refusals since the last report (metrics). */
+  readonly counters = new GatewayCounters();
   /** Live upgraded (WebSocket) connections by box, to drop them when the box goes. */
   /** Live upgraded connections by box, each with how to close it when the box goes. */
   private readonly tunnels = new Map<string, Map<Socket, () => void>>();
@@ -57,7 +60,9 @@ export class HttpGateway {
       upstreams: this.upstreams,
       activity: this.activity,
       registerTunnel: (sailboxId, client, upstream, websocket) => this.registerTunnel(sailboxId, client, upstream, websocket),
+      counters: this.counters,
       warn: (obj, msg) => log.warn(obj, msg),
+      info: (obj, msg) => log.info(obj, msg),
     };
     this.server = createServer({ key: options.tls.key, cert: options.tls.cert, handshakeTimeout: 10_000 }, (socket: TLSSocket) => {
       this.clients.add(socket);
@@ -125,9 +130,15 @@ export class HttpGateway {
     client.on("close", closeBoth);
     upstream.on("close", closeBoth);
     upstream.on("error", () => upstream.destroy());
-    const moved = () => this.activity.bytes(sailboxId);
-    client.on("data", moved);
-    upstream.on("data", moved);
+    this.counters.add("tunnels");
+    client.on("data", (chunk: Buffer) => {
+      this.activity.bytes(sailboxId);
+      this.counters.add("bytesIn", chunk.length);
+    });
+    upstream.on("data", (chunk: Buffer) => {
+      this.activity.bytes(sailboxId);
+      this.counters.add("bytesOut", chunk.length);
+    });
     client.pipe(upstream);
     upstream.pipe(client);
   }

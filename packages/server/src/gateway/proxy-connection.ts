@@ -6,6 +6,7 @@ import {
   requestFraming, responseFraming, type Framing, type MessageHead,
 } from "./http1.js";
 import type { ActivityMeter } from "./activity.js";
+import type { GatewayCounters } from "./counters.js";
 import type { UpstreamPool } from "./upstream-pool.js";
 
 /** What a connection needs from the gateway. */
@@ -16,7 +17,9 @@ export interface ProxyContext {
   upstreams: UpstreamPool;
   activity: ActivityMeter;
   registerTunnel(sailboxId: string, client: Socket, upstream: Socket, websocket: boolean): void;
+  counters: GatewayCounters;
   warn(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
 }
 
 /** Hop-by-hop fields (RFC 9110 §7.6.1) and forwarding fields a client could spoof. */
@@ -71,6 +74,7 @@ export class ProxyConnection {
     private readonly ctx: ProxyContext,
   ) {
     client.setNoDelay(true);
+    ctx.counters.add("connections");
     client.on("data", this.onClientData);
     client.on("error", () => client.destroy());
     client.on("close", this.onClientClose);
@@ -78,6 +82,7 @@ export class ProxyConnection {
   }
 
   private readonly onClientData = (chunk: Buffer): void => {
+    this.ctx.counters.add("bytesIn", chunk.length);
     this.buffered = this.buffered.length ? Buffer.concat([this.buffered, chunk]) : chunk;
     // a client sending ahead (pipelining, or a body before the upstream is ready) waits past this
     if (this.state === "await" && this.buffered.length > MAX_BUFFERED_BYTES) this.client.pause();
@@ -169,6 +174,7 @@ export class ProxyConnection {
     }
     if (!got.socket) return this.answer(exchange.request, nothingListening(exchange.route, got.error));
     const upstream = got.socket;
+    this.ctx.counters.add("requests");
     exchange.upstream = upstream;
     exchange.reused = got.reused;
     upstream.on("data", this.onUpstreamData);
@@ -208,6 +214,7 @@ export class ProxyConnection {
   }
 
   private readonly onUpstreamData = (chunk: Buffer): void => {
+    this.ctx.counters.add("bytesOut", chunk.length);
     try {
       this.readResponse(chunk);
     } catch (err) {
@@ -356,7 +363,11 @@ export class ProxyConnection {
     clearTimeout(this.headTimer);
     this.endActivity(this.exchange);
     this.exchange?.upstream?.destroy();
-    if (err.status === 502) this.ctx.warn({ sailboxId: err.sailboxId, port: err.port, peer: this.client.remoteAddress, code: err.code }, "gateway could not forward");
+    // every refusal is counted and logged with the box, the port and the peer
+    this.ctx.counters.refuse(err.code);
+    const fields = { sailboxId: err.sailboxId, port: err.port, peer: this.client.remoteAddress, status: err.status, code: err.code };
+    if (err.status >= 500) this.ctx.warn(fields, "gateway could not forward");
+    else this.ctx.info(fields, "gateway refused a request");
     const accept = request?.fields.find(([n]) => n === "accept")?.[1];
     this.client.end(errorResponse(accept, err));
   }

@@ -2,6 +2,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { cidrMatcher } from "../boxes/cidr.js";
 import type { IngressHandlers, TcpRoute } from "../boxes/sailboxes.js";
 import { ActivityMeter } from "./activity.js";
+import { GatewayCounters } from "./counters.js";
 import type { SplicePumps } from "./splice-pump.js";
 import type { UpstreamPool } from "./upstream-pool.js";
 
@@ -39,6 +40,8 @@ export class TcpGateway {
   readonly activity = new ActivityMeter();
   /** Connections refused by an allowlist, per box and port (for metrics and tests). */
   readonly refused = new Map<string, number>();
+  /** Connections, bytes and refusals since metrics last read them. */
+  readonly counters = new GatewayCounters();
 
   constructor(
     private readonly source: TcpRouteSource,
@@ -107,7 +110,9 @@ export class TcpGateway {
 
   private accept(b: Bound, client: Socket): void {
     const { route } = b;
+    this.counters.add("connections");
     if (!b.allowed(client.remoteAddress)) {
+      this.counters.refuse("cidr");
       // checked before the guest is dialed (and, later, before a sleeping box is woken)
       const key = `${route.sailboxId}:${route.port}`;
       this.refused.set(key, (this.refused.get(key) ?? 0) + 1);
@@ -115,7 +120,11 @@ export class TcpGateway {
       client.resetAndDestroy();
       return;
     }
-    if (route.status === "paused") return void client.destroy(); // paused: closed at once, no wake
+    if (route.status === "paused") {
+      this.counters.refuse("paused");
+      this.log.info({ sailboxId: route.sailboxId, port: route.port, peer: client.remoteAddress, reason: "paused" }, "TCP connection closed: the sailbox is paused");
+      return void client.destroy(); // closed at once, no wake
+    }
     client.on("error", () => client.destroy());
     const ready = route.status === "sleeping" ? this.source.wakeOnIngress(route.sailboxId) : Promise.resolve("running");
     ready
@@ -125,7 +134,12 @@ export class TcpGateway {
       })
       .then(
         (upstream) => (client.destroyed ? upstream.destroy() : this.pipe(route.sailboxId, client, upstream)),
-        () => client.destroy(), // nothing listens, or the box is paused or gone: the client sees the connection close
+        (err) => {
+          // nothing listens, or the box is paused or gone: the client sees the connection close
+          this.counters.refuse("unreachable");
+          this.log.info({ sailboxId: route.sailboxId, port: route.port, peer: client.remoteAddress, reason: "unreachable", err: String((err as Error).message ?? err) }, "TCP connection closed: the guest could not be reached");
+          client.destroy();
+        },
       );
   }
 
@@ -138,17 +152,24 @@ export class TcpGateway {
       const { id, finished } = this.pumps.splice(client, upstream);
       const close = () => this.pumps!.drop(id);
       closers.add(close);
-      void finished.then(() => {
+      void finished.then((result) => {
         closers.delete(close);
         this.activity.close(sailboxId);
+        this.counters.add("bytesIn", result.aToB);
+        this.counters.add("bytesOut", result.bToA);
       });
       return;
     }
     const close = () => client.destroy();
     closers.add(close);
-    const moved = () => this.activity.bytes(sailboxId);
-    client.on("data", moved);
-    upstream.on("data", moved);
+    client.on("data", (chunk: Buffer) => {
+      this.activity.bytes(sailboxId);
+      this.counters.add("bytesIn", chunk.length);
+    });
+    upstream.on("data", (chunk: Buffer) => {
+      this.activity.bytes(sailboxId);
+      this.counters.add("bytesOut", chunk.length);
+    });
     // pipe() ends the other side on 'end' (FIN) and keeps the reverse direction open
     client.pipe(upstream);
     upstream.pipe(client);

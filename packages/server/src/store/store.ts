@@ -173,6 +173,11 @@ export class Store {
     return token;
   }
 
+  countLiveByStatus(): Record<string, number> {
+    const rows = this.db.prepare("SELECT status, COUNT(*) AS n FROM sailboxes WHERE live = 1 GROUP BY status").all() as Array<{ status: string; n: number }>;
+    return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+  }
+
   revokeToken(id: string): void {
     this.db.prepare("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL").run(now(), id);
   }
