@@ -23,6 +23,17 @@ describe("the daemon", () => {
     }
   });
 
+  test("SIGTERM lets in-flight API requests finish before the daemon exits", async () => {
+    const sb = await pool.create({});
+    const running = sb.exec("sleep 1; echo finished").output();
+    await new Promise((r) => setTimeout(r, 300)); // the exec is under way
+    const stopped = daemon.stop("SIGTERM");
+    const out = await running;
+    assert.deepEqual(out, { exitCode: 0, stdout: "finished\n", stderr: "" });
+    await stopped;
+    await daemon.start();
+  });
+
   test("a box whose container vanished while the daemon was down is marked failed and cleaned up", async () => {
     const sb = await pool.create({});
     await daemon.stop();

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { describe, test } from "node:test";
 import { AuthError, NotFoundError, SailClient, Sailbox, Tokens, type SailError } from "@sail/sdk";
 import { runCli, useTestDaemon } from "./harness.js";
@@ -15,8 +16,10 @@ describe("tenancy", () => {
     const exec = await box.exec("sleep 300", { background: true }).wait();
     const operatorTokens = await Tokens.list({ client: operator });
 
-    const other = await Tokens.create({ org: "tenant-b", label: "tenancy test", client: operator });
-    assert.equal(other.org, "tenant-b");
+    // a fresh org each run: the test data dir (and its orgs) outlives runs
+    const tenant = `tenant-b-${randomBytes(4).toString("hex")}`;
+    const other = await Tokens.create({ org: tenant, label: "tenancy test", client: operator });
+    assert.equal(other.org, tenant);
     assert.match(other.token, /^sail_/);
     const b = clientFor(other.token);
 
@@ -42,7 +45,7 @@ describe("tenancy", () => {
     }
     assert.deepEqual(await Sailbox.list({ client: b }), []);
     assert.deepEqual((await b.request<{ apps: unknown[] }>("GET", "/v1/apps")).apps, []);
-    assert.deepEqual((await Tokens.list({ client: b })).map((t) => t.org), ["tenant-b"]);
+    assert.deepEqual((await Tokens.list({ client: b })).map((t) => t.org), [tenant]);
     // a tenant cannot reach into other orgs through the token API either
     await assert.rejects(Tokens.create({ org: "default", client: b }), (e: SailError) => e instanceof AuthError && e.code === "SAIL_FORBIDDEN");
     await assert.rejects(Tokens.list({ org: "default", client: b }), (e: SailError) => e.code === "SAIL_FORBIDDEN");
@@ -55,22 +58,23 @@ describe("tenancy", () => {
   });
 
   test("sail token create|ls|revoke: a revoked token is refused on the next request", async () => {
-    const created = await runCli(daemon, ["token", "create", "--org", "tenant-c", "--label", "ci", "--json"]);
+    const tenant = `tenant-c-${randomBytes(4).toString("hex")}`;
+    const created = await runCli(daemon, ["token", "create", "--org", tenant, "--label", "ci", "--json"]);
     assert.equal(created.code, 0, created.stderr);
     const token = JSON.parse(created.stdout) as { id: string; token: string; org: string; label: string };
-    assert.equal(token.org, "tenant-c");
+    assert.equal(token.org, tenant);
     const c = clientFor(token.token);
-    assert.equal((await c.request<{ org: string }>("GET", "/v1/whoami")).org, "tenant-c");
+    assert.equal((await c.request<{ org: string }>("GET", "/v1/whoami")).org, tenant);
 
-    const listed = await runCli(daemon, ["token", "ls", "--org", "tenant-c"]);
-    assert.match(listed.stdout, new RegExp(`${token.id}\\s+tenant-c\\s+ci`));
+    const listed = await runCli(daemon, ["token", "ls", "--org", tenant]);
+    assert.match(listed.stdout, new RegExp(`${token.id}\\s+${tenant}\\s+ci`));
     assert.doesNotMatch(listed.stdout, new RegExp(token.token), "ls never prints secrets");
 
     const revoked = await runCli(daemon, ["token", "revoke", token.id]);
     assert.equal(revoked.code, 0, revoked.stderr);
     assert.match(revoked.stdout, new RegExp(`Revoked token ${token.id}`));
     await assert.rejects(c.request("GET", "/v1/whoami"), (e: SailError) => e instanceof AuthError && e.code === "SAIL_AUTH_INVALID");
-    assert.match((await runCli(daemon, ["token", "ls", "--org", "tenant-c", "--json"])).stdout, /"revokedAt": "20/);
+    assert.match((await runCli(daemon, ["token", "ls", "--org", tenant, "--json"])).stdout, /"revokedAt": "20/);
 
     const unknown = await runCli(daemon, ["token", "revoke", "tok-doesnotexist"]);
     assert.equal(unknown.code, 1);

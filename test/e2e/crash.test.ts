@@ -1,0 +1,128 @@
+/**
+ * The daemon killed (SIGKILL) at random points of create, exec, sleep, wake and terminate,
+ * then restarted: every box the store says is live runs and answers on its listeners with
+ * the same TCP port, and nothing of any box is orphaned on the host. Seeded, so a failing
+ * sequence replays: SAIL_CRASH_SEED, SAIL_CRASH_ITERATIONS.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { connect } from "node:net";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { fetch, type Agent } from "undici";
+import { IngressPort, Sailbox } from "@sail/sdk";
+import { DATA_DIR, gatewayAgent, leftoversOf, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
+
+const { daemon, pool } = useTestDaemon({
+  setup: async (daemon) => {
+    agent = gatewayAgent(await daemon.caCert());
+  },
+  teardown: () => agent?.close(),
+});
+let agent: Agent;
+
+const SEED = Number(process.env.SAIL_CRASH_SEED ?? 7);
+const ITERATIONS = Number(process.env.SAIL_CRASH_ITERATIONS ?? 15);
+
+/** mulberry32: a tiny seeded PRNG. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function echo(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    let got = "";
+    const s = connect({ host: "127.0.0.1", port }, () => s.end("ping\n"));
+    s.on("data", (d) => (got += d));
+    s.on("error", () => {});
+    s.on("close", () => resolve(got));
+  });
+}
+
+/** Every box id the host holds anything of: netns, veth, crun container, directory, mount, cgroup. */
+function hostBoxIds(): Map<string, string[]> {
+  const found = new Map<string, string[]>();
+  const note = (id: string, what: string) => found.set(id, [...(found.get(id) ?? []), what]);
+  for (const line of execFileSync("ip", ["netns", "list"], { encoding: "utf8" }).split("\n")) {
+    const m = /^sail-(sb-[a-z0-9]+)/.exec(line);
+    if (m) note(m[1]!, "netns");
+  }
+  for (const line of execFileSync("crun", ["--root", "/run/sail/crun", "list", "-q"], { encoding: "utf8" }).split("\n")) {
+    if (line.startsWith("sb-")) note(line.trim(), "container");
+  }
+  const boxes = join(DATA_DIR, "boxes");
+  if (existsSync(boxes)) for (const id of readdirSync(boxes)) note(id, "directory");
+  for (const line of readFileSync("/proc/mounts", "utf8").split("\n")) {
+    const m = new RegExp(`${boxes}/(sb-[a-z0-9]+)`).exec(line);
+    if (m) note(m[1]!, "mount");
+  }
+  for (const controller of ["memory", "pids", "freezer"]) {
+    const dir = `/sys/fs/cgroup/${controller}/sail`;
+    if (existsSync(dir)) for (const id of readdirSync(dir)) if (id.startsWith("sb-")) note(id, `cgroup ${controller}`);
+  }
+  return found;
+}
+
+describe("crashes", () => {
+  test(`SIGKILL during create, exec, sleep, wake and terminate (${ITERATIONS} iterations, seed ${SEED}): live boxes answer, TCP ports stay, nothing is orphaned`, async () => {
+    const random = prng(SEED);
+    const client = () => daemon.client();
+    const steady = await pool.create({ ingressPorts: [3000, new IngressPort(7070, "tcp", { allowPublic: true })] });
+    await startGuestServer(steady, 3000);
+    await startTcpEcho(steady, 7070);
+    const url = (await steady.listener(3000).wait({ timeout: 60 })).endpoint.url;
+    const tcpPort = (await steady.listener(7070).wait({ timeout: 60 })).endpoint.port;
+    const created: string[] = [];
+    const app = await pool.app("crash");
+    const log: string[] = [];
+
+    for (let i = 0; i < ITERATIONS; i++) {
+      const ops = ["create", "exec", "sleep", "wake", "terminate"] as const;
+      const op = ops[Math.floor(random() * ops.length)]!;
+      const delayMs = Math.floor(random() * 120);
+      log.push(`${op}@${delayMs}ms`);
+      const c = client();
+      const running: Promise<unknown> = (async () => {
+        const box = await Sailbox.fromId(steady.id, { client: c });
+        if (op === "create") {
+          created.push((await pool.create({ app, ingressPorts: [8080] })).id);
+        } else if (op === "exec") await box.exec("sleep 0.05; echo x").output();
+        else if (op === "sleep") await box.sleep();
+        else if (op === "wake") await fetch(`${url}/headers`, { dispatcher: agent });
+        else {
+          const victim = created.pop() ?? (await Sailbox.list({ app, client: c })).find((b) => b.describe().status !== "terminated" && b.describe().status !== "failed")?.id;
+          if (victim) await (await Sailbox.fromId(victim, { client: c })).terminate();
+        }
+      })();
+      running.catch(() => {}); // the daemon dies under it
+      await new Promise((r) => setTimeout(r, delayMs));
+      await daemon.restart("SIGKILL");
+      await running.catch(() => {});
+
+      // invariants, after every restart
+      const boxes = await Sailbox.list({ client: client() });
+      const live = boxes.filter((b) => !["terminated", "failed"].includes(b.describe().status));
+      for (const b of live) {
+        assert.notEqual(b.describe().status, "creating", `${log.join(" ")}: ${b.id} is stuck in creating`);
+        const state = execFileSync("crun", ["--root", "/run/sail/crun", "state", b.id], { encoding: "utf8" });
+        assert.match(state, /"status": "(running|paused)"/, `${log.join(" ")}: live box ${b.id} has a container`);
+      }
+      for (const b of boxes.filter((b) => !live.includes(b))) assert.deepEqual(leftoversOf(b.id), [], `${log.join(" ")}: ${b.id} (${b.describe().status})`);
+      const liveIds = new Set(live.map((b) => b.id));
+      for (const [id, what] of hostBoxIds()) assert.ok(liveIds.has(id), `${log.join(" ")}: orphaned ${what.join(", ")} of ${id}`);
+      // the steady box answers on both listeners (a request wakes it if it slept), on the same TCP port
+      assert.ok(liveIds.has(steady.id));
+      assert.equal((await fetch(`${url}/headers`, { dispatcher: agent })).status, 200, log.join(" "));
+      assert.equal((await steady.listener(7070).wait({ timeout: 30 })).endpoint.port, tcpPort);
+      assert.match(await echo(tcpPort), /ping/, log.join(" "));
+    }
+  });
+});
