@@ -25,9 +25,16 @@ const TCP = Number(process.env.SAIL_LOAD_TCP ?? 300);
 /** Rounds of traffic over every held connection while the churn runs. */
 const ROUNDS = 5;
 
+/** Resident memory of each gateway worker, then of the daemon (which runs the TCP gateway), from /metrics. */
 async function workerRss(): Promise<number[]> {
-  const text = await (await fetch(`http://127.0.0.1:${METRICS_PORT}/metrics`)).text();
-  return [...text.matchAll(/^sail_gateway_worker_rss_bytes\{worker="\d+"\} (\d+)/gm)].map((m) => Number(m[1]));
+  for (let attempt = 0; ; attempt++) {
+    const text = await (await fetch(`http://127.0.0.1:${METRICS_PORT}/metrics`)).text();
+    const workers = [...text.matchAll(/^sail_gateway_worker_rss_bytes\{worker="\d+"\} (\d+)/gm)].map((m) => Number(m[1]));
+    const daemon = Number(/^sail_daemon_process_resident_memory_bytes (\d+)/m.exec(text)?.[1] ?? 0);
+    // workers report once a second: wait for the first reports
+    if (workers.length || attempt > 40) return [...workers, daemon];
+    await new Promise((r) => setTimeout(r, 250));
+  }
 }
 
 /** A TCP connection to the echo server that answers each line: send one, wait for it back. */
@@ -134,7 +141,7 @@ describe("load", () => {
       assert.equal(exchanges, ROUNDS * (HTTP + WS + TCP));
       assert.ok(cycles >= 2, "boxes were created, slept, woken and terminated meanwhile");
       const mb = (xs: number[]) => xs.map((x) => `${(x / 2 ** 20).toFixed(0)} MB`).join(", ");
-      console.error(`gateway worker RSS: before ${mb(rssBefore)}; holding ${HTTP + WS + TCP} connections ${mb(rssHeld)}; after ${ROUNDS} rounds ${mb(rssAfter)}; ${cycles} churn cycles`);
+      console.error(`RSS of the gateway workers and the daemon: before ${mb(rssBefore)}; holding ${HTTP + WS + TCP} connections ${mb(rssHeld)}; after ${ROUNDS} rounds ${mb(rssAfter)}; ${cycles} churn cycles`);
       // bounded: holding and using 1,000 connections costs each worker well under 256 MB more
       for (const [i, rss] of rssAfter.entries()) assert.ok(rss - (rssBefore[i] ?? 0) < 256 * 2 ** 20, `worker ${i}: ${mb([rssBefore[i] ?? 0])} -> ${mb([rss])}`);
     } finally {
