@@ -58,6 +58,23 @@ static void shut_locked(pump_t *p, int how) {
   shutdown(p->fd[1], how);
 }
 
+/* The running pump with this id, or NULL (under the lock). */
+static pump_t *find_locked(uint32_t id) {
+  for (pump_t *p = pumps; p; p = p->next) {
+    if (p->id == id) return p;
+  }
+  return NULL;
+}
+
+static void unlink_locked(pump_t *p) {
+  for (pump_t **pp = &pumps; *pp; pp = &(*pp)->next) {
+    if (*pp == p) {
+      *pp = p->next;
+      return;
+    }
+  }
+}
+
 static void fail(pump_t *p, int err) {
   pthread_mutex_lock(&lock);
   if (!p->error) p->error = err;
@@ -128,9 +145,7 @@ done:
   pthread_mutex_lock(&lock);
   int last = --p->remaining == 0;
   if (last) {
-    for (pump_t **pp = &pumps; *pp; pp = &(*pp)->next) {
-      if (*pp == p) { *pp = p->next; break; }
-    }
+    unlink_locked(p);
     close(p->fd[0]);
     close(p->fd[1]);
     p->closed = 1;
@@ -267,9 +282,7 @@ static napi_value js_pump(napi_env env, napi_callback_info info) {
     p->remaining -= 2 - started;
     shut_locked(p, SHUT_RDWR);
     if (started == 0) {
-      for (pump_t **pp = &pumps; *pp; pp = &(*pp)->next) {
-        if (*pp == p) { *pp = p->next; break; }
-      }
+      unlink_locked(p);
       close(p->fd[0]);
       close(p->fd[1]);
       free(p);
@@ -293,12 +306,8 @@ static napi_value js_drop(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 1 || napi_get_value_uint32(env, argv[0], &id) != napi_ok) return NULL;
   pthread_mutex_lock(&lock);
-  for (pump_t *p = pumps; p; p = p->next) {
-    if (p->id == id) {
-      shut_locked(p, SHUT_RDWR);
-      break;
-    }
-  }
+  pump_t *p = find_locked(id);
+  if (p) shut_locked(p, SHUT_RDWR);
   pthread_mutex_unlock(&lock);
   return NULL;
 }
@@ -311,16 +320,14 @@ static napi_value js_bytes(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 1 || napi_get_value_uint32(env, argv[0], &id) != napi_ok) return NULL;
   pthread_mutex_lock(&lock);
-  for (pump_t *p = pumps; p; p = p->next) {
-    if (p->id == id) {
-      napi_value a, b;
-      napi_create_array_with_length(env, 2, &result);
-      napi_create_double(env, (double)__atomic_load_n(&p->bytes[0], __ATOMIC_RELAXED), &a);
-      napi_create_double(env, (double)__atomic_load_n(&p->bytes[1], __ATOMIC_RELAXED), &b);
-      napi_set_element(env, result, 0, a);
-      napi_set_element(env, result, 1, b);
-      break;
-    }
+  pump_t *p = find_locked(id);
+  if (p) {
+    napi_value a, b;
+    napi_create_array_with_length(env, 2, &result);
+    napi_create_double(env, (double)__atomic_load_n(&p->bytes[0], __ATOMIC_RELAXED), &a);
+    napi_create_double(env, (double)__atomic_load_n(&p->bytes[1], __ATOMIC_RELAXED), &b);
+    napi_set_element(env, result, 0, a);
+    napi_set_element(env, result, 1, b);
   }
   pthread_mutex_unlock(&lock);
   return result;

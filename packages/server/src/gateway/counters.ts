@@ -1,3 +1,6 @@
+import type { Socket } from "node:net";
+import type { ActivityMeter } from "./activity.js";
+
 /** What a data path counts between two reads: plain numbers, so gateway workers can send them over IPC. */
 export interface CounterDelta {
   connections: number;
@@ -30,4 +33,16 @@ export class GatewayCounters {
     this.delta = GatewayCounters.empty();
     return taken;
   }
+}
+
+/** Count the bytes of a client <-> upstream pipe: activity (idle auto-sleep) and metrics. */
+export function meterPipe(client: Socket, upstream: Socket, sailboxId: string, activity: ActivityMeter, counters: GatewayCounters): void {
+  client.on("data", (chunk: Buffer) => {
+    activity.bytes(sailboxId);
+    counters.add("bytesIn", chunk.length);
+  });
+  upstream.on("data", (chunk: Buffer) => {
+    activity.bytes(sailboxId);
+    counters.add("bytesOut", chunk.length);
+  });
 }

@@ -3,7 +3,7 @@ import { createServer, type Server, type TLSSocket } from "node:tls";
 import type { HttpRoute } from "../boxes/sailboxes.js";
 import type { GatewayError } from "./error-pages.js";
 import { ActivityMeter } from "./activity.js";
-import { GatewayCounters } from "./counters.js";
+import { GatewayCounters, meterPipe } from "./counters.js";
 import { ProxyConnection, type ProxyContext } from "./proxy-connection.js";
 import type { TlsMaterial } from "./tls.js";
 import { UpstreamPool } from "./upstream-pool.js";
@@ -131,14 +131,7 @@ export class HttpGateway {
     upstream.on("close", closeBoth);
     upstream.on("error", () => upstream.destroy());
     this.counters.add("tunnels");
-    client.on("data", (chunk: Buffer) => {
-      this.activity.bytes(sailboxId);
-      this.counters.add("bytesIn", chunk.length);
-    });
-    upstream.on("data", (chunk: Buffer) => {
-      this.activity.bytes(sailboxId);
-      this.counters.add("bytesOut", chunk.length);
-    });
+    meterPipe(client, upstream, sailboxId, this.activity, this.counters);
     client.pipe(upstream);
     upstream.pipe(client);
   }

@@ -2,7 +2,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { cidrMatcher } from "../boxes/cidr.js";
 import type { IngressHandlers, TcpRoute } from "../boxes/sailboxes.js";
 import { ActivityMeter } from "./activity.js";
-import { GatewayCounters } from "./counters.js";
+import { GatewayCounters, meterPipe } from "./counters.js";
 import type { SplicePumps } from "./splice-pump.js";
 import type { UpstreamPool } from "./upstream-pool.js";
 
@@ -162,14 +162,7 @@ export class TcpGateway {
     }
     const close = () => client.destroy();
     closers.add(close);
-    client.on("data", (chunk: Buffer) => {
-      this.activity.bytes(sailboxId);
-      this.counters.add("bytesIn", chunk.length);
-    });
-    upstream.on("data", (chunk: Buffer) => {
-      this.activity.bytes(sailboxId);
-      this.counters.add("bytesOut", chunk.length);
-    });
+    meterPipe(client, upstream, sailboxId, this.activity, this.counters);
     // pipe() ends the other side on 'end' (FIN) and keeps the reverse direction open
     client.pipe(upstream);
     upstream.pipe(client);
