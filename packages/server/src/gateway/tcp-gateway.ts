@@ -149,7 +149,18 @@ export class TcpGateway {
     this.activity.open(sailboxId);
     upstream.setNoDelay(true);
     if (this.pumps) {
-      const { id, finished } = this.pumps.splice(client, upstream);
+      let pumped: ReturnType<SplicePumps["splice"]>;
+      try {
+        pumped = this.pumps.splice(client, upstream);
+      } catch (err) {
+        // e.g. the client went away during the dial: its descriptor is gone
+        this.log.info({ sailboxId, peer: client.remoteAddress, err: String(err) }, "TCP connection closed before it could be piped");
+        client.destroy();
+        upstream.destroy();
+        this.activity.close(sailboxId);
+        return;
+      }
+      const { id, finished } = pumped;
       const close = () => this.pumps!.drop(id);
       closers.add(close);
       void finished.then((result) => {
