@@ -77,9 +77,17 @@ export class LocalRuntime implements Runtime {
     return this.networks.fenceSubnet();
   }
 
-  /** Boxes keep running; only the fence goes, so the host's routing is as before the daemon. */
-  shutdown(): Promise<void> {
-    return this.networks.unfenceSubnet();
+  /** Boxes keep running; the fence, the firewall and empty cgroup parents go, so the host is as before the daemon. */
+  async shutdown(): Promise<void> {
+    await this.networks.unfenceSubnet();
+    // crun creates the /sail parents; remove them when no box is left in them
+    for (const controller of CGROUP_V1_CONTROLLERS) {
+      try {
+        rmdirSync(`/sys/fs/cgroup/${controller}/sail`);
+      } catch {
+        // missing, or boxes still run in it (they outlive the daemon)
+      }
+    }
   }
 
   private boxDir(id: string): string {
