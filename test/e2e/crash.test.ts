@@ -124,6 +124,11 @@ describe("crashes", () => {
       for (const b of boxes.filter((b) => !live.includes(b) && touched.has(b.id))) assert.deepEqual(leftoversOf(b.id), [], `${log.join(" ")}: ${b.id} (${b.describe().status})`);
       const liveIds = new Set(live.map((b) => b.id));
       for (const [id, what] of hostBoxIds()) assert.ok(liveIds.has(id), `${log.join(" ")}: orphaned ${what.join(", ")} of ${id}`);
+      // every other live box is routed: its listener has nothing behind it, so the gateway says 502 (a lost route would be 404)
+      for (const b of live.filter((b) => b.id !== steady.id)) {
+        const other = (await b.listeners())[0]!;
+        assert.equal((await fetch(other.endpoint.url, { dispatcher: agent })).status, 502, `${log.join(" ")}: ${b.id}`);
+      }
       // the steady box answers on both listeners (a request wakes it if it slept), on the same TCP port
       assert.ok(liveIds.has(steady.id));
       assert.equal((await fetch(`${url}/headers`, { dispatcher: agent })).status, 200, log.join(" "));
