@@ -19,6 +19,10 @@ function collectPorts(value: string, previous: number[]): number[] {
   return [...previous, Number(value)];
 }
 
+function collectStrings(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
 /** An id (`sb-…`) or the name of a live box in `--app`. */
 async function resolveBox(idOrName: string, appName: string): Promise<Sailbox> {
   if (idOrName.startsWith("sb-")) return Sailbox.fromId(idOrName);
@@ -37,9 +41,9 @@ export function registerBox(program: Command): void {
     .option("--memory <MiB>", "memory limit in MiB", (v) => parseInt(v, 10))
     .option("--port <port>", "publish a guest port over HTTPS (repeatable)", collectPorts, [] as number[])
     .option("--tcp <port>", "publish a guest port as raw TCP (repeatable)", collectPorts, [] as number[])
-    .option("--allow <cidr>", "only these sources may connect to the --tcp ports (repeatable)", (v: string, p: string[]) => [...p, v], [] as string[])
+    .option("--allow <cidr>", "only these sources may connect to the --tcp ports (repeatable)", collectStrings, [] as string[])
     .option("--allow-public", "confirm a well-known unauthenticated --tcp port (e.g. 5432) may be reached from anywhere")
-    .option("--apt <package>", "Debian package to install in the image, e.g. postgresql (repeatable; built once, then cached)", (v: string, p: string[]) => [...p, v], [] as string[])
+    .option("--apt <package>", "Debian package to install in the image, e.g. postgresql (repeatable; built once, then cached)", collectStrings, [] as string[])
     .option("--enable-ssh", "install and start sshd with your public key, publish port 22, print the ssh command")
     .option("--ssh-key <path>", "public key for --enable-ssh (default ~/.ssh/id_ed25519.pub, then ~/.ssh/id_rsa.pub)")
     .option("--json", "print the box and its listeners as JSON")

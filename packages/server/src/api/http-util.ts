@@ -30,7 +30,7 @@ export function readJsonBody(req: IncomingMessage): Promise<Record<string, unkno
     });
     req.on("error", reject);
     req.on("end", () => {
-      if (size > MAX_BODY_BYTES) return reject(tooLarge());
+      if (size > MAX_BODY_BYTES) return; // refused when the first byte over arrived
       if (size === 0) return resolve({});
       try {
         resolve(parseObject(Buffer.concat(chunks).toString("utf8")));

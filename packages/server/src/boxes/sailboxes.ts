@@ -337,8 +337,9 @@ export class Sailboxes {
       if (row.status === "sleeping") this.wakeCounts.set(id, (this.wakeCounts.get(id) ?? 0) + 1);
       this.setStatus(id, "running");
       await this.ingressSynced();
-      if (row.status === "sleeping") for (const listener of this.wokenListeners) listener(Number(process.hrtime.bigint() - started) / 1e9);
-      this.log.info({ sailboxId: id, from: row.status, thawMs: Number(process.hrtime.bigint() - started) / 1e6 }, "sailbox woke");
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      if (row.status === "sleeping") for (const listener of this.wokenListeners) listener(seconds);
+      this.log.info({ sailboxId: id, from: row.status, thawMs: seconds * 1e3 }, "sailbox woke");
     }).finally(() => this.waking.delete(id));
     this.waking.set(id, waking);
     return waking;

@@ -41,7 +41,6 @@ export class HttpGateway {
   readonly activity = new ActivityMeter();
   /** Connections, requests, bytes and refusals since the last report (metrics). */
   readonly counters = new GatewayCounters();
-  /** Live upgraded (WebSocket) connections by box, to drop them when the box goes. */
   /** Live upgraded connections by box, each with how to close it when the box goes. */
   private readonly tunnels = new Map<string, Map<Socket, () => void>>();
   private readonly clients = new Set<Socket>();

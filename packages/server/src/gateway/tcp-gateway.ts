@@ -38,8 +38,6 @@ export class TcpGateway {
   private syncing: Promise<void> = Promise.resolve();
   /** Open connections per box, and when bytes last moved (idle auto-sleep). */
   readonly activity = new ActivityMeter();
-  /** Connections refused by an allowlist, per box and port (for metrics and tests). */
-  readonly refused = new Map<string, number>();
   /** Connections, bytes and refusals since metrics last read them. */
   readonly counters = new GatewayCounters();
 
@@ -114,8 +112,6 @@ export class TcpGateway {
     if (!b.allowed(client.remoteAddress)) {
       this.counters.refuse("cidr");
       // checked before the guest is dialed (and, later, before a sleeping box is woken)
-      const key = `${route.sailboxId}:${route.port}`;
-      this.refused.set(key, (this.refused.get(key) ?? 0) + 1);
       this.log.warn({ sailboxId: route.sailboxId, port: route.port, peer: client.remoteAddress, reason: "cidr" }, "TCP connection refused by cidrAllowlist");
       client.resetAndDestroy();
       return;

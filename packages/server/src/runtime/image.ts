@@ -64,37 +64,30 @@ function debootstrap(target: string, options: ImageBuildOptions): Promise<void> 
     target,
     options.mirror,
   ];
-  return new Promise((resolve, reject) => {
-    const child = spawn("debootstrap", args, { stdio: ["ignore", "pipe", "pipe"] });
-    const tail: string[] = [];
-    let retrieved = 0;
-    const onLine = (line: string) => {
-      tail.push(line);
-      if (tail.length > 20) tail.shift();
-      const match = /^I: (Retrieving|Validating|Extracting|Unpacking|Configuring|Installing|Resolving|Checking|Found|Base system)\s*(.*)$/.exec(line);
-      if (!match) return;
-      const phase = match[1]!.toLowerCase();
-      // "I: Retrieving libc6 2.36-9" is a package; "I: Retrieving Packages" is an index
-      const isPackage = phase === "retrieving" && /\S+ \S+/.test(match[2]!);
-      if (isPackage) retrieved++;
-      options.onProgress?.({ phase, detail: isPackage ? `package ${retrieved}: ${match[2]}` : match[2] });
-    };
-    createInterface({ input: child.stdout! }).on("line", onLine);
-    createInterface({ input: child.stderr! }).on("line", onLine);
-    child.on("error", reject);
-    child.on("close", (code) =>
-      code === 0 ? resolve() : reject(new Error(`debootstrap exited ${code} while building the base image:\n${tail.join("\n")}`)),
-    );
-  });
+  let retrieved = 0;
+  const onLine = (line: string) => {
+    const match = /^I: (Retrieving|Validating|Extracting|Unpacking|Configuring|Installing|Resolving|Checking|Found|Base system)\s*(.*)$/.exec(line);
+    if (!match) return;
+    const phase = match[1]!.toLowerCase();
+    // "I: Retrieving libc6 2.36-9" is a package; "I: Retrieving Packages" is an index
+    const isPackage = phase === "retrieving" && /\S+ \S+/.test(match[2]!);
+    if (isPackage) retrieved++;
+    options.onProgress?.({ phase, detail: isPackage ? `package ${retrieved}: ${match[2]}` : match[2] });
+  };
+  return runLogged("debootstrap", args, (code, tail) => new Error(`debootstrap exited ${code} while building the base image:\n${tail}`), onLine);
+}
+
+/** Each box generates its own SSH host keys on first sshd start: never share one image's keys. */
+function removeSshHostKeys(rootfs: string): void {
+  for (const file of readdirSync(join(rootfs, "etc/ssh"))) {
+    if (file.startsWith("ssh_host_")) unlinkSync(join(rootfs, "etc/ssh", file));
+  }
 }
 
 /** Make the rootfs fit for many boxes: our init, no shared host keys, no caches. */
 function finishRootfs(rootfs: string, tiniPath: string): void {
   copyFileSync(tiniPath, join(rootfs, "usr/local/sbin/tini"));
-  // each box generates its own SSH host keys on first sshd start; never share one image's keys
-  for (const file of readdirSync(join(rootfs, "etc/ssh"))) {
-    if (file.startsWith("ssh_host_")) unlinkSync(join(rootfs, "etc/ssh", file));
-  }
+  removeSshHostKeys(rootfs);
   rmSync(join(rootfs, "var/cache/apt/archives"), { recursive: true, force: true });
   mkdirSync(join(rootfs, "var/cache/apt/archives/partial"), { recursive: true });
 }
@@ -127,7 +120,7 @@ export async function ensurePackageImage(baseRootfs: string, packages: readonly 
 
 async function buildPackageRootfs(baseRootfs: string, packages: readonly string[], partial: string, onProgress: ImageBuildOptions["onProgress"]): Promise<void> {
   onProgress?.({ phase: "copying", detail: "base image" });
-  await runLogged("cp", ["-a", "--reflink=auto", baseRootfs, join(partial, "rootfs")], "copy the base image");
+  await runLogged("cp", ["-a", "--reflink=auto", baseRootfs, join(partial, "rootfs")], buildError("copy the base image"));
   const root = join(partial, "rootfs");
   writeFileSync(join(root, "usr/sbin/policy-rc.d"), "#!/bin/sh\nexit 101\n", { mode: 0o755 });
   const apt = "DEBIAN_FRONTEND=noninteractive apt-get -q -o Dpkg::Use-Pty=0";
@@ -138,30 +131,31 @@ async function buildPackageRootfs(baseRootfs: string, packages: readonly string[
     `mount --bind /etc/resolv.conf ${root}/etc/resolv.conf`,
     `chroot ${root} sh -c '${apt} update && ${apt} install -y --no-install-recommends ${packages.join(" ")} && apt-get clean && rm -rf /var/lib/apt/lists/*'`,
   ].join("\n");
-  await runLogged("unshare", ["--mount", "--propagation", "private", "sh", "-c", script], `install ${packages.join(", ")}`, (line) => {
+  await runLogged("unshare", ["--mount", "--propagation", "private", "sh", "-c", script], buildError(`install ${packages.join(", ")}`), (line) => {
     const match = /^(Get:\d+|Unpacking|Setting up) (\S+)/.exec(line);
     if (match) onProgress?.({ phase: match[1]!.startsWith("Get") ? "retrieving" : match[1]!.toLowerCase(), detail: match[2] });
   });
   unlinkSync(join(root, "usr/sbin/policy-rc.d"));
-  for (const file of readdirSync(join(root, "etc/ssh"))) {
-    if (file.startsWith("ssh_host_")) unlinkSync(join(root, "etc/ssh", file));
-  }
+  removeSshHostKeys(root); // openssh-server's postinst may have made new ones
   writeFileSync(join(partial, "complete"), JSON.stringify({ base: baseRootfs, packages, builtAt: new Date().toISOString() }));
 }
 
-/** Run a build step; on failure the error carries the last lines it printed (apt's reason). */
-function runLogged(command: string, args: string[], what: string, onLine?: (line: string) => void): Promise<void> {
+/** A package image step failed: the user's package list is the usual cause. */
+const buildError = (what: string) => (code: number | null, tail: string) => new ImageBuildError(`could not ${what} (exit ${code}):\n${tail}`);
+
+/** Run a build step, passing each line it prints to `onLine`; on failure, `fail` gets the last lines (apt's or debootstrap's reason). */
+function runLogged(command: string, args: string[], fail: (code: number | null, tail: string) => Error, onLine?: (line: string) => void): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
     const tail: string[] = [];
     const keep = (line: string) => {
       tail.push(line);
-      if (tail.length > 12) tail.shift();
+      if (tail.length > 20) tail.shift();
       onLine?.(line);
     };
     createInterface({ input: child.stdout! }).on("line", keep);
     createInterface({ input: child.stderr! }).on("line", keep);
     child.on("error", reject);
-    child.on("close", (code) => (code === 0 ? resolve() : reject(new ImageBuildError(`could not ${what} (exit ${code}):\n${tail.join("\n")}`))));
+    child.on("close", (code) => (code === 0 ? resolve() : reject(fail(code, tail.join("\n")))));
   });
 }

@@ -87,7 +87,9 @@ const SAILBOX_COLUMNS = `id, app_id AS appId, org_id AS orgId, name, status, ima
 
 const now = () => new Date().toISOString();
 
+/** An org row as SQLite returns it: operator as 0/1. */
 type StoredOrg = Omit<OrgRow, "operator"> & { operator: number };
+const decodeOrg = (row: StoredOrg): OrgRow => ({ ...row, operator: row.operator === 1 });
 const TOKEN_COLUMNS = "t.id, o.name AS org, t.label, t.created_at AS createdAt, t.revoked_at AS revokedAt";
 
 /** A listener row as SQLite returns it: the allowlist as JSON text, allowPublic as 0/1. */
@@ -136,7 +138,7 @@ export class Store {
 
   findOrgByName(name: string): OrgRow | undefined {
     const row = this.db.prepare("SELECT id, name, operator FROM orgs WHERE name = ?").get(name) as StoredOrg | undefined;
-    return row && { ...row, operator: row.operator === 1 };
+    return row && decodeOrg(row);
   }
 
   createOrg(name: string, options: { operator?: boolean } = {}): OrgRow {
@@ -158,7 +160,7 @@ export class Store {
     const row = this.db
       .prepare("SELECT o.id, o.name, o.operator FROM tokens t JOIN orgs o ON o.id = t.org_id WHERE t.sha256 = ? AND t.revoked_at IS NULL")
       .get(hashToken(token)) as StoredOrg | undefined;
-    return row && { ...row, operator: row.operator === 1 };
+    return row && decodeOrg(row);
   }
 
   listTokens(orgId: string): TokenRow[] {
