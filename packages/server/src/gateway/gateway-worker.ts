@@ -46,14 +46,18 @@ process.on("message", async (message: ToWorker) => {
   if (message.type === "start") {
     const log = pino({ level: message.logLevel, base: { service: "saild-gateway", pid: process.pid } }, pino.destination(2));
     gateway = new HttpGateway({ resolveHttpRoute: (label) => table.get(label), wake }, message.options, log);
+    gateway.routesChanged(table);
     // workers of a daemon that was just killed may still hold the port for a moment
     for (let attempt = 0; ; attempt++) {
       try {
         await gateway.listen();
         send({ type: "listening" });
         // what is open and moving, once a second, for idle auto-sleep
-        const { activity, counters } = gateway;
-        setInterval(() => send({ type: "activity", report: activity.snapshot(), counters: counters.take(), rss: process.memoryUsage.rss() }), ACTIVITY_REPORT_MS).unref();
+        const started = gateway;
+        setInterval(() => {
+          const { activity, counters } = started.takeReport();
+          send({ type: "activity", report: activity, counters, rss: process.memoryUsage.rss() });
+        }, ACTIVITY_REPORT_MS).unref();
         return;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === "EADDRINUSE" && attempt < 30) {
@@ -67,6 +71,7 @@ process.on("message", async (message: ToWorker) => {
   } else if (message.type === "routes") {
     table.clear();
     for (const [label, route] of message.routes) table.set(label, route);
+    gateway?.routesChanged(table);
     send({ type: "routes-applied", version: message.version });
   } else if (message.type === "drop") {
     gateway?.dropBox(message.sailboxId);

@@ -1,9 +1,10 @@
-import type { Socket } from "node:net";
-import { createServer, type Server, type TLSSocket } from "node:tls";
-import type { HttpRoute } from "../boxes/sailboxes.js";
+import { createServer as createTcpServer, type Server, type Socket } from "node:net";
+import { createServer, type TLSSocket } from "node:tls";
+import type { ActivityReport, HttpRoute } from "../boxes/sailboxes.js";
 import type { GatewayError } from "./error-pages.js";
 import { ActivityMeter } from "./activity.js";
-import { GatewayCounters, meterPipe } from "./counters.js";
+import { GatewayCounters, meterPipe, type CounterDelta } from "./counters.js";
+import { HttpEngine } from "./http-engine.js";
 import { ProxyConnection, type ProxyContext } from "./proxy-connection.js";
 import type { TlsMaterial } from "./tls.js";
 import { UpstreamPool } from "./upstream-pool.js";
@@ -33,6 +34,8 @@ interface Logger {
  * The HTTPS side of the gateway: TLS termination, Host routing to `<label>.<domain>`,
  * and a byte-level HTTP/1.1 proxy (see proxy-connection.ts) over pooled upstream sockets.
  * A naive node:http + http.request proxy measured 5k rps here; this one parses only heads.
+ * When the native engine is built (http-engine.ts), it terminates TLS and serves plain
+ * requests to running boxes itself, and hands every other connection to the proxy here.
  */
 export class HttpGateway {
   private readonly server: Server;
@@ -46,6 +49,7 @@ export class HttpGateway {
   private readonly clients = new Set<Socket>();
   private readonly suffix: string;
   private readonly context: ProxyContext;
+  private readonly engine: HttpEngine | undefined;
 
   constructor(
     private readonly routes: RouteSource,
@@ -63,14 +67,51 @@ export class HttpGateway {
       warn: (obj, msg) => log.warn(obj, msg),
       info: (obj, msg) => log.info(obj, msg),
     };
-    this.server = createServer({ key: options.tls.key, cert: options.tls.cert, handshakeTimeout: 10_000 }, (socket: TLSSocket) => {
+    const { engine, why } = HttpEngine.load();
+    this.engine = engine;
+    if (engine) {
+      engine.start(options.tls, options.domain, (socket, handedOver) => {
+        this.clients.add(socket);
+        socket.once("close", () => this.clients.delete(socket));
+        new ProxyConnection(socket, this.context, handedOver);
+      });
+      this.server = createTcpServer({ pauseOnConnect: true }, (socket) => engine.adopt(socket));
+      return;
+    }
+    log.warn({ why }, "native HTTPS engine not available: the gateway runs on Node's TLS (slower)");
+    const server = createServer({ key: options.tls.key, cert: options.tls.cert, handshakeTimeout: 10_000 }, (socket: TLSSocket) => {
       this.clients.add(socket);
       socket.once("close", () => this.clients.delete(socket));
       new ProxyConnection(socket, this.context);
     });
     // garbage, aborted or timed-out handshakes: Node leaves closing the socket to this listener
     // (a client that connects and never says hello would otherwise be held forever)
-    this.server.on("tlsClientError", (_err, socket) => socket.destroy());
+    server.on("tlsClientError", (_err, socket) => socket.destroy());
+    this.server = server;
+  }
+
+  /** The route table changed (the engine keeps its own copy of the running boxes' routes). */
+  routesChanged(routes: Iterable<[string, HttpRoute]>): void {
+    this.engine?.setRoutes(routes);
+  }
+
+  /** Activity now and counters since the last call, of the engine and the JavaScript proxy together. */
+  takeReport(): { activity: ActivityReport; counters: CounterDelta } {
+    const activity = this.activity.snapshot();
+    const counters = this.counters.take();
+    if (this.engine) {
+      const totals = this.engine.take();
+      counters.connections += totals.connections;
+      counters.requests += totals.requests;
+      counters.tunnels += totals.tunnels;
+      counters.bytesIn += totals.bytesIn;
+      counters.bytesOut += totals.bytesOut;
+      for (const [id, entry] of Object.entries(totals.activity)) {
+        const mine = activity[id];
+        activity[id] = mine ? { open: mine.open + entry.open, lastActiveMs: Math.max(mine.lastActiveMs, entry.lastActiveMs) } : entry;
+      }
+    }
+    return { activity, counters };
   }
 
   async listen(): Promise<{ port: number }> {
@@ -81,6 +122,7 @@ export class HttpGateway {
 
   async close(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.engine?.stop();
     for (const client of this.clients) client.destroy();
     this.upstreams.closeAll();
     await closed;
@@ -88,6 +130,7 @@ export class HttpGateway {
 
   /** Close every proxied connection of a box (terminate now; sleep later). */
   dropBox(sailboxId: string): void {
+    this.engine?.dropBox(sailboxId);
     for (const close of this.tunnels.get(sailboxId)?.values() ?? []) close();
     this.tunnels.delete(sailboxId);
     this.upstreams.dropBox(sailboxId);

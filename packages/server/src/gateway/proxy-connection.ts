@@ -58,6 +58,16 @@ interface Exchange {
   counted: boolean;
 }
 
+/** A connection the native engine (http-engine.ts) passed on, with what it had read and not used. */
+export interface HandedOver {
+  /** The client's address (the socket is one end of a socketpair, it has none). */
+  peer: string;
+  /** Decrypted bytes the engine read and did not consume: they come first. */
+  bytes: Buffer;
+  /** The engine already sent the request and it failed: answer this instead of forwarding it. */
+  answer: GatewayError | null;
+}
+
 /**
  * One client connection (already TLS-decrypted) of the HTTPS gateway: requests are
  * read one at a time, their heads rewritten, bodies and responses streamed as bytes
@@ -68,17 +78,41 @@ export class ProxyConnection {
   private state: "head" | "body" | "await" | "tunnel" | "closed" = "head";
   private exchange: Exchange | undefined;
   private headTimer: NodeJS.Timeout | undefined;
+  private readonly peer: string;
 
   constructor(
     private readonly client: Socket,
     private readonly ctx: ProxyContext,
+    handedOver?: HandedOver,
   ) {
+    this.peer = handedOver ? handedOver.peer : (client.remoteAddress ?? "").replace(/^::ffff:/, "");
     client.setNoDelay(true);
-    ctx.counters.add("connections");
+    if (!handedOver) ctx.counters.add("connections"); // the engine counted it
     client.on("data", this.onClientData);
     client.on("error", () => client.destroy());
     client.on("close", this.onClientClose);
     client.setTimeout(IDLE_MS, () => this.state === "head" && client.destroy());
+    if (handedOver?.answer) this.answerFirst(handedOver.bytes, handedOver.answer);
+    else if (handedOver?.bytes.length) {
+      this.buffered = handedOver.bytes; // counted by the engine as it read them
+      try {
+        this.process();
+      } catch (err) {
+        this.fail(err);
+      }
+    }
+  }
+
+  /** Answer the request at the start of `bytes` with `err` (its Accept picks JSON or HTML). */
+  private answerFirst(bytes: Buffer, err: GatewayError): void {
+    const end = headEnd(bytes);
+    let request: MessageHead | undefined;
+    try {
+      request = end > 0 ? parseRequestHead(bytes.toString("latin1", 0, end - 4)) : undefined;
+    } catch {
+      request = undefined;
+    }
+    this.answer(request, err);
   }
 
   private readonly onClientData = (chunk: Buffer): void => {
@@ -138,7 +172,7 @@ export class ProxyConnection {
       request, route, framing,
       remaining: framing.kind === "length" ? framing.length : 0,
       scanner: framing.kind === "chunked" ? new ChunkedScanner() : undefined,
-      upstreamHead: Buffer.from(upstreamHead(request, this.client, upgrade), "latin1"),
+      upstreamHead: Buffer.from(upstreamHead(request, this.peer, upgrade), "latin1"),
       upstream: undefined, reused: false, bodyDone: framing.kind === "none", upgrade,
       clientWantsClose: connection.includes("close") || (request.version === "1.0" && !connection.includes("keep-alive")),
       responseBuffer: undefined, responseHeadSent: false, responseFraming: undefined, responseRemaining: 0,
@@ -365,7 +399,7 @@ export class ProxyConnection {
     this.exchange?.upstream?.destroy();
     // every refusal is counted and logged with the box, the port and the peer
     this.ctx.counters.refuse(err.code);
-    const fields = { sailboxId: err.sailboxId, port: err.port, peer: this.client.remoteAddress, status: err.status, code: err.code };
+    const fields = { sailboxId: err.sailboxId, port: err.port, peer: this.peer, status: err.status, code: err.code };
     if (err.status >= 500) this.ctx.warn(fields, "gateway could not forward");
     else this.ctx.info(fields, "gateway refused a request");
     const accept = request?.fields.find(([n]) => n === "accept")?.[1];
@@ -409,7 +443,7 @@ function nothingListening(route: HttpRoute, cause: string | undefined): GatewayE
 }
 
 /** The request head for the guest: end-to-end fields as received, X-Forwarded-* from what the gateway saw. */
-function upstreamHead(request: MessageHead, client: Socket, upgrade: boolean): string {
+function upstreamHead(request: MessageHead, peer: string, upgrade: boolean): string {
   const listed = new Set(fieldTokens(request, "connection"));
   let head = `${request.method} ${request.target} HTTP/1.1\r\n`;
   let host = "";
@@ -419,7 +453,6 @@ function upstreamHead(request: MessageHead, client: Socket, upgrade: boolean): s
     head += `${name}: ${value}\r\n`;
   }
   if (upgrade) head += "connection: upgrade\r\n";
-  const peer = (client.remoteAddress ?? "").replace(/^::ffff:/, "");
   return `${head}x-forwarded-for: ${peer}\r\nx-forwarded-proto: https\r\nx-forwarded-host: ${host}\r\n\r\n`;
 }
 
