@@ -12,15 +12,29 @@ import { BoxPool, HTTPS_PORT, loopbackLookup, TestDaemon } from "../test/e2e/har
 import { probeTcp } from "../packages/server/src/runtime/ports.js";
 import { startNginx, waitForPort, wrk, type WrkResult } from "./tools.js";
 
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+/** nginx and the gateway take turns this many times; each path's median rps and p99 count. */
+const ROUNDS = Number(process.env.BENCH_HTTP_ROUNDS ?? 5);
 const NGINX_PROXY_PORT = 18444;
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** The median run's rps, p50 and p99 (each taken separately), errors summed. */
+function medianOf(runs: WrkResult[]): WrkResult {
+  return { rps: median(runs.map((r) => r.rps)), p50Ms: median(runs.map((r) => r.p50Ms)), p99Ms: median(runs.map((r) => r.p99Ms)), errors: runs.reduce((n, r) => n + r.errors, 0) };
+}
 
 function row(label: string, r: WrkResult): string {
   return `${label.padEnd(28)} ${r.rps.toFixed(0).padStart(8)} rps   p50 ${r.p50Ms.toFixed(2).padStart(6)} ms   p99 ${r.p99Ms.toFixed(2).padStart(7)} ms   errors ${r.errors}`;
 }
 
 export async function http(): Promise<void> {
-  const daemon = new TestDaemon();
+  const workers = process.env.BENCH_GATEWAY_WORKERS;
+  const daemon = new TestDaemon(workers ? ["--gateway-workers", workers] : []);
   const pool = new BoxPool(daemon);
   await daemon.start();
   const stops: Array<() => void> = [];
@@ -43,9 +57,16 @@ export async function http(): Promise<void> {
 
     wrk(`https://127.0.0.1:${HTTPS_PORT}/`, { host, seconds: 2 }); // warm up TLS sessions and upstream pools
     const direct = wrk(`http://${guest}:3000/`, { seconds: SECONDS });
-    const nginx = wrk(`https://127.0.0.1:${NGINX_PROXY_PORT}/`, { host, seconds: SECONDS });
-    const gateway = wrk(`https://127.0.0.1:${HTTPS_PORT}/`, { host, seconds: SECONDS });
-    console.log(`wrk -t2 -c64 -d${SECONDS}s, tiny responses`);
+    const nginxRuns: WrkResult[] = [];
+    const gatewayRuns: WrkResult[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      nginxRuns.push(wrk(`https://127.0.0.1:${NGINX_PROXY_PORT}/`, { host, seconds: SECONDS }));
+      gatewayRuns.push(wrk(`https://127.0.0.1:${HTTPS_PORT}/`, { host, seconds: SECONDS }));
+      console.log(`round ${round + 1}: nginx ${nginxRuns[round]!.rps.toFixed(0)} rps p99 ${nginxRuns[round]!.p99Ms.toFixed(2)} ms, gateway ${gatewayRuns[round]!.rps.toFixed(0)} rps p99 ${gatewayRuns[round]!.p99Ms.toFixed(2)} ms`);
+    }
+    const nginx = medianOf(nginxRuns);
+    const gateway = medianOf(gatewayRuns);
+    console.log(`\nwrk -t2 -c64 -d${SECONDS}s, tiny responses; nginx and the gateway medians of ${ROUNDS} interleaved rounds (gateway workers: ${workers ?? "one per core"})`);
     console.log(row("direct to guest (http)", direct));
     console.log(row("nginx 1 worker (https)", nginx));
     console.log(row("Sail gateway (https)", gateway));

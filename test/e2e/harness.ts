@@ -22,6 +22,9 @@ export const HTTPS_PORT = Number(process.env.SAIL_TEST_HTTPS_PORT ?? 18443);
 export const TCP_PORTS = process.env.SAIL_TEST_TCP_PORTS ?? "21000-21999";
 
 export class TestDaemon {
+  /** More `sail up` options (the benchmarks try gateway settings). */
+  constructor(private readonly upArgs: string[] = []) {}
+
   readonly configDir = mkdtempSync(join(tmpdir(), "sail-test-"));
   readonly configPath = join(this.configDir, "config.json");
   private child: ChildProcess | undefined;
@@ -40,7 +43,7 @@ export class TestDaemon {
   async start(): Promise<void> {
     const child = spawn(
       process.execPath,
-      [CLI, "up", "--data-dir", DATA_DIR, "--api-listen", `127.0.0.1:${API_PORT}`, "--metrics-listen", `127.0.0.1:${METRICS_PORT}`, "--box-subnet", BOX_SUBNET, "--https-listen", `127.0.0.1:${HTTPS_PORT}`, "--tcp-listen", "::", "--tcp-ports", TCP_PORTS, "--log-level", "warn"],
+      [CLI, "up", "--data-dir", DATA_DIR, "--api-listen", `127.0.0.1:${API_PORT}`, "--metrics-listen", `127.0.0.1:${METRICS_PORT}`, "--box-subnet", BOX_SUBNET, "--https-listen", `127.0.0.1:${HTTPS_PORT}`, "--tcp-listen", "::", "--tcp-ports", TCP_PORTS, "--log-level", "warn", ...this.upArgs],
       { env: this.env, stdio: ["ignore", "pipe", "pipe"] },
     );
     this.child = child;

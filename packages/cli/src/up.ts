@@ -13,6 +13,7 @@ export function registerUp(program: Command): void {
     .option("--public-https-port <port>", "the port public URLs name, if a proxy in front changes it (443 is left out)", (v) => parseInt(v, 10))
     .option("--tls-cert <file>", "serve this certificate (e.g. a wildcard for *.<domain>) instead of the local CA's")
     .option("--tls-key <file>", "the key of --tls-cert")
+    .option("--gateway-workers <n>", "processes serving HTTPS (default: one per core)", (v) => parseInt(v, 10))
     .option("--tcp-listen <address>", "address raw-TCP listeners bind on", "0.0.0.0")
     .option("--tcp-ports <first-last>", "range public TCP ports are taken from", "20000-29999")
     .option("--public-host <host>", "host name TCP endpoints advertise", "localhost")
@@ -21,7 +22,7 @@ export function registerUp(program: Command): void {
     .option("--debian-mirror <url>", "Debian mirror for the base image", "http://deb.debian.org/debian")
     .option("--log-level <level>", "debug, info, warn, error or silent", "info")
     .addHelpText("after", "\nExamples:\n  sail up\n  sail up --data-dir /srv/sail --api-listen 127.0.0.1:7171\n\nThe client config goes to $SAIL_CONFIG, else ~/.sail/config.json.")
-    .action(async (opts: { dataDir: string; apiListen: string; metricsListen: string; httpsListen: string; domain: string; publicHttpsPort?: number; tlsCert?: string; tlsKey?: string; tcpListen: string; tcpPorts: string; publicHost: string; tcpLimit: number; boxSubnet: string; debianMirror: string; logLevel: "info" }) => {
+    .action(async (opts: { dataDir: string; apiListen: string; metricsListen: string; httpsListen: string; domain: string; publicHttpsPort?: number; tlsCert?: string; tlsKey?: string; gatewayWorkers?: number; tcpListen: string; tcpPorts: string; publicHost: string; tcpLimit: number; boxSubnet: string; debianMirror: string; logLevel: "info" }) => {
       const { startDaemon } = await import("@sail/server");
       const tty = process.stderr.isTTY;
       let lastPhase = "";
@@ -35,6 +36,7 @@ export function registerUp(program: Command): void {
           publicHttpsPort: opts.publicHttpsPort,
           tlsCert: opts.tlsCert,
           tlsKey: opts.tlsKey,
+          gatewayWorkers: opts.gatewayWorkers,
           tcpListen: opts.tcpListen,
           tcpPorts: opts.tcpPorts,
           publicHost: opts.publicHost,

@@ -81,6 +81,9 @@ export function resolveConfig(options: Partial<DaemonConfig>): DaemonConfig {
     throw new Error(`domain "${config.domain}" must be a DNS name such as sail.localhost or sail.example.com`);
   }
   parsePortRange(config.tcpPorts);
+  if (config.gatewayWorkers !== undefined && !(Number.isInteger(config.gatewayWorkers) && config.gatewayWorkers >= 1 && config.gatewayWorkers <= 64)) {
+    throw new Error(`gateway workers "${config.gatewayWorkers}" must be a whole number from 1 to 64`);
+  }
   if (!!config.tlsCert !== !!config.tlsKey) throw new Error("give both tlsCert and tlsKey, or neither (Sail then uses its local CA)");
   return config;
 }
