@@ -409,10 +409,11 @@ static void client_flush(conn_t *c) {
   if (c->state == S_CLOSING) conn_finish(c);
 }
 
-static int up_send(upstream_t *u, const char *p, size_t n) {
-  if (!u->connecting && buf_size(&u->out) == 0) {
+/* Write what a plain socket takes now (if nothing is queued before it), queue the rest; -1 when broken. */
+static int send_or_queue(int fd, buf_t *out, const char *p, size_t n, int may_write) {
+  if (may_write && buf_size(out) == 0) {
     while (n) {
-      ssize_t w = send(u->fd, p, n, MSG_NOSIGNAL);
+      ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
       if (w > 0) {
         p += w;
         n -= (size_t)w;
@@ -425,7 +426,23 @@ static int up_send(upstream_t *u, const char *p, size_t n) {
       }
     }
   }
-  return buf_add(&u->out, p, n);
+  return buf_add(out, p, n);
+}
+
+/* Write queued bytes until the socket is full or the queue empty; -1 when broken. */
+static int flush_queue(int fd, buf_t *out) {
+  while (buf_size(out)) {
+    ssize_t w = send(fd, buf_data(out), buf_size(out), MSG_NOSIGNAL);
+    if (w > 0) buf_drop(out, (size_t)w);
+    else if (w < 0 && errno == EINTR) continue;
+    else if (w < 0 && errno == EAGAIN) return 0;
+    else return -1;
+  }
+  return 0;
+}
+
+static int up_send(upstream_t *u, const char *p, size_t n) {
+  return send_or_queue(u->fd, &u->out, p, n, !u->connecting);
 }
 
 /* ---------- routes ---------- */
@@ -1121,15 +1138,9 @@ static void up_event(upstream_t *u, uint32_t events) {
     events |= EPOLLOUT;
   }
   if (events & EPOLLOUT) {
-    while (buf_size(&u->out)) {
-      ssize_t w = send(u->fd, buf_data(&u->out), buf_size(&u->out), MSG_NOSIGNAL);
-      if (w > 0) buf_drop(&u->out, (size_t)w);
-      else if (w < 0 && errno == EINTR) continue;
-      else if (w < 0 && errno == EAGAIN) break;
-      else {
-        upstream_gone(c);
-        return;
-      }
+    if (flush_queue(u->fd, &u->out) < 0) {
+      upstream_gone(c);
+      return;
     }
     forward_body(c);
     if (c->state == S_CLOSED) return;
@@ -1197,36 +1208,14 @@ static void handover(conn_t *c, int status, const char *code, const char *messag
 }
 
 static void relay_to_pair(conn_t *c, const char *p, size_t n) {
-  if (buf_size(&c->pair_out) == 0) {
-    while (n) {
-      ssize_t w = send(c->pair_fd, p, n, MSG_NOSIGNAL);
-      if (w > 0) {
-        p += w;
-        n -= (size_t)w;
-      } else if (w < 0 && errno == EINTR) {
-        continue;
-      } else if (w < 0 && errno == EAGAIN) {
-        break;
-      } else {
-        conn_close(c);
-        return;
-      }
-    }
-  }
-  if (buf_add(&c->pair_out, p, n) < 0) conn_close(c);
+  if (send_or_queue(c->pair_fd, &c->pair_out, p, n, 1) < 0) conn_close(c);
 }
 
 static void pair_event(conn_t *c, uint32_t events) {
   if (events & EPOLLOUT) {
-    while (buf_size(&c->pair_out)) {
-      ssize_t w = send(c->pair_fd, buf_data(&c->pair_out), buf_size(&c->pair_out), MSG_NOSIGNAL);
-      if (w > 0) buf_drop(&c->pair_out, (size_t)w);
-      else if (w < 0 && errno == EINTR) continue;
-      else if (w < 0 && errno == EAGAIN) break;
-      else {
-        conn_close(c);
-        return;
-      }
+    if (flush_queue(c->pair_fd, &c->pair_out) < 0) {
+      conn_close(c);
+      return;
     }
     if (!buf_size(&c->pair_out) && c->client_eof && !c->pair_shut) {
       shutdown(c->pair_fd, SHUT_WR);
