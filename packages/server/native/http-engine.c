@@ -9,14 +9,15 @@
  * and forwards requests and responses over pooled keep-alive upstream sockets.
  *
  * It only serves what it fully understands: an HTTP/1.1 request whose head arrived whole,
- * with one Host naming a running box, no Transfer-Encoding, no Upgrade or Expect, and a
- * Connection of keep-alive/close only. Anything else - a partial or odd head, an unknown,
- * sleeping or paused box, a WebSocket upgrade, a guest that cannot be dialled - is handed to
- * JavaScript (the `onHandover` callback) with the bytes not yet consumed, over one end of a
- * socketpair; the engine then only relays TLS <-> plaintext for that connection and the
+ * with one Host naming a running box, no Transfer-Encoding or Expect, and a Connection of
+ * keep-alive/close/upgrade only; an Upgrade answered 101 (WebSocket) becomes a byte tunnel.
+ * Anything else - a partial or odd head, an unknown, sleeping or paused box, a guest that
+ * cannot be dialled - is handed to JavaScript (the `onHandover` callback) with the bytes
+ * not yet consumed, over one end of a socketpair; the engine then only relays TLS <-> plaintext for that connection and the
  * JavaScript proxy answers exactly as before (errors, wakes, tunnels, timeouts). A response
  * the engine cannot forward before it has sent any of it is handed over the same way with
- * the error to answer.
+ * the error to answer. A fresh upstream connection reset before it answered an idempotent
+ * request without a body is tried again after 100, 200 and 300 ms.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>

@@ -32,9 +32,9 @@ const MODULE_PATH = join(dirname(fileURLToPath(import.meta.url)), "../../native/
 
 /**
  * The HTTPS data path in C (native/http-engine.c): TLS, Host routing and HTTP/1.1 forwarding
- * over pooled upstream sockets for requests to running boxes, in one thread with an epoll
- * loop. What it does not serve (odd heads, sleeping/paused/unknown boxes, upgrades, failed
- * dials) it hands back as a plaintext socket with the bytes it had read: `onHandover` gives
+ * over pooled upstream sockets for requests to running boxes, and WebSocket tunnels, in one
+ * thread with an epoll loop. What it does not serve (odd or partial heads, sleeping/paused/
+ * unknown boxes, failed dials) it hands back as a plaintext socket with the bytes it had read: `onHandover` gives
  * those to the JavaScript proxy, which answers as it always has.
  */
 export class HttpEngine {
