@@ -154,7 +154,7 @@ typedef struct conn {
   int resp_kind;
   uint64_t resp_remaining;
   chunk_t chunk;
-  int close_after, upstream_closes, resp_started, up_paused;
+  int close_after, upstream_closes, resp_started;
   /* relay (after a hand-over) */
   int pair_fd;
   uint32_t pair_mask;
@@ -202,7 +202,7 @@ static struct {
   SSL_CTX *ctx;
   char suffix[256];
   size_t suffix_len;
-  pthread_mutex_t lock;    /* routes, commands, counters, activity */
+  pthread_mutex_t lock;    /* routes, commands, activity */
   route_t *routes;
   size_t nroutes;
   cmd_t *cmds, *cmds_tail;
@@ -241,10 +241,9 @@ static void set_mask(int fd, tag_t *tag, uint32_t *current, uint32_t mask) {
   *current = mask;
 }
 
+/* Counters are atomics: the hot path adds without the lock, take() swaps them for zero. */
 static void count(uint64_t *counter, uint64_t n) {
-  pthread_mutex_lock(&E.lock);
-  *counter += n;
-  pthread_mutex_unlock(&E.lock);
+  __atomic_fetch_add(counter, n, __ATOMIC_RELAXED);
 }
 
 /* An exchange of `box` opened (+1) or ended (-1), or bytes moved (0): idle auto-sleep reads this. */
@@ -660,17 +659,13 @@ static int start_exchange(conn_t *c, const char *d, size_t hlen) {
   c->reused = c->retried = 0;
   c->resp_phase = 0;
   c->resp_started = 0;
-  c->up_paused = 0;
   buf_clear(&c->resph);
   c->state = S_EXCHANGE;
   c->counted = 1;
   activity(c->box, +1);
   count(&E.requests, 1);
   c->up = acquire(c);
-  if (!c->up) {
-    handover(c, 0, NULL, NULL);
-    return 0;
-  }
+  if (!c->up) handover(c, 0, NULL, NULL); /* could not even start a dial: JavaScript retries it */
   return 0;
 }
 
@@ -837,7 +832,7 @@ static void forward_response(conn_t *c, const char *data, size_t len, const buf_
 }
 
 typedef struct {
-  int has_length, lengths, chunked, other_te, upstream_closes;
+  int has_length, chunked, other_te, upstream_closes, keep_alive;
   uint64_t length;
   const char *listed[32];
   size_t listed_len[32];
@@ -847,6 +842,7 @@ typedef struct {
 static int response_connection_token(const char *t, size_t n, void *arg) {
   response_info_t *info = arg;
   if (name_is(t, n, "close")) info->upstream_closes = 1;
+  if (name_is(t, n, "keep-alive")) info->keep_alive = 1;
   if (info->nlisted < 32) {
     info->listed[info->nlisted] = t;
     info->listed_len[info->nlisted++] = n;
@@ -861,8 +857,9 @@ static int response_te_token(const char *t, size_t n, void *arg) {
   return 0;
 }
 
-/* The response head is in c->resph up to hlen; 0 ok, -1 on an invalid response (message in `why`). */
-static int take_response_head(conn_t *c, size_t hlen, const char **why) {
+/* The response head is in c->resph up to hlen: its status (framing and Connection tokens in
+ * `info_out`), or -1 on an invalid response (message in `why`). */
+static int take_response_head(conn_t *c, size_t hlen, response_info_t *info_out, const char **why) {
   const char *d = buf_data(&c->resph);
   const char *end = d + hlen - 4;
   const char *eol = memmem(d, (size_t)(end - d) + 2, "\r\n", 2);
@@ -913,10 +910,7 @@ static int take_response_head(conn_t *c, size_t hlen, const char **why) {
       return -1;
     }
   }
-  int keep_alive_listed = 0;
-  for (int i = 0; i < info.nlisted; i++) {
-    if (name_is(info.listed[i], info.listed_len[i], "keep-alive")) keep_alive_listed = 1;
-  }
+  *info_out = info;
   if (status >= 100 && status < 200) return status;
 
   if (c->head_method || status == 204 || status == 304) c->resp_kind = F_NONE;
@@ -925,31 +919,24 @@ static int take_response_head(conn_t *c, size_t hlen, const char **why) {
   else c->resp_kind = F_CLOSE;
   c->resp_remaining = info.length;
   memset(&c->chunk, 0, sizeof c->chunk);
-  c->upstream_closes = info.upstream_closes || (http10 && !keep_alive_listed);
+  c->upstream_closes = info.upstream_closes || (http10 && !info.keep_alive);
   c->close_after = c->client_close || c->resp_kind == F_CLOSE || !c->req_done;
   return status;
 }
 
-/* The head for the client: hop-by-hop fields dropped, `connection: close` when we close after. */
-static int client_head(conn_t *c, size_t hlen, buf_t *out) {
+/* The head for the client: hop-by-hop fields and those its Connection lists (`info`) dropped,
+ * `connection: close` when we close after. */
+static int client_head(conn_t *c, size_t hlen, const response_info_t *info, buf_t *out) {
   const char *d = buf_data(&c->resph);
   const char *end = d + hlen - 4;
   const char *eol = memmem(d, (size_t)(end - d) + 2, "\r\n", 2);
-  response_info_t info = {0};
-  for (const char *line = eol + 2; line < end + 2;) {
-    const char *next = memmem(line, (size_t)(end + 2 - line), "\r\n", 2);
-    field_t f;
-    parse_field(line, (size_t)(next - line), &f);
-    if (name_is(f.name, f.name_len, "connection")) each_token(f.value, f.value_len, response_connection_token, &info);
-    line = next + 2;
-  }
   if (buf_add(out, "HTTP/1.1", 8) < 0 || buf_add(out, d + 8, (size_t)(eol - d) - 8 + 2) < 0) return -1;
   for (const char *line = eol + 2; line < end + 2;) {
     const char *next = memmem(line, (size_t)(end + 2 - line), "\r\n", 2);
     field_t f;
     parse_field(line, (size_t)(next - line), &f);
     int drop = name_in(f.name, f.name_len, HOP_BY_HOP);
-    for (int i = 0; i < info.nlisted && !drop; i++) drop = info.listed_len[i] == f.name_len && strncasecmp(info.listed[i], f.name, f.name_len) == 0;
+    for (int i = 0; i < info->nlisted && !drop; i++) drop = info->listed_len[i] == f.name_len && strncasecmp(info->listed[i], f.name, f.name_len) == 0;
     if (!drop && buf_add(out, line, (size_t)(next - line) + 2) < 0) return -1;
     line = next + 2;
   }
@@ -1001,7 +988,8 @@ static void upstream_bytes(conn_t *c, const char *p, size_t n) {
     }
     size_t hlen = (size_t)(end - d) + 4;
     const char *why = NULL;
-    int status = take_response_head(c, hlen, &why);
+    response_info_t info;
+    int status = take_response_head(c, hlen, &info, &why);
     if (status < 0) {
       snprintf(message, sizeof message, "The process on port %d in sailbox %s sent an invalid response: %s", c->port, c->box, why);
       fail_exchange(c, 502, "SAIL_UPSTREAM_FAILED", message);
@@ -1019,7 +1007,7 @@ static void upstream_bytes(conn_t *c, const char *p, size_t n) {
       continue;
     }
     buf_t head = {0};
-    if (client_head(c, hlen, &head) < 0) {
+    if (client_head(c, hlen, &info, &head) < 0) {
       buf_free(&head);
       conn_close(c);
       return;
@@ -1095,8 +1083,7 @@ static void up_read(upstream_t *u) {
     conn_t *c = u->owner;
     if (!c || u->closed) return;
     if (buf_size(&c->out) > OUT_LIMIT) {
-      c->up_paused = 1;
-      update_masks(c);
+      update_masks(c); /* reading it resumes once the client has taken its bytes */
       return;
     }
     ssize_t n = recv(u->fd, scratch, sizeof scratch, 0);
@@ -1249,12 +1236,18 @@ static void pair_event(conn_t *c, uint32_t events) {
 
 /* ---------- the client side ---------- */
 
+/* Whether to read the client now: not after its EOF or while closing, nor while what it sent waits. */
+static int client_readable(const conn_t *c) {
+  if (c->client_eof || c->state == S_CLOSING || c->state == S_CLOSED) return 0;
+  if (c->state == S_EXCHANGE) return buf_size(&c->in) <= IN_LIMIT && !(c->up && buf_size(&c->up->out) > OUT_LIMIT);
+  if (c->state == S_TUNNEL) return !(c->up && buf_size(&c->up->out) > OUT_LIMIT);
+  if (c->state == S_RELAY) return buf_size(&c->pair_out) <= OUT_LIMIT;
+  return 1;
+}
+
 static void update_masks(conn_t *c) {
   if (c->state == S_CLOSED) return;
-  int reading = !c->client_eof && c->state != S_CLOSING;
-  if (c->state == S_EXCHANGE && (buf_size(&c->in) > IN_LIMIT || (c->up && buf_size(&c->up->out) > OUT_LIMIT))) reading = 0;
-  if (c->state == S_TUNNEL && c->up && buf_size(&c->up->out) > OUT_LIMIT) reading = 0;
-  if (c->state == S_RELAY && buf_size(&c->pair_out) > OUT_LIMIT) reading = 0;
+  int reading = client_readable(c);
   uint32_t mask = (reading ? EPOLLIN | EPOLLRDHUP : 0) | (buf_size(&c->out) || c->read_wants_write ? EPOLLOUT : 0);
   set_mask(c->fd, &c->tag, &c->mask, mask);
   upstream_t *u = c->up;
@@ -1293,11 +1286,7 @@ static void process(conn_t *c) {
 
 static void client_read(conn_t *c) {
   int got = 0;
-  while (c->state != S_CLOSED && !c->client_eof) {
-    if (c->state == S_EXCHANGE && buf_size(&c->in) > IN_LIMIT) break;
-    if (c->state == S_TUNNEL && c->up && buf_size(&c->up->out) > OUT_LIMIT) break;
-    if (c->state == S_RELAY && buf_size(&c->pair_out) > OUT_LIMIT) break;
-    if (c->state == S_CLOSING) break;
+  while (client_readable(c)) {
     int n = SSL_read(c->ssl, scratch, sizeof scratch);
     if (n > 0) {
       c->since = now_ms();
@@ -1383,14 +1372,6 @@ static void client_event(conn_t *c, uint32_t events) {
   if (events & EPOLLOUT) {
     client_flush(c);
     if (c->state == S_CLOSED) return;
-    if (buf_size(&c->out) <= OUT_LIMIT) {
-      if (c->up && c->up_paused) {
-        c->up_paused = 0;
-        update_masks(c);
-        up_read(c->up);
-        if (c->state == S_CLOSED) return;
-      }
-    }
   }
   if (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) client_read(c);
   else update_masks(c);
@@ -1821,19 +1802,18 @@ static void set_number(napi_env env, napi_value obj, const char *name, double va
   napi_set_named_property(env, obj, name, v);
 }
 
-/* take() -> {connections, requests, bytesIn, bytesOut, activity: {box: {open, lastActiveMs}}}; counters reset. */
+/* take() -> {connections, requests, tunnels, bytesIn, bytesOut, activity: {box: {open, lastActiveMs}}}; counters reset. */
 static napi_value js_take(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value result, boxes;
   napi_create_object(env, &result);
   napi_create_object(env, &boxes);
+  set_number(env, result, "connections", (double)__atomic_exchange_n(&E.connections, 0, __ATOMIC_RELAXED));
+  set_number(env, result, "requests", (double)__atomic_exchange_n(&E.requests, 0, __ATOMIC_RELAXED));
+  set_number(env, result, "tunnels", (double)__atomic_exchange_n(&E.tunnels, 0, __ATOMIC_RELAXED));
+  set_number(env, result, "bytesIn", (double)__atomic_exchange_n(&E.bytes_in, 0, __ATOMIC_RELAXED));
+  set_number(env, result, "bytesOut", (double)__atomic_exchange_n(&E.bytes_out, 0, __ATOMIC_RELAXED));
   pthread_mutex_lock(&E.lock);
-  set_number(env, result, "connections", (double)E.connections);
-  set_number(env, result, "requests", (double)E.requests);
-  set_number(env, result, "tunnels", (double)E.tunnels);
-  set_number(env, result, "bytesIn", (double)E.bytes_in);
-  set_number(env, result, "bytesOut", (double)E.bytes_out);
-  E.connections = E.requests = E.tunnels = E.bytes_in = E.bytes_out = 0;
   int64_t forget_before = wall_ms() - 7LL * 86400000;
   size_t kept = 0;
   for (size_t i = 0; i < E.nactivity; i++) {
