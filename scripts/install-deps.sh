@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 # gcc, libc6-dev and libssl-dev build the native data paths (packages/server/native: the raw-TCP
 # pump and the HTTPS engine);
 # wrk, nginx-light and haproxy are the benchmarks' load generator and baselines; psql (postgresql-client)
-# talks to a real PostgreSQL in a box in the tests
-APT_PACKAGES=(crun debootstrap tini gcc libc6-dev libssl-dev iproute2 nftables util-linux curl ca-certificates openssl openssh-client postgresql-client wrk nginx-light haproxy)
+# talks to a real PostgreSQL in a box in the tests; qemu-user-static runs boxes of the other
+# architecture (Image.debian_arm64 on amd64)
+APT_PACKAGES=(crun debootstrap tini gcc libc6-dev libssl-dev iproute2 nftables util-linux curl ca-certificates openssl openssh-client postgresql-client wrk nginx-light haproxy
+  qemu-user-static)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

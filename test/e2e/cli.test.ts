@@ -40,6 +40,22 @@ describe("the sail CLI", () => {
     assert.deepEqual(JSON.parse(after.stdout), []);
   });
 
+  test("box create --arch runs the other architecture under emulation, and box ls says so", async () => {
+    const foreign = process.arch === "arm64" ? "amd64" : "arm64";
+    const create = await runCli(daemon, ["box", "create", "--app", "cli", "--name", "cli-foreign", "--arch", foreign, "--json"]);
+    assert.equal(create.code, 0, create.stderr);
+    const box = JSON.parse(create.stdout) as { id: string; image: { arch: string; emulated: boolean } };
+    created.push(box.id);
+    assert.deepEqual(box.image, { name: "debian", arch: foreign, aptPackages: [], emulated: true });
+    const uname = await runCli(daemon, ["box", "exec", box.id, "--", "uname -m"]);
+    assert.equal(uname.stdout.trim(), foreign === "arm64" ? "aarch64" : "x86_64");
+    assert.match((await runCli(daemon, ["box", "ls", "--app", "cli"])).stdout, new RegExp(`${box.id}\\s+cli-foreign\\s+running\\s+debian/${foreign} \\(emulated\\)`));
+    await runCli(daemon, ["box", "terminate", box.id]);
+    const unknown = await runCli(daemon, ["box", "create", "--arch", "sparc"]);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /SAIL_IMAGE_UNKNOWN: --arch "sparc" is not an architecture Sail knows: use amd64 or arm64/);
+  });
+
   test("errors exit non-zero with the stable code on stderr", async () => {
     const missing = await runCli(daemon, ["box", "exec", "sb-nosuchbox00", "--", "true"]);
     assert.equal(missing.code, 1);

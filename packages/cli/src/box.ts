@@ -1,10 +1,14 @@
 import type { Command } from "commander";
-import { App, Image, IngressPort, SailClient, Sailbox, type Listener } from "@sail/sdk";
+import { App, Image, IngressPort, InvalidArgumentError, SailClient, Sailbox, type Listener, type SailboxInfo } from "@sail/sdk";
 import { printJson, printTable } from "./output.js";
+
+/** "debian/arm64 (emulated)", "debian/amd64+postgresql". */
+const imageLabel = (image: SailboxInfo["image"]) =>
+  `${image.name}/${image.arch}${image.aptPackages.length ? `+${image.aptPackages.join(",")}` : ""}${image.emulated ? " (emulated)" : ""}`;
 
 const row = (sb: Sailbox) => {
   const d = sb.describe();
-  return { id: d.id, name: d.name, status: d.status, cpu: d.cpu, memory: `${d.memoryMiB}MiB`, created: d.createdAt };
+  return { id: d.id, name: d.name, status: d.status, image: imageLabel(d.image), cpu: d.cpu, memory: `${d.memoryMiB}MiB`, created: d.createdAt };
 };
 
 const listenerRow = (l: Listener) => ({
@@ -21,6 +25,13 @@ function collectPorts(value: string, previous: number[]): number[] {
 
 function collectStrings(value: string, previous: string[]): string[] {
   return [...previous, value];
+}
+
+function imageForArch(arch: string | undefined): Image {
+  if (arch === undefined) return Image.debian;
+  if (arch === "amd64") return Image.debian_amd64;
+  if (arch === "arm64") return Image.debian_arm64;
+  throw new InvalidArgumentError("SAIL_IMAGE_UNKNOWN", `--arch ${JSON.stringify(arch)} is not an architecture Sail knows: use amd64 or arm64`, { field: "image" });
 }
 
 /** An id (`sb-…`) or the name of a live box in `--app`. */
@@ -43,18 +54,21 @@ export function registerBox(program: Command): void {
     .option("--tcp <port>", "publish a guest port as raw TCP (repeatable)", collectPorts, [] as number[])
     .option("--allow <cidr>", "only these sources may connect to the --tcp ports (repeatable)", collectStrings, [] as string[])
     .option("--allow-public", "confirm a well-known unauthenticated --tcp port (e.g. 5432) may be reached from anywhere")
+    .option("--arch <arch>", "amd64 or arm64 (default: the host's); the other one runs under emulation, and its first create builds its image (minutes)")
     .option("--apt <package>", "Debian package to install in the image, e.g. postgresql (repeatable; built once, then cached)", collectStrings, [] as string[])
     .option("--enable-ssh", "install and start sshd with your public key, publish port 22, print the ssh command")
     .option("--ssh-key <path>", "public key for --enable-ssh (default ~/.ssh/id_ed25519.pub, then ~/.ssh/id_rsa.pub)")
     .option("--json", "print the box and its listeners as JSON")
-    .addHelpText("after", "\nExamples:\n  sail box create --name web-demo --port 3000\n  sail box create --name db --apt postgresql --tcp 5432 --allow 203.0.113.0/24\n  sail box create --name dev --enable-ssh\n  sail box create --app ci --cpu 0.5 --memory 512")
-    .action(async (opts: { app: string; name?: string; cpu?: number; memory?: number; port: number[]; tcp: number[]; allow: string[]; allowPublic?: boolean; apt: string[]; enableSsh?: boolean; sshKey?: string; json?: boolean }) => {
+    .addHelpText("after", "\nExamples:\n  sail box create --name web-demo --port 3000\n  sail box create --name db --apt postgresql --tcp 5432 --allow 203.0.113.0/24\n  sail box create --name dev --enable-ssh\n  sail box create --app ci --cpu 0.5 --memory 512\n  sail box create --arch arm64 --port 3000   # emulated on an amd64 host")
+    .action(async (opts: { app: string; name?: string; cpu?: number; memory?: number; port: number[]; tcp: number[]; allow: string[]; allowPublic?: boolean; arch?: string; apt: string[]; enableSsh?: boolean; sshKey?: string; json?: boolean }) => {
       const app = await App.find({ name: opts.app, mintIfMissing: true });
       const tcpOptions = { cidrAllowlist: opts.allow.length ? opts.allow : undefined, allowPublic: opts.allowPublic };
       const ingressPorts = [...opts.port, ...opts.tcp.map((p) => new IngressPort(p, "tcp", tcpOptions))];
       const ssh = opts.sshKey ?? (opts.enableSsh ? true : undefined);
-      const image = opts.apt.length ? Image.debian.aptInstall(opts.apt) : Image.debian;
+      const base = imageForArch(opts.arch);
+      const image = opts.apt.length ? base.aptInstall(opts.apt) : base;
       if (opts.apt.length) console.error(`Preparing an image with ${opts.apt.join(", ")} (the first time, this takes as long as apt-get install)...`);
+      else if (opts.arch) console.error(`Preparing the ${opts.arch} image (the first time under emulation, this takes a few minutes)...`);
       const sb = await Sailbox.create({ app, name: opts.name, image, cpu: opts.cpu, memory: opts.memory, ingressPorts, ssh });
       const listeners = await sb.listeners();
       if (opts.json) return printJson({ ...sb.describe(), listeners: listeners.map(listenerRow) });
@@ -77,7 +91,7 @@ export function registerBox(program: Command): void {
       const app = opts.app ? await App.find({ name: opts.app }) : undefined;
       const boxes = (await Sailbox.list({ app })).filter((sb) => opts.all || !["terminated", "failed"].includes(sb.describe().status));
       if (opts.json) return printJson(boxes.map((sb) => sb.describe()));
-      printTable(boxes.map(row), ["id", "name", "status", "cpu", "memory", "created"]);
+      printTable(boxes.map(row), ["id", "name", "status", "image", "cpu", "memory", "created"]);
     });
 
   box

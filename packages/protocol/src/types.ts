@@ -47,12 +47,15 @@ export interface CreateSailboxRequest {
   memoryMiB?: number;
 }
 
+/** The image a sailbox runs; `emulated` when its architecture is not the host's (qemu user mode). */
+export type SailboxImage = Required<ImageRef> & { emulated: boolean };
+
 export interface SailboxInfo {
   id: string;
   appId: string;
   name: string | null;
   status: SailboxStatus;
-  image: Required<ImageRef>;
+  image: SailboxImage;
   cpu: number;
   memoryMiB: number;
   /** How many times traffic or an API call woke it from sleep since the daemon started. */

@@ -10,9 +10,13 @@ import { checkAptPackages, type Architecture, type ImageRef } from "@sail/protoc
 export class Image {
   /** Debian on the daemon host's architecture. */
   static readonly debian = new Image({ name: "debian" });
-  /** Debian for arm64; refused with a clear error by a daemon on another architecture. */
+  /**
+   * Debian for arm64. On another host it runs under emulation (qemu user mode, like
+   * `docker run --platform linux/arm64`): slower, and the first create builds its base image
+   * (a few minutes). A host that cannot emulate refuses it with `SAIL_IMAGE_ARCH_UNSUPPORTED`.
+   */
   static readonly debian_arm64 = new Image({ name: "debian", arch: "arm64" });
-  /** Debian for amd64 (x86_64); refused with a clear error by a daemon on another architecture. */
+  /** Debian for amd64 (x86_64); emulated on an arm64 host, like `debian_arm64` on amd64. */
   static readonly debian_amd64 = new Image({ name: "debian", arch: "amd64" });
 
   private constructor(readonly ref: ImageRef) {}

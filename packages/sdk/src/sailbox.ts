@@ -6,7 +6,7 @@ import { Image } from "./image.js";
 import { IngressPort, Listener } from "./listener.js";
 import { resolveSshKey } from "./ssh.js";
 
-/** How long a create that builds a package image may take (apt downloads and installs). */
+/** How long a create that builds an image may take (apt, or a foreign architecture's base under emulation). */
 const IMAGE_BUILD_TIMEOUT_MS = 15 * 60_000;
 
 export interface CreateSailboxOptions {
@@ -89,8 +89,8 @@ export class Sailbox {
       ssh,
       idleTimeout: options.idleTimeout,
     };
-    // the first create with a new package set waits for apt: allow it the time an install takes
-    const timeoutMs = image.aptPackages.length ? IMAGE_BUILD_TIMEOUT_MS : undefined;
+    // the first create with a new package set, or a foreign architecture, waits for its image build
+    const timeoutMs = image.aptPackages.length || image.arch ? IMAGE_BUILD_TIMEOUT_MS : undefined;
     const info = await client.request<SailboxInfo>("POST", "/v1/sailboxes", body, undefined, timeoutMs);
     return new Sailbox(client, info);
   }

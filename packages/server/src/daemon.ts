@@ -86,7 +86,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
   );
 
   await runtime.start();
-  await runtime.prepareImage(hooks.onImageProgress ?? ((p) => log.info(p, "base image")));
+  await runtime.prepareImage(arch, hooks.onImageProgress ?? ((p) => log.info(p, "base image")));
   const reconciled = await sailboxes.reconcile();
   log.info(reconciled, "reconciled the store with the runtime");
 

@@ -19,7 +19,7 @@ import {
   type SailboxInfo,
   type SailboxStatus,
 } from "@sail/protocol";
-import { ImageBuildError, type Runtime, type RunningExec } from "../runtime/runtime.js";
+import { EmulationUnavailableError, ImageBuildError, type ImageProgress, type Runtime, type RunningExec } from "../runtime/runtime.js";
 import { normalizeCidr } from "./cidr.js";
 import { installSshdScript, START_SSHD_SCRIPT } from "./sshd.js";
 import { NameTakenError, TcpLimitError, TcpPortsExhaustedError, newId, type TcpSettings, type AppRow, type ListenerRow, type OrgRow, type SailboxRow, type Store } from "../store/store.js";
@@ -163,7 +163,7 @@ export class Sailboxes {
     // ssh publishes 22 as raw TCP, unless the user did so already (e.g. with a cidrAllowlist)
     if (sshKey && !ports.some((p) => p.port === SSH_PORT)) ports.push({ port: SSH_PORT, protocol: "tcp", cidrAllowlist: [], allowPublic: false });
 
-    if (aptPackages.length) await this.preparePackageImage(aptPackages);
+    await this.prepareImage(arch, aptPackages);
 
     const id = newId("sb-");
     let row: SailboxRow;
@@ -209,21 +209,33 @@ export class Sailboxes {
     });
   }
 
-  /** Before anything is created: a package set apt cannot install refuses the create. */
-  private async preparePackageImage(aptPackages: string[]): Promise<void> {
+  /**
+   * Before anything is created: a foreign architecture the host cannot emulate, or a package
+   * set apt cannot install, refuses the create. The first create of each image waits for its
+   * build (logged as it goes); later ones find it cached.
+   */
+  private async prepareImage(arch: Architecture, aptPackages: string[]): Promise<void> {
+    const foreign = arch !== this.runtime.hostArch;
+    if (!foreign && !aptPackages.length) return;
     const started = Date.now();
     let lastLog = 0;
+    const onProgress = (progress: ImageProgress) => {
+      if (Date.now() - lastLog < 2000 && !progress.done) return;
+      lastLog = Date.now();
+      this.log.info({ arch, aptPackages, ...progress }, "building image");
+    };
+    const image = `Image.debian${foreign ? `_${arch}` : ""}${aptPackages.length ? `.aptInstall(${aptPackages.map((p) => JSON.stringify(p)).join(", ")})` : ""}`;
     try {
-      await this.runtime.preparePackageImage(aptPackages, (progress) => {
-        if (Date.now() - lastLog < 2000 && !progress.done) return;
-        lastLog = Date.now();
-        this.log.info({ aptPackages, ...progress }, "building package image");
-      });
+      if (aptPackages.length) await this.runtime.preparePackageImage(arch, aptPackages, onProgress);
+      else await this.runtime.prepareImage(arch, onProgress);
     } catch (err) {
-      if (!(err instanceof ImageBuildError)) throw err;
-      throw sailError("SAIL_IMAGE_BUILD_FAILED", `Could not build Image.debian.aptInstall(${aptPackages.map((p) => JSON.stringify(p)).join(", ")}): ${err.message}`, { field: "image.aptPackages", aptPackages });
+      if (err instanceof EmulationUnavailableError) {
+        throw sailError("SAIL_IMAGE_ARCH_UNSUPPORTED", `${image} needs ${arch} emulation on this ${this.runtime.hostArch} host, which is not available: ${err.message}. Or use Image.debian (the host's architecture)`, { field: "image", requested: arch, host: this.runtime.hostArch });
+      }
+      if (err instanceof ImageBuildError) throw sailError("SAIL_IMAGE_BUILD_FAILED", `Could not build ${image}: ${err.message}`, { field: "image.aptPackages", aptPackages });
+      throw err;
     }
-    if (Date.now() - started > 1000) this.log.info({ aptPackages, ms: Date.now() - started }, "package image ready");
+    if (Date.now() - started > 1000) this.log.info({ arch, aptPackages, ms: Date.now() - started }, "image ready");
   }
 
   private checkImage(image: CreateSailboxRequest["image"]): Architecture {
@@ -235,13 +247,6 @@ export class Sailboxes {
     if (image.arch === undefined) return this.runtime.hostArch;
     if (!ARCHITECTURES.includes(image.arch)) {
       throw sailError("SAIL_IMAGE_UNKNOWN", `Unknown architecture ${JSON.stringify(image.arch)}: use ${ARCHITECTURES.join(" or ")}`, { field: "image" });
-    }
-    if (image.arch !== this.runtime.hostArch) {
-      throw sailError(
-        "SAIL_IMAGE_ARCH_UNSUPPORTED",
-        `Image debian_${image.arch} is for ${image.arch}, but this Sail host runs ${this.runtime.hostArch}: use Image.debian (the host's architecture) or Image.debian_${this.runtime.hostArch}`,
-        { field: "image", requested: image.arch, host: this.runtime.hostArch },
-      );
     }
     return image.arch;
   }
@@ -589,7 +594,7 @@ export class Sailboxes {
       appId: row.appId,
       name: row.name,
       status: row.status,
-      image: { name: "debian", arch: row.imageArch, aptPackages: row.imagePackages ? row.imagePackages.split(" ") : [] },
+      image: { name: "debian", arch: row.imageArch, aptPackages: row.imagePackages ? row.imagePackages.split(" ") : [], emulated: row.imageArch !== this.runtime.hostArch },
       cpu: row.cpu,
       memoryMiB: row.memoryMiB,
       idleTimeout: row.idleTimeout,

@@ -18,6 +18,8 @@ export const BASE_IMAGE_RECIPE = {
 export interface ImageBuildOptions {
   imagesDir: string;
   arch: Architecture;
+  /** Build another architecture's image: debootstrap --foreign, then its second stage under emulation (qemu-user via binfmt_misc). */
+  foreign: boolean;
   mirror: string;
   tiniPath: string;
   onProgress?: (progress: ImageProgress) => void;
@@ -32,21 +34,23 @@ export function baseImageKey(arch: Architecture, tiniPath: string): string {
     .slice(0, 16);
 }
 
-/** The read-only lower layer every box's overlay sits on. Built once (≈ 60-90 s), then reused. */
+/**
+ * The read-only lower layer every box's overlay sits on. Built once, then reused: ≈ 60-90 s
+ * natively, ≈ 3.5 min for a foreign architecture (its packages configure under emulation).
+ */
 export async function ensureBaseImage(options: ImageBuildOptions): Promise<string> {
   const key = baseImageKey(options.arch, options.tiniPath);
   const rootfs = join(options.imagesDir, `debian-${options.arch}-${key}`, "rootfs");
   if (existsSync(join(rootfs, "..", "complete"))) return rootfs;
 
   mkdirSync(options.imagesDir, { recursive: true });
-  // a build interrupted earlier leaves a .partial directory: start it over
-  for (const entry of readdirSync(options.imagesDir)) {
-    if (entry.endsWith(".partial")) rmSync(join(options.imagesDir, entry), { recursive: true, force: true });
-  }
+  // a build of this image interrupted earlier leaves a .partial directory: start it over
   const partial = join(options.imagesDir, `debian-${options.arch}-${key}.partial`);
+  rmSync(partial, { recursive: true, force: true });
   const partialRootfs = join(partial, "rootfs");
   mkdirSync(partialRootfs, { recursive: true });
   await debootstrap(partialRootfs, options);
+  if (options.foreign) await secondStage(partialRootfs, options);
   options.onProgress?.({ phase: "finishing" });
   finishRootfs(partialRootfs, options.tiniPath);
   writeFileSync(join(partial, "complete"), JSON.stringify({ ...BASE_IMAGE_RECIPE, arch: options.arch, builtAt: new Date().toISOString() }));
@@ -57,6 +61,7 @@ export async function ensureBaseImage(options: ImageBuildOptions): Promise<strin
 
 function debootstrap(target: string, options: ImageBuildOptions): Promise<void> {
   const args = [
+    ...(options.foreign ? ["--foreign"] : []),
     `--variant=${BASE_IMAGE_RECIPE.variant}`,
     `--arch=${options.arch}`,
     `--include=${BASE_IMAGE_RECIPE.packages.join(",")}`,
@@ -64,17 +69,43 @@ function debootstrap(target: string, options: ImageBuildOptions): Promise<void> 
     target,
     options.mirror,
   ];
+  return runLogged("debootstrap", args, (code, tail) => new Error(`debootstrap exited ${code} while building the base image:\n${tail}`), debootstrapProgress(options));
+}
+
+/** debootstrap's "I: <phase> <detail>" lines as progress; retrieved packages are counted. */
+function debootstrapProgress(options: ImageBuildOptions): (line: string) => void {
   let retrieved = 0;
-  const onLine = (line: string) => {
+  return (line) => {
     const match = /^I: (Retrieving|Validating|Extracting|Unpacking|Configuring|Installing|Resolving|Checking|Found|Base system)\s*(.*)$/.exec(line);
     if (!match) return;
     const phase = match[1]!.toLowerCase();
     // "I: Retrieving libc6 2.36-9" is a package; "I: Retrieving Packages" is an index
     const isPackage = phase === "retrieving" && /\S+ \S+/.test(match[2]!);
     if (isPackage) retrieved++;
-    options.onProgress?.({ phase, detail: isPackage ? `package ${retrieved}: ${match[2]}` : match[2] });
+    options.onProgress?.({ phase: options.foreign ? `${phase} (${options.arch}, emulated)` : phase, detail: isPackage ? `package ${retrieved}: ${match[2]}` : match[2] });
   };
-  return runLogged("debootstrap", args, (code, tail) => new Error(`debootstrap exited ${code} while building the base image:\n${tail}`), onLine);
+}
+
+/**
+ * A foreign image's packages are unpacked and configured by its own binaries, run by qemu
+ * through binfmt_misc: in a chroot inside a private mount namespace, so the /proc and /sys
+ * debootstrap mounts go with it even if the build dies.
+ */
+function secondStage(target: string, options: ImageBuildOptions): Promise<void> {
+  return runLogged(
+    "unshare",
+    ["--mount", "--propagation", "private", "chroot", target, "/debootstrap/debootstrap", "--second-stage"],
+    (code, tail) => new Error(`debootstrap's second stage (under ${options.arch} emulation) exited ${code}:\n${tail}`),
+    debootstrapProgress(options),
+  );
+}
+
+/** Builds a daemon died in leave `.partial` directories: removed at start, before any build runs. */
+export function removePartialBuilds(imagesDir: string): void {
+  if (!existsSync(imagesDir)) return;
+  for (const entry of readdirSync(imagesDir)) {
+    if (entry.endsWith(".partial")) rmSync(join(imagesDir, entry), { recursive: true, force: true });
+  }
 }
 
 /** Each box generates its own SSH host keys on first sshd start: never share one image's keys. */

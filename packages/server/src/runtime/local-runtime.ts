@@ -4,7 +4,8 @@ import { join } from "node:path";
 import type { Architecture } from "@sail/protocol";
 import { mustRun, runCommand, signalNumber } from "./commands.js";
 import { Crun } from "./crun.js";
-import { ensureBaseImage, ensurePackageImage } from "./image.js";
+import { ensureEmulation } from "./emulation.js";
+import { ensureBaseImage, ensurePackageImage, removePartialBuilds } from "./image.js";
 import { BoxNetworks } from "./network.js";
 import { ociConfig } from "./oci.js";
 import { listeningAddresses, probeTcp } from "./ports.js";
@@ -32,8 +33,9 @@ export class LocalRuntime implements Runtime {
   readonly hostArch: Architecture;
   private readonly crun: Crun;
   private readonly networks: BoxNetworks;
-  private baseRootfs: string | undefined;
-  /** Package images by their sorted package list: built or building. */
+  /** Base images by architecture: built or building. */
+  private readonly baseImages = new Map<Architecture, Promise<string>>();
+  /** Package images by architecture and sorted package list: built or building. */
   private readonly packageImages = new Map<string, Promise<string>>();
 
   constructor(private readonly options: LocalRuntimeOptions) {
@@ -46,34 +48,43 @@ export class LocalRuntime implements Runtime {
     return this.networks.slots;
   }
 
-  async prepareImage(onProgress?: (progress: ImageProgress) => void): Promise<void> {
-    this.baseRootfs = await ensureBaseImage({
-      imagesDir: join(this.options.dataDir, "images"),
-      arch: this.hostArch,
-      mirror: this.options.debianMirror,
-      tiniPath: this.options.tiniPath,
-      onProgress,
-    });
+  async prepareImage(arch: Architecture, onProgress?: (progress: ImageProgress) => void): Promise<void> {
+    await this.baseImage(arch, onProgress);
   }
 
-  preparePackageImage(aptPackages: readonly string[], onProgress?: (progress: ImageProgress) => void): Promise<void> {
-    return this.packageImage(aptPackages, onProgress).then(() => {});
+  preparePackageImage(arch: Architecture, aptPackages: readonly string[], onProgress?: (progress: ImageProgress) => void): Promise<void> {
+    return this.packageImage(arch, aptPackages, onProgress).then(() => {});
   }
 
-  private async packageImage(aptPackages: readonly string[], onProgress?: (progress: ImageProgress) => void): Promise<string> {
-    if (!this.baseRootfs) throw new Error("the base image is not ready yet");
-    const key = aptPackages.join(" ");
-    let building = this.packageImages.get(key);
+  /** A foreign architecture's image is built, and its boxes run, under emulation: checked every time (a reboot unregisters it). */
+  private async baseImage(arch: Architecture, onProgress?: (progress: ImageProgress) => void): Promise<string> {
+    const foreign = arch !== this.hostArch;
+    if (foreign) await ensureEmulation(arch);
+    return this.shareBuild(this.baseImages, arch, () =>
+      ensureBaseImage({ imagesDir: join(this.options.dataDir, "images"), arch, foreign, mirror: this.options.debianMirror, tiniPath: this.options.tiniPath, onProgress }),
+    );
+  }
+
+  private async packageImage(arch: Architecture, aptPackages: readonly string[], onProgress?: (progress: ImageProgress) => void): Promise<string> {
+    const base = await this.baseImage(arch, onProgress);
+    return this.shareBuild(this.packageImages, `${arch} ${aptPackages.join(" ")}`, () =>
+      ensurePackageImage(base, aptPackages, { imagesDir: join(this.options.dataDir, "images"), onProgress }),
+    );
+  }
+
+  /** Concurrent callers share one build; a failed build is forgotten, so the next call tries again (the mirror may be back). */
+  private shareBuild<K>(builds: Map<K, Promise<string>>, key: K, build: () => Promise<string>): Promise<string> {
+    let building = builds.get(key);
     if (!building) {
-      building = ensurePackageImage(this.baseRootfs, aptPackages, { imagesDir: join(this.options.dataDir, "images"), onProgress });
-      // a failed build is not cached: the next create tries again (the mirror may be back)
-      building.catch(() => this.packageImages.delete(key));
-      this.packageImages.set(key, building);
+      building = build();
+      building.catch(() => builds.delete(key));
+      builds.set(key, building);
     }
     return building;
   }
 
   start(): Promise<void> {
+    removePartialBuilds(join(this.options.dataDir, "images"));
     return this.networks.fenceSubnet();
   }
 
@@ -99,8 +110,7 @@ export class LocalRuntime implements Runtime {
   }
 
   async create(spec: BoxSpec): Promise<BoxNetwork> {
-    if (!this.baseRootfs) throw new Error("the base image is not ready yet");
-    const lower = spec.aptPackages.length ? await this.packageImage(spec.aptPackages) : this.baseRootfs;
+    const lower = spec.aptPackages.length ? await this.packageImage(spec.arch, spec.aptPackages) : await this.baseImage(spec.arch);
     const dir = this.boxDir(spec.id);
     const rootfs = join(dir, "rootfs");
     try {
@@ -110,7 +120,7 @@ export class LocalRuntime implements Runtime {
         mustRun("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${lower},upperdir=${dir}/upper,workdir=${dir}/work`, rootfs]),
       ]);
       writeIdentity(rootfs, spec.hostname, network.guestAddress);
-      const config = ociConfig(spec, { rootfs, netnsPath: `/run/netns/${BoxNetworks.namespace(spec.id)}`, nofile: this.options.nofileLimit });
+      const config = ociConfig(spec, { rootfs, netnsPath: `/run/netns/${BoxNetworks.namespace(spec.id)}`, nofile: this.options.nofileLimit, hostArch: this.hostArch });
       writeFileSync(join(dir, "config.json"), JSON.stringify(config));
       const consoleLog = openSync(join(dir, "console.log"), "a");
       try {

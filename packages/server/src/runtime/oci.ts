@@ -56,8 +56,11 @@ export function seccompProfile(arch: BoxSpec["arch"]) {
   };
 }
 
-/** The OCI runtime spec (config.json) of one box. */
-export function ociConfig(spec: BoxSpec, options: { rootfs: string; netnsPath: string; nofile: number }) {
+/**
+ * The OCI runtime spec (config.json) of one box. The seccomp filter is for the host's
+ * architecture even in an emulated box: qemu-user makes the host's system calls.
+ */
+export function ociConfig(spec: BoxSpec, options: { rootfs: string; netnsPath: string; nofile: number; hostArch: BoxSpec["arch"] }) {
   const caps = BOX_CAPABILITIES;
   return {
     ociVersion: "1.0.0",
@@ -87,7 +90,7 @@ export function ociConfig(spec: BoxSpec, options: { rootfs: string; netnsPath: s
     linux: {
       namespaces: [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" }, { type: "network", path: options.netnsPath }],
       cgroupsPath: `/sail/${spec.id}`,
-      seccomp: seccompProfile(spec.arch),
+      seccomp: seccompProfile(options.hostArch),
       resources: {
         memory: { limit: spec.memoryMiB * 1024 * 1024, swap: spec.memoryMiB * 1024 * 1024 },
         pids: { limit: spec.pidsLimit },

@@ -52,13 +52,17 @@ export interface ImageProgress {
  */
 export interface Runtime {
   readonly hostArch: Architecture;
-  /** Build (or find cached) the base image; reports progress while it builds. */
-  prepareImage(onProgress?: (progress: ImageProgress) => void): Promise<void>;
+  /**
+   * Build (or find cached) the base image of `arch`; reports progress while it builds;
+   * concurrent calls share a build. Another architecture than the host's runs under
+   * emulation: throws `EmulationUnavailableError` when the host cannot provide it.
+   */
+  prepareImage(arch: Architecture, onProgress?: (progress: ImageProgress) => void): Promise<void>;
   /**
    * Build (or find cached) the base image plus these Debian packages; concurrent calls for
    * one set share a build. Throws `ImageBuildError` with apt's reason when it cannot.
    */
-  preparePackageImage(aptPackages: readonly string[], onProgress?: (progress: ImageProgress) => void): Promise<void>;
+  preparePackageImage(arch: Architecture, aptPackages: readonly string[], onProgress?: (progress: ImageProgress) => void): Promise<void>;
   /** Prepare the host (routes) before the first box; undone by `shutdown`. */
   start(): Promise<void>;
   shutdown(): Promise<void>;
@@ -83,3 +87,6 @@ export interface Runtime {
 
 /** A package image that could not be built: the user's package list is the usual cause. */
 export class ImageBuildError extends Error {}
+
+/** This host cannot run another architecture's binaries; the message says why and how to fix it. */
+export class EmulationUnavailableError extends Error {}
