@@ -484,8 +484,10 @@ export class Sailboxes {
 
   // --- listeners ---
 
+  /** The published ports of a live box; a terminated or failed one has none (its public ports may belong to another box now). */
   listeners(org: OrgRow, id: string): ListenerInfo[] {
     const row = this.row(org, id);
+    if (row.status === "terminated" || row.status === "failed") return [];
     return this.store.listListeners(row.id).map((l) => this.listenerInfo(l));
   }
 
