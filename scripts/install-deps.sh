@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # pump and the HTTPS engine);
 # wrk, nginx-light and haproxy are the benchmarks' load generator and baselines; psql (postgresql-client)
 # talks to a real PostgreSQL in a box in the tests; qemu-user-static runs boxes of the other
-# architecture (Image.debian_arm64 on amd64)
+# architecture (Image.debian_arm64 on amd64); python3-pip installs the Python SDK, whose tests
+# run on Debian's pytest and websocket client
 APT_PACKAGES=(crun debootstrap tini gcc libc6-dev libssl-dev iproute2 nftables util-linux curl ca-certificates openssl openssh-client postgresql-client wrk nginx-light haproxy
   qemu-user-static)
 missing=()
@@ -23,3 +24,13 @@ fi
 
 npm ci --no-audit --no-fund
 npm run build
+
+# The Python SDK, for the `python3` on the PATH: standard library only, and its build backend
+# is in the tree, so pip downloads nothing. Debian's own Python is "externally managed" (PEP
+# 668): the SDK has no dependencies to conflict with, so it is installed there anyway.
+pip_flags=(--quiet --no-index --no-deps --disable-pip-version-check --root-user-action=ignore)
+if python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+  pip_flags+=(--break-system-packages)
+fi
+python3 -m pip install "${pip_flags[@]}" ./sdks/python
+python3 -c 'import sail' 

@@ -1,0 +1,253 @@
+"""Sailboxes: isolated Linux machines that run untrusted code."""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Optional, Sequence, Union, overload
+
+from ._client import SailClient
+from ._ssh import resolve_ssh_key
+from .app import App
+from .errors import InvalidArgumentError, NotFoundError
+from .image import Image
+from .listener import IngressPort, Listener
+from .process import BackgroundProcess, ExecProcess
+
+__all__ = ["Sailbox", "SailboxInfo"]
+
+# The first create with a new package set, or of a foreign architecture, builds an image:
+# allow it the time a build takes (seconds).
+_IMAGE_BUILD_TIMEOUT = 15 * 60
+
+
+@dataclass(frozen=True)
+class SailboxInfo:
+    """What the daemon knows of a Sailbox (``sb.info``, refreshed by ``sb.status()``)."""
+
+    id: str
+    app_id: str
+    name: Optional[str]
+    status: str
+    image: Dict[str, Any]
+    cpu: float
+    memory_mib: int
+    idle_timeout: Optional[int]
+    wakes: int
+    created_at: str
+    failure_reason: Optional[str] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def _from_wire(cls, info: Dict[str, Any]) -> "SailboxInfo":
+        return cls(
+            id=info["id"],
+            app_id=info["appId"],
+            name=info.get("name"),
+            status=info["status"],
+            image=dict(info.get("image") or {}),
+            cpu=info["cpu"],
+            memory_mib=info["memoryMiB"],
+            idle_timeout=info.get("idleTimeout"),
+            wakes=info.get("wakes", 0),
+            created_at=info["createdAt"],
+            failure_reason=info.get("failureReason"),
+            raw=dict(info),
+        )
+
+
+class Sailbox:
+    """An isolated Linux machine that runs untrusted code.
+
+    Example::
+
+        app = sail.App.find(name="web-demo", mint_if_missing=True)
+        sb = sail.Sailbox.create(app=app, image=sail.Image.debian, ingress_ports=[3000])
+        print(sb.exec("uname -a").output().stdout)
+        sb.terminate()
+    """
+
+    def __init__(self, client: SailClient, info: Dict[str, Any]) -> None:
+        self._client = client
+        self.info = SailboxInfo._from_wire(info)
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def name(self) -> Optional[str]:
+        return self.info.name
+
+    @property
+    def app_id(self) -> str:
+        return self.info.app_id
+
+    # --- create and find ---
+
+    @classmethod
+    def create(
+        cls,
+        app: App,
+        image: Optional[Image] = None,
+        name: Optional[str] = None,
+        ingress_ports: Optional[Sequence[Union[int, IngressPort]]] = None,
+        ssh: Union[bool, str, None] = None,
+        cpu: Optional[float] = None,
+        memory: Optional[int] = None,
+        idle_timeout: Optional[int] = None,
+    ) -> "Sailbox":
+        """Create a Sailbox and return once it runs. A refused create creates nothing.
+
+        Args:
+            app: the app it belongs to (``App.find(name=..., mint_if_missing=True)``).
+            image: ``Image.debian`` (default, the host's architecture), ``Image.debian_arm64``,
+                ``Image.debian_amd64``, optionally ``.apt_install(...)``.
+            name: unique among the app's live Sailboxes.
+            ingress_ports: ports to publish: a bare number is HTTP (a public HTTPS URL that
+                also carries WebSocket), ``IngressPort(port, "tcp", ...)`` is raw TCP.
+            ssh: ``True`` installs and starts sshd with your ``~/.ssh/id_ed25519.pub`` (else
+                ``~/.ssh/id_rsa.pub``) for root and publishes port 22 as raw TCP; a string is a
+                public key or the path to one.
+            cpu: CPU cores, fractions allowed (default 1).
+            memory: memory limit in MiB (default 1024).
+            idle_timeout: sleep by itself after this many seconds without inbound traffic,
+                open connections, execs or API calls (default: never).
+
+        Raises:
+            sail.InvalidArgumentError: a port, CIDR, name, image or key is refused (the
+                message names the port and the rule).
+            sail.LimitExceededError: the org's raw-TCP endpoint limit (32) would be exceeded.
+            sail.ConflictError: the app already has a live Sailbox of that name.
+        """
+        if not isinstance(app, App):
+            raise InvalidArgumentError(
+                "SAIL_INVALID_ARGUMENT", "Sailbox.create needs app=: get one with sail.App.find(name=..., mint_if_missing=True)", {"field": "app"}
+            )
+        image = image or Image.debian
+        if not isinstance(image, Image):
+            raise InvalidArgumentError("SAIL_IMAGE_UNKNOWN", f"image must be a sail.Image such as sail.Image.debian, got {image!r}", {"field": "image"})
+        body: Dict[str, Any] = {"appId": app.id, "image": image._wire()}
+        if name is not None:
+            body["name"] = name
+        if cpu is not None:
+            body["cpu"] = cpu
+        if memory is not None:
+            body["memoryMiB"] = memory
+        if idle_timeout is not None:
+            body["idleTimeout"] = idle_timeout
+        if ingress_ports:
+            body["ingressPorts"] = [p._wire() if isinstance(p, IngressPort) else p for p in ingress_ports]
+        if ssh:
+            body["ssh"] = {"publicKey": resolve_ssh_key(ssh)}
+        slow = bool(image.apt_packages) or image.arch is not None
+        info = app.client.request("POST", "/v1/sailboxes", body, timeout=_IMAGE_BUILD_TIMEOUT if slow else None)
+        return cls(app.client, info)
+
+    @classmethod
+    def from_id(cls, sailbox_id: str, client: Optional[SailClient] = None) -> "Sailbox":
+        """The Sailbox with this id (``sb-...``)."""
+        client = client or SailClient.default()
+        return cls(client, client.request("GET", f"/v1/sailboxes/{urllib.parse.quote(sailbox_id, safe='')}"))
+
+    @classmethod
+    def from_name(cls, app: App, name: str) -> "Sailbox":
+        """The live Sailbox called ``name`` in ``app``.
+
+        Raises:
+            sail.NotFoundError: there is none.
+        """
+        query = urllib.parse.urlencode({"appId": app.id, "name": name, "live": "true"})
+        found = app.client.request("GET", f"/v1/sailboxes?{query}")["sailboxes"]
+        if not found:
+            raise NotFoundError("SAIL_SAILBOX_NOT_FOUND", f'No live sailbox named "{name}" in app "{app.name}"', {"app": app.name, "name": name})
+        return cls(app.client, found[0])
+
+    @classmethod
+    def list(cls, app: Optional[App] = None, client: Optional[SailClient] = None) -> List["Sailbox"]:
+        """The app's Sailboxes (terminated ones too, newest first), or all of your org's without ``app``."""
+        client = app.client if app is not None else client or SailClient.default()
+        query = f"?appId={urllib.parse.quote(app.id)}" if app is not None else ""
+        return [cls(client, info) for info in client.request("GET", f"/v1/sailboxes{query}")["sailboxes"]]
+
+    # --- state ---
+
+    def status(self) -> str:
+        """The current state, fetched from the daemon: ``"running"``, ``"sleeping"``,
+        ``"paused"``, ``"terminated"`` or ``"failed"`` (``"creating"`` while it starts)."""
+        self._refresh(self._client.request("GET", f"/v1/sailboxes/{self.id}"))
+        return self.info.status
+
+    def sleep(self) -> None:
+        """Sleep: open connections are dropped and the Sailbox is frozen; the next inbound HTTP,
+        WebSocket or TCP connection (or an exec) wakes it."""
+        self._refresh(self._client.request("POST", f"/v1/sailboxes/{self.id}/sleep", {}))
+
+    def pause(self) -> None:
+        """Pause: frozen with its state kept; traffic does not wake it (HTTP gets 503, TCP is
+        closed) until ``resume()``."""
+        self._refresh(self._client.request("POST", f"/v1/sailboxes/{self.id}/pause", {}))
+
+    def resume(self) -> None:
+        """Bring a paused or sleeping Sailbox back."""
+        self._refresh(self._client.request("POST", f"/v1/sailboxes/{self.id}/resume", {}))
+
+    def terminate(self) -> None:
+        """Stop the Sailbox and release everything it holds, its listeners included. Idempotent."""
+        self._refresh(self._client.request("DELETE", f"/v1/sailboxes/{self.id}"))
+
+    def start_sshd(self) -> None:
+        """Start the Sailbox's SSH server if it is not running; does nothing if it is (idempotent)."""
+        self._client.request("POST", f"/v1/sailboxes/{self.id}/sshd", {})
+
+    # --- commands ---
+
+    @overload
+    def exec(self, cmd: str, background: Literal[False] = False, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> ExecProcess: ...
+
+    @overload
+    def exec(self, cmd: str, background: Literal[True], cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> BackgroundProcess: ...
+
+    def exec(self, cmd: str, background: bool = False, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> Union[ExecProcess, BackgroundProcess]:
+        """Run ``cmd`` with ``/bin/sh -c`` inside the Sailbox, as root.
+
+        In the foreground it returns an ``ExecProcess``: ``wait()`` gives the exit code,
+        ``stdout`` / ``stderr`` yield text as it is produced, ``output()`` collects it all.
+        With ``background=True`` it returns a ``BackgroundProcess`` once the command has
+        started; it keeps running and its output goes to ``log()``.
+
+        Args:
+            cwd: working directory inside the Sailbox (absolute; default ``/root``).
+            env: extra environment variables.
+
+        Raises:
+            sail.SailboxPausedError: the Sailbox is paused (a sleeping one is woken).
+        """
+        body: Dict[str, Any] = {"cmd": cmd}
+        if cwd is not None:
+            body["cwd"] = cwd
+        if env is not None:
+            body["env"] = env
+        path = f"/v1/sailboxes/{self.id}/exec"
+        if background:
+            body["background"] = True
+            return BackgroundProcess(self._client, self._client.request("POST", path, body))
+        return ExecProcess(self._client.stream(path, body))
+
+    # --- listeners ---
+
+    def listener(self, port: int) -> Listener:
+        """A handle on a published port; ``.wait(timeout=...)`` waits until it is served."""
+        return Listener(self._client, self.id, port)
+
+    def listeners(self) -> List[Listener]:
+        """Every published port of the Sailbox, with its protocol and endpoint."""
+        listeners = self._client.request("GET", f"/v1/sailboxes/{self.id}/listeners")["listeners"]
+        return [Listener(self._client, self.id, info["port"], info) for info in listeners]
+
+    def _refresh(self, info: Dict[str, Any]) -> None:
+        self.info = SailboxInfo._from_wire(info)
+
+    def __repr__(self) -> str:
+        name = f" {self.name}" if self.name else ""
+        return f"<Sailbox {self.id}{name} {self.info.status}>"

@@ -1,0 +1,110 @@
+"""The SDK without a daemon: the error table, configuration, what objects show."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+import sail
+from sail._error_codes import ERROR_CODES
+from sail.errors import error_class_for, error_from_wire
+
+CLASS_OF_KIND = {
+    "InvalidArgument": sail.InvalidArgumentError,
+    "NotFound": sail.NotFoundError,
+    "Conflict": sail.ConflictError,
+    "LimitExceeded": sail.LimitExceededError,
+    "Timeout": sail.TimeoutError,
+    "Auth": sail.AuthError,
+    "SailboxPaused": sail.SailboxPausedError,
+    "Internal": sail.InternalError,
+}
+
+
+@pytest.mark.parametrize("code", sorted(ERROR_CODES))
+def test_every_code_the_server_answers_maps_to_its_class(code):
+    status, kind = ERROR_CODES[code]
+    err = error_from_wire({"error": {"code": code, "message": "m", "sailboxId": "sb-x", "port": 5432}}, status)
+    assert type(err) is CLASS_OF_KIND[kind]
+    assert isinstance(err, sail.SailError)
+    assert (err.code, err.status, err.message, err.sailbox_id, err.port) == (code, status, "m", "sb-x", 5432)
+    assert error_class_for(code) is CLASS_OF_KIND[kind]
+
+
+def test_the_table_has_the_codes_users_match_on():
+    for code in ("SAIL_PORT_UNAUTHENTICATED", "SAIL_CIDR_ON_HTTP", "SAIL_TCP_LIMIT_EXCEEDED", "SAIL_SAILBOX_PAUSED", "SAIL_LISTENER_TIMEOUT"):
+        assert code in ERROR_CODES
+    assert set(kind for _, kind in ERROR_CODES.values()) == set(CLASS_OF_KIND)
+
+
+def test_an_unknown_code_is_a_plain_sail_error_and_a_bodyless_answer_an_internal_one():
+    err = error_from_wire({"error": {"code": "SAIL_FROM_THE_FUTURE", "message": "new"}}, 418)
+    assert type(err) is sail.SailError and err.code == "SAIL_FROM_THE_FUTURE"
+    assert type(error_from_wire("<html>", 502)) is sail.InternalError
+
+
+def test_no_object_shows_the_token(tmp_path):
+    secret = "sail_TOPSECRET_token_value"
+    client = sail.SailClient(api_url="http://127.0.0.1:9", token=secret)
+    app = sail.App(client, {"id": "app-1", "name": "web-demo", "createdAt": "now"})
+    sb = sail.Sailbox(client, {"id": "sb-abc", "appId": "app-1", "name": "x", "status": "running", "image": {}, "cpu": 1, "memoryMiB": 1024, "createdAt": "now"})
+    listener = sail.Listener(client, "sb-abc", 3000, {"port": 3000, "protocol": "http", "endpoint": {"url": "https://u", "host": "h", "port": 443}})
+    for shown in (client, app, sb, listener, sb.info, listener.endpoint):
+        assert secret not in repr(shown) and secret not in str(shown)
+    assert secret not in json.dumps(vars(sb.info), default=str)
+
+
+def test_configuration_argument_then_environment_then_file(tmp_path, monkeypatch):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"apiUrl": "http://file:1", "token": "file-token"}))
+    monkeypatch.setenv("SAIL_CONFIG", str(config))
+    monkeypatch.delenv("SAIL_API_URL", raising=False)
+    monkeypatch.delenv("SAIL_TOKEN", raising=False)
+    assert sail.SailClient().api_url == "http://file:1"
+    monkeypatch.setenv("SAIL_API_URL", "http://env:2/")
+    monkeypatch.setenv("SAIL_TOKEN", "env-token")
+    assert sail.SailClient().api_url == "http://env:2"
+    assert sail.SailClient(api_url="http://arg:3", token="t").api_url == "http://arg:3"
+    monkeypatch.delenv("SAIL_API_URL")
+    monkeypatch.delenv("SAIL_TOKEN")
+    monkeypatch.setenv("SAIL_CONFIG", str(tmp_path / "missing.json"))
+    with pytest.raises(sail.AuthError) as missing:
+        sail.SailClient()
+    assert missing.value.code == "SAIL_AUTH_MISSING" and "sail up" in missing.value.message
+
+
+def test_an_unreachable_daemon_is_a_clear_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens once closed
+    client = sail.SailClient(api_url=f"http://127.0.0.1:{port}", token="t")
+    with pytest.raises(sail.InternalError) as err:
+        sail.App.find(name="web-demo", client=client)
+    assert err.value.code == "SAIL_UNAVAILABLE" and "sail up" in err.value.message
+
+
+def test_images_and_ports_on_the_wire():
+    assert sail.Image.debian._wire() == {"name": "debian"}
+    assert sail.Image.debian_arm64._wire() == {"name": "debian", "arch": "arm64"}
+    assert sail.Image.debian.apt_install("redis-server", "postgresql")._wire() == {"name": "debian", "aptPackages": ["postgresql", "redis-server"]}
+    assert repr(sail.Image.debian_arm64) == "Image.debian_arm64"
+    assert sail.IngressPort(5432, "tcp", cidr_allowlist=["203.0.113.0/24"])._wire() == {"port": 5432, "protocol": "tcp", "cidrAllowlist": ["203.0.113.0/24"]}
+    assert sail.IngressPort(5432, "tcp", allow_public=True)._wire() == {"port": 5432, "protocol": "tcp", "allowPublic": True}
+
+
+def test_ssh_true_without_a_key_names_the_files_it_tried(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    from sail._ssh import resolve_ssh_key
+
+    with pytest.raises(sail.InvalidArgumentError) as err:
+        resolve_ssh_key(True)
+    assert err.value.code == "SAIL_SSH_KEY_INVALID"
+    assert str(tmp_path / ".ssh" / "id_ed25519.pub") in err.value.message and "id_rsa.pub" in err.value.message
+    (tmp_path / "key.pub").write_text("not a key")
+    with pytest.raises(sail.InvalidArgumentError):
+        resolve_ssh_key(str(tmp_path / "key.pub"))
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "id_rsa.pub").write_text("ssh-rsa AAAAB3Nza user@host\n")
+    assert resolve_ssh_key(True) == "ssh-rsa AAAAB3Nza user@host"
