@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # architecture (Image.debian_arm64 on amd64); python3-pip installs the Python SDK, whose tests
 # run on Debian's pytest and websocket client
 APT_PACKAGES=(crun debootstrap tini gcc libc6-dev libssl-dev iproute2 nftables util-linux curl ca-certificates openssl openssh-client postgresql-client wrk nginx-light haproxy
-  qemu-user-static)
+  qemu-user-static python3 python3-pip python3-pytest python3-websocket)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
