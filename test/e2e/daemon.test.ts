@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { once } from "node:events";
+import { mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { App, AuthError, SailClient, Sailbox, type SailError } from "@sail/sdk";
@@ -61,8 +63,32 @@ describe("the daemon", () => {
     for (const file of files) assert.equal(readFileSync(join(DATA_DIR, file)).includes(Buffer.from(token)), false, file);
   });
 
+  test("a daemon that cannot start says why and leaves the host as it found it", async () => {
+    const taken = createServer().listen(0, "127.0.0.1");
+    await once(taken, "listening");
+    const { port } = taken.address() as AddressInfo;
+    const subnet = "10.209.0.0/16";
+    // its own data dir, sharing the test data dir's images so that it gets to the gateway without building one
+    mkdirSync("/var/lib/sail-test-nostart", { recursive: true });
+    symlinkSync(join(DATA_DIR, "images"), "/var/lib/sail-test-nostart/images");
+    const args = ["up", "--data-dir", "/var/lib/sail-test-nostart", "--api-listen", "127.0.0.1:0", "--metrics-listen", "off", "--https-listen", `127.0.0.1:${port}`, "--box-subnet", subnet, "--tcp-ports", "23000-23009"];
+    try {
+      const run = await runProcess(process.execPath, [CLI, ...args], { ...daemon.env, SAIL_CONFIG: "/tmp/sail-nostart-config.json" });
+      assert.equal(run.code, 1);
+      assert.match(run.stderr, /EADDRINUSE/);
+      assert.doesNotMatch(run.stderr, /MaxListenersExceededWarning/);
+      assert.doesNotMatch(execFileSync("ip", ["route", "show", subnet], { encoding: "utf8" }), /unreachable/, "the box subnet's fence route is gone");
+      assert.doesNotMatch(execFileSync("nft", ["list", "tables"], { encoding: "utf8" }), /sail_10_209_0_0_16/, "its firewall table is gone");
+    } finally {
+      taken.close();
+      rmSync("/var/lib/sail-test-nostart", { recursive: true, force: true });
+    }
+  });
+
   test("sail up refuses to start when not root, and says why", async () => {
-    const run = await runProcess("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, CLI, "up", "--data-dir", "/tmp/sail-not-root"], daemon.env);
+    // a user namespace without a mapping: the daemon runs as uid 65534 (nobody) yet can still
+    // read a checkout that nobody could (cloned under /root, mode 700)
+    const run = await runProcess("unshare", ["--user", "--", process.execPath, CLI, "up", "--data-dir", "/tmp/sail-not-root"], daemon.env);
     assert.notEqual(run.code, 0);
     assert.match(run.stderr, /must run as root/);
   });

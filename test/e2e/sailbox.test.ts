@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { App, ConflictError, Image, InvalidArgumentError, NotFoundError, Sailbox, SailError } from "@sail/sdk";
-import { leftoversOf, runProcess, useTestDaemon } from "./harness.js";
+import { inspect } from "node:util";
+import { App, ConflictError, Image, IngressPort, InvalidArgumentError, NotFoundError, Sailbox, SailError } from "@sail/sdk";
+import { HTTPS_PORT, leftoversOf, runProcess, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon();
 
@@ -98,6 +99,42 @@ describe("a Sailbox, end to end", () => {
     await sb.terminate(); // idempotent
     assert.equal(await sb.status(), "terminated");
     await assert.rejects(sb.exec("true").wait(), (e: SailError) => e instanceof ConflictError && e.code === "SAIL_SAILBOX_NOT_RUNNING");
+  });
+
+  test("no SDK object shows the API token, in JSON or in console.log", async () => {
+    const { token } = daemon.credentials();
+    const client = daemon.client();
+    const app = await App.find({ name: "e2e", client });
+    const sb = await pool.create({ app, ingressPorts: [3000] });
+    const objects = [client, app, sb, sb.listener(3000), ...(await sb.listeners()), sb.exec("true", { background: true })];
+    for (const object of objects) {
+      assert.ok(!JSON.stringify(object).includes(token), `JSON of ${object.constructor.name}`);
+      assert.ok(!inspect(object, { depth: 10, showHidden: true }).includes(token), `inspect of ${object.constructor.name}`);
+    }
+    assert.equal(JSON.parse(JSON.stringify(sb)).id, sb.id, "a box's JSON is its info");
+  });
+
+  test("a listener's endpoint is known before its server runs; a port the box does not publish is a NotFoundError", async () => {
+    const sb = await pool.create({ ingressPorts: [4000, new IngressPort(7070, "tcp")] });
+    const url = sb.listener(4000).endpoint.url;
+    assert.equal(url, `https://4000-${sb.id.slice(3)}.sail.localhost:${HTTPS_PORT}`);
+    assert.equal(sb.listener(7070).protocol, "tcp");
+    assert.match(String(sb.listener(7070).endpoint.port), /^\d+$/);
+    assert.throws(
+      () => sb.listener(9999).endpoint,
+      (e: SailError) => e instanceof NotFoundError && e.code === "SAIL_LISTENER_NOT_FOUND" && /does not publish port 9999 \(it publishes 4000, 7070\)/.test(e.message),
+    );
+    await assert.rejects(sb.listener(9999).wait({ timeout: 1 }), (e: SailError) => e instanceof NotFoundError && e.code === "SAIL_LISTENER_NOT_FOUND");
+    const again = await Sailbox.fromId(sb.id, { client: daemon.client() });
+    assert.equal(again.listener(4000).endpoint.url, url, "the same URL from a handle found later");
+  });
+
+  test("terminating removes the listeners: listeners() of a terminated box is empty", async () => {
+    const sb = await pool.create({ ingressPorts: [3000, new IngressPort(7070, "tcp")] });
+    assert.equal((await sb.listeners()).length, 2);
+    await sb.terminate();
+    assert.deepEqual(await sb.listeners(), []);
+    assert.deepEqual(sb.describe().listeners, []);
   });
 
   test("fromId, fromName, list and status find the same box", async () => {

@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { after, before, describe, test } from "node:test";
 import { Agent, request } from "undici";
-import type { HttpRoute } from "../../packages/server/src/boxes/sailboxes.js";
+import type { HttpRoute } from "../../packages/server/src/boxes/routes.js";
 import { HttpEngine } from "../../packages/server/src/gateway/http-engine.js";
 import type { HandedOver } from "../../packages/server/src/gateway/proxy-connection.js";
 import { ensureLocalTls } from "../../packages/server/src/gateway/tls.js";

@@ -17,14 +17,19 @@ function imports(file: string): string[] {
   return [...readFileSync(file, "utf8").matchAll(/(?:from|import\()\s*["']([^"']+)["']/g)].map((m) => m[1]!);
 }
 
-/** Imports go one way (STYLE.md): protocol ← sdk ← cli; server rooms through interfaces; nobody imports daemon.ts. */
+/**
+ * Imports go one way (STYLE.md): protocol ← sdk ← cli; the server's rooms meet only in
+ * daemon.ts, which nothing imports. No file is exempt.
+ */
 const RULES: Array<[string, RegExp, string]> = [
   ["protocol/", /^(?!\.|node:)/, "protocol depends on nothing"],
-  ["sdk/", /^(@sail\/server|@sail\/cli|better-sqlite3)/, "the SDK never imports the server"],
+  ["sdk/", /^(@sail\/server|@sail\/cli|better-sqlite3)|^\.\.\/\.\.\//, "the SDK never imports the server"],
+  ["cli/", /^@sail\/server\/(?!config$)|^\.\.\/\.\.\/server/, "the CLI uses the SDK; of the server only `sail up` (its entry point and config schema)"],
   ["server/src/store/", /\.\.\/(boxes|api|runtime|gateway)\//, "the store holds no business rules"],
   ["server/src/runtime/", /\.\.\/(boxes|api|store|gateway)\//, "the runtime knows nothing of orgs or listeners"],
-  ["server/src/boxes/", /\.\.\/(api|gateway)\/|runtime\/local-runtime|node:child_process|node:net/, "boxes use interfaces, no shells or sockets"],
-  ["server/src/api/", /\.\.\/(store|runtime)\/(?!store\.js)/, "the API goes through boxes"],
+  ["server/src/boxes/", /\.\.\/(api|gateway)\/|runtime\/(?!runtime\.js$)|node:child_process|node:net/, "boxes use the runtime's interface; no shells or sockets"],
+  ["server/src/api/", /\.\.\/(store|runtime|gateway)\//, "the API goes through boxes"],
+  ["server/src/gateway/", /\.\.\/(store|runtime|api)\/|\.\.\/boxes\/(?!(routes|idle|cidr)\.js$)/, "the gateway follows boxes' routes and asks it; it reaches nothing else"],
   ["", /daemon(\.js)?$/, "nothing imports daemon.ts"],
 ];
 
@@ -33,9 +38,28 @@ test("imports go one way between the rooms", () => {
   for (const file of sources(root)) {
     const rel = relative(root, file);
     for (const [prefix, forbidden, why] of RULES) {
-      if (!rel.startsWith(prefix) || rel.endsWith("daemon.ts")) continue;
+      if (!rel.startsWith(prefix)) continue;
       for (const spec of imports(file)) if (forbidden.test(spec)) violations.push(`${rel} imports ${spec}: ${why}`);
     }
   }
   assert.deepEqual(violations, []);
+});
+
+test("the rules catch what they forbid", () => {
+  const caught = (rel: string, spec: string) => RULES.some(([prefix, forbidden]) => rel.startsWith(prefix) && forbidden.test(spec));
+  assert.ok(caught("server/src/api/server.ts", "../store/store.js"));
+  assert.ok(caught("server/src/gateway/tcp-gateway.ts", "../boxes/create.js"));
+  assert.ok(caught("server/src/boxes/create.ts", "../runtime/local-runtime.js"));
+  assert.ok(caught("server/src/boxes/create.ts", "node:child_process"));
+  assert.ok(caught("cli/src/box.ts", "@sail/server/dist/boxes/boxes.js"));
+  assert.ok(!caught("server/src/gateway/tcp-gateway.ts", "../boxes/routes.js"));
+  assert.ok(!caught("cli/src/up.ts", "@sail/server/config"));
+});
+
+test("every status change goes through the lifecycle core (only boxes/lifecycle.ts writes a status)", () => {
+  const writers = sources(root)
+    .filter((file) => /\.setStatus\(/.test(readFileSync(file, "utf8")))
+    .map((file) => relative(root, file))
+    .filter((rel) => rel !== "server/src/store/store.ts");
+  assert.deepEqual(writers, ["server/src/boxes/lifecycle.ts"]);
 });

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { hybridCgroup2Mounts } from "../../packages/server/src/runtime/crun.js";
 import { BoxNetworks } from "../../packages/server/src/runtime/network.js";
-import { NameTakenError, Store, type NewSailbox } from "../../packages/server/src/store/store.js";
+import { NameTakenError, NetSlotsExhaustedError, Store, type NewSailbox } from "../../packages/server/src/store/store.js";
 import { resolveConfig } from "../../packages/server/src/config.js";
 
 const dir = mkdtempSync(join(tmpdir(), "sail-unit-"));
@@ -67,7 +67,7 @@ describe("store", () => {
     const a = fresh.mintApp(o.id, "a");
     const mk = (id: string) => fresh.insertSailbox({ ...box(id, null), appId: a.id, orgId: o.id }, 3).netSlot;
     assert.deepEqual([mk("b0"), mk("b1"), mk("b2")], [0, 1, 2]);
-    assert.throws(() => mk("b3"), RangeError);
+    assert.throws(() => mk("b3"), NetSlotsExhaustedError);
     fresh.setStatus("b1", "terminated");
     assert.equal(mk("b4"), 1);
     fresh.setStatus("b0", "failed");

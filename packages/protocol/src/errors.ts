@@ -15,12 +15,22 @@ export type ErrorKind =
   | "SailboxPaused"
   | "Internal";
 
+/** Who answers with a code: the API, the HTTPS gateway (its own error pages), or the SDK itself. */
+export type ErrorSource = "api" | "gateway" | "sdk";
+
 interface CodeInfo {
   readonly status: number;
   readonly kind: ErrorKind;
+  /** Default "api". */
+  readonly from?: ErrorSource | readonly ErrorSource[];
+  /** Where the gateway answers the same condition with another status than the API. */
+  readonly gatewayStatus?: number;
 }
 
-/** Every error code, with the HTTP status the API answers it with. */
+/**
+ * Every error code Sail answers, with its HTTP status and the SDK class (kind) it maps to.
+ * The gateway's codes are here too: one catalogue for the API, the gateway and both SDKs.
+ */
 export const ERROR_CODES = {
   // request shape
   SAIL_BAD_JSON: { status: 400, kind: "InvalidArgument" },
@@ -58,16 +68,31 @@ export const ERROR_CODES = {
   // state
   SAIL_NAME_TAKEN: { status: 409, kind: "Conflict" },
   SAIL_SAILBOX_NOT_RUNNING: { status: 409, kind: "Conflict" },
-  SAIL_SAILBOX_PAUSED: { status: 409, kind: "SailboxPaused" },
+  // paused: the API refuses the call (409); the gateway refuses the traffic (503, the box is not serving)
+  SAIL_SAILBOX_PAUSED: { status: 409, kind: "SailboxPaused", from: ["api", "gateway"], gatewayStatus: 503 },
   SAIL_LIMIT_EXCEEDED: { status: 429, kind: "LimitExceeded" },
   SAIL_TCP_LIMIT_EXCEEDED: { status: 429, kind: "LimitExceeded" },
-  SAIL_TIMEOUT: { status: 504, kind: "Timeout" },
+  SAIL_TIMEOUT: { status: 504, kind: "Timeout", from: "sdk" },
   SAIL_LISTENER_TIMEOUT: { status: 504, kind: "Timeout" },
   // ours
   SAIL_RUNTIME_FAILED: { status: 500, kind: "Internal" },
   SAIL_INTERNAL: { status: 500, kind: "Internal" },
-  SAIL_UNAVAILABLE: { status: 503, kind: "Internal" },
+  SAIL_UNAVAILABLE: { status: 503, kind: "Internal", from: "sdk" },
+  // the HTTPS gateway's own answers (x-sail-error), for traffic to published ports
+  SAIL_ROUTE_UNKNOWN: { status: 404, kind: "NotFound", from: "gateway" },
+  SAIL_NOTHING_LISTENING: { status: 502, kind: "Conflict", from: "gateway" },
+  SAIL_UPSTREAM_FAILED: { status: 502, kind: "Internal", from: "gateway" },
+  SAIL_WAKE_TIMEOUT: { status: 503, kind: "Timeout", from: "gateway" },
+  SAIL_BAD_REQUEST: { status: 400, kind: "InvalidArgument", from: "gateway" },
+  SAIL_HEAD_TIMEOUT: { status: 408, kind: "Timeout", from: "gateway" },
+  SAIL_HEAD_TOO_LARGE: { status: 431, kind: "InvalidArgument", from: "gateway" },
 } as const satisfies Record<string, CodeInfo>;
+
+/** The status a code is answered with by `source` (the gateway's differs for some). */
+export function statusOf(code: ErrorCode, source: "api" | "gateway" = "api"): number {
+  const info: CodeInfo = ERROR_CODES[code];
+  return source === "gateway" && info.gatewayStatus !== undefined ? info.gatewayStatus : info.status;
+}
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 

@@ -1,3 +1,4 @@
 export * from "./errors.js";
 export * from "./types.js";
 export * from "./rules.js";
+export * from "./lifecycle.js";

@@ -1,9 +1,7 @@
 /** Wire types of the `/v1` API. The API document is docs/api.md. */
 
+/** Where a sailbox is in its life; the allowed changes are `SAILBOX_TRANSITIONS` (lifecycle.ts). */
 export type SailboxStatus = "creating" | "running" | "sleeping" | "paused" | "terminated" | "failed";
-
-/** States in which a sailbox still holds resources (a name, an address, ports). */
-export const LIVE_STATUSES: readonly SailboxStatus[] = ["creating", "running", "sleeping", "paused"];
 
 export type Architecture = "amd64" | "arm64";
 
@@ -62,6 +60,8 @@ export interface SailboxInfo {
   wakes: number;
   /** Seconds idle before it sleeps by itself; null: never. */
   idleTimeout: number | null;
+  /** Its published ports and their public endpoints, known from create on; none once it ended. */
+  listeners: ListenerInfo[];
   createdAt: string;
   /** Why a `failed` sailbox failed. */
   failureReason?: string;

@@ -15,11 +15,20 @@ export interface FindAppOptions {
  * const app = await App.find({ name: "web-demo", mintIfMissing: true });
  */
 export class App {
+  readonly #client: SailClient;
+
   private constructor(
-    readonly client: SailClient,
+    client: SailClient,
     readonly id: string,
     readonly name: string,
-  ) {}
+  ) {
+    this.#client = client;
+  }
+
+  /** The connection this app was found with; its Sailboxes use it too. */
+  get client(): SailClient {
+    return this.#client;
+  }
 
   /** Look an app up by name; with `mintIfMissing` it is created if absent (a `NotFoundError` otherwise). */
   static async find(options: FindAppOptions): Promise<App> {

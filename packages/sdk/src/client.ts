@@ -13,14 +13,19 @@ const RETRY_DELAYS_MS = [100, 300, 900];
 export class SailClient {
   private static shared: SailClient | undefined;
   readonly apiUrl: string;
-  private readonly token: string;
+  /** A true private field: never enumerable, so no JSON.stringify or log line shows it. */
+  readonly #token: string;
   private readonly requestTimeoutMs: number;
 
   constructor(options: ConnectionOptions = {}) {
     const { apiUrl, token } = resolveConnection(options);
     this.apiUrl = apiUrl;
-    this.token = token;
+    this.#token = token;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 60_000;
+  }
+
+  toJSON(): { apiUrl: string } {
+    return { apiUrl: this.apiUrl };
   }
 
   /** The client built from `SAIL_API_URL` / `SAIL_TOKEN` or the config file, made once. */
@@ -72,7 +77,7 @@ export class SailClient {
         return await fetch(this.apiUrl + path, {
           method,
           headers: {
-            authorization: `Bearer ${this.token}`,
+            authorization: `Bearer ${this.#token}`,
             ...(body === undefined ? {} : { "content-type": "application/json" }),
           },
           body: body === undefined ? undefined : JSON.stringify(body),

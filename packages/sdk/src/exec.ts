@@ -111,14 +111,13 @@ export class ExecProcess {
  * it keeps running, and its output goes to a log you can read with `log()`.
  */
 export class BackgroundProcess {
+  readonly #client: SailClient;
   private info: BackgroundExecInfo | undefined;
   private readonly started: Promise<BackgroundExecInfo>;
 
   /** @internal */
-  constructor(
-    private readonly client: SailClient,
-    started: Promise<BackgroundExecInfo>,
-  ) {
+  constructor(client: SailClient, started: Promise<BackgroundExecInfo>) {
+    this.#client = client;
     this.started = started.then((info) => (this.info = info));
     this.started.catch(() => {});
   }
@@ -137,6 +136,6 @@ export class BackgroundProcess {
   /** Everything the command has written to stdout and stderr so far. */
   async log(): Promise<string> {
     const info = await this.started;
-    return this.client.text(`/v1/sailboxes/${info.sailboxId}/execs/${info.execId}/log`);
+    return this.#client.text(`/v1/sailboxes/${info.sailboxId}/execs/${info.execId}/log`);
   }
 }

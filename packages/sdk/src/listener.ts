@@ -1,4 +1,4 @@
-import type { IngressPortSpec, IngressProtocol, ListenerInfo } from "@sail/protocol";
+import { NotFoundError, type IngressPortSpec, type IngressProtocol, type ListenerInfo } from "@sail/protocol";
 import type { SailClient } from "./client.js";
 
 /**
@@ -53,27 +53,33 @@ export class TcpEndpoint {
 }
 
 /**
- * A published port of a Sailbox. `sb.listener(port)` gives a handle at once;
- * `await listener.wait({ timeout })` resolves when a process serves the port.
+ * A published port of a Sailbox. `sb.listener(port)` gives a handle at once, with its
+ * endpoint: the URL and the TCP port are fixed when the Sailbox is created, so an app can
+ * configure callbacks before its server is up. `await listener.wait({ timeout })` resolves
+ * when a process serves the port.
  *
  * @example
  * const listener = await sb.listener(3000).wait({ timeout: 60 });
  * console.log(listener.endpoint.url);
  */
 export class Listener {
+  readonly #client: SailClient;
   private info: ListenerInfo | undefined;
 
   /** @internal */
   constructor(
-    private readonly client: SailClient,
+    client: SailClient,
     readonly sailboxId: string,
     readonly port: number,
     info?: ListenerInfo,
+    /** @internal the ports the Sailbox publishes, for the error when this one is not among them */
+    private readonly published: readonly number[] = [],
   ) {
+    this.#client = client;
     this.info = info;
   }
 
-  /** "http" or "tcp" (known after `wait()`, or for listeners from `sb.listeners()`). */
+  /** "http" or "tcp". */
   get protocol(): IngressProtocol {
     return this.known().protocol;
   }
@@ -93,7 +99,7 @@ export class Listener {
    */
   async wait(options: { timeout?: number; signal?: AbortSignal } = {}): Promise<this> {
     const timeoutMs = Math.round((options.timeout ?? 60) * 1000);
-    this.info = await this.client.request<ListenerInfo>(
+    this.info = await this.#client.request<ListenerInfo>(
       "GET",
       `/v1/sailboxes/${this.sailboxId}/listeners/${this.port}?waitMs=${timeoutMs}`,
       undefined,
@@ -103,8 +109,15 @@ export class Listener {
     return this;
   }
 
+  toJSON(): ListenerInfo | { sailboxId: string; port: number } {
+    return this.info ?? { sailboxId: this.sailboxId, port: this.port };
+  }
+
   private known(): ListenerInfo {
-    if (!this.info) throw new Error(`listener ${this.port} of sailbox ${this.sailboxId}: call \`await listener.wait()\` before reading its endpoint`);
+    if (!this.info) {
+      const ports = this.published.length ? `it publishes ${this.published.join(", ")}` : "it publishes no ports";
+      throw new NotFoundError("SAIL_LISTENER_NOT_FOUND", `Sailbox ${this.sailboxId} does not publish port ${this.port} (${ports}): pass it in ingressPorts when you create the sailbox`, { sailboxId: this.sailboxId, port: this.port });
+    }
     return this.info;
   }
 }

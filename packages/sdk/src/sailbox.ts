@@ -54,10 +54,22 @@ export interface ExecOptions {
  * await sb.terminate();
  */
 export class Sailbox {
+  readonly #client: SailClient;
+
   private constructor(
-    private readonly client: SailClient,
+    client: SailClient,
     private info: SailboxInfo,
-  ) {}
+  ) {
+    this.#client = client;
+  }
+
+  private get client(): SailClient {
+    return this.#client;
+  }
+
+  toJSON(): SailboxInfo {
+    return this.info;
+  }
 
   get id(): string {
     return this.info.id;
@@ -156,9 +168,15 @@ export class Sailbox {
     return new ExecProcess(events());
   }
 
-  /** A handle on a published port; `await listener.wait({ timeout })` before reading its endpoint. */
+  /**
+   * A handle on a published port. Its `endpoint` is known at once (fixed at create); `await
+   * listener.wait({ timeout })` waits until a process serves it. A port the Sailbox does not
+   * publish gives a handle whose `endpoint` and `wait()` raise `NotFoundError`.
+   */
   listener(port: number): Listener {
-    return new Listener(this.client, this.id, port);
+    const listeners = this.info.listeners ?? [];
+    const known = listeners.find((l) => l.port === port);
+    return new Listener(this.client, this.id, port, known, listeners.map((l) => l.port));
   }
 
   /** Every published port of the Sailbox, with protocol and endpoint known. */

@@ -3,7 +3,7 @@
  * `sail up` calls `startDaemon`; nothing imports this file but the CLI.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Server } from "node:net";
 import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
 import pino, { type Logger } from "pino";
@@ -14,7 +14,9 @@ import { Metrics } from "./metrics.js";
 import { Tokens } from "./boxes/tokens.js";
 import { GatewayCluster } from "./gateway/gateway-cluster.js";
 import { ensureLocalTls, loadGivenTls } from "./gateway/tls.js";
-import { Sailboxes } from "./boxes/sailboxes.js";
+import { createBoxes } from "./boxes/boxes.js";
+import type { ActivityReport } from "./boxes/idle.js";
+import type { RouteSubscriber } from "./boxes/routes.js";
 import { parseListen, parsePortRange, resolveConfig, type DaemonConfig } from "./config.js";
 import { SplicePumps } from "./gateway/splice-pump.js";
 import { TcpGateway } from "./gateway/tcp-gateway.js";
@@ -31,7 +33,7 @@ export interface RunningDaemon {
   apiUrl: string;
   token: string;
   config: DaemonConfig;
-  /** Stop accepting requests, finish the ones in flight, close the store. Boxes keep running. */
+  /** Stop accepting requests, finish the ones in flight, undo what the start did, close the store. Boxes keep running. */
   close(): Promise<void>;
 }
 
@@ -46,100 +48,117 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
 
   mkdirSync(config.dataDir, { recursive: true });
   claimDataDir(config.dataDir);
-  const store = new Store(join(config.dataDir, "sail.db"));
-  const runtime = new LocalRuntime({
-    dataDir: config.dataDir,
-    hostArch: arch,
-    boxSubnet: config.boxSubnet,
-    debianMirror: config.debianMirror,
-    tiniPath: TINI_PATH,
-    crunRoot: config.crunRoot,
-    nofileLimit: 20_000,
-  });
-  const tls = config.tlsCert && config.tlsKey ? loadGivenTls(config.tlsCert, config.tlsKey) : ensureLocalTls(join(config.dataDir, "tls"), config.domain);
-  const httpsListen = parseListen(config.httpsListen);
-  const sailboxes = new Sailboxes(
-    store,
-    runtime,
-    { cpu: config.boxCpu, memoryMiB: config.boxMemoryMiB, pidsLimit: config.boxPidsLimit, hostCpus: availableParallelism(), maxBoxes: runtime.maxBoxes },
-    {
-      domain: config.domain,
-      publicHttpsPort: config.publicHttpsPort ?? httpsListen.port,
-      publicHost: config.publicHost,
-      tcp: { ...parsePortRange(config.tcpPorts), defaultLimitPerOrg: config.tcpLimitPerOrg },
-    },
-    log,
-  );
-  const metrics = new Metrics();
-  sailboxes.onWoken((seconds) => {
-    metrics.wakes.inc();
-    metrics.wakeSeconds.observe(seconds);
-  });
-  const gateway = new GatewayCluster(
-    sailboxes,
-    { ...httpsListen, domain: config.domain, tls, workers: config.gatewayWorkers ?? availableParallelism(), logLevel: config.logLevel },
-    log,
-    (workerId, counters, rss) => {
-      metrics.absorb("http", counters);
-      metrics.workerRss.set({ worker: String(workerId) }, rss);
-    },
-  );
-
-  await runtime.start();
-  await runtime.prepareImage(arch, hooks.onImageProgress ?? ((p) => log.info(p, "base image")));
-  const reconciled = await sailboxes.reconcile();
-  log.info(reconciled, "reconciled the store with the runtime");
-
-  await gateway.start();
-  const { pumps, why } = SplicePumps.load();
-  if (!pumps) log.warn({ why }, "the native TCP pump is not available: raw TCP is piped by Node streams (slower)");
-  const tcpGateway = new TcpGateway(sailboxes, config.tcpListen, new UpstreamPool(), log, pumps);
-  await tcpGateway.start();
-  // idle auto-sleep: read the TCP gateway's activity (workers report theirs) and sleep idle boxes
-  const idleTimer = setInterval(() => {
-    sailboxes.noteActivity("tcp-gateway", tcpGateway.activity.snapshot());
-    void sailboxes.sleepIdleBoxes().catch((err) => log.error({ err: String(err) }, "idle check failed"));
-  }, 1000);
-  log.info({ httpsListen: config.httpsListen, domain: config.domain }, "gateway listening");
-  const server = createApiServer(sailboxes, new Tokens(store, log), (token) => store.orgForToken(token), { caCert: tls.caCert }, log);
-  const { host, port } = parseListen(config.apiListen);
-  await new Promise<void>((resolve, reject) => server.once("error", reject).listen(port, host, resolve));
-  const bound = server.address() as AddressInfo;
-  const apiUrl = `http://${bound.family === "IPv6" ? `[${bound.address}]` : bound.address}:${bound.port}`;
-  const token = ensureClientConfig(store, config.clientConfigPath, apiUrl);
-  log.info({ apiUrl, clientConfig: config.clientConfigPath }, "sail API listening");
-
-  const metricsServer = config.metricsListen === "off" ? undefined : createMetricsServer(async () => {
-    metrics.absorb("tcp", tcpGateway.counters.take());
-    metrics.tcpOpen.set(pumps?.size ?? 0);
-    metrics.sailboxes.reset();
-    for (const [status, n] of Object.entries(sailboxes.countByStatus())) metrics.sailboxes.set({ status }, n);
-    return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
-  });
-  if (metricsServer) {
-    const listen = parseListen(config.metricsListen);
-    await new Promise<void>((resolve, reject) => metricsServer.once("error", reject).listen(listen.port, listen.host, resolve));
-    log.info({ metricsListen: config.metricsListen }, "metrics at GET /metrics");
-  }
-
-  return {
-    apiUrl,
-    token,
-    config,
-    async close() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-      });
-      clearInterval(idleTimer);
-      metricsServer?.close();
-      await gateway.close();
-      await tcpGateway.close();
-      await runtime.shutdown();
-      store.close();
-      releaseDataDir(config.dataDir);
-    },
+  // everything started so far, stopped in reverse order: by close(), or when the start fails
+  // (a daemon that cannot start leaves the host as it found it: no route, no firewall table)
+  const undo: Array<() => Promise<void> | void> = [() => releaseDataDir(config.dataDir)];
+  const stopAll = async () => {
+    for (const step of undo.splice(0).reverse()) await step();
   };
+  try {
+    const store = new Store(join(config.dataDir, "sail.db"));
+    undo.push(() => store.close());
+    const runtime = new LocalRuntime({
+      dataDir: config.dataDir,
+      hostArch: arch,
+      boxSubnet: config.boxSubnet,
+      debianMirror: config.debianMirror,
+      tiniPath: TINI_PATH,
+      crunRoot: config.crunRoot,
+      nofileLimit: 20_000,
+    });
+    const tls = config.tlsCert && config.tlsKey ? loadGivenTls(config.tlsCert, config.tlsKey) : ensureLocalTls(join(config.dataDir, "tls"), config.domain);
+    const httpsListen = parseListen(config.httpsListen);
+    const boxes = createBoxes(
+      store,
+      runtime,
+      {
+        defaults: { cpu: config.boxCpu, memoryMiB: config.boxMemoryMiB, pidsLimit: config.boxPidsLimit, hostCpus: availableParallelism(), maxBoxes: runtime.maxBoxes },
+        tcp: { ...parsePortRange(config.tcpPorts), defaultLimitPerOrg: config.tcpLimitPerOrg },
+        addresses: { domain: config.domain, publicHttpsPort: config.publicHttpsPort ?? httpsListen.port, publicHost: config.publicHost },
+      },
+      log,
+    );
+    const metrics = new Metrics();
+    boxes.power.onWoken((seconds) => {
+      metrics.wakes.inc();
+      metrics.wakeSeconds.observe(seconds);
+    });
+    const ingress = {
+      subscribe: (subscriber: RouteSubscriber) => boxes.routes.subscribe(subscriber),
+      wakeOnIngress: (id: string) => boxes.power.wakeOnIngress(id),
+      noteActivity: (source: string, report: ActivityReport) => boxes.idle.noteActivity(source, report),
+    };
+    const gateway = new GatewayCluster(
+      ingress,
+      { ...httpsListen, domain: config.domain, tls, workers: config.gatewayWorkers ?? availableParallelism(), logLevel: config.logLevel },
+      log,
+      (workerId, counters, rss) => {
+        metrics.absorb("http", counters);
+        metrics.workerRss.set({ worker: String(workerId) }, rss);
+      },
+    );
+
+    await runtime.start();
+    undo.push(() => runtime.shutdown());
+    await runtime.prepareImage(arch, hooks.onImageProgress ?? ((p) => log.info(p, "base image")));
+    const reconciled = await boxes.endings.reconcile();
+    log.info(reconciled, "reconciled the store with the runtime");
+
+    undo.push(() => gateway.close());
+    await gateway.start();
+    const { pumps, why } = SplicePumps.load();
+    if (!pumps) log.warn({ why }, "the native TCP pump is not available: raw TCP is piped by Node streams (slower)");
+    const tcpGateway = new TcpGateway(ingress, config.tcpListen, new UpstreamPool(), log, pumps);
+    undo.push(() => tcpGateway.close());
+    await tcpGateway.start();
+    // idle auto-sleep: read the TCP gateway's activity (workers report theirs) and sleep idle boxes
+    const idleTimer = setInterval(() => {
+      boxes.idle.noteActivity("tcp-gateway", tcpGateway.activity.snapshot());
+      void boxes.idle.sleepIdleBoxes().catch((err) => log.error({ err: String(err) }, "idle check failed"));
+    }, 1000);
+    undo.push(() => clearInterval(idleTimer));
+    log.info({ httpsListen: config.httpsListen, domain: config.domain }, "gateway listening");
+
+    const server = createApiServer(boxes, new Tokens(store, log), (token) => store.orgForToken(token), { caCert: tls.caCert }, log);
+    const { host, port } = parseListen(config.apiListen);
+    await listenOn(server, host, port);
+    undo.push(() => new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeIdleConnections();
+    }));
+    const bound = server.address() as AddressInfo;
+    const apiUrl = `http://${bound.family === "IPv6" ? `[${bound.address}]` : bound.address}:${bound.port}`;
+    const token = ensureClientConfig(store, config.clientConfigPath, apiUrl);
+    log.info({ apiUrl, clientConfig: config.clientConfigPath }, "sail API listening");
+
+    if (config.metricsListen !== "off") {
+      const metricsServer = createMetricsServer(async () => {
+        metrics.absorb("tcp", tcpGateway.counters.take());
+        metrics.tcpOpen.set(pumps?.size ?? 0);
+        metrics.sailboxes.reset();
+        for (const [status, n] of Object.entries(boxes.lifecycle.countByStatus())) metrics.sailboxes.set({ status }, n);
+        return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
+      });
+      const listen = parseListen(config.metricsListen);
+      await listenOn(metricsServer, listen.host, listen.port);
+      undo.push(() => void metricsServer.close());
+      log.info({ metricsListen: config.metricsListen }, "metrics at GET /metrics");
+    }
+
+    return { apiUrl, token, config, close: stopAll };
+  } catch (err) {
+    await stopAll().catch((cleanupErr) => log.error({ err: String(cleanupErr) }, "cleanup after a failed start failed"));
+    throw err;
+  }
+}
+
+function listenOn(server: Server, host: string, port: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once("error", reject).listen(port, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
 }
 
 /**

@@ -43,4 +43,11 @@ ERROR_CODES: Dict[str, Tuple[int, str]] = {
     "SAIL_RUNTIME_FAILED": (500, "Internal"),
     "SAIL_INTERNAL": (500, "Internal"),
     "SAIL_UNAVAILABLE": (503, "Internal"),
+    "SAIL_ROUTE_UNKNOWN": (404, "NotFound"),
+    "SAIL_NOTHING_LISTENING": (502, "Conflict"),
+    "SAIL_UPSTREAM_FAILED": (502, "Internal"),
+    "SAIL_WAKE_TIMEOUT": (503, "Timeout"),
+    "SAIL_BAD_REQUEST": (400, "InvalidArgument"),
+    "SAIL_HEAD_TIMEOUT": (408, "Timeout"),
+    "SAIL_HEAD_TOO_LARGE": (431, "InvalidArgument"),
 }

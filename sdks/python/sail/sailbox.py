@@ -36,6 +36,8 @@ class SailboxInfo:
     wakes: int
     created_at: str
     failure_reason: Optional[str] = None
+    #: its published ports and their endpoints (wire form), known from create on; none once it ended
+    listeners: List[Dict[str, Any]] = field(default_factory=list, repr=False)
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -52,6 +54,7 @@ class SailboxInfo:
             wakes=info.get("wakes", 0),
             created_at=info["createdAt"],
             failure_reason=info.get("failureReason"),
+            listeners=list(info.get("listeners") or []),
             raw=dict(info),
         )
 
@@ -237,8 +240,10 @@ class Sailbox:
     # --- listeners ---
 
     def listener(self, port: int) -> Listener:
-        """A handle on a published port; ``.wait(timeout=...)`` waits until it is served."""
-        return Listener(self._client, self.id, port)
+        """A handle on a published port. Its ``endpoint`` is known at once (fixed at create);
+        ``.wait(timeout=...)`` waits until a process serves it."""
+        known = next((l for l in self.info.listeners if l.get("port") == port), None)
+        return Listener(self._client, self.id, port, known)
 
     def listeners(self) -> List[Listener]:
         """Every published port of the Sailbox, with its protocol and endpoint."""

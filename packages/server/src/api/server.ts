@@ -2,9 +2,9 @@ import { createReadStream } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { StringDecoder } from "node:string_decoder";
 import { sailError, SailError, type CreateSailboxRequest, type CreateTokenRequest, type ExecEvent, type ExecRequest } from "@sail/protocol";
-import type { Sailboxes } from "../boxes/sailboxes.js";
+import type { Boxes } from "../boxes/boxes.js";
 import type { Tokens } from "../boxes/tokens.js";
-import type { OrgRow } from "../store/store.js";
+import type { OrgRow } from "../boxes/boxes.js";
 import { onlyFields, readJsonBody, sendError, sendJson } from "./http-util.js";
 
 interface Logger {
@@ -28,7 +28,7 @@ type Handler = (ctx: Context) => Promise<void> | void;
  * The control-plane API under /v1 (docs/api.md): routing, auth, request shape,
  * error → status. Business rules stay in `boxes`.
  */
-export function createApiServer(sailboxes: Sailboxes, tokens: Tokens, authenticate: Authenticate, tls: { caCert?: string }, log: Logger): Server {
+export function createApiServer(boxes: Boxes, tokens: Tokens, authenticate: Authenticate, tls: { caCert?: string }, log: Logger): Server {
   const routes: Array<[string, RegExp, Handler]> = [
     ["GET", /^\/v1\/whoami$/, ({ org, res }) => sendJson(res, 200, { org: org.name })],
     ["GET", /^\/v1\/ca$/, ({ res }) => {
@@ -43,52 +43,52 @@ export function createApiServer(sailboxes: Sailboxes, tokens: Tokens, authentica
       sendJson(res, 201, tokens.create(org, body as CreateTokenRequest));
     }],
     ["DELETE", /^\/v1\/tokens\/([^/]+)$/, ({ org, params, res }) => sendJson(res, 200, tokens.revoke(org, params[0]!))],
-    ["GET", /^\/v1\/apps$/, ({ org, res }) => sendJson(res, 200, { apps: sailboxes.listApps(org) })],
-    ["GET", /^\/v1\/apps\/([^/]+)$/, ({ org, params, res }) => sendJson(res, 200, sailboxes.findApp(org, params[0]!))],
+    ["GET", /^\/v1\/apps$/, ({ org, res }) => sendJson(res, 200, { apps: boxes.apps.list(org) })],
+    ["GET", /^\/v1\/apps\/([^/]+)$/, ({ org, params, res }) => sendJson(res, 200, boxes.apps.find(org, params[0]!))],
     ["PUT", /^\/v1\/apps\/([^/]+)$/, async ({ org, params, req, res }) => {
       onlyFields(await readJsonBody(req), []);
-      sendJson(res, 200, sailboxes.mintApp(org, params[0]!));
+      sendJson(res, 200, boxes.apps.mint(org, params[0]!));
     }],
     ["POST", /^\/v1\/sailboxes$/, async ({ org, req, res }) => {
       const body = await readJsonBody(req);
       onlyFields(body, ["appId", "name", "image", "cpu", "memoryMiB", "ingressPorts", "ssh", "idleTimeout"]);
       if (typeof body.appId !== "string") throw sailError("SAIL_INVALID_ARGUMENT", "appId must be the id of one of your apps", { field: "appId" });
-      sendJson(res, 201, await sailboxes.create(org, body as unknown as CreateSailboxRequest));
+      sendJson(res, 201, await boxes.creator.create(org, body as unknown as CreateSailboxRequest));
     }],
     ["GET", /^\/v1\/sailboxes$/, ({ org, query, res }) => {
       const filter = { appId: query.get("appId") ?? undefined, name: query.get("name") ?? undefined, liveOnly: query.get("live") === "true" };
-      sendJson(res, 200, { sailboxes: sailboxes.list(org, filter) });
+      sendJson(res, 200, { sailboxes: boxes.views.list(org, filter) });
     }],
-    ["GET", /^\/v1\/sailboxes\/([^/]+)$/, ({ org, params, res }) => sendJson(res, 200, sailboxes.get(org, params[0]!))],
-    ["DELETE", /^\/v1\/sailboxes\/([^/]+)$/, async ({ org, params, res }) => sendJson(res, 200, await sailboxes.terminate(org, params[0]!))],
+    ["GET", /^\/v1\/sailboxes\/([^/]+)$/, ({ org, params, res }) => sendJson(res, 200, boxes.views.get(org, params[0]!))],
+    ["DELETE", /^\/v1\/sailboxes\/([^/]+)$/, async ({ org, params, res }) => sendJson(res, 200, await boxes.endings.terminate(org, params[0]!))],
     ["POST", /^\/v1\/sailboxes\/([^/]+)\/(sleep|pause|resume)$/, async ({ org, params, req, res }) => {
       onlyFields(await readJsonBody(req), []);
       const [id, action] = params as [string, "sleep" | "pause" | "resume"];
-      sendJson(res, 200, await sailboxes[action](org, id));
+      sendJson(res, 200, await boxes.power[action](org, id));
     }],
     ["POST", /^\/v1\/sailboxes\/([^/]+)\/sshd$/, async ({ org, params, req, res }) => {
       onlyFields(await readJsonBody(req), []);
-      await sailboxes.startSshd(org, params[0]!);
+      await boxes.execs.startSshd(org, params[0]!);
       sendJson(res, 200, { sshd: "running" });
     }],
-    ["GET", /^\/v1\/sailboxes\/([^/]+)\/listeners$/, ({ org, params, res }) => sendJson(res, 200, { listeners: sailboxes.listeners(org, params[0]!) })],
+    ["GET", /^\/v1\/sailboxes\/([^/]+)\/listeners$/, ({ org, params, res }) => sendJson(res, 200, { listeners: boxes.listeners.list(org, params[0]!) })],
     ["GET", /^\/v1\/sailboxes\/([^/]+)\/listeners\/(\d{1,5})$/, async ({ org, params, query, res }) => {
       const waitMs = Number(query.get("waitMs") ?? 0);
       if (!Number.isFinite(waitMs) || waitMs < 0) throw sailError("SAIL_INVALID_ARGUMENT", "waitMs must be a number of milliseconds >= 0", { field: "waitMs" });
-      sendJson(res, 200, await sailboxes.waitListener(org, params[0]!, Number(params[1]), waitMs));
+      sendJson(res, 200, await boxes.listeners.wait(org, params[0]!, Number(params[1]), waitMs));
     }],
     ["POST", /^\/v1\/sailboxes\/([^/]+)\/exec$/, async (ctx) => {
       const body = await readJsonBody(ctx.req);
       onlyFields(body, ["cmd", "cwd", "env", "background"]);
       const request = body as unknown as ExecRequest;
       if (request.background) {
-        sendJson(ctx.res, 201, await sailboxes.execBackground(ctx.org, ctx.params[0]!, request));
+        sendJson(ctx.res, 201, await boxes.execs.execBackground(ctx.org, ctx.params[0]!, request));
       } else {
         await streamExec(ctx, request);
       }
     }],
     ["GET", /^\/v1\/sailboxes\/([^/]+)\/execs\/([^/]+)\/log$/, async ({ org, params, res }) => {
-      const path = sailboxes.execLogPath(org, params[0]!, params[1]!);
+      const path = boxes.execs.logPath(org, params[0]!, params[1]!);
       res.writeHead(200, { "content-type": "text/plain; charset=utf-8" });
       await new Promise<void>((resolve, reject) => createReadStream(path).on("error", reject).on("end", resolve).pipe(res));
     }],
@@ -96,7 +96,7 @@ export function createApiServer(sailboxes: Sailboxes, tokens: Tokens, authentica
 
   /** Foreground exec: NDJSON events as output is produced, then `{ exitCode }`. */
   async function streamExec({ org, params, req, res }: Context, request: ExecRequest): Promise<void> {
-    const running = await sailboxes.exec(org, params[0]!, request);
+    const running = await boxes.execs.exec(org, params[0]!, request);
     res.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
     res.flushHeaders();
     const write = (event: ExecEvent) => res.write(JSON.stringify(event) + "\n");

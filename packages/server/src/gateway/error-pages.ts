@@ -1,9 +1,14 @@
+import type { ErrorCode } from "@sail/protocol";
+
+/** An answer the gateway gives itself; `code` is from the one catalogue (@sail/protocol ERROR_CODES). */
 export interface GatewayError {
   status: number;
-  code: string;
+  code: ErrorCode;
   message: string;
   sailboxId?: string;
   port?: number;
+  /** Sent as Retry-After (RFC 9110 §10.2.3): when a client may try again. */
+  retryAfterSeconds?: number;
 }
 
 const REASONS: Record<number, string> = {
@@ -21,7 +26,7 @@ export function errorResponse(accept: string | undefined, err: GatewayError): st
   let type: string;
   let body: string;
   if (/application\/json/i.test(accept ?? "")) {
-    const { status: _status, ...error } = err;
+    const { status: _status, retryAfterSeconds: _retry, ...error } = err;
     type = "application/json; charset=utf-8";
     body = JSON.stringify({ error });
   } else {
@@ -30,7 +35,7 @@ export function errorResponse(accept: string | undefined, err: GatewayError): st
   }
   return (
     `HTTP/1.1 ${err.status} ${reason}\r\nconnection: close\r\ncache-control: no-store\r\ncontent-type: ${type}\r\n` +
-    `content-length: ${Buffer.byteLength(body)}\r\nx-sail-error: ${err.code}\r\n\r\n${body}`
+    `content-length: ${Buffer.byteLength(body)}\r\nx-sail-error: ${err.code}\r\n${err.retryAfterSeconds ? `retry-after: ${err.retryAfterSeconds}\r\n` : ""}\r\n${body}`
   );
 }
 

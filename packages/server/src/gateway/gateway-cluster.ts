@@ -1,16 +1,16 @@
 import cluster, { type Worker } from "node:cluster";
 import { fileURLToPath } from "node:url";
-import type { ActivityReport, HttpRoute, IngressHandlers } from "../boxes/sailboxes.js";
+import type { ActivityReport } from "../boxes/idle.js";
+import type { HttpRoute, RouteChange, RouteSubscriber } from "../boxes/routes.js";
 import type { CounterDelta } from "./counters.js";
 import type { FromWorker, ToWorker } from "./gateway-worker.js";
 import type { HttpGatewayOptions } from "./http-gateway.js";
 
-/** What the cluster needs from `boxes`. */
+/** What the gateway needs from `boxes`: the routes as they change, wakes, and where to report activity. */
 export interface IngressSource {
-  httpRoutes(): Array<[string, HttpRoute]>;
+  subscribe(subscriber: RouteSubscriber): void;
   wakeOnIngress(sailboxId: string): Promise<string | undefined>;
   noteActivity(source: string, report: ActivityReport): void;
-  onIngressChange(handlers: IngressHandlers): void;
 }
 
 interface Logger {
@@ -20,11 +20,14 @@ interface Logger {
 
 /**
  * The gateway as N worker processes sharing one listening socket (cluster, with the
- * kernel spreading accepts: SCHED_NONE). The daemon pushes the route table to every
- * worker and tells them which boxes' connections to drop.
+ * kernel spreading accepts: SCHED_NONE). It follows the HTTP routes as versioned changes,
+ * passes each change to every worker (a new worker gets the whole table), and tells them
+ * which boxes' connections to drop.
  */
-export class GatewayCluster {
+export class GatewayCluster implements RouteSubscriber {
   private readonly workers = new Set<Worker>();
+  /** The HTTP routes by hostname label, as the latest change left them. */
+  private readonly table = new Map<string, HttpRoute>();
   private version = 0;
   private closing = false;
   private readonly applied = new Map<Worker, number>();
@@ -41,12 +44,20 @@ export class GatewayCluster {
   async start(): Promise<void> {
     cluster.schedulingPolicy = cluster.SCHED_NONE;
     cluster.setupPrimary({ exec: fileURLToPath(new URL("./gateway-worker.js", import.meta.url)), args: [] });
-    this.source.onIngressChange({
-      routesChanged: () => this.pushRoutes(),
-      dropConnections: (sailboxId) => this.broadcast({ type: "drop", sailboxId }),
-      synced: () => this.synced(),
-    });
+    this.source.subscribe(this);
     await Promise.all(Array.from({ length: this.options.workers }, () => this.fork()));
+  }
+
+  apply(change: RouteChange): void {
+    if (change.reset) this.table.clear();
+    for (const label of change.http.remove) this.table.delete(label);
+    for (const [label, route] of change.http.set) this.table.set(label, route);
+    this.version = change.version;
+    this.broadcast({ type: "routes", version: change.version, reset: change.reset, set: change.http.set, remove: change.http.remove });
+  }
+
+  dropConnections(sailboxId: string): void {
+    this.broadcast({ type: "drop", sailboxId });
   }
 
   /** Resolves once every worker routes by the latest table (listener.wait() waits for it). */
@@ -87,7 +98,7 @@ export class GatewayCluster {
         } else if (message.type === "ready") {
           worker.send({ type: "start", options, logLevel } satisfies ToWorker);
         } else if (message.type === "listening") {
-          worker.send({ type: "routes", version: this.version, routes: this.source.httpRoutes() } satisfies ToWorker);
+          worker.send({ type: "routes", version: this.version, reset: true, set: [...this.table], remove: [] } satisfies ToWorker);
           resolve();
         } else if (message.type === "routes-applied") {
           this.applied.set(worker, message.version);
@@ -106,11 +117,6 @@ export class GatewayCluster {
         void this.fork().catch((err) => this.log.error({ err: String(err) }, "gateway worker restart failed"));
       });
     });
-  }
-
-  private pushRoutes(): void {
-    this.version++;
-    this.broadcast({ type: "routes", version: this.version, routes: this.source.httpRoutes() });
   }
 
   private broadcast(message: ToWorker): void {

@@ -4,13 +4,14 @@
  * uses every core while the daemon keeps the control plane.
  */
 import pino from "pino";
-import type { ActivityReport, HttpRoute } from "../boxes/sailboxes.js";
+import type { ActivityReport } from "../boxes/idle.js";
+import type { HttpRoute } from "../boxes/routes.js";
 import type { CounterDelta } from "./counters.js";
 import { HttpGateway, type HttpGatewayOptions } from "./http-gateway.js";
 
 export type ToWorker =
   | { type: "start"; options: HttpGatewayOptions; logLevel: string }
-  | { type: "routes"; version: number; routes: Array<[string, HttpRoute]> }
+  | { type: "routes"; version: number; reset?: boolean; set: Array<[string, HttpRoute]>; remove: string[] }
   | { type: "drop"; sailboxId: string }
   | { type: "woken"; requestId: number; status: string | undefined };
 export type FromWorker =
@@ -69,8 +70,9 @@ process.on("message", async (message: ToWorker) => {
       }
     }
   } else if (message.type === "routes") {
-    table.clear();
-    for (const [label, route] of message.routes) table.set(label, route);
+    if (message.reset) table.clear();
+    for (const label of message.remove) table.delete(label);
+    for (const [label, route] of message.set) table.set(label, route);
     gateway?.routesChanged(table);
     send({ type: "routes-applied", version: message.version });
   } else if (message.type === "drop") {

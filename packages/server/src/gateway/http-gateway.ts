@@ -1,11 +1,13 @@
 import { createServer as createTcpServer, type Server, type Socket } from "node:net";
 import { createServer, type TLSSocket } from "node:tls";
-import type { ActivityReport, HttpRoute } from "../boxes/sailboxes.js";
+import type { ActivityReport } from "../boxes/idle.js";
+import type { HttpRoute } from "../boxes/routes.js";
 import type { GatewayError } from "./error-pages.js";
 import { ActivityMeter } from "./activity.js";
 import { GatewayCounters, meterPipe, type CounterDelta } from "./counters.js";
 import { HttpEngine } from "./http-engine.js";
 import { ProxyConnection, type ProxyContext } from "./proxy-connection.js";
+import { RefusalLog } from "./refusal-log.js";
 import type { TlsMaterial } from "./tls.js";
 import { UpstreamPool } from "./upstream-pool.js";
 
@@ -57,6 +59,7 @@ export class HttpGateway {
     private readonly log: Logger,
   ) {
     this.suffix = `.${options.domain.toLowerCase()}`;
+    const refusals = new RefusalLog(log);
     this.context = {
       route: (host) => this.route(host),
       wake: (route) => routes.wake(route.sailboxId),
@@ -64,8 +67,9 @@ export class HttpGateway {
       activity: this.activity,
       registerTunnel: (sailboxId, client, upstream, websocket) => this.registerTunnel(sailboxId, client, upstream, websocket),
       counters: this.counters,
-      warn: (obj, msg) => log.warn(obj, msg),
-      info: (obj, msg) => log.info(obj, msg),
+      // refusals by their code, rate-limited (a 404 scan must not fill the disk)
+      warn: (obj, msg) => refusals.warn(String((obj as { code?: string }).code), obj, msg),
+      info: (obj, msg) => refusals.info(String((obj as { code?: string }).code), obj, msg),
     };
     const { engine, why } = HttpEngine.load();
     this.engine = engine;
@@ -115,7 +119,18 @@ export class HttpGateway {
   }
 
   async listen(): Promise<{ port: number }> {
-    await new Promise<void>((resolve, reject) => this.server.once("error", reject).listen(this.options.port, this.options.host, resolve));
+    // the worker retries while a killed daemon's workers still hold the port: a failed attempt
+    // must leave no listener behind (Node's cluster code adds a "listening" one per listen() call)
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error) => {
+        this.server.removeAllListeners("listening");
+        reject(err);
+      };
+      this.server.once("error", onError).listen(this.options.port, this.options.host, () => {
+        this.server.off("error", onError);
+        resolve();
+      });
+    });
     const address = this.server.address();
     return { port: typeof address === "object" && address ? address.port : this.options.port };
   }
@@ -128,7 +143,7 @@ export class HttpGateway {
     await closed;
   }
 
-  /** Close every proxied connection of a box (terminate now; sleep later). */
+  /** Close every proxied connection of a box (it sleeps, pauses or ends). */
   dropBox(sailboxId: string): void {
     this.engine?.dropBox(sailboxId);
     for (const close of this.tunnels.get(sailboxId)?.values() ?? []) close();

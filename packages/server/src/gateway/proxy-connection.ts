@@ -1,5 +1,5 @@
 import type { Socket } from "node:net";
-import type { HttpRoute } from "../boxes/sailboxes.js";
+import type { HttpRoute } from "../boxes/routes.js";
 import { errorResponse, type GatewayError } from "./error-pages.js";
 import {
   ChunkedScanner, fieldTokens, headEnd, HttpParseError, MAX_HEAD_BYTES, parseRequestHead, parseResponseHead,
@@ -192,7 +192,7 @@ export class ProxyConnection {
     if (status === "paused") return this.answer(exchange.request, pausedError(exchange.route));
     if (status === undefined) {
       return this.answer(exchange.request, {
-        status: 503, code: "SAIL_WAKE_TIMEOUT", sailboxId: exchange.route.sailboxId, port: exchange.route.port,
+        status: 503, code: "SAIL_WAKE_TIMEOUT", sailboxId: exchange.route.sailboxId, port: exchange.route.port, retryAfterSeconds: 5,
         message: `Sailbox ${exchange.route.sailboxId} is waking up and did not finish in time: retry shortly`,
       });
     }
@@ -411,7 +411,7 @@ export class ProxyConnection {
       const route = this.exchange?.route;
       return this.answer(this.exchange?.request, {
         status: err.status,
-        code: err.status === 502 ? "SAIL_UPSTREAM_FAILED" : "SAIL_BAD_REQUEST",
+        code: err.status === 502 ? "SAIL_UPSTREAM_FAILED" : err.status === 431 ? "SAIL_HEAD_TOO_LARGE" : "SAIL_BAD_REQUEST",
         message: err.status === 502 && route ? `The process on port ${route.port} in sailbox ${route.sailboxId} sent an invalid response: ${err.message}` : err.message,
         sailboxId: route?.sailboxId,
         port: route?.port,

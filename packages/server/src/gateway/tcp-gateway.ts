@@ -1,15 +1,15 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { cidrMatcher } from "../boxes/cidr.js";
-import type { IngressHandlers, TcpRoute } from "../boxes/sailboxes.js";
+import type { RouteChange, RouteSubscriber, TcpRoute } from "../boxes/routes.js";
 import { ActivityMeter } from "./activity.js";
 import { GatewayCounters, meterPipe } from "./counters.js";
+import { RefusalLog } from "./refusal-log.js";
 import type { SplicePumps } from "./splice-pump.js";
 import type { UpstreamPool } from "./upstream-pool.js";
 
 export interface TcpRouteSource {
-  tcpRoutes(): TcpRoute[];
+  subscribe(subscriber: RouteSubscriber): void;
   wakeOnIngress(sailboxId: string): Promise<string | undefined>;
-  onIngressChange(handlers: IngressHandlers): void;
 }
 
 interface Logger {
@@ -31,8 +31,10 @@ interface Bound {
  * by the kernel (splice) through `pumps`, or with Node streams when the native pump is
  * not available.
  */
-export class TcpGateway {
+export class TcpGateway implements RouteSubscriber {
   private readonly bound = new Map<number, Bound>();
+  /** The TCP routes by public port, as the latest change left them. */
+  private readonly wanted = new Map<number, TcpRoute>();
   /** Per box: how to close each of its open connections. */
   private readonly connections = new Map<string, Set<() => void>>();
   private syncing: Promise<void> = Promise.resolve();
@@ -40,6 +42,7 @@ export class TcpGateway {
   readonly activity = new ActivityMeter();
   /** Connections, bytes and refusals since metrics last read them. */
   readonly counters = new GatewayCounters();
+  private readonly refusals: RefusalLog;
 
   constructor(
     private readonly source: TcpRouteSource,
@@ -47,19 +50,33 @@ export class TcpGateway {
     private readonly upstreams: UpstreamPool,
     private readonly log: Logger,
     private readonly pumps?: SplicePumps,
-  ) {}
-
-  async start(): Promise<void> {
-    this.source.onIngressChange({
-      routesChanged: () => void this.sync(),
-      dropConnections: (sailboxId) => this.dropBox(sailboxId),
-      synced: () => this.syncing,
-    });
-    await this.sync();
+  ) {
+    this.refusals = new RefusalLog(log);
   }
 
-  /** Bind what the store says is live, unbind what is not. Serialised: one sync at a time. */
-  sync(): Promise<void> {
+  async start(): Promise<void> {
+    this.source.subscribe(this);
+    await this.syncing;
+  }
+
+  apply(change: RouteChange): void {
+    if (change.reset) this.wanted.clear();
+    for (const port of change.tcp.remove) this.wanted.delete(port);
+    for (const route of change.tcp.set) this.wanted.set(route.publicPort, route);
+    void this.sync();
+  }
+
+  dropConnections(sailboxId: string): void {
+    this.dropBox(sailboxId);
+  }
+
+  /** Resolves once the listeners bound are the routes' (the latest change included). */
+  synced(): Promise<void> {
+    return this.syncing;
+  }
+
+  /** Bind what the routes say, unbind what they no longer have. Serialised: one sync at a time. */
+  private sync(): Promise<void> {
     this.syncing = this.syncing.then(() => this.reconcile()).catch((err) => this.log.error({ err: String(err) }, "TCP listener sync failed"));
     return this.syncing;
   }
@@ -78,7 +95,7 @@ export class TcpGateway {
   }
 
   private async reconcile(): Promise<void> {
-    const wanted = new Map(this.source.tcpRoutes().map((r) => [r.publicPort, r]));
+    const wanted = new Map(this.wanted);
     for (const [port, b] of this.bound) {
       const next = wanted.get(port);
       if (next && next.sailboxId === b.route.sailboxId && next.port === b.route.port) {
@@ -111,14 +128,14 @@ export class TcpGateway {
     this.counters.add("connections");
     if (!b.allowed(client.remoteAddress)) {
       this.counters.refuse("cidr");
-      // checked before the guest is dialed (and, later, before a sleeping box is woken)
-      this.log.warn({ sailboxId: route.sailboxId, port: route.port, peer: client.remoteAddress, reason: "cidr" }, "TCP connection refused by cidrAllowlist");
+      // checked before the guest is dialed and before a sleeping box is woken: a refused source costs nothing
+      this.refusals.warn("cidr", { sailboxId: route.sailboxId, port: route.port, peer: client.remoteAddress }, "TCP connection refused by cidrAllowlist");
       client.resetAndDestroy();
       return;
     }
     if (route.status === "paused") {
       this.counters.refuse("paused");
-      this.log.info({ sailboxId: route.sailboxId, port: route.port, peer: client.remoteAddress, reason: "paused" }, "TCP connection closed: the sailbox is paused");
+      this.refusals.info("paused", { sailboxId: route.sailboxId, port: route.port, peer: client.remoteAddress }, "TCP connection closed: the sailbox is paused");
       return void client.destroy(); // closed at once, no wake
     }
     client.on("error", () => client.destroy());
@@ -133,7 +150,7 @@ export class TcpGateway {
         (err) => {
           // nothing listens, or the box is paused or gone: the client sees the connection close
           this.counters.refuse("unreachable");
-          this.log.info({ sailboxId: route.sailboxId, port: route.port, peer: client.remoteAddress, reason: "unreachable", err: String((err as Error).message ?? err) }, "TCP connection closed: the guest could not be reached");
+          this.refusals.info("unreachable", { sailboxId: route.sailboxId, port: route.port, peer: client.remoteAddress, err: String((err as Error).message ?? err) }, "TCP connection closed: the guest could not be reached");
           client.destroy();
         },
       );

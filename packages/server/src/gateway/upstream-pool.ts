@@ -1,5 +1,5 @@
 import { connect, type Socket } from "node:net";
-import type { HttpRoute } from "../boxes/sailboxes.js";
+import type { HttpRoute } from "../boxes/routes.js";
 
 /** Before answering 502, retry the guest dial briefly: servers restart (E2B uses 100, 200, 300 ms). */
 const DIAL_RETRY_DELAYS_MS = [100, 200, 300];
@@ -70,7 +70,7 @@ export class UpstreamPool {
     list.push(socket);
   }
 
-  /** Close every socket to a box (terminate now; sleep later). */
+  /** Close every socket to a box (it sleeps, pauses or ends). */
   dropBox(sailboxId: string): void {
     for (const socket of this.byBox.get(sailboxId) ?? []) socket.destroy();
     this.byBox.delete(sailboxId);

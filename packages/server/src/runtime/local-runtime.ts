@@ -33,6 +33,7 @@ export class LocalRuntime implements Runtime {
   readonly hostArch: Architecture;
   private readonly crun: Crun;
   private readonly networks: BoxNetworks;
+  private readonly addresses = new Map<string, BoxNetwork>();
   /** Base images by architecture: built or building. */
   private readonly baseImages = new Map<Architecture, Promise<string>>();
   /** Package images by architecture and sorted package list: built or building. */
@@ -105,8 +106,14 @@ export class LocalRuntime implements Runtime {
     return join(this.options.dataDir, "boxes", id);
   }
 
-  network(netSlot: number): BoxNetwork {
-    return this.networks.addresses(netSlot);
+  /** Each box's addresses, kept in its directory (network.json) so they outlive the daemon. */
+  network(id: string): BoxNetwork {
+    let network = this.addresses.get(id);
+    if (!network) {
+      network = JSON.parse(readFileSync(join(this.boxDir(id), "network.json"), "utf8")) as BoxNetwork;
+      this.addresses.set(id, network);
+    }
+    return network;
   }
 
   async create(spec: BoxSpec): Promise<BoxNetwork> {
@@ -119,6 +126,8 @@ export class LocalRuntime implements Runtime {
         this.networks.create(spec.id, spec.netSlot),
         mustRun("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${lower},upperdir=${dir}/upper,workdir=${dir}/work`, rootfs]),
       ]);
+      writeFileSync(join(dir, "network.json"), JSON.stringify(network));
+      this.addresses.set(spec.id, network);
       writeIdentity(rootfs, spec.hostname, network.guestAddress);
       const config = ociConfig(spec, { rootfs, netnsPath: `/run/netns/${BoxNetworks.namespace(spec.id)}`, nofile: this.options.nofileLimit, hostArch: this.hostArch });
       writeFileSync(join(dir, "config.json"), JSON.stringify(config));
@@ -135,8 +144,8 @@ export class LocalRuntime implements Runtime {
     }
   }
 
-  probePort(netSlot: number, port: number): Promise<boolean> {
-    return probeTcp(this.networks.addresses(netSlot).guestAddress, port);
+  probePort(id: string, port: number): Promise<boolean> {
+    return probeTcp(this.network(id).guestAddress, port);
   }
 
   listeningAddresses(id: string, port: number): Promise<string[]> {
@@ -162,8 +171,20 @@ export class LocalRuntime implements Runtime {
     await writeFile(state, "THAWED");
   }
 
-  state(id: string): Promise<RuntimeState> {
-    return this.crun.state(id);
+  async state(id: string): Promise<RuntimeState> {
+    const state = await this.crun.state(id);
+    if (state !== "missing" && !existsSync(join(this.boxDir(id), "network.json"))) await this.recoverNetwork(id);
+    return state;
+  }
+
+  /** A box started before addresses were kept in network.json: read them from its namespace. */
+  private async recoverNetwork(id: string): Promise<void> {
+    const shown = await runCommand("ip", ["-n", BoxNetworks.namespace(id), "-j", "-4", "addr", "show", "dev", "eth0"]);
+    const local = (JSON.parse(shown.stdout || "[]") as Array<{ addr_info?: Array<{ local?: string }> }>)[0]?.addr_info?.[0]?.local;
+    if (shown.code !== 0 || !local) return;
+    const network = { guestAddress: local, hostAddress: local.replace(/\d+$/, (last) => String(Number(last) - 1)) };
+    writeFileSync(join(this.boxDir(id), "network.json"), JSON.stringify(network));
+    this.addresses.set(id, network);
   }
 
   exec(id: string, spec: ExecSpec): RunningExec {
@@ -201,6 +222,7 @@ export class LocalRuntime implements Runtime {
 
   async destroy(id: string): Promise<void> {
     const dir = this.boxDir(id);
+    this.addresses.delete(id);
     await this.crun.delete(id);
     const rootfs = join(dir, "rootfs");
     if ((await runCommand("mountpoint", ["-q", rootfs])).code === 0) {

@@ -11,7 +11,7 @@ export interface BoxSpec {
   pidsLimit: number;
   /** Debian packages on top of the base image (sorted); the image must be prepared first. */
   aptPackages: readonly string[];
-  /** Index of the box's /30 in the configured box subnet. */
+  /** Index of the box's /30 in the configured box subnet (allocated by the store, unique among live boxes). */
   netSlot: number;
 }
 
@@ -68,14 +68,15 @@ export interface Runtime {
   shutdown(): Promise<void>;
   /** Start a box; on failure everything it created is removed before the error is thrown. */
   create(spec: BoxSpec): Promise<BoxNetwork>;
-  network(netSlot: number): BoxNetwork;
+  /** The addresses of a box the runtime started (also after a daemon restart, once `state` was asked). */
+  network(id: string): BoxNetwork;
   state(id: string): Promise<RuntimeState>;
   exec(id: string, spec: ExecSpec): RunningExec;
   /** Start a command that outlives the call; its stdout and stderr go to the exec's log. */
   execDetached(id: string, execId: string, spec: ExecSpec): Promise<void>;
   execLogPath(id: string, execId: string): string;
   /** Whether a process in the box accepts connections on `port` at the box's address. */
-  probePort(netSlot: number, port: number): Promise<boolean>;
+  probePort(id: string, port: number): Promise<boolean>;
   /** Addresses something in the box listens on for `port` (e.g. "127.0.0.1" when bound to loopback only). */
   listeningAddresses(id: string, port: number): Promise<string[]>;
   /** Freeze every process of the box (cgroup freezer); memory stays resident. */

@@ -60,25 +60,23 @@ export interface ListenerRow {
   publicPort: number | null;
 }
 
-/** Thrown by `insertSailbox` when the app already has a live sailbox of that name. */
-export class NameTakenError extends Error {}
-/** Thrown by `insertSailbox` when the org would hold more raw-TCP endpoints than allowed. */
-export class TcpLimitError extends Error {
-  constructor(
-    readonly limit: number,
-    readonly inUse: number,
-    readonly requested: number,
-  ) {
-    super(`raw-TCP endpoint limit ${limit} reached`);
+/** What the store refuses; `boxes` turns each into the user's error. */
+export class StoreError extends Error {}
+/** `insertSailbox`: the app already has a live sailbox of that name. */
+export class NameTakenError extends StoreError {}
+/** `insertSailbox`: every network slot of the box subnet is held by a live sailbox. */
+export class NetSlotsExhaustedError extends StoreError {
+  constructor(readonly slots: number) {
+    super(`all ${slots} sailbox network slots are in use`);
   }
 }
-/** Thrown by `insertSailbox` when the public TCP port range is exhausted. */
-export class TcpPortsExhaustedError extends Error {}
+/** `insertSailbox`: the public TCP port range is exhausted. */
+export class TcpPortsExhaustedError extends StoreError {}
 
-export interface TcpSettings {
+/** The range public TCP ports are allocated from. */
+export interface TcpPortRange {
   firstPort: number;
   lastPort: number;
-  defaultLimitPerOrg: number;
 }
 
 const SAILBOX_COLUMNS = `id, app_id AS appId, org_id AS orgId, name, status, image_name AS imageName,
@@ -218,10 +216,10 @@ export class Store {
    * Insert a sailbox in `creating` with the lowest free network slot, in one transaction,
    * so two creates can never share a name or an address.
    */
-  insertSailbox(box: NewSailbox, maxSlots: number, tcp?: TcpSettings): SailboxRow {
+  insertSailbox(box: NewSailbox, maxSlots: number, tcp?: TcpPortRange): SailboxRow {
     return this.db.transaction(() => {
       const tcpPorts = (box.ports ?? []).filter((p) => p.protocol === "tcp");
-      const publicPorts = tcpPorts.length && tcp ? this.allocateTcpPorts(box.orgId, tcpPorts.length, tcp) : [];
+      const publicPorts = tcpPorts.length && tcp ? this.allocateTcpPorts(tcpPorts.length, tcp) : [];
       if (box.name !== null) {
         const taken = this.db.prepare("SELECT 1 FROM sailboxes WHERE app_id = ? AND name = ? AND live = 1").get(box.appId, box.name);
         if (taken) throw new NameTakenError(box.name);
@@ -233,7 +231,7 @@ export class Store {
            WHERE slot NOT IN (SELECT net_slot FROM sailboxes WHERE live = 1)`,
         )
         .get() as { netSlot: number };
-      if (netSlot >= maxSlots) throw new RangeError(`all ${maxSlots} sailbox network slots are in use`);
+      if (netSlot >= maxSlots) throw new NetSlotsExhaustedError(maxSlots);
       this.db
         .prepare(
           `INSERT INTO sailboxes (id, app_id, org_id, name, status, live, image_name, image_arch, image_packages, cpu, memory_mib, net_slot, idle_timeout, created_at)
@@ -252,13 +250,8 @@ export class Store {
     })();
   }
 
-  /** Check the org's raw-TCP limit and pick the lowest free public ports (inside insertSailbox's transaction). */
-  private allocateTcpPorts(orgId: string, count: number, tcp: TcpSettings): number[] {
-    const limit = (this.db.prepare("SELECT tcp_limit AS l FROM orgs WHERE id = ?").get(orgId) as { l: number | null } | undefined)?.l ?? tcp.defaultLimitPerOrg;
-    const inUse = (this.db
-      .prepare("SELECT COUNT(*) AS n FROM listeners l JOIN sailboxes s ON s.id = l.sailbox_id WHERE s.live = 1 AND s.org_id = ? AND l.protocol = 'tcp'")
-      .get(orgId) as { n: number }).n;
-    if (inUse + count > limit) throw new TcpLimitError(limit, inUse, count);
+  /** The lowest free public ports (inside insertSailbox's transaction). */
+  private allocateTcpPorts(count: number, tcp: TcpPortRange): number[] {
     const used = new Set(
       (this.db.prepare("SELECT l.public_port AS p FROM listeners l JOIN sailboxes s ON s.id = l.sailbox_id WHERE s.live = 1 AND l.public_port IS NOT NULL").all() as Array<{ p: number }>).map((r) => r.p),
     );
@@ -266,6 +259,18 @@ export class Store {
     for (let port = tcp.firstPort; port <= tcp.lastPort && ports.length < count; port++) if (!used.has(port)) ports.push(port);
     if (ports.length < count) throw new TcpPortsExhaustedError();
     return ports;
+  }
+
+  /** Raw-TCP listeners the org's live sailboxes hold. */
+  countLiveTcpListeners(orgId: string): number {
+    return (this.db
+      .prepare("SELECT COUNT(*) AS n FROM listeners l JOIN sailboxes s ON s.id = l.sailbox_id WHERE s.live = 1 AND s.org_id = ? AND l.protocol = 'tcp'")
+      .get(orgId) as { n: number }).n;
+  }
+
+  /** The org's own raw-TCP endpoint limit, or null for the daemon's default. */
+  orgTcpLimit(orgId: string): number | null {
+    return (this.db.prepare("SELECT tcp_limit AS l FROM orgs WHERE id = ?").get(orgId) as { l: number | null } | undefined)?.l ?? null;
   }
 
   /** Override the raw-TCP endpoint limit of one org (null: back to the daemon's default). */
@@ -328,15 +333,15 @@ export class Store {
     return rows.map(decodeListener);
   }
 
-  /** Listeners of every live sailbox, with what routing needs. */
-  liveListeners(protocol: "http" | "tcp"): Array<ListenerRow & { netSlot: number; createdAt: string; status: SailboxStatus }> {
+  /** Listeners of every live sailbox, with its status (the gateway's full route table). */
+  liveListeners(): Array<ListenerRow & { status: SailboxStatus }> {
     const rows = this.db
       .prepare(
         `SELECT l.sailbox_id AS sailboxId, l.port, l.protocol, l.cidr_allowlist AS cidrAllowlist, l.allow_public AS allowPublic,
-           l.public_port AS publicPort, s.net_slot AS netSlot, s.created_at AS createdAt, s.status
-         FROM listeners l JOIN sailboxes s ON s.id = l.sailbox_id WHERE s.live = 1 AND l.protocol = ?`,
+           l.public_port AS publicPort, s.status
+         FROM listeners l JOIN sailboxes s ON s.id = l.sailbox_id WHERE s.live = 1 ORDER BY l.sailbox_id, l.port`,
       )
-      .all(protocol) as Array<StoredListener<ListenerRow & { netSlot: number; createdAt: string; status: SailboxStatus }>>;
+      .all() as Array<StoredListener<ListenerRow & { status: SailboxStatus }>>;
     return rows.map(decodeListener);
   }
 

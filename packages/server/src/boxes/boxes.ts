@@ -1,0 +1,52 @@
+import type { Runtime } from "../runtime/runtime.js";
+import type { Store } from "../store/store.js";
+
+/** Whose request it is: the API authenticates a token to an org and passes it to every room. */
+export type { OrgRow } from "../store/store.js";
+import { Apps } from "./apps.js";
+import { BoxCreator, type BoxDefaults, type TcpSettings } from "./create.js";
+import type { PublicAddresses } from "./endpoints.js";
+import { Endings } from "./endings.js";
+import { Execs } from "./execs.js";
+import { IdleSleeper } from "./idle.js";
+import { Lifecycle } from "./lifecycle.js";
+import { Listeners } from "./listeners.js";
+import type { Logger } from "./logger.js";
+import { Power } from "./power.js";
+import { RoutePublisher } from "./routes.js";
+import { SailboxViews } from "./views.js";
+
+export interface BoxesSettings {
+  defaults: BoxDefaults;
+  tcp: TcpSettings;
+  addresses: PublicAddresses;
+}
+
+/**
+ * The domain, as rooms around the lifecycle core. Each room takes only what it uses; this
+ * function is where they meet (the daemon calls it once). Nothing here runs SQL, shells or
+ * sockets: the store and the runtime do, behind their interfaces.
+ */
+export function createBoxes(store: Store, runtime: Runtime, settings: BoxesSettings, log: Logger) {
+  const lifecycle = new Lifecycle(store);
+  const routes = new RoutePublisher(store, runtime, lifecycle);
+  const routesSynced = () => routes.synced();
+  const views = new SailboxViews(store, lifecycle, runtime.hostArch, settings.addresses);
+  const describe = views.describe.bind(views);
+  const power = new Power(lifecycle, runtime, routesSynced, describe, log);
+  const idle = new IdleSleeper(store, lifecycle, (id, reason) => power.sleepBox(id, reason), log);
+  return {
+    lifecycle,
+    routes,
+    views,
+    power,
+    idle,
+    apps: new Apps(store),
+    creator: new BoxCreator(store, lifecycle, runtime, settings.defaults, settings.tcp, describe, log),
+    endings: new Endings(store, lifecycle, runtime, describe, log),
+    execs: new Execs(store, lifecycle, power, idle, runtime),
+    listeners: new Listeners(store, lifecycle, power, idle, runtime, routesSynced, settings.addresses),
+  };
+}
+
+export type Boxes = ReturnType<typeof createBoxes>;

@@ -1,0 +1,65 @@
+import { isLive, sailError, type ListenerInfo } from "@sail/protocol";
+import type { Runtime } from "../runtime/runtime.js";
+import type { OrgRow, Store } from "../store/store.js";
+import { listenerInfo, type PublicAddresses } from "./endpoints.js";
+import type { IdleSleeper } from "./idle.js";
+import type { Lifecycle } from "./lifecycle.js";
+import type { Power } from "./power.js";
+
+/** How often `listener.wait()` probes the guest port. */
+const LISTENER_PROBE_INTERVAL_MS = 100;
+/** The longest a single wait may hold an API request. */
+export const LISTENER_WAIT_MAX_MS = 10 * 60_000;
+
+/** Published ports: which a box has, and waiting until a process serves one. */
+export class Listeners {
+  constructor(
+    private readonly store: Store,
+    private readonly lifecycle: Lifecycle,
+    private readonly power: Pick<Power, "awake">,
+    private readonly idle: Pick<IdleSleeper, "touch">,
+    private readonly runtime: Pick<Runtime, "probePort" | "listeningAddresses">,
+    private readonly routesSynced: () => Promise<void>,
+    private readonly addresses: PublicAddresses,
+  ) {}
+
+  /** The published ports of a live box; a terminated or failed one has none (its public ports may belong to another box now). */
+  list(org: OrgRow, id: string): ListenerInfo[] {
+    const box = this.lifecycle.owned(org, id);
+    if (!isLive(box.status)) return [];
+    return this.store.listListeners(box.id).map((l) => listenerInfo(l, this.addresses));
+  }
+
+  /**
+   * Resolve once a process in the box accepts connections on `port` at the box's address and
+   * every data path routes to it, or fail after `timeoutMs` saying why: nothing listening, or
+   * listening on loopback only. A sleeping box is woken; a paused one refused.
+   */
+  async wait(org: OrgRow, id: string, port: number, timeoutMs: number): Promise<ListenerInfo> {
+    const box = this.lifecycle.owned(org, id);
+    const listeners = this.store.listListeners(box.id);
+    const listener = listeners.find((l) => l.port === port);
+    if (!listener) {
+      const published = listeners.map((l) => l.port);
+      throw sailError("SAIL_LISTENER_NOT_FOUND", `Sailbox ${id} does not publish port ${port}${published.length ? ` (it publishes ${published.join(", ")})` : " (it publishes no ports)"}: pass it in ingressPorts when you create the sailbox`, { sailboxId: id, port });
+    }
+    const deadline = Date.now() + Math.min(Math.max(timeoutMs, 0), LISTENER_WAIT_MAX_MS);
+    for (;;) {
+      this.idle.touch(box.id); // waiting for a listener is activity: the box must not fall asleep meanwhile
+      await this.power.awake(org, id);
+      if (await this.runtime.probePort(box.id, port)) {
+        await this.routesSynced();
+        return listenerInfo(listener, this.addresses);
+      }
+      if (Date.now() >= deadline) break;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(LISTENER_PROBE_INTERVAL_MS, Math.max(0, deadline - Date.now()))));
+    }
+    const bound = await this.runtime.listeningAddresses(box.id, port).catch(() => []);
+    const loopbackOnly = bound.length > 0 && bound.every((a) => a === "::1" || a.startsWith("127."));
+    const seconds = Math.round(timeoutMs / 100) / 10;
+    const message = loopbackOnly
+      ? `Port ${port} of sailbox ${id} did not become reachable within ${seconds} s: the process listens on ${bound.join(" and ")} only, which the gateway cannot reach; bind it to 0.0.0.0 (e.g. \`--bind 0.0.0.0\`)`
+      : `No process listens on port ${port} in sailbox ${id} after ${seconds} s: start your server on 0.0.0.0:${port} (e.g. sb.exec("…", { background: true })), then wait again`;
+    throw sailError("SAIL_LISTENER_TIMEOUT", message, { sailboxId: id, port, loopbackOnly });
+  }
+}

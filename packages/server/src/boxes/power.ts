@@ -1,0 +1,110 @@
+import { sailError, type SailboxInfo, type SailboxStatus } from "@sail/protocol";
+import type { Runtime } from "../runtime/runtime.js";
+import type { OrgRow, SailboxRow } from "../store/store.js";
+import type { Lifecycle } from "./lifecycle.js";
+import type { Logger } from "./logger.js";
+
+/**
+ * Sleep, pause, resume and wake. Sleep marks the box sleeping (new connections now wait and
+ * its open ones are dropped, through the routes), waits for the data paths to know, then
+ * freezes it; the next inbound connection or API call that needs the guest thaws it. Pause
+ * freezes it too, but traffic does not wake it. Memory stays resident: the cgroup freezer
+ * (this kernel has no working CRIU).
+ */
+export class Power {
+  private readonly wokenListeners: Array<(seconds: number) => void> = [];
+
+  constructor(
+    private readonly lifecycle: Lifecycle,
+    private readonly runtime: Pick<Runtime, "freeze" | "thaw">,
+    private readonly routesSynced: () => Promise<void>,
+    private readonly describe: (box: SailboxRow) => SailboxInfo,
+    private readonly log: Logger,
+  ) {}
+
+  async sleep(org: OrgRow, id: string): Promise<SailboxInfo> {
+    this.lifecycle.owned(org, id);
+    return this.describe(await this.sleepBox(id, "asked"));
+  }
+
+  /** Sleep a running box (idle auto-sleep calls this too); a sleeping one stays as it is. */
+  async sleepBox(id: string, reason: string): Promise<SailboxRow> {
+    return this.lifecycle.transition(id, "sleeping", {
+      action: "sleep",
+      after: async () => {
+        await this.routesSynced();
+        await this.runtime.freeze(id);
+        this.log.info({ sailboxId: id, reason }, "sailbox sleeping");
+      },
+    });
+  }
+
+  async pause(org: OrgRow, id: string): Promise<SailboxInfo> {
+    this.lifecycle.owned(org, id);
+    const box = await this.lifecycle.transition(id, "paused", {
+      action: "pause",
+      after: async (_box, from) => {
+        await this.routesSynced();
+        if (from === "running") await this.runtime.freeze(id); // a sleeping box is frozen already
+        this.log.info({ sailboxId: id }, "sailbox paused");
+      },
+    });
+    return this.describe(box);
+  }
+
+  /** Bring a sleeping or paused box back (a running one is left as it is). */
+  async resume(org: OrgRow, id: string): Promise<SailboxInfo> {
+    this.lifecycle.owned(org, id);
+    return this.describe(await this.thaw(id, "resume"));
+  }
+
+  /**
+   * The gateway's wake: a sleeping box is resumed (concurrent arrivals share one resume: the
+   * lock makes the others find it running); a paused one stays paused. Resolves to the status
+   * traffic should see.
+   */
+  async wakeOnIngress(id: string): Promise<SailboxStatus | undefined> {
+    const box = this.lifecycle.current(id);
+    if (box?.status === "sleeping") await this.thaw(id, "wake").catch(() => {});
+    return this.lifecycle.current(id)?.status;
+  }
+
+  /**
+   * For an API call that needs the guest (exec, sshd, listener waits): a sleeping box is woken,
+   * a paused one refused with SailboxPausedError, an ended one with a conflict.
+   */
+  async awake(org: OrgRow, id: string): Promise<SailboxRow> {
+    let box = this.lifecycle.owned(org, id);
+    if (box.status === "sleeping") box = await this.thaw(id, "wake").catch(() => this.lifecycle.owned(org, id));
+    if (box.status === "paused") throw sailError("SAIL_SAILBOX_PAUSED", `Sailbox ${id} is paused: call resume() first`, { sailboxId: id });
+    if (box.status !== "running") {
+      throw sailError("SAIL_SAILBOX_NOT_RUNNING", `Sailbox ${id} is ${box.status}${box.failureReason ? ` (${box.failureReason})` : ""}: create a new one`, { sailboxId: id, status: box.status });
+    }
+    return box;
+  }
+
+  /** Called with the seconds each wake from sleep took, routes pushed included (metrics). */
+  onWoken(listener: (seconds: number) => void): void {
+    this.wokenListeners.push(listener);
+  }
+
+  /** sleeping | paused → running: thaw first, then the routes say running, then wait until the data paths know. */
+  private async thaw(id: string, action: "wake" | "resume"): Promise<SailboxRow> {
+    const started = process.hrtime.bigint();
+    let from: SailboxStatus | undefined;
+    const box = await this.lifecycle.transition(id, "running", {
+      action,
+      before: async (box) => {
+        if (action === "wake" && box.status !== "sleeping") throw sailError("SAIL_SAILBOX_PAUSED", `Sailbox ${id} is ${box.status}: only resume() brings it back`, { sailboxId: id });
+        from = box.status;
+        await this.runtime.thaw(id);
+      },
+      after: () => this.routesSynced(),
+    });
+    if (from === undefined) return box; // it was running already
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    if (from === "sleeping") for (const listener of this.wokenListeners) listener(seconds);
+    this.log.info({ sailboxId: id, from, thawMs: seconds * 1e3 }, "sailbox woke");
+    return box;
+  }
+}
