@@ -6,7 +6,7 @@ import { after, describe, test } from "node:test";
 import { hybridCgroup2Mounts } from "../../packages/server/src/runtime/crun.js";
 import { BoxNetworks } from "../../packages/server/src/runtime/network.js";
 import { NameTakenError, NetSlotsExhaustedError, Store, type NewSailbox } from "../../packages/server/src/store/store.js";
-import { resolveConfig } from "../../packages/server/src/config.js";
+import { DAEMON_OPTIONS, DEFAULT_CONFIG, resolveConfig, type DaemonConfig } from "../../packages/server/src/config.js";
 
 const dir = mkdtempSync(join(tmpdir(), "sail-unit-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -84,9 +84,29 @@ describe("store", () => {
 });
 
 describe("daemon config", () => {
-  test("unknown options are refused, listen addresses checked", () => {
+  test("unknown options are refused, and every value is checked against the schema, naming its flag", () => {
     assert.equal(resolveConfig({}).apiListen, "127.0.0.1:7070");
+    assert.deepEqual(resolveConfig({}), DEFAULT_CONFIG);
     assert.throws(() => resolveConfig({ dataDirr: "/x" } as never), /unknown daemon option "dataDirr"/);
-    assert.throws(() => resolveConfig({ apiListen: "7070" }), /host:port/);
+    const refusals: Array<[Partial<DaemonConfig>, RegExp]> = [
+      [{ apiListen: "7070" }, /--api-listen "7070" listen address "7070" must be host:port/],
+      [{ dataDir: "relative/dir" }, /--data-dir "relative\/dir" must be an absolute path/],
+      [{ tcpListen: "everywhere" }, /--tcp-listen "everywhere" must be an IP address/],
+      [{ tcpLimitPerOrg: -1 }, /--tcp-limit -1 must be a whole number from 0/],
+      [{ boxSubnet: "10.0.0.0/31" }, /--box-subnet "10.0.0.0\/31" must be an IPv4 CIDR from \/8 to \/30/],
+      [{ debianMirror: "ftp://x" }, /--debian-mirror "ftp:\/\/x" must be an http:\/\/ or https:\/\/ URL/],
+      [{ logLevel: "chatty" as never }, /--log-level "chatty" must be debug, info, warn, error or silent/],
+      [{ gatewayWorkers: 0 }, /--gateway-workers 0 must be a whole number from 1 to 64/],
+      [{ boxMemoryMiB: 10 }, /boxMemoryMiB 10 must be a whole number from 64/],
+      [{ tlsCert: "/etc/cert.pem" }, /give both --tls-cert and --tls-key/],
+    ];
+    for (const [options, message] of refusals) assert.throws(() => resolveConfig(options), message);
+  });
+
+  test("every default passes its own check, and flags are kebab-case", () => {
+    for (const option of DAEMON_OPTIONS) {
+      if (option.flag) assert.match(option.flag, /^[a-z]+(-[a-z]+)*$/);
+      if (option.default !== undefined) assert.equal((option.check as (v: unknown) => string | undefined)(option.default), undefined, option.key);
+    }
   });
 });

@@ -1,90 +1,120 @@
+import { isIP } from "node:net";
 import { homedir } from "node:os";
-import { join } from "node:path";
+import { isAbsolute, join } from "node:path";
 
-/** Everything the daemon can be told, in one place, with one defaults object. */
+/** Everything the daemon can be told: one schema (DAEMON_OPTIONS) gives its defaults, checks and `sail up --help`. */
 export interface DaemonConfig {
-  /** Where the daemon keeps sail.db, images/ and boxes/. */
   dataDir: string;
-  /** host:port of the control-plane API. */
   apiListen: string;
-  /** host:port of the Prometheus endpoint (GET /metrics, no auth), or "off". */
   metricsListen: string;
-  /** host:port of the HTTPS gateway that serves published HTTP ports. */
   httpsListen: string;
-  /** HTTP listeners are served at `https://<port>-<id>.<domain>`. */
   domain: string;
-  /** The port public URLs name (default: the port of httpsListen; 443 is left out of URLs). */
   publicHttpsPort?: number;
-  /** Address raw-TCP listeners bind on. */
-  tcpListen: string;
-  /** The range public TCP ports are allocated from, "first-last". */
-  tcpPorts: string;
-  /** The host name or address TCP endpoints advertise. */
-  publicHost: string;
-  /** Raw-TCP endpoints an org may hold at once (per-org overrides live in the store). */
-  tcpLimitPerOrg: number;
-  /** Gateway worker processes (default: one per core). */
   gatewayWorkers?: number;
-  /** A certificate (e.g. a real wildcard for *.domain) to serve instead of the local CA's. */
   tlsCert?: string;
   tlsKey?: string;
-  /** IPv4 range carved into one /30 per box (host .1, guest .2). */
+  tcpListen: string;
+  tcpPorts: string;
+  publicHost: string;
+  tcpLimitPerOrg: number;
   boxSubnet: string;
-  /** Debian mirror debootstrap builds the base image from. */
   debianMirror: string;
-  /** Where the client config (API URL + token) is written for the SDK and CLI. */
   clientConfigPath: string;
-  /** crun's state directory (tmpfs: container state must not outlive a reboot). */
   crunRoot: string;
-  /** Defaults for a box that does not say. */
   boxCpu: number;
   boxMemoryMiB: number;
   boxPidsLimit: number;
   logLevel: "debug" | "info" | "warn" | "error" | "silent";
 }
 
-export const DEFAULT_CONFIG: DaemonConfig = {
-  dataDir: "/var/lib/sail",
-  apiListen: "127.0.0.1:7070",
-  metricsListen: "127.0.0.1:7071",
-  httpsListen: "0.0.0.0:8443",
-  domain: "sail.localhost",
-  publicHttpsPort: undefined,
-  gatewayWorkers: undefined,
-  tcpListen: "0.0.0.0",
-  tcpPorts: "20000-29999",
-  publicHost: "localhost",
-  tcpLimitPerOrg: 32,
-  tlsCert: undefined,
-  tlsKey: undefined,
-  boxSubnet: "10.200.0.0/16",
-  debianMirror: "http://deb.debian.org/debian",
-  clientConfigPath: process.env.SAIL_CONFIG || join(homedir(), ".sail", "config.json"),
-  crunRoot: "/run/sail/crun",
-  boxCpu: 1,
-  boxMemoryMiB: 1024,
-  boxPidsLimit: 1024,
-  logLevel: "info",
-};
+type Key = keyof DaemonConfig;
 
-/** Merge given options over the defaults, refusing unknown keys (a typo must not pass silently). */
+/** One option: its `sail up` flag (none for options only the environment or tests set), help, default and check. */
+export interface DaemonOption<K extends Key = Key> {
+  key: K;
+  /** `--<flag> <arg>`; undefined: not a flag. */
+  flag?: string;
+  arg?: string;
+  help: string;
+  default: DaemonConfig[K];
+  /** From the flag's text; numbers are parsed here so the check sees a number. */
+  parse: (text: string) => DaemonConfig[K];
+  /** Why the value is wrong, or undefined. */
+  check: (value: NonNullable<DaemonConfig[K]>) => string | undefined;
+}
+
+/** An option of any key (a union, so each entry's check takes its own value's type). */
+export type AnyDaemonOption = { [K in Key]: DaemonOption<K> }[Key];
+
+const text = (value: string) => value;
+const integer = (value: string) => (/^-?\d+$/.test(value.trim()) ? Number(value) : Number.NaN);
+const number = (value: string) => (value.trim() === "" ? Number.NaN : Number(value));
+const inRange = (min: number, max: number, what: string, whole = true) => (value: number) =>
+  (whole ? Number.isInteger(value) : Number.isFinite(value)) && value >= min && value <= max ? undefined : `must be ${whole ? "a whole number" : "a number"} from ${min} to ${max}${what ? ` (${what})` : ""}`;
+const listen = (value: string) => {
+  try {
+    parseListen(value);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+};
+const DNS_NAME = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/;
+
+const option = <K extends Key>(spec: DaemonOption<K>): DaemonOption<K> => spec;
+
+/** The schema: the order is `sail up --help`'s. */
+export const DAEMON_OPTIONS = [
+  option({ key: "dataDir", flag: "data-dir", arg: "dir", help: "where Sail keeps its database, images and boxes", default: "/var/lib/sail", parse: text, check: (v) => (isAbsolute(v) ? undefined : "must be an absolute path") }),
+  option({ key: "apiListen", flag: "api-listen", arg: "host:port", help: "address of the control-plane API", default: "127.0.0.1:7070", parse: text, check: listen }),
+  option({ key: "metricsListen", flag: "metrics-listen", arg: "host:port|off", help: "address of the Prometheus endpoint (GET /metrics, no auth), or off", default: "127.0.0.1:7071", parse: text, check: (v) => (v === "off" ? undefined : listen(v)) }),
+  option({ key: "httpsListen", flag: "https-listen", arg: "host:port", help: "address of the HTTPS gateway for published ports", default: "0.0.0.0:8443", parse: text, check: listen }),
+  option({ key: "domain", flag: "domain", arg: "domain", help: "HTTP listeners get https://<port>-<id>.<domain>", default: "sail.localhost", parse: (v) => v.toLowerCase(), check: (v) => (DNS_NAME.test(v) && v.includes(".") ? undefined : "must be a DNS name such as sail.localhost or sail.example.com") }),
+  option({ key: "publicHttpsPort", flag: "public-https-port", arg: "port", help: "the port public URLs name, if a proxy in front changes it (443 is left out; default: the port of --https-listen)", default: undefined, parse: integer, check: inRange(1, 65535, "") }),
+  option({ key: "tlsCert", flag: "tls-cert", arg: "file", help: "serve this certificate (e.g. a wildcard for *.<domain>) instead of the local CA's", default: undefined, parse: text, check: (v) => (isAbsolute(v) ? undefined : "must be an absolute path") }),
+  option({ key: "tlsKey", flag: "tls-key", arg: "file", help: "the key of --tls-cert", default: undefined, parse: text, check: (v) => (isAbsolute(v) ? undefined : "must be an absolute path") }),
+  option({ key: "gatewayWorkers", flag: "gateway-workers", arg: "n", help: "processes serving HTTPS (default: one per core)", default: undefined, parse: integer, check: inRange(1, 64, "") }),
+  option({ key: "tcpListen", flag: "tcp-listen", arg: "address", help: "address raw-TCP listeners bind on (:: for IPv4 and IPv6)", default: "0.0.0.0", parse: text, check: (v) => (isIP(v) ? undefined : "must be an IP address such as 0.0.0.0 or ::") }),
+  option({ key: "tcpPorts", flag: "tcp-ports", arg: "first-last", help: "range public TCP ports are taken from", default: "20000-29999", parse: text, check: (v) => {
+    try {
+      parsePortRange(v);
+      return undefined;
+    } catch (err) {
+      return (err as Error).message;
+    }
+  } }),
+  option({ key: "publicHost", flag: "public-host", arg: "host", help: "host name or address TCP endpoints advertise", default: "localhost", parse: text, check: (v) => (isIP(v) || DNS_NAME.test(v) ? undefined : "must be a host name or an IP address") }),
+  option({ key: "tcpLimitPerOrg", flag: "tcp-limit", arg: "n", help: "raw-TCP endpoints an org may hold at once (the store may hold an org's own)", default: 32, parse: integer, check: inRange(0, 100_000, "") }),
+  option({ key: "boxSubnet", flag: "box-subnet", arg: "cidr", help: "IPv4 range carved into one /30 per box", default: "10.200.0.0/16", parse: text, check: (v) => {
+    const match = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(v);
+    return match && isIP(match[1]!) === 4 && Number(match[2]) >= 8 && Number(match[2]) <= 30 ? undefined : "must be an IPv4 CIDR from /8 to /30, e.g. 10.200.0.0/16";
+  } }),
+  option({ key: "debianMirror", flag: "debian-mirror", arg: "url", help: "Debian mirror for the base images and apt packages", default: "http://deb.debian.org/debian", parse: text, check: (v) => (/^https?:\/\/[^\s/]+/.test(v) ? undefined : "must be an http:// or https:// URL") }),
+  option({ key: "logLevel", flag: "log-level", arg: "level", help: "debug, info, warn, error or silent", default: "info", parse: (v) => v as DaemonConfig["logLevel"], check: (v) => (["debug", "info", "warn", "error", "silent"].includes(v) ? undefined : "must be debug, info, warn, error or silent") }),
+  option({ key: "clientConfigPath", help: "where the client config (API URL + token) goes: $SAIL_CONFIG, else ~/.sail/config.json", default: process.env.SAIL_CONFIG || join(homedir(), ".sail", "config.json"), parse: text, check: (v) => (isAbsolute(v) ? undefined : "must be an absolute path") }),
+  option({ key: "crunRoot", help: "crun's state directory (tmpfs: container state must not outlive a reboot)", default: "/run/sail/crun", parse: text, check: (v) => (isAbsolute(v) ? undefined : "must be an absolute path") }),
+  option({ key: "boxCpu", help: "CPU cores of a box that does not say", default: 1, parse: number, check: inRange(0.1, 1024, "cores", false) }),
+  option({ key: "boxMemoryMiB", help: "memory (MiB) of a box that does not say", default: 1024, parse: integer, check: inRange(64, 65536, "MiB") }),
+  option({ key: "boxPidsLimit", help: "processes a box may run", default: 1024, parse: integer, check: inRange(16, 1_000_000, "") }),
+] as const satisfies readonly AnyDaemonOption[];
+
+export const DEFAULT_CONFIG = Object.fromEntries(DAEMON_OPTIONS.map((o) => [o.key, o.default])) as unknown as DaemonConfig;
+
+/** Merge given options over the defaults; refuse unknown keys (a typo must not pass silently) and bad values, naming the flag. */
 export function resolveConfig(options: Partial<DaemonConfig>): DaemonConfig {
+  const known = new Map<string, AnyDaemonOption>(DAEMON_OPTIONS.map((o) => [o.key, o]));
   for (const key of Object.keys(options)) {
-    if (!(key in DEFAULT_CONFIG)) throw new Error(`unknown daemon option "${key}"; known: ${Object.keys(DEFAULT_CONFIG).join(", ")}`);
+    if (!known.has(key)) throw new Error(`unknown daemon option "${key}"; known: ${[...known.keys()].join(", ")}`);
   }
   const defined = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
   const config = { ...DEFAULT_CONFIG, ...defined } as DaemonConfig;
-  parseListen(config.apiListen);
-  if (config.metricsListen !== "off") parseListen(config.metricsListen);
-  parseListen(config.httpsListen);
-  if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/.test(config.domain)) {
-    throw new Error(`domain "${config.domain}" must be a DNS name such as sail.localhost or sail.example.com`);
+  for (const spec of known.values()) {
+    const value = config[spec.key];
+    if (value === undefined) continue;
+    const wrong = (spec.check as (v: unknown) => string | undefined)(value);
+    if (wrong) throw new Error(`${spec.flag ? `--${spec.flag}` : spec.key} ${JSON.stringify(value)} ${wrong}`);
   }
-  parsePortRange(config.tcpPorts);
-  if (config.gatewayWorkers !== undefined && !(Number.isInteger(config.gatewayWorkers) && config.gatewayWorkers >= 1 && config.gatewayWorkers <= 64)) {
-    throw new Error(`gateway workers "${config.gatewayWorkers}" must be a whole number from 1 to 64`);
-  }
-  if (!!config.tlsCert !== !!config.tlsKey) throw new Error("give both tlsCert and tlsKey, or neither (Sail then uses its local CA)");
+  if (!!config.tlsCert !== !!config.tlsKey) throw new Error("give both --tls-cert and --tls-key, or neither (Sail then uses its local CA)");
   return config;
 }
 
