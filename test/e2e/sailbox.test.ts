@@ -15,6 +15,14 @@ describe("a Sailbox, end to end", () => {
     assert.equal(run.code, 0);
   });
 
+  test("the SDK still runs on Node 20 (the daemon needs 24)", async (t) => {
+    const node20 = process.env.SAIL_TEST_NODE20 ?? "/usr/bin/node";
+    const version = await runProcess(node20, ["--version"], daemon.env).catch(() => undefined);
+    if (!version?.stdout.startsWith("v20.")) return t.skip(`no Node 20 at ${node20} (set SAIL_TEST_NODE20)`);
+    const run = await runProcess(node20, ["--import", "tsx", "examples/hello.ts"], daemon.env);
+    assert.deepEqual({ code: run.code, stdout: run.stdout, stderr: run.stderr }, { code: 0, stdout: "hello 0\n", stderr: "" });
+  });
+
   test("exec reports non-zero exit codes and what the command wrote to stderr", async () => {
     const sb = await pool.create({ image: Image.debian });
     const out = await sb.exec("echo to-out; echo to-err >&2; exit 7").output();

@@ -1,4 +1,5 @@
 import cluster, { type Worker } from "node:cluster";
+import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import type { ActivityReport } from "../boxes/idle.js";
 import type { HttpRoute, RouteChange, RouteSubscriber } from "../boxes/routes.js";
@@ -44,6 +45,7 @@ export class GatewayCluster implements RouteSubscriber {
   async start(): Promise<void> {
     cluster.schedulingPolicy = cluster.SCHED_NONE;
     cluster.setupPrimary({ exec: fileURLToPath(new URL("./gateway-worker.js", import.meta.url)), args: [] });
+    await waitForFreePort(this.options.host, this.options.port);
     this.source.subscribe(this);
     await Promise.all(Array.from({ length: this.options.workers }, () => this.fork()));
   }
@@ -107,12 +109,17 @@ export class GatewayCluster implements RouteSubscriber {
           reject(new Error(`the HTTPS gateway could not listen on ${options.host}:${options.port}: ${message.message}`));
         }
       });
+      let listening = false;
+      worker.on("message", (message: FromWorker) => {
+        if (message.type === "listening") listening = true;
+      });
       worker.once("exit", (code, signal) => {
         this.workers.delete(worker);
         this.applied.delete(worker);
         this.source.noteActivity(`gateway-worker-${worker.id}`, {}); // its connections died with it
         this.releaseWaiters();
         if (this.closing) return;
+        if (!listening) return reject(new Error(`a gateway worker exited (${code ?? signal}) before it listened on ${options.host}:${options.port}`));
         this.log.error({ workerPid: worker.process.pid, code, signal }, "gateway worker died; starting another");
         void this.fork().catch((err) => this.log.error({ err: String(err) }, "gateway worker restart failed"));
       });
@@ -128,5 +135,22 @@ export class GatewayCluster implements RouteSubscriber {
     const ready = this.waiters.filter((w) => w.version <= floor || this.workers.size === 0);
     this.waiters = this.waiters.filter((w) => !ready.includes(w));
     for (const w of ready) w.resolve();
+  }
+}
+
+/**
+ * A daemon that was just killed may leave workers holding the port for a moment: wait (up to
+ * 3 s) until it can be bound, so the workers listen once. A port another program holds is
+ * reported then, with the address, instead of a worker dying over and over.
+ */
+async function waitForFreePort(host: string, port: number): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    const probe = createServer();
+    const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+      probe.once("error", resolve).listen(port, host, () => probe.close(() => resolve(undefined)));
+    });
+    if (!error) return;
+    if (error.code !== "EADDRINUSE" || attempt >= 30) throw new Error(`the HTTPS gateway could not listen on ${host}:${port}: ${error.message}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }

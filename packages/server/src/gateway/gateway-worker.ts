@@ -48,27 +48,20 @@ process.on("message", async (message: ToWorker) => {
     const log = pino({ level: message.logLevel, base: { service: "saild-gateway", pid: process.pid } }, pino.destination(2));
     gateway = new HttpGateway({ resolveHttpRoute: (label) => table.get(label), wake }, message.options, log);
     gateway.routesChanged(table);
-    // workers of a daemon that was just killed may still hold the port for a moment
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await gateway.listen();
-        send({ type: "listening" });
-        // what is open and moving, once a second, for idle auto-sleep
-        const started = gateway;
-        setInterval(() => {
-          const { activity, counters } = started.takeReport();
-          send({ type: "activity", report: activity, counters, rss: process.memoryUsage.rss() });
-        }, ACTIVITY_REPORT_MS).unref();
-        return;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === "EADDRINUSE" && attempt < 30) {
-          await new Promise((resolve) => setTimeout(resolve, 100));
-          continue;
-        }
-        send({ type: "failed", message: (err as Error).message });
-        process.exit(1);
-      }
+    // the primary waited for the port to be free (a killed daemon's workers may hold it for a moment)
+    try {
+      await gateway.listen();
+    } catch (err) {
+      send({ type: "failed", message: (err as Error).message });
+      process.exit(1);
     }
+    send({ type: "listening" });
+    // what is open and moving, once a second, for idle auto-sleep
+    const started = gateway;
+    setInterval(() => {
+      const { activity, counters } = started.takeReport();
+      send({ type: "activity", report: activity, counters, rss: process.memoryUsage.rss() });
+    }, ACTIVITY_REPORT_MS).unref();
   } else if (message.type === "routes") {
     if (message.reset) table.clear();
     for (const label of message.remove) table.delete(label);

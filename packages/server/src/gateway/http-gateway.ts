@@ -119,18 +119,7 @@ export class HttpGateway {
   }
 
   async listen(): Promise<{ port: number }> {
-    // the worker retries while a killed daemon's workers still hold the port: a failed attempt
-    // must leave no listener behind (Node's cluster code adds a "listening" one per listen() call)
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error) => {
-        this.server.removeAllListeners("listening");
-        reject(err);
-      };
-      this.server.once("error", onError).listen(this.options.port, this.options.host, () => {
-        this.server.off("error", onError);
-        resolve();
-      });
-    });
+    await new Promise<void>((resolve, reject) => this.server.once("error", reject).listen(this.options.port, this.options.host, resolve));
     const address = this.server.address();
     return { port: typeof address === "object" && address ? address.port : this.options.port };
   }
