@@ -37,9 +37,10 @@ if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 24 ? 0
   ln -sf "$NODE_DIR"/node_modules/node-linux-*/bin/node /usr/local/bin/node
   hash -r
 fi
-export npm_config_nodedir
-npm_config_nodedir=$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")
-[ -f "$npm_config_nodedir/include/node/common.gypi" ] || unset npm_config_nodedir
+# node-gyp builds against the running node's own headers (it would download them otherwise;
+# the environment wins over a ~/.npmrc nodedir that names another Node's headers)
+nodedir=$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")
+if [ -f "$nodedir/include/node/common.gypi" ]; then export npm_config_nodedir=$nodedir; fi
 
 npm ci --no-audit --no-fund
 npm run build
