@@ -34,7 +34,7 @@ function row(label: string, r: WrkResult): string {
 
 export async function http(): Promise<void> {
   const workers = process.env.BENCH_GATEWAY_WORKERS;
-  const daemon = new TestDaemon(workers ? ["--gateway-workers", workers] : []);
+  const daemon = new TestDaemon(workers ? ["--gateway-threads", workers] : []);
   const pool = new BoxPool(daemon);
   await daemon.start();
   const stops: Array<() => void> = [];

@@ -82,7 +82,7 @@ describe("gateway under hostile clients", () => {
       s.write(Buffer.concat([Buffer.from("\x00\x01GARBAGE "), randomBytes(256), Buffer.from("\r\n\r\n")]));
       return done;
     });
-    // a head of 20 KiB: 431
+    // a head of 20 KiB: over HAProxy's 16 KiB buffer, 400
     const big = await tls(host);
     const bigAnswer = untilClosed(big);
     big.write(`GET /headers HTTP/1.1\r\nHost: ${host}\r\nX-Big: ${"a".repeat(20 * 1024)}\r\n\r\n`);
@@ -99,14 +99,17 @@ describe("gateway under hostile clients", () => {
       return done;
     });
 
-    for (const answer of await Promise.all(notTls)) assert.notEqual(answer, null, "a non-TLS connection is closed");
-    for (const answer of await Promise.all(garbageAnswers)) assert.match(answer!, /^HTTP\/1\.1 400 /);
-    assert.match((await bigAnswer)!, /^HTTP\/1\.1 431 /);
-    for (const answer of await Promise.all(slowAnswers)) assert.match(answer!, /^HTTP\/1\.1 408 /);
-    for (const answer of await Promise.all([...silentTcp, ...silentTls])) assert.notEqual(answer, null, "a silent connection is closed");
-
-    abuseOver = true;
-    await good;
+    try {
+      for (const answer of await Promise.all(notTls)) assert.notEqual(answer, null, "a non-TLS connection is closed");
+      // HAProxy's own pages: it answers these from the connection, before Sail's pages could apply
+      for (const answer of await Promise.all(garbageAnswers)) assert.match(answer!, /^HTTP\/1\.1 400 /);
+      assert.match((await bigAnswer)!, /^HTTP\/1\.1 400 /);
+      for (const answer of await Promise.all(slowAnswers)) assert.match(answer!, /^HTTP\/1\.1 408 /);
+      for (const answer of await Promise.all([...silentTcp, ...silentTls])) assert.notEqual(answer, null, "a silent connection is closed");
+    } finally {
+      abuseOver = true; // the good client stops whatever happened, so the file's process can end
+      await good;
+    }
     assert.deepEqual(failures, []);
     assert.ok(ok > 20, `the good client kept being served (${ok} requests)`);
   });

@@ -220,8 +220,8 @@ export async function startTcpEcho(sb: Sailbox, port: number): Promise<void> {
  * The fixture every e2e file uses: a real daemon started before the file's tests (after
  * terminating what a crashed earlier run left), and every box the pool made terminated after.
  */
-export function useTestDaemon(hooks: { setup?: (daemon: TestDaemon) => Promise<void> | void; teardown?: () => Promise<void> | void } = {}): { daemon: TestDaemon; pool: BoxPool } {
-  const daemon = new TestDaemon();
+export function useTestDaemon(hooks: { setup?: (daemon: TestDaemon) => Promise<void> | void; teardown?: () => Promise<void> | void; upArgs?: string[] } = {}): { daemon: TestDaemon; pool: BoxPool } {
+  const daemon = new TestDaemon(hooks.upArgs);
   const pool = new BoxPool(daemon);
   // one hook each, so the file's setup runs after the daemon is up (hooks of one file may not run in order)
   before(async () => {

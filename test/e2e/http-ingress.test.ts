@@ -188,7 +188,7 @@ describe("answers when the gateway cannot forward", () => {
     assert.match(await unknown.text(), /No sailbox listener/);
   });
 
-  test("a request smuggling attempt (Content-Length with Transfer-Encoding) is refused and never reaches the guest", async () => {
+  test("a request smuggling attempt (Content-Length with Transfer-Encoding) never gets its hidden request to the guest", async () => {
     const { sb, url } = await boxWithServer();
     const host = new URL(url).hostname;
     const raw = `POST /upload HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: ${host}\r\n\r\n`;
@@ -199,9 +199,12 @@ describe("answers when the gateway cannot forward", () => {
       socket.on("close", () => resolve(text));
       socket.on("error", reject);
     });
-    assert.match(answer, /^HTTP\/1\.1 400/);
+    // RFC 9112 §6.3: Transfer-Encoding wins, Content-Length is dropped, and the connection closes
+    // after the answer, so the bytes after the chunked body are never read as a request
+    assert.equal(answer.match(/^HTTP\/1\.1 /gm)?.length, 1, answer);
+    assert.match(answer, /^HTTP\/1\.1 200 [^]*"bytes": 0\}$/);
     const log = (await sb.exec("cat /tmp/requests.log 2>/dev/null || true").output()).stdout;
-    assert.doesNotMatch(log, /smuggled|POST \/upload/);
+    assert.doesNotMatch(log, /smuggled/);
   });
 });
 

@@ -81,7 +81,9 @@ describe("observability", () => {
     const after = await scrapeUntil((text) => series.every((s) => grew(text, s)));
     for (const s of series) assert.ok(grew(after, s), `${s} grew (${value(before, s)} -> ${value(after, s)})`);
     assert.ok(value(after, 'sail_sailboxes{status="running"}') >= 1);
-    assert.match(after, /^sail_gateway_worker_rss_bytes\{worker="\d+"\} \d+/m);
+    assert.match(after, /^sail_gateway_worker_rss_bytes\{worker="haproxy"\} \d+/m);
+    assert.match(after, /^sail_gateway_worker_rss_bytes\{worker="tcp-\d+"\} \d+/m);
+    assert.match(after, /^haproxy_process_current_connections \d+/m, "HAProxy's own exporter follows Sail's series");
     assert.match(after, /^sail_daemon_process_resident_memory_bytes \d+/m);
 
     // the allowlist refusal is in the daemon's structured log with the box, the port and the peer

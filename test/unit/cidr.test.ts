@@ -27,8 +27,16 @@ test("well-known unauthenticated ports need an allowlist or allowPublic as raw T
   for (const port of [5432, 3306, 6379, 27017, 11211, 9200]) assert.ok(UNAUTHENTICATED_PORTS[port], String(port));
   assert.throws(() => normalizeIngressPorts([{ port: 5432, protocol: "tcp" }]), (e: SailError) => e.code === "SAIL_PORT_UNAUTHENTICATED" && /allowPublic: true/.test(e.message) && /PostgreSQL/.test(e.message));
   assert.throws(() => normalizeIngressPorts([{ port: 5432, protocol: "tcp", cidrAllowlist: [] }]), (e: SailError) => e.code === "SAIL_PORT_UNAUTHENTICATED");
-  assert.deepEqual(normalizeIngressPorts([{ port: 5432, protocol: "tcp", allowPublic: true }]), [{ port: 5432, protocol: "tcp", cidrAllowlist: [], allowPublic: true }]);
-  assert.deepEqual(normalizeIngressPorts([{ port: 22, protocol: "tcp" }, 3000]), [{ port: 22, protocol: "tcp", cidrAllowlist: [], allowPublic: false }, { port: 3000, protocol: "http" }]);
+  assert.deepEqual(normalizeIngressPorts([{ port: 5432, protocol: "tcp", allowPublic: true }]), [{ port: 5432, protocol: "tcp", cidrAllowlist: [], allowPublic: true, proxyProtocol: false }]);
+  assert.deepEqual(normalizeIngressPorts([{ port: 22, protocol: "tcp" }, 3000]), [{ port: 22, protocol: "tcp", cidrAllowlist: [], allowPublic: false, proxyProtocol: false }, { port: 3000, protocol: "http", h2c: false }]);
+});
+
+test("h2c is for HTTP ports and proxyProtocol for TCP ones; each names the port when misplaced", () => {
+  assert.deepEqual(normalizeIngressPorts([{ port: 50051, protocol: "http", h2c: true }]), [{ port: 50051, protocol: "http", h2c: true }]);
+  assert.deepEqual(normalizeIngressPorts([{ port: 5432, protocol: "tcp", allowPublic: true, proxyProtocol: true }])[0]!.proxyProtocol, true);
+  assert.throws(() => normalizeIngressPorts([{ port: 7070, protocol: "tcp", h2c: true }]), (e: SailError) => e.code === "SAIL_PROTOCOL_INVALID" && /raw TCP port 7070/.test(e.message));
+  assert.throws(() => normalizeIngressPorts([{ port: 3000, protocol: "http", proxyProtocol: true }]), (e: SailError) => e.code === "SAIL_PROTOCOL_INVALID" && /HTTP port 3000/.test(e.message));
+  assert.throws(() => normalizeIngressPorts([{ port: 3000, protocol: "http", h2c: "yes" as never }]), (e: SailError) => e.code === "SAIL_PROTOCOL_INVALID");
 });
 
 import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";

@@ -96,7 +96,7 @@ describe("daemon config", () => {
       [{ boxSubnet: "10.0.0.0/31" }, /--box-subnet "10.0.0.0\/31" must be an IPv4 CIDR from \/8 to \/30/],
       [{ debianMirror: "ftp://x" }, /--debian-mirror "ftp:\/\/x" must be an http:\/\/ or https:\/\/ URL/],
       [{ logLevel: "chatty" as never }, /--log-level "chatty" must be debug, info, warn, error or silent/],
-      [{ gatewayWorkers: 0 }, /--gateway-workers 0 must be a whole number from 1 to 64/],
+      [{ gatewayThreads: 0 }, /--gateway-threads 0 must be a whole number from 1 to 64/],
       [{ boxMemoryMiB: 10 }, /boxMemoryMiB 10 must be a whole number from 64/],
       [{ tlsCert: "/etc/cert.pem" }, /give both --tls-cert and --tls-key/],
     ];

@@ -83,9 +83,7 @@ export const ERROR_CODES = {
   SAIL_NOTHING_LISTENING: { status: 502, kind: "Conflict", from: "gateway" },
   SAIL_UPSTREAM_FAILED: { status: 502, kind: "Internal", from: "gateway" },
   SAIL_WAKE_TIMEOUT: { status: 503, kind: "Timeout", from: "gateway" },
-  SAIL_BAD_REQUEST: { status: 400, kind: "InvalidArgument", from: "gateway" },
-  SAIL_HEAD_TIMEOUT: { status: 408, kind: "Timeout", from: "gateway" },
-  SAIL_HEAD_TOO_LARGE: { status: 431, kind: "InvalidArgument", from: "gateway" },
+  SAIL_UPSTREAM_TIMEOUT: { status: 504, kind: "Timeout", from: "gateway" },
 } as const satisfies Record<string, CodeInfo>;
 
 /** The status a code is answered with by `source` (the gateway's differs for some). */

@@ -133,6 +133,14 @@ export function normalizeIngressPorts(input: unknown): IngressPortSpec[] {
     if (spec.allowPublic !== undefined && typeof spec.allowPublic !== "boolean") {
       throw sailError("SAIL_PROTOCOL_INVALID", `allowPublic of port ${port} must be true or false`, { port });
     }
+    for (const [option, only] of [["h2c", "http"], ["proxyProtocol", "tcp"]] as const) {
+      const value = spec[option];
+      if (value === undefined) continue;
+      if (typeof value !== "boolean") throw sailError("SAIL_PROTOCOL_INVALID", `${option} of port ${port} must be true or false`, { port });
+      if (protocol !== only) {
+        throw sailError("SAIL_PROTOCOL_INVALID", option === "h2c" ? `h2c (HTTP/2 to the guest) applies to HTTP ports only; raw TCP port ${port} passes any protocol through` : `proxyProtocol applies to raw TCP ports only; HTTP port ${port} gets X-Forwarded-For instead`, { port });
+      }
+    }
     if (protocol === "tcp" && UNAUTHENTICATED_PORTS[port] && (cidrAllowlist ?? []).length === 0 && spec.allowPublic !== true) {
       throw sailError(
         "SAIL_PORT_UNAUTHENTICATED",
@@ -140,9 +148,11 @@ export function normalizeIngressPorts(input: unknown): IngressPortSpec[] {
         { port },
       );
     }
-    const unknown = Object.keys(spec).filter((k) => !["port", "protocol", "cidrAllowlist", "allowPublic"].includes(k));
+    const unknown = Object.keys(spec).filter((k) => !["port", "protocol", "cidrAllowlist", "allowPublic", "h2c", "proxyProtocol"].includes(k));
     if (unknown.length) throw sailError("SAIL_UNKNOWN_FIELD", `ingress port ${port} has unknown field "${unknown[0]}"`, { port, field: unknown[0] });
-    return protocol === "http" ? { port, protocol } : { port, protocol, cidrAllowlist: cidrAllowlist ?? [], allowPublic: spec.allowPublic ?? false };
+    return protocol === "http"
+      ? { port, protocol, h2c: spec.h2c ?? false }
+      : { port, protocol, cidrAllowlist: cidrAllowlist ?? [], allowPublic: spec.allowPublic ?? false, proxyProtocol: spec.proxyProtocol ?? false };
   });
 }
 

@@ -29,6 +29,10 @@ export interface IngressPortSpec {
   cidrAllowlist?: string[];
   /** TCP only: confirm a well-known unauthenticated port may be public. */
   allowPublic?: boolean;
+  /** HTTP only: speak cleartext HTTP/2 (h2c) to the guest, e.g. for a gRPC server. Clients use h2 or HTTP/1.1 either way. */
+  h2c?: boolean;
+  /** TCP only: send the guest a PROXY protocol v2 header first, so it sees the client's address. */
+  proxyProtocol?: boolean;
 }
 
 export interface CreateSailboxRequest {
@@ -76,8 +80,8 @@ export interface ExecRequest {
 
 /** A published port: HTTP listeners have a URL, TCP listeners a host and port. */
 export type ListenerInfo =
-  | { sailboxId: string; port: number; protocol: "http"; endpoint: { url: string; host: string; port: number } }
-  | { sailboxId: string; port: number; protocol: "tcp"; endpoint: { host: string; port: number }; cidrAllowlist: string[]; allowPublic: boolean };
+  | { sailboxId: string; port: number; protocol: "http"; endpoint: { url: string; host: string; port: number }; h2c: boolean }
+  | { sailboxId: string; port: number; protocol: "tcp"; endpoint: { host: string; port: number }; cidrAllowlist: string[]; allowPublic: boolean; proxyProtocol: boolean };
 
 /** One line of the NDJSON stream a foreground exec answers with. */
 export type ExecEvent =

@@ -10,7 +10,15 @@ export interface DaemonConfig {
   httpsListen: string;
   domain: string;
   publicHttpsPort?: number;
-  gatewayWorkers?: number;
+  gatewayThreads?: number;
+  httpsMaxConnections: number;
+  gatewayMemoryMiB: number;
+  headTimeoutSeconds: number;
+  clientIdleTimeoutSeconds: number;
+  responseTimeoutSeconds: number;
+  tunnelTimeoutSeconds: number;
+  wakeTimeoutSeconds: number;
+  tcpWorkers?: number;
   tlsCert?: string;
   tlsKey?: string;
   tcpListen: string;
@@ -73,7 +81,15 @@ export const DAEMON_OPTIONS = [
   option({ key: "publicHttpsPort", flag: "public-https-port", arg: "port", help: "the port public URLs name, if a proxy in front changes it (443 is left out; default: the port of --https-listen)", default: undefined, parse: integer, check: inRange(1, 65535, "") }),
   option({ key: "tlsCert", flag: "tls-cert", arg: "file", help: "serve this certificate (e.g. a wildcard for *.<domain>) instead of the local CA's", default: undefined, parse: text, check: (v) => (isAbsolute(v) ? undefined : "must be an absolute path") }),
   option({ key: "tlsKey", flag: "tls-key", arg: "file", help: "the key of --tls-cert", default: undefined, parse: text, check: (v) => (isAbsolute(v) ? undefined : "must be an absolute path") }),
-  option({ key: "gatewayWorkers", flag: "gateway-workers", arg: "n", help: "processes serving HTTPS (default: one per core)", default: undefined, parse: integer, check: inRange(1, 64, "") }),
+  option({ key: "gatewayThreads", flag: "gateway-threads", arg: "n", help: "HAProxy threads serving HTTPS (default: one per core)", default: undefined, parse: integer, check: inRange(1, 64, "") }),
+  option({ key: "httpsMaxConnections", flag: "https-max-connections", arg: "n", help: "HTTPS connections at once; more wait in the kernel's backlog", default: 8000, parse: integer, check: inRange(10, 9000, "each takes two descriptors of the 20000 a process may hold here") }),
+  option({ key: "gatewayMemoryMiB", flag: "gateway-memory", arg: "MiB", help: "memory HAProxy may allocate; past it, new connections are refused, not the host's memory", default: 1024, parse: integer, check: inRange(64, 65536, "MiB") }),
+  option({ key: "headTimeoutSeconds", flag: "head-timeout", arg: "seconds", help: "a request head must arrive in this time (slowloris gets 408)", default: 20, parse: integer, check: inRange(1, 3600, "seconds") }),
+  option({ key: "clientIdleTimeoutSeconds", flag: "client-idle-timeout", arg: "seconds", help: "a client that neither sends nor reads this long is cut (stalled uploads, slow readers, silent TLS handshakes)", default: 30, parse: integer, check: inRange(1, 86400, "seconds") }),
+  option({ key: "responseTimeoutSeconds", flag: "response-timeout", arg: "seconds", help: "a guest silent this long while it owes an answer gets 504", default: 300, parse: integer, check: inRange(1, 86400, "seconds") }),
+  option({ key: "tunnelTimeoutSeconds", flag: "tunnel-timeout", arg: "seconds", help: "a WebSocket with nothing moving this long is closed", default: 3600, parse: integer, check: inRange(1, 604800, "seconds") }),
+  option({ key: "wakeTimeoutSeconds", flag: "wake-timeout", arg: "seconds", help: "how long a connection to a sleeping box is held while it wakes (then 503 with Retry-After)", default: 30, parse: integer, check: inRange(1, 600, "seconds") }),
+  option({ key: "tcpWorkers", flag: "tcp-workers", arg: "n", help: "processes serving raw TCP (default: one per core)", default: undefined, parse: integer, check: inRange(1, 64, "") }),
   option({ key: "tcpListen", flag: "tcp-listen", arg: "address", help: "address raw-TCP listeners bind on (:: for IPv4 and IPv6)", default: "0.0.0.0", parse: text, check: (v) => (isIP(v) ? undefined : "must be an IP address such as 0.0.0.0 or ::") }),
   option({ key: "tcpPorts", flag: "tcp-ports", arg: "first-last", help: "range public TCP ports are taken from", default: "20000-29999", parse: text, check: (v) => {
     try {

@@ -12,15 +12,16 @@ import { createMetricsServer } from "./api/metrics-server.js";
 import { createApiServer } from "./api/server.js";
 import { Metrics } from "./metrics.js";
 import { Tokens } from "./boxes/tokens.js";
-import { GatewayCluster } from "./gateway/gateway-cluster.js";
+import { gatewayPaths, DEFAULT_TIMEOUTS } from "./gateway/haproxy-config.js";
+import { HaproxyGateway } from "./gateway/haproxy.js";
+import { SlowPath } from "./gateway/slow-path.js";
+import { TcpCluster } from "./gateway/tcp-cluster.js";
+import { waitForFreePort } from "./gateway/ports.js";
 import { ensureLocalTls, loadGivenTls } from "./gateway/tls.js";
 import { createBoxes } from "./boxes/boxes.js";
 import type { ActivityReport } from "./boxes/idle.js";
 import type { RouteSubscriber } from "./boxes/routes.js";
 import { parseListen, parsePortRange, resolveConfig, type DaemonConfig } from "./config.js";
-import { SplicePumps } from "./gateway/splice-pump.js";
-import { TcpGateway } from "./gateway/tcp-gateway.js";
-import { UpstreamPool } from "./gateway/upstream-pool.js";
 import { preflight } from "./preflight.js";
 import { LocalRuntime } from "./runtime/local-runtime.js";
 import type { ImageProgress } from "./runtime/runtime.js";
@@ -88,15 +89,6 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
       wakeOnIngress: (id: string) => boxes.power.wakeOnIngress(id),
       noteActivity: (source: string, report: ActivityReport) => boxes.idle.noteActivity(source, report),
     };
-    const gateway = new GatewayCluster(
-      ingress,
-      { ...httpsListen, domain: config.domain, tls, workers: config.gatewayWorkers ?? availableParallelism(), logLevel: config.logLevel },
-      log,
-      (workerId, counters, rss) => {
-        metrics.absorb("http", counters);
-        metrics.workerRss.set({ worker: String(workerId) }, rss);
-      },
-    );
 
     await runtime.start();
     undo.push(() => runtime.shutdown());
@@ -104,20 +96,63 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
     const reconciled = await boxes.endings.reconcile();
     log.info(reconciled, "reconciled the store with the runtime");
 
-    undo.push(() => gateway.close());
-    await gateway.start();
-    const { pumps, why } = SplicePumps.load();
-    if (!pumps) log.warn({ why }, "the native TCP pump is not available: raw TCP is piped by Node streams (slower)");
-    const tcpGateway = new TcpGateway(ingress, config.tcpListen, new UpstreamPool(), log, pumps);
-    undo.push(() => tcpGateway.close());
-    await tcpGateway.start();
-    // idle auto-sleep: read the TCP gateway's activity (workers report theirs) and sleep idle boxes
+    // HTTPS: HAProxy forwards to running boxes; the slow path (here, in TypeScript) decides the rest
+    const gatewayDir = join(config.dataDir, "gateway");
+    const paths = gatewayPaths(gatewayDir);
+    const slowPath = new SlowPath(
+      { socketPath: paths.slowPath, domain: config.domain, wakeOnIngress: ingress.wakeOnIngress, wakeBudgetMs: config.wakeTimeoutSeconds * 1000, responseMs: config.responseTimeoutSeconds * 1000 },
+      log,
+    );
+    mkdirSync(gatewayDir, { recursive: true, mode: 0o711 });
+    await slowPath.listen();
+    undo.push(() => slowPath.close());
+    ingress.subscribe(slowPath);
+    const haproxy = new HaproxyGateway(
+      {
+        dir: gatewayDir,
+        ...httpsListen,
+        domain: config.domain,
+        tls,
+        threads: config.gatewayThreads ?? availableParallelism(),
+        maxConnections: config.httpsMaxConnections,
+        memoryMiB: config.gatewayMemoryMiB,
+        user: systemUser("haproxy"),
+        timeouts: {
+          ...DEFAULT_TIMEOUTS,
+          headMs: config.headTimeoutSeconds * 1000,
+          clientIdleMs: config.clientIdleTimeoutSeconds * 1000,
+          responseMs: config.responseTimeoutSeconds * 1000,
+          tunnelMs: config.tunnelTimeoutSeconds * 1000,
+        },
+      },
+      log,
+      (report) => ingress.noteActivity("haproxy", report),
+    );
+    await waitForFreePort(httpsListen.host, httpsListen.port);
+    ingress.subscribe(haproxy);
+    undo.push(() => haproxy.close());
+    await haproxy.start();
+
+    // raw TCP: worker processes with the native splice pump
+    const tcp = new TcpCluster(
+      ingress,
+      { host: config.tcpListen, workers: config.tcpWorkers ?? availableParallelism(), wakeBudgetMs: config.wakeTimeoutSeconds * 1000, logLevel: config.logLevel },
+      log,
+      (workerId, counters, open, rss) => {
+        metrics.absorb("tcp", counters);
+        metrics.tcpOpen.set({ worker: String(workerId) }, open);
+        metrics.workerRss.set({ worker: `tcp-${workerId}` }, rss);
+      },
+    );
+    undo.push(() => tcp.close());
+    await tcp.start();
+    // idle auto-sleep: HAProxy's and the TCP workers' activity arrive by themselves; the slow path's is read here
     const idleTimer = setInterval(() => {
-      boxes.idle.noteActivity("tcp-gateway", tcpGateway.activity.snapshot());
+      ingress.noteActivity("slow-path", slowPath.activity.snapshot());
       void boxes.idle.sleepIdleBoxes().catch((err) => log.error({ err: String(err) }, "idle check failed"));
     }, 1000);
     undo.push(() => clearInterval(idleTimer));
-    log.info({ httpsListen: config.httpsListen, domain: config.domain }, "gateway listening");
+    log.info({ httpsListen: config.httpsListen, domain: config.domain, haproxyPid: haproxy.pid, tcpWorkers: tcp.pids }, "gateway listening");
 
     const server = createApiServer(boxes, new Tokens(store, log), (token) => store.orgForToken(token), { caCert: tls.caCert }, log);
     const { host, port } = parseListen(config.apiListen);
@@ -133,11 +168,14 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
 
     if (config.metricsListen !== "off") {
       const metricsServer = createMetricsServer(async () => {
-        metrics.absorb("tcp", tcpGateway.counters.take());
-        metrics.tcpOpen.set(pumps?.size ?? 0);
+        metrics.absorb("http", await haproxy.takeCounters());
+        metrics.absorb("http", slowPath.counters.take());
+        const rss = haproxy.rssBytes();
+        if (rss !== undefined) metrics.workerRss.set({ worker: "haproxy" }, rss);
         metrics.sailboxes.reset();
         for (const [status, n] of Object.entries(boxes.lifecycle.countByStatus())) metrics.sailboxes.set({ status }, n);
-        return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
+        // HAProxy's own exporter (haproxy_*) follows Sail's series
+        return { contentType: metrics.registry.contentType, body: (await metrics.registry.metrics()) + (await haproxy.prometheusText()) };
       });
       const listen = parseListen(config.metricsListen);
       await listenOn(metricsServer, listen.host, listen.port);
@@ -149,6 +187,15 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
   } catch (err) {
     await stopAll().catch((cleanupErr) => log.error({ err: String(cleanupErr) }, "cleanup after a failed start failed"));
     throw err;
+  }
+}
+
+/** A system user (e.g. Debian's `haproxy`) if the host has one. */
+function systemUser(name: string): string | undefined {
+  try {
+    return readFileSync("/etc/passwd", "utf8").split("\n").some((line) => line.startsWith(`${name}:`)) ? name : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -2,9 +2,9 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { CounterDelta } from "./gateway/counters.js";
 
 /**
- * The daemon's Prometheus metrics. The data paths count in plain numbers (gateway workers
- * send theirs over IPC each second; the TCP gateway is read at scrape time) and are folded
- * in here; the rest is observed where it happens.
+ * The daemon's Prometheus metrics. The data paths count in plain numbers (TCP workers send
+ * theirs over IPC each second; HAProxy's frontend statistics and the slow path are read at
+ * scrape time) and are folded in here; the rest is observed where it happens.
  */
 export class Metrics {
   readonly registry = new Registry();
@@ -25,8 +25,8 @@ export class Metrics {
     buckets: [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [this.registry],
   });
-  readonly workerRss = new Gauge({ name: "sail_gateway_worker_rss_bytes", help: "Resident memory of each gateway worker process", labelNames: ["worker"], registers: [this.registry] });
-  readonly tcpOpen = new Gauge({ name: "sail_tcp_connections_open", help: "Raw-TCP connections being piped now", registers: [this.registry] });
+  readonly workerRss = new Gauge({ name: "sail_gateway_worker_rss_bytes", help: "Resident memory of each data-path process (haproxy, tcp-N)", labelNames: ["worker"], registers: [this.registry] });
+  readonly tcpOpen = new Gauge({ name: "sail_tcp_connections_open", help: "Raw-TCP connections being piped now, per TCP worker", labelNames: ["worker"], registers: [this.registry] });
   readonly sailboxes = new Gauge({ name: "sail_sailboxes", help: "Live sailboxes by status", labelNames: ["status"], registers: [this.registry] });
 
   constructor() {

@@ -47,7 +47,5 @@ ERROR_CODES: Dict[str, Tuple[int, str]] = {
     "SAIL_NOTHING_LISTENING": (502, "Conflict"),
     "SAIL_UPSTREAM_FAILED": (502, "Internal"),
     "SAIL_WAKE_TIMEOUT": (503, "Timeout"),
-    "SAIL_BAD_REQUEST": (400, "InvalidArgument"),
-    "SAIL_HEAD_TIMEOUT": (408, "Timeout"),
-    "SAIL_HEAD_TOO_LARGE": (431, "InvalidArgument"),
+    "SAIL_UPSTREAM_TIMEOUT": (504, "Timeout"),
 }

@@ -24,9 +24,10 @@ export function listenerInfo(listener: ListenerRow, at: PublicAddresses): Listen
       endpoint: { host: at.publicHost, port: listener.publicPort! },
       cidrAllowlist: listener.cidrAllowlist,
       allowPublic: listener.allowPublic,
+      proxyProtocol: listener.proxyProtocol,
     };
   }
   const host = `${httpLabel(listener.sailboxId, listener.port)}.${at.domain}`;
   const portSuffix = at.publicHttpsPort === 443 ? "" : `:${at.publicHttpsPort}`;
-  return { sailboxId: listener.sailboxId, port: listener.port, protocol: "http", endpoint: { url: `https://${host}${portSuffix}`, host, port: at.publicHttpsPort } };
+  return { sailboxId: listener.sailboxId, port: listener.port, protocol: "http", endpoint: { url: `https://${host}${portSuffix}`, host, port: at.publicHttpsPort }, h2c: listener.h2c };
 }

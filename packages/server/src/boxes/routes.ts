@@ -12,6 +12,8 @@ export interface HttpRoute {
   generation: string;
   /** running: forward; sleeping: wake, then forward; paused: refuse (503 / close). */
   status: SailboxStatus;
+  /** Speak cleartext HTTP/2 to the guest (gRPC). */
+  h2c: boolean;
 }
 
 /** What the gateway needs to serve one raw-TCP listener on its public port. */
@@ -21,6 +23,8 @@ export interface TcpRoute {
   guestAddress: string;
   publicPort: number;
   cidrAllowlist: string[];
+  /** Send a PROXY protocol v2 header to the guest first. */
+  proxyProtocol: boolean;
   status: SailboxStatus;
 }
 
@@ -109,9 +113,9 @@ export class RoutePublisher {
     }
     if (listener.protocol === "http") {
       const generation = `${listener.sailboxId}:${this.starts.get(listener.sailboxId) ?? 0}`;
-      http.push([httpLabel(listener.sailboxId, listener.port), { sailboxId: listener.sailboxId, port: listener.port, guestAddress, generation, status }]);
+      http.push([httpLabel(listener.sailboxId, listener.port), { sailboxId: listener.sailboxId, port: listener.port, guestAddress, generation, status, h2c: listener.h2c }]);
     } else if (listener.publicPort !== null) {
-      tcp.push({ sailboxId: listener.sailboxId, port: listener.port, guestAddress, publicPort: listener.publicPort, cidrAllowlist: listener.cidrAllowlist, status });
+      tcp.push({ sailboxId: listener.sailboxId, port: listener.port, guestAddress, publicPort: listener.publicPort, cidrAllowlist: listener.cidrAllowlist, proxyProtocol: listener.proxyProtocol, status });
     }
   }
 }

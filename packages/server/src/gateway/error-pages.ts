@@ -1,3 +1,4 @@
+import { STATUS_CODES } from "node:http";
 import type { ErrorCode } from "@sail/protocol";
 
 /** An answer the gateway gives itself; `code` is from the one catalogue (@sail/protocol ERROR_CODES). */
@@ -11,32 +12,32 @@ export interface GatewayError {
   retryAfterSeconds?: number;
 }
 
-const REASONS: Record<number, string> = {
-  400: "Bad Request", 404: "Not Found", 408: "Request Timeout", 431: "Request Header Fields Too Large",
-  501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
-};
-
 /**
- * A complete HTTP/1.1 answer the gateway gives itself (the connection then closes):
- * JSON for clients that ask for it (`Accept: application/json`), a short HTML page otherwise.
+ * The page for an answer the gateway gives itself: JSON for clients that ask for it
+ * (`Accept: application/json`), a short HTML page otherwise; `x-sail-error` names the code.
  * One status per cause: 404 unknown, 502 nothing listening, 503 paused or waking too long.
  */
-export function errorResponse(accept: string | undefined, err: GatewayError): string {
-  const reason = REASONS[err.status] ?? "Error";
+export function renderError(accept: string | undefined, err: GatewayError): { status: number; headers: Record<string, string>; body: string } {
+  const reason = STATUS_CODES[err.status] ?? "Error";
   let type: string;
   let body: string;
   if (/application\/json/i.test(accept ?? "")) {
-    const { status: _status, retryAfterSeconds: _retry, ...error } = err;
     type = "application/json; charset=utf-8";
-    body = JSON.stringify({ error });
+    body = JSON.stringify({ error: { code: err.code, message: err.message, sailboxId: err.sailboxId, port: err.port } });
   } else {
     type = "text/html; charset=utf-8";
     body = `<!doctype html><html><head><meta charset="utf-8"><title>${err.status} ${reason}</title></head><body style="font-family:sans-serif;max-width:40em;margin:4em auto"><h1>${err.status} ${reason}</h1><p>${escapeHtml(err.message)}</p><p><small>Sail gateway · ${err.code}</small></p></body></html>\n`;
   }
-  return (
-    `HTTP/1.1 ${err.status} ${reason}\r\nconnection: close\r\ncache-control: no-store\r\ncontent-type: ${type}\r\n` +
-    `content-length: ${Buffer.byteLength(body)}\r\nx-sail-error: ${err.code}\r\n${err.retryAfterSeconds ? `retry-after: ${err.retryAfterSeconds}\r\n` : ""}\r\n${body}`
-  );
+  const headers: Record<string, string> = { "cache-control": "no-store", "content-type": type, "content-length": String(Buffer.byteLength(body)), "x-sail-error": err.code };
+  if (err.retryAfterSeconds) headers["retry-after"] = String(err.retryAfterSeconds);
+  return { status: err.status, headers, body };
+}
+
+/** The same answer as raw HTTP/1.1 bytes, for a connection taken over for an upgrade; the connection then closes. */
+export function errorResponse(accept: string | undefined, err: GatewayError): string {
+  const { status, headers, body } = renderError(accept, err);
+  const head = Object.entries({ connection: "close", ...headers }).map(([name, value]) => `${name}: ${value}\r\n`).join("");
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Error"}\r\n${head}\r\n${body}`;
 }
 
 function escapeHtml(text: string): string {

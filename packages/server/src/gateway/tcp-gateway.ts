@@ -1,11 +1,14 @@
 import { createServer, type Server, type Socket } from "node:net";
+import { setTimeout as delay } from "node:timers/promises";
 import { cidrMatcher } from "../boxes/cidr.js";
+import { decideAfterWake, decideIngress, nothingListening, WAKE_BUDGET_MS, type IngressRefusal } from "../boxes/ingress-policy.js";
 import type { RouteChange, RouteSubscriber, TcpRoute } from "../boxes/routes.js";
 import { ActivityMeter } from "./activity.js";
 import { GatewayCounters, meterPipe } from "./counters.js";
 import { RefusalLog } from "./refusal-log.js";
+import { dialWithRetries } from "./dial.js";
+import { proxyV2Header } from "./proxy-protocol.js";
 import type { SplicePumps } from "./splice-pump.js";
-import type { UpstreamPool } from "./upstream-pool.js";
 
 export interface TcpRouteSource {
   subscribe(subscriber: RouteSubscriber): void;
@@ -47,9 +50,9 @@ export class TcpGateway implements RouteSubscriber {
   constructor(
     private readonly source: TcpRouteSource,
     private readonly host: string,
-    private readonly upstreams: UpstreamPool,
     private readonly log: Logger,
     private readonly pumps?: SplicePumps,
+    private readonly wakeBudgetMs = WAKE_BUDGET_MS,
   ) {
     this.refusals = new RefusalLog(log);
   }
@@ -123,37 +126,54 @@ export class TcpGateway implements RouteSubscriber {
     }
   }
 
+  /**
+   * The ingress policy decides, in its order: the allowlist before anything touches the box
+   * (a refused source costs nothing and does not wake it), a paused box closes at once, a
+   * sleeping one is woken; then the guest is dialed (retried briefly) and the bytes piped.
+   */
   private accept(b: Bound, client: Socket): void {
     const { route } = b;
     this.counters.add("connections");
-    if (!b.allowed(client.remoteAddress)) {
-      this.counters.refuse("cidr");
-      // checked before the guest is dialed and before a sleeping box is woken: a refused source costs nothing
-      this.refusals.warn("cidr", { sailboxId: route.sailboxId, port: route.port, peer: client.remoteAddress }, "TCP connection refused by cidrAllowlist");
-      client.resetAndDestroy();
-      return;
-    }
-    if (route.status === "paused") {
-      this.counters.refuse("paused");
-      this.refusals.info("paused", { sailboxId: route.sailboxId, port: route.port, peer: client.remoteAddress }, "TCP connection closed: the sailbox is paused");
-      return void client.destroy(); // closed at once, no wake
-    }
     client.on("error", () => client.destroy());
-    const ready = route.status === "sleeping" ? this.source.wakeOnIngress(route.sailboxId) : Promise.resolve("running");
-    ready
-      .then((status) => {
-        if (status !== "running" || client.destroyed) throw new Error(`sailbox ${route.sailboxId} is ${status}`);
-        return this.upstreams.dialOnce(route);
+    const first = decideIngress(route, { sourceAllowed: b.allowed(client.remoteAddress) });
+    if (first.action === "refuse") return this.refuse(client, first, route);
+    const ready = first.action === "wake" ? this.wake(route) : Promise.resolve(first);
+    void ready
+      .then(async (decision) => {
+        if (decision.action === "refuse") return this.refuse(client, decision, route);
+        const upstream = await dialWithRetries(route.guestAddress, route.port, { allowHalfOpen: true });
+        if (!upstream) return this.refuse(client, nothingListening(route), route);
+        if (client.destroyed) return void upstream.destroy();
+        if (route.proxyProtocol) upstream.write(proxyV2Header({ address: client.remoteAddress, port: client.remotePort }, { address: client.localAddress, port: client.localPort }));
+        this.pipe(route.sailboxId, client, upstream);
       })
-      .then(
-        (upstream) => (client.destroyed ? upstream.destroy() : this.pipe(route.sailboxId, client, upstream)),
-        (err) => {
-          // nothing listens, or the box is paused or gone: the client sees the connection close
-          this.counters.refuse("unreachable");
-          this.refusals.info("unreachable", { sailboxId: route.sailboxId, port: route.port, peer: client.remoteAddress, err: String((err as Error).message ?? err) }, "TCP connection closed: the guest could not be reached");
-          client.destroy();
-        },
-      );
+      .catch((err) => {
+        this.log.error({ sailboxId: route.sailboxId, port: route.port, err: String(err) }, "TCP connection failed");
+        client.destroy();
+      });
+  }
+
+  /** Held at most the wake budget; then what the policy says of the status it reached. */
+  private async wake(route: TcpRoute) {
+    const status = await Promise.race([
+      this.source.wakeOnIngress(route.sailboxId).catch(() => undefined),
+      delay(this.wakeBudgetMs, undefined, { ref: false }),
+    ]);
+    return decideAfterWake(route, status as TcpRoute["status"] | undefined);
+  }
+
+  /** TCP has no page to show: the connection closes (reset for an allowlist refusal), counted and logged. */
+  private refuse(client: Socket, refusal: IngressRefusal, route: TcpRoute): void {
+    const reason = refusal.reason === "cidr" ? "cidr" : refusal.code === "SAIL_SAILBOX_PAUSED" ? "paused" : "unreachable";
+    this.counters.refuse(reason);
+    const fields = { sailboxId: route.sailboxId, port: route.port, peer: client.remoteAddress, code: refusal.code };
+    if (reason === "cidr") {
+      this.refusals.warn(reason, fields, "TCP connection refused by cidrAllowlist");
+      client.resetAndDestroy();
+    } else {
+      this.refusals.info(reason, fields, `TCP connection closed: ${refusal.message}`);
+      client.destroy();
+    }
   }
 
   private pipe(sailboxId: string, client: Socket, upstream: Socket): void {

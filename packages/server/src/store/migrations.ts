@@ -82,4 +82,9 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE orgs ADD COLUMN operator INTEGER NOT NULL DEFAULT 0;
   UPDATE orgs SET operator = 1 WHERE name = 'default';
   `,
+  // 7: HTTP/2 to the guest (h2c) for an HTTP listener; a PROXY protocol v2 header for a TCP one
+  `
+  ALTER TABLE listeners ADD COLUMN h2c INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE listeners ADD COLUMN proxy_protocol INTEGER NOT NULL DEFAULT 0;
+  `,
 ];

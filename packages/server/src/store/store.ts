@@ -58,6 +58,8 @@ export interface ListenerRow {
   cidrAllowlist: string[];
   allowPublic: boolean;
   publicPort: number | null;
+  h2c: boolean;
+  proxyProtocol: boolean;
 }
 
 /** What the store refuses; `boxes` turns each into the user's error. */
@@ -90,11 +92,13 @@ type StoredOrg = Omit<OrgRow, "operator"> & { operator: number };
 const decodeOrg = (row: StoredOrg): OrgRow => ({ ...row, operator: row.operator === 1 });
 const TOKEN_COLUMNS = "t.id, o.name AS org, t.label, t.created_at AS createdAt, t.revoked_at AS revokedAt";
 
-/** A listener row as SQLite returns it: the allowlist as JSON text, allowPublic as 0/1. */
-type StoredListener<T extends ListenerRow> = Omit<T, "cidrAllowlist" | "allowPublic"> & { cidrAllowlist: string; allowPublic: number };
+/** A listener row as SQLite returns it: the allowlist as JSON text, flags as 0/1. */
+type StoredListener<T extends ListenerRow> = Omit<T, "cidrAllowlist" | "allowPublic" | "h2c" | "proxyProtocol"> & { cidrAllowlist: string; allowPublic: number; h2c: number; proxyProtocol: number };
 function decodeListener<T extends ListenerRow>(row: StoredListener<T>): T {
-  return { ...row, cidrAllowlist: JSON.parse(row.cidrAllowlist) as string[], allowPublic: row.allowPublic === 1 } as T;
+  return { ...row, cidrAllowlist: JSON.parse(row.cidrAllowlist) as string[], allowPublic: row.allowPublic === 1, h2c: row.h2c === 1, proxyProtocol: row.proxyProtocol === 1 } as T;
 }
+const LISTENER_COLUMNS = `l.sailbox_id AS sailboxId, l.port, l.protocol, l.cidr_allowlist AS cidrAllowlist, l.allow_public AS allowPublic,
+  l.public_port AS publicPort, l.h2c, l.proxy_protocol AS proxyProtocol`;
 export const hashToken = (token: string) => createHash("sha256").update(token).digest("hex");
 /** Random ids: `prefix` + 12 chars of [a-z0-9] (short enough for interface names). */
 export function newId(prefix: string): string {
@@ -239,12 +243,12 @@ export class Store {
         )
         .run(box.id, box.appId, box.orgId, box.name, box.imageName, box.imageArch, box.imagePackages, box.cpu, box.memoryMiB, netSlot, box.idleTimeout ?? null, now());
       const insertListener = this.db.prepare(
-        "INSERT INTO listeners (sailbox_id, port, protocol, cidr_allowlist, allow_public, public_port) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO listeners (sailbox_id, port, protocol, cidr_allowlist, allow_public, public_port, h2c, proxy_protocol) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
       );
       let next = 0;
       for (const p of box.ports ?? []) {
         const publicPort = p.protocol === "tcp" ? publicPorts[next++] ?? null : null;
-        insertListener.run(box.id, p.port, p.protocol, JSON.stringify(p.cidrAllowlist ?? []), p.allowPublic ? 1 : 0, publicPort);
+        insertListener.run(box.id, p.port, p.protocol, JSON.stringify(p.cidrAllowlist ?? []), p.allowPublic ? 1 : 0, publicPort, p.h2c ? 1 : 0, p.proxyProtocol ? 1 : 0);
       }
       return this.getSailbox(box.id)!;
     })();
@@ -326,8 +330,7 @@ export class Store {
   listListeners(sailboxId: string): ListenerRow[] {
     const rows = this.db
       .prepare(
-        `SELECT sailbox_id AS sailboxId, port, protocol, cidr_allowlist AS cidrAllowlist, allow_public AS allowPublic,
-           public_port AS publicPort FROM listeners WHERE sailbox_id = ? ORDER BY port`,
+        `SELECT ${LISTENER_COLUMNS} FROM listeners l WHERE l.sailbox_id = ? ORDER BY l.port`,
       )
       .all(sailboxId) as Array<StoredListener<ListenerRow>>;
     return rows.map(decodeListener);
@@ -337,8 +340,7 @@ export class Store {
   liveListeners(): Array<ListenerRow & { status: SailboxStatus }> {
     const rows = this.db
       .prepare(
-        `SELECT l.sailbox_id AS sailboxId, l.port, l.protocol, l.cidr_allowlist AS cidrAllowlist, l.allow_public AS allowPublic,
-           l.public_port AS publicPort, s.status
+        `SELECT ${LISTENER_COLUMNS}, s.status
          FROM listeners l JOIN sailboxes s ON s.id = l.sailbox_id WHERE s.live = 1 ORDER BY l.sailbox_id, l.port`,
       )
       .all() as Array<StoredListener<ListenerRow & { status: SailboxStatus }>>;

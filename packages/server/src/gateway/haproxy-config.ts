@@ -1,0 +1,154 @@
+import { join } from "node:path";
+
+/** What the daemon tells HAProxy; every limit a public edge needs has a name and a unit here. */
+export interface HaproxySettings {
+  /** Where the config, the route map, the certificate and the sockets live (`<data-dir>/gateway`). */
+  dir: string;
+  host: string;
+  port: number;
+  threads: number;
+  /** Client connections at once; past it new ones wait in the kernel's backlog. */
+  maxConnections: number;
+  /** Memory HAProxy may allocate (its -m): a flood is refused new connections instead of taking the host's memory. */
+  memoryMiB: number;
+  timeouts: GatewayTimeouts;
+  /** The user HAProxy runs as (it parses hostile bytes); it is started as that user, not root. */
+  user?: string;
+}
+
+/** Per-phase limits (milliseconds), so a slow or silent peer cannot hold a connection forever. */
+export interface GatewayTimeouts {
+  /** The whole request head (and the first one after the TLS handshake): slowloris gets 408. */
+  headMs: number;
+  /** A client that neither sends nor reads (stalled uploads, slow readers, a silent TLS handshake). */
+  clientIdleMs: number;
+  /** Between two requests on a kept-alive connection. */
+  keepAliveMs: number;
+  /** The guest connecting. */
+  connectMs: number;
+  /** The guest silent while it owes an answer (or the rest of one). */
+  responseMs: number;
+  /** An upgraded connection (WebSocket) with nothing moving either way. */
+  tunnelMs: number;
+}
+
+export const DEFAULT_TIMEOUTS: GatewayTimeouts = { headMs: 20_000, clientIdleMs: 30_000, keepAliveMs: 60_000, connectMs: 5_000, responseMs: 300_000, tunnelMs: 3_600_000 };
+
+export const gatewayPaths = (dir: string) => ({
+  config: join(dir, "haproxy.cfg"),
+  routes: join(dir, "routes.map"),
+  pem: join(dir, "gateway.pem"),
+  admin: join(dir, "admin.sock"),
+  slowPath: join(dir, "slow.sock"),
+  metrics: join(dir, "metrics.sock"),
+  pid: join(dir, "haproxy.pid"),
+});
+
+/**
+ * The answers HAProxy gives itself when a guest fails, as Sail's pages with their codes (raw
+ * errorfiles). A request HAProxy cannot parse (400) or whose head does not arrive in time
+ * (408) gets HAProxy's own page: 2.6 answers those from the connection, before any rule or
+ * errorfile of the frontend applies.
+ */
+export const HAPROXY_ERRORS: Array<[status: number, code: string, text: string]> = [
+  [502, "SAIL_UPSTREAM_FAILED", "The process in the sailbox sent an invalid response, or closed the connection without one."],
+  [504, "SAIL_UPSTREAM_TIMEOUT", "The process in the sailbox did not answer in time."],
+];
+
+const seconds = (ms: number) => `${Math.max(1, Math.round(ms))}ms`;
+
+const REASONS: Record<number, string> = { 502: "Bad Gateway", 504: "Gateway Timeout" };
+
+/** The raw HTTP response HAProxy sends for `status` (an errorfile). */
+export function errorFile(status: number, code: string, text: string): string {
+  const body = `<!doctype html><html><head><meta charset="utf-8"><title>${status} ${REASONS[status]}</title></head><body style="font-family:sans-serif;max-width:40em;margin:4em auto"><h1>${status} ${REASONS[status]}</h1><p>${text}</p><p><small>Sail gateway · ${code}</small></p></body></html>\n`;
+  return `HTTP/1.1 ${status} ${REASONS[status]}\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\nconnection: close\r\nx-sail-error: ${code}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+}
+
+/**
+ * The gateway's HAProxy configuration. Routing: the Host (without its port) is looked up in
+ * routes.map, which holds only running boxes' listeners as `guest-ip:port[:h2]`, kept current
+ * through the runtime API; a hit sets the destination and goes to the guest, anything else
+ * (sleeping, paused, unknown) to Sail's slow path, which holds, wakes, refuses or forwards.
+ * A guest that refuses the connection is retried once on the slow path (its 502 page, after
+ * retrying the dial). Client-supplied X-Forwarded-* are dropped and set from what HAProxy saw.
+ */
+export function haproxyConfig(settings: HaproxySettings): string {
+  const paths = gatewayPaths(settings.dir);
+  const t = settings.timeouts;
+  const route = "var(txn.route)";
+  const errorPages = HAPROXY_ERRORS.map(([status]) => `  errorfile ${status} ${join(settings.dir, `${status}.http`)}`);
+  const guests = (name: string, proto: string) => [
+    `backend ${name}`,
+    "  balance first",
+    "  option redispatch 1",
+    "  retries 1",
+    "  retry-on conn-failure",
+    `  server guest 0.0.0.0:0${proto}`,
+    `  server slow unix@${paths.slowPath}`,
+    "",
+  ];
+  return [
+    "# Written by saild at every start: edits are lost. Routes change through the runtime API.",
+    "global",
+    `  nbthread ${settings.threads}`,
+    `  maxconn ${settings.maxConnections}`,
+    `  stats socket ${paths.admin} mode 600 level admin`,
+    "  stats timeout 10s",
+    "  ssl-default-bind-options ssl-min-ver TLSv1.2",
+    "  tune.ssl.cachesize 100000",
+    "  tune.bufsize 16384",
+    "  log stdout format raw daemon",
+    "  hard-stop-after 10s",
+    "",
+    "defaults",
+    "  mode http",
+    "  log global",
+    "  option httplog",
+    "  option dontlog-normal",
+    "  option http-keep-alive",
+    "  http-reuse safe",
+    `  timeout http-request ${seconds(t.headMs)}`,
+    `  timeout client ${seconds(t.clientIdleMs)}`,
+    "  timeout client-fin 5s",
+    `  timeout http-keep-alive ${seconds(t.keepAliveMs)}`,
+    `  timeout connect ${seconds(t.connectMs)}`,
+    `  timeout server ${seconds(t.responseMs)}`,
+    "  timeout server-fin 5s",
+    `  timeout tunnel ${seconds(t.tunnelMs)}`,
+    ...errorPages,
+    "",
+    "frontend https",
+    `  bind ${settings.host.includes(":") ? `[${settings.host}]` : settings.host}:${settings.port} ssl crt ${paths.pem} alpn h2,http/1.1`,
+    `  maxconn ${settings.maxConnections}`,
+    "  option forwardfor",
+    "  http-request del-header x-forwarded-for",
+    "  http-request del-header x-forwarded-proto",
+    "  http-request del-header x-forwarded-host",
+    "  http-request del-header x-forwarded-port",
+    "  http-request del-header forwarded",
+    "  http-request set-header x-forwarded-proto https",
+    "  http-request set-header x-forwarded-host %[req.hdr(host)]",
+    `  http-request set-var(txn.route) req.hdr(host),field(1,:),lower,map(${paths.routes})`,
+    `  http-request track-sc0 req.hdr(host),field(1,:),lower table activity if { ${route} -m found }`,
+    `  http-request set-dst ${route},field(1,:) if { ${route} -m found }`,
+    `  http-request set-dst-port ${route},field(2,:) if { ${route} -m found }`,
+    `  use_backend guests_h2 if { ${route},field(3,:) -m str h2 }`,
+    `  use_backend guests if { ${route} -m found }`,
+    "  default_backend slow",
+    "",
+    // per listener (the Host): open connections now, and counters that move with traffic (idle auto-sleep)
+    "backend activity",
+    "  stick-table type string len 128 size 1m expire 1h store conn_cur,http_req_cnt,bytes_in_cnt,bytes_out_cnt",
+    "",
+    ...guests("guests", ""),
+    ...guests("guests_h2", " proto h2"),
+    "backend slow",
+    `  server slow unix@${paths.slowPath}`,
+    "",
+    "frontend metrics",
+    `  bind unix@${paths.metrics} mode 600`,
+    "  http-request use-service prometheus-exporter",
+    "",
+  ].join("\n");
+}

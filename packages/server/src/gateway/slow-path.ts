@@ -1,0 +1,182 @@
+import { chmodSync, rmSync } from "node:fs";
+import { setTimeout as delay } from "node:timers/promises";
+import { createServer, request, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import { decideAfterWake, decideIngress, nothingListening, WAKE_BUDGET_MS, type IngressDecision, type IngressRefusal } from "../boxes/ingress-policy.js";
+import type { HttpRoute, RouteChange, RouteSubscriber } from "../boxes/routes.js";
+import { ActivityMeter } from "./activity.js";
+import { GatewayCounters } from "./counters.js";
+import { dialWithRetries } from "./dial.js";
+import { errorResponse, renderError } from "./error-pages.js";
+import { RefusalLog } from "./refusal-log.js";
+
+interface Logger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+/**
+ * Hop-by-hop fields (RFC 9110 §7.6.1) are the connection's, not the message's: never forwarded.
+ * Upgrade and Connection pass only on an upgrade, which takes the connection over.
+ */
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "http2-settings"]);
+
+export interface SlowPathOptions {
+  socketPath: string;
+  domain: string;
+  wakeOnIngress(sailboxId: string): Promise<string | undefined>;
+  /** How long a request to a sleeping box is held while it wakes. */
+  wakeBudgetMs?: number;
+  /** The guest silent while it owes an answer. */
+  responseMs: number;
+}
+
+/**
+ * The gateway's decisions in TypeScript, for everything HAProxy does not forward itself: hosts
+ * whose box is not running (sleeping: hold, wake, then forward; paused, unknown: Sail's pages)
+ * and a running box whose guest refused HAProxy's connection (retry, then 502). Requests reach
+ * it from HAProxy over a unix socket, parsed by Node's llhttp; HAProxy already dropped client
+ * X-Forwarded-* and set its own, which pass through.
+ */
+export class SlowPath implements RouteSubscriber {
+  private readonly server: Server;
+  private readonly table = new Map<string, HttpRoute>();
+  private readonly suffix: string;
+  /** Open exchanges and tunnels per box, with how to close each (sleep drops them). */
+  private readonly open = new Map<string, Set<Duplex>>();
+  readonly activity = new ActivityMeter();
+  readonly counters = new GatewayCounters();
+  private readonly refusals: RefusalLog;
+
+  constructor(
+    private readonly options: SlowPathOptions,
+    private readonly log: Logger,
+  ) {
+    this.suffix = `.${options.domain}`;
+    this.refusals = new RefusalLog(log);
+    this.server = createServer({ requestTimeout: 0, keepAliveTimeout: 60_000 }, (req, res) => void this.handle(req, res));
+    this.server.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) => void this.upgrade(req, socket, head));
+    this.server.on("clientError", (_err, socket) => socket.destroy());
+  }
+
+  async listen(): Promise<void> {
+    rmSync(this.options.socketPath, { force: true });
+    await new Promise<void>((resolve, reject) => this.server.once("error", reject).listen(this.options.socketPath, resolve));
+    chmodSync(this.options.socketPath, 0o666); // HAProxy runs as its own user
+  }
+
+  async close(): Promise<void> {
+    for (const sockets of this.open.values()) for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  apply(change: RouteChange): void {
+    if (change.reset) this.table.clear();
+    for (const label of change.http.remove) this.table.delete(`${label}${this.suffix}`);
+    for (const [label, route] of change.http.set) this.table.set(`${label}${this.suffix}`, route);
+  }
+
+  dropConnections(sailboxId: string): void {
+    for (const socket of this.open.get(sailboxId) ?? []) socket.destroy();
+    this.open.delete(sailboxId);
+  }
+
+  async synced(): Promise<void> {}
+
+  private route(req: IncomingMessage): { host: string; route: HttpRoute | undefined } {
+    const host = (req.headers.host ?? "").replace(/:\d+$/, "").toLowerCase();
+    return { host, route: this.table.get(host) };
+  }
+
+  /** The policy's answer, after a wake when it asks for one (held at most the wake budget). */
+  private async decide(host: string, route: HttpRoute | undefined): Promise<IngressDecision> {
+    const first = decideIngress(route, { host, domain: this.options.domain });
+    if (first.action !== "wake" || !route) return first;
+    const status = await Promise.race([
+      this.options.wakeOnIngress(route.sailboxId).catch(() => undefined),
+      delay(this.options.wakeBudgetMs ?? WAKE_BUDGET_MS, undefined, { ref: false }),
+    ]);
+    return decideAfterWake(route, status as HttpRoute["status"] | undefined);
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const { host, route } = this.route(req);
+    const decision = await this.decide(host, route);
+    if (decision.action === "refuse") return this.refuse(req, decision, (page) => res.writeHead(page.status, page.headers).end(page.body));
+    const target = this.table.get(host) ?? route!;
+    const upstream = await dialWithRetries(target.guestAddress, target.port);
+    if (!upstream) return this.refuse(req, nothingListening(target), (page) => res.writeHead(page.status, page.headers).end(page.body));
+    if (res.destroyed) return void upstream.destroy();
+    this.track(target.sailboxId, upstream);
+    this.counters.add("requests");
+    upstream.setTimeout(this.options.responseMs, () => upstream.destroy());
+    res.on("close", () => upstream.destroy()); // answered, or HAProxy gave up: this connection is done either way
+    const forwarded = request({ method: req.method, path: req.url, headers: forwardable(req.headers), createConnection: () => upstream, setHost: false }, (answer) => {
+      res.writeHead(answer.statusCode ?? 502, answer.statusMessage, forwardable(answer.headers));
+      answer.pipe(res);
+      answer.on("end", () => answer.trailers && Object.keys(answer.trailers).length && res.addTrailers(answer.trailers));
+    });
+    forwarded.on("error", () => {
+      if (!res.headersSent) {
+        const page = renderError(req.headers.accept, { status: 502, code: "SAIL_UPSTREAM_FAILED", message: `The process on port ${target.port} in sailbox ${target.sailboxId} closed the connection without a valid answer`, sailboxId: target.sailboxId, port: target.port });
+        res.writeHead(page.status, page.headers).end(page.body);
+      } else res.destroy();
+    });
+    req.pipe(forwarded);
+  }
+
+  /** An upgrade (WebSocket): the request head goes to the guest as it came, then bytes flow both ways untouched. */
+  private async upgrade(req: IncomingMessage, client: Socket, head: Buffer): Promise<void> {
+    client.on("error", () => client.destroy());
+    const { host, route } = this.route(req);
+    const decision = await this.decide(host, route);
+    if (decision.action === "refuse") return this.refuse(req, decision, () => client.end(errorResponse(req.headers.accept, decision)));
+    const target = this.table.get(host) ?? route!;
+    const upstream = await dialWithRetries(target.guestAddress, target.port);
+    if (!upstream) return this.refuse(req, nothingListening(target), () => client.end(errorResponse(req.headers.accept, nothingListening(target))));
+    if (client.destroyed) return void upstream.destroy();
+    this.counters.add("tunnels");
+    this.track(target.sailboxId, client);
+    this.track(target.sailboxId, upstream);
+    const lines = [`${req.method} ${req.url} HTTP/1.1`];
+    for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+    upstream.write(`${lines.join("\r\n")}\r\n\r\n`);
+    if (head.length) upstream.write(head);
+    upstream.on("error", () => client.destroy());
+    upstream.on("close", () => client.destroy());
+    client.on("close", () => upstream.destroy());
+    client.pipe(upstream);
+    upstream.pipe(client);
+  }
+
+  private refuse(req: IncomingMessage, refusal: IngressRefusal, answer: (page: ReturnType<typeof renderError>) => void): void {
+    this.counters.refuse(refusal.reason);
+    const peer = String(req.headers["x-forwarded-for"] ?? "").split(",").pop()?.trim();
+    const fields = { sailboxId: refusal.sailboxId, port: refusal.port, peer, status: refusal.status, code: refusal.code };
+    if (refusal.status >= 500) this.refusals.warn(refusal.reason, fields, "gateway could not forward");
+    else this.refusals.info(refusal.reason, fields, "gateway refused a request");
+    answer(renderError(req.headers.accept, refusal));
+  }
+
+  private track(sailboxId: string, socket: Duplex): void {
+    let sockets = this.open.get(sailboxId);
+    if (!sockets) this.open.set(sailboxId, (sockets = new Set()));
+    sockets.add(socket);
+    this.activity.open(sailboxId);
+    socket.on("data", () => this.activity.bytes(sailboxId));
+    socket.once("close", () => {
+      sockets.delete(socket);
+      this.activity.close(sailboxId);
+    });
+  }
+}
+
+/** Fields to pass on: all but hop-by-hop ones and those the Connection field names (RFC 9110 §7.6.1). */
+function forwardable(headers: IncomingHttpHeaders): IncomingHttpHeaders {
+  const named = new Set(String(headers.connection ?? "").toLowerCase().split(",").map((t) => t.trim()).filter(Boolean));
+  return Object.fromEntries(Object.entries(headers).filter(([name]) => !HOP_BY_HOP.has(name) && !named.has(name)));
+}
