@@ -9,6 +9,16 @@ interface Native {
   pump(fdA: number, fdB: number, headForB?: Buffer | null, headForA?: Buffer | null): number;
   drop(id: number): void;
   bytes(id: number): [number, number] | undefined;
+  stats(): PumpStats;
+}
+
+export interface PumpStats {
+  /** Pump threads started (a fixed pool, started on the first connection). */
+  threads: number;
+  /** Connections being pumped. */
+  connections: number;
+  /** Pipes open: lent to directions with bytes in flight, or spare. */
+  pipes: number;
 }
 
 export interface PumpResult {
@@ -31,8 +41,9 @@ interface TcpHandle {
 
 /**
  * Zero-copy raw-TCP forwarding: two connected sockets are handed to a native pump that moves
- * bytes with splice(2) in the kernel (native/splice-pump.c), with half-close and error
- * propagation. JavaScript keeps nothing of them but an id to drop them by.
+ * bytes with splice(2) in the kernel (native/splice-pump.c) on a small, fixed pool of threads,
+ * with half-close, error propagation and back-pressure. JavaScript keeps nothing of them but an
+ * id to drop them by.
  */
 export class SplicePumps {
   private readonly waiting = new Map<number, (result: PumpResult) => void>();
@@ -83,6 +94,10 @@ export class SplicePumps {
 
   bytes(id: number): [number, number] | undefined {
     return this.native.bytes(id);
+  }
+
+  stats(): PumpStats {
+    return this.native.stats();
   }
 }
 
