@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { frontendStats, sessionsTo, stickTableEntries } from "../../packages/server/src/gateway/haproxy.js";
 import { errorFile, haproxyConfig, DEFAULT_TIMEOUTS } from "../../packages/server/src/gateway/haproxy-config.js";
-import { proxyV2Header } from "../../packages/server/src/gateway/proxy-protocol.js";
+import { proxyV2Header } from "../../packages/server/src/wire/proxy-protocol.js";
 
 describe("PROXY protocol v2 (HAProxy's proxy-protocol.txt §2.2)", () => {
   const signature = "0d0a0d0a000d0a515549540a";

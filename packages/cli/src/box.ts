@@ -51,19 +51,21 @@ export function registerBox(program: Command): void {
     .option("--cpu <cores>", "CPU cores (fractions allowed)", parseFloat)
     .option("--memory <MiB>", "memory limit in MiB", (v) => parseInt(v, 10))
     .option("--port <port>", "publish a guest port over HTTPS (repeatable)", collectPorts, [] as number[])
+    .option("--h2c-port <port>", "publish a guest port over HTTPS, speaking HTTP/2 (h2c) to it: gRPC (repeatable)", collectPorts, [] as number[])
     .option("--tcp <port>", "publish a guest port as raw TCP (repeatable)", collectPorts, [] as number[])
     .option("--allow <cidr>", "only these sources may connect to the --tcp ports (repeatable)", collectStrings, [] as string[])
     .option("--allow-public", "confirm a well-known unauthenticated --tcp port (e.g. 5432) may be reached from anywhere")
+    .option("--proxy-protocol", "send the --tcp ports' servers a PROXY protocol v2 header with the client's address")
     .option("--arch <arch>", "amd64 or arm64 (default: the host's); the other one runs under emulation, and its first create builds its image (minutes)")
     .option("--apt <package>", "Debian package to install in the image, e.g. postgresql (repeatable; built once, then cached)", collectStrings, [] as string[])
     .option("--enable-ssh", "install and start sshd with your public key, publish port 22, print the ssh command")
     .option("--ssh-key <path>", "public key for --enable-ssh (default ~/.ssh/id_ed25519.pub, then ~/.ssh/id_rsa.pub)")
     .option("--json", "print the box and its listeners as JSON")
-    .addHelpText("after", "\nExamples:\n  sail box create --name web-demo --port 3000\n  sail box create --name db --apt postgresql --tcp 5432 --allow 203.0.113.0/24\n  sail box create --name dev --enable-ssh\n  sail box create --app ci --cpu 0.5 --memory 512\n  sail box create --arch arm64 --port 3000   # emulated on an amd64 host")
-    .action(async (opts: { app: string; name?: string; cpu?: number; memory?: number; port: number[]; tcp: number[]; allow: string[]; allowPublic?: boolean; arch?: string; apt: string[]; enableSsh?: boolean; sshKey?: string; json?: boolean }) => {
+    .addHelpText("after", "\nExamples:\n  sail box create --name web-demo --port 3000\n  sail box create --name db --apt postgresql --tcp 5432 --allow 203.0.113.0/24\n  sail box create --name dev --enable-ssh\n  sail box create --name api --h2c-port 50051   # a gRPC server, at its HTTPS URL\n  sail box create --app ci --cpu 0.5 --memory 512\n  sail box create --arch arm64 --port 3000   # emulated on an amd64 host")
+    .action(async (opts: { app: string; name?: string; cpu?: number; memory?: number; port: number[]; h2cPort: number[]; tcp: number[]; allow: string[]; allowPublic?: boolean; proxyProtocol?: boolean; arch?: string; apt: string[]; enableSsh?: boolean; sshKey?: string; json?: boolean }) => {
       const app = await App.find({ name: opts.app, mintIfMissing: true });
-      const tcpOptions = { cidrAllowlist: opts.allow.length ? opts.allow : undefined, allowPublic: opts.allowPublic };
-      const ingressPorts = [...opts.port, ...opts.tcp.map((p) => new IngressPort(p, "tcp", tcpOptions))];
+      const tcpOptions = { cidrAllowlist: opts.allow.length ? opts.allow : undefined, allowPublic: opts.allowPublic, proxyProtocol: opts.proxyProtocol };
+      const ingressPorts = [...opts.port, ...opts.h2cPort.map((p) => new IngressPort(p, "http", { h2c: true })), ...opts.tcp.map((p) => new IngressPort(p, "tcp", tcpOptions))];
       const ssh = opts.sshKey ?? (opts.enableSsh ? true : undefined);
       const base = imageForArch(opts.arch);
       const image = opts.apt.length ? base.aptInstall(opts.apt) : base;

@@ -5,7 +5,7 @@
 export { App, type FindAppOptions } from "./app.js";
 export { Sailbox, type CreateSailboxOptions, type ExecOptions } from "./sailbox.js";
 export { Image } from "./image.js";
-export { IngressPort, Listener, HttpEndpoint, TcpEndpoint } from "./listener.js";
+export { IngressPort, Listener, HttpEndpoint, TcpEndpoint, type IngressPortOptions } from "./listener.js";
 export { ExecProcess, BackgroundProcess, type ExecOutput } from "./exec.js";
 export { SailClient } from "./client.js";
 export { Tokens } from "./tokens.js";

@@ -7,18 +7,35 @@ import type { SailClient } from "./client.js";
  *
  * @example
  * ingressPorts: [3000, new IngressPort(5432, "tcp", { cidrAllowlist: ["203.0.113.0/24"] })]
+ * @example
+ * ingressPorts: [new IngressPort(50051, "http", { h2c: true })] // a gRPC server
  */
+export interface IngressPortOptions {
+  /** TCP only: source prefixes allowed to connect ("203.0.113.0/24", "198.51.100.7/32"); others are dropped before reaching the guest. @default any source */
+  cidrAllowlist?: string[];
+  /** TCP only: confirm a well-known unauthenticated port (PostgreSQL, Redis, …) may be reached from anywhere. */
+  allowPublic?: boolean;
+  /** HTTP only: speak cleartext HTTP/2 (h2c) to the server in the box, e.g. gRPC. Clients use h2 or HTTP/1.1 either way. @default false */
+  h2c?: boolean;
+  /** TCP only: send the server a PROXY protocol v2 header first, so it sees the client's address. @default false */
+  proxyProtocol?: boolean;
+}
+
 export class IngressPort {
   readonly cidrAllowlist: string[] | undefined;
   readonly allowPublic: boolean | undefined;
+  readonly h2c: boolean | undefined;
+  readonly proxyProtocol: boolean | undefined;
 
   constructor(
     readonly port: number,
     readonly protocol: IngressProtocol = "http",
-    options: { cidrAllowlist?: string[]; allowPublic?: boolean } = {},
+    options: IngressPortOptions = {},
   ) {
     this.cidrAllowlist = options.cidrAllowlist;
     this.allowPublic = options.allowPublic;
+    this.h2c = options.h2c;
+    this.proxyProtocol = options.proxyProtocol;
   }
 
   /** @internal */
@@ -28,6 +45,8 @@ export class IngressPort {
       protocol: this.protocol,
       ...(this.cidrAllowlist !== undefined ? { cidrAllowlist: this.cidrAllowlist } : {}),
       ...(this.allowPublic !== undefined ? { allowPublic: this.allowPublic } : {}),
+      ...(this.h2c !== undefined ? { h2c: this.h2c } : {}),
+      ...(this.proxyProtocol !== undefined ? { proxyProtocol: this.proxyProtocol } : {}),
     };
   }
 }

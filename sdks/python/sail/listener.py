@@ -26,17 +26,31 @@ class IngressPort:
             omitted: any source.
         allow_public: TCP only: confirm that a well-known unauthenticated port (PostgreSQL,
             MySQL, Redis, ...) may be reached from anywhere.
+        h2c: HTTP only: speak cleartext HTTP/2 to the server in the Sailbox (gRPC); clients
+            use h2 or HTTP/1.1 either way.
+        proxy_protocol: TCP only: send the server a PROXY protocol v2 header first, so it
+            sees the client's address.
 
     Example::
 
         ingress_ports=[sail.IngressPort(5432, "tcp", cidr_allowlist=["203.0.113.0/24"])]
     """
 
-    def __init__(self, port: int, protocol: str = "http", cidr_allowlist: Optional[List[str]] = None, allow_public: Optional[bool] = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        protocol: str = "http",
+        cidr_allowlist: Optional[List[str]] = None,
+        allow_public: Optional[bool] = None,
+        h2c: Optional[bool] = None,
+        proxy_protocol: Optional[bool] = None,
+    ) -> None:
         self.port = port
         self.protocol = protocol
         self.cidr_allowlist = list(cidr_allowlist) if cidr_allowlist is not None else None
         self.allow_public = allow_public
+        self.h2c = h2c
+        self.proxy_protocol = proxy_protocol
 
     def _wire(self) -> Dict[str, Any]:
         spec: Dict[str, Any] = {"port": self.port, "protocol": self.protocol}
@@ -44,6 +58,10 @@ class IngressPort:
             spec["cidrAllowlist"] = self.cidr_allowlist
         if self.allow_public is not None:
             spec["allowPublic"] = self.allow_public
+        if self.h2c is not None:
+            spec["h2c"] = self.h2c
+        if self.proxy_protocol is not None:
+            spec["proxyProtocol"] = self.proxy_protocol
         return spec
 
     def __repr__(self) -> str:
@@ -52,6 +70,10 @@ class IngressPort:
             extra += f", cidr_allowlist={self.cidr_allowlist!r}"
         if self.allow_public is not None:
             extra += f", allow_public={self.allow_public!r}"
+        if self.h2c is not None:
+            extra += f", h2c={self.h2c!r}"
+        if self.proxy_protocol is not None:
+            extra += f", proxy_protocol={self.proxy_protocol!r}"
         return f"IngressPort({self.port!r}, {self.protocol!r}{extra})"
 
 

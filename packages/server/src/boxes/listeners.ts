@@ -1,5 +1,6 @@
 import { isLive, sailError, type ListenerInfo } from "@sail/protocol";
 import type { Runtime } from "../runtime/runtime.js";
+import { PROXY_V2_LOCAL } from "../wire/proxy-protocol.js";
 import type { OrgRow, Store } from "../store/store.js";
 import { listenerInfo, type PublicAddresses } from "./endpoints.js";
 import type { IdleSleeper } from "./idle.js";
@@ -47,7 +48,7 @@ export class Listeners {
     for (;;) {
       this.idle.touch(box.id); // waiting for a listener is activity: the box must not fall asleep meanwhile
       await this.power.awake(org, id);
-      if (await this.runtime.probePort(box.id, port)) {
+      if (await this.runtime.probePort(box.id, port, listener.proxyProtocol ? PROXY_V2_LOCAL : undefined)) {
         await this.routesSynced();
         return listenerInfo(listener, this.addresses);
       }

@@ -76,10 +76,12 @@ export class SplicePumps {
    * bytes Node already read from one go to the other first; the Node sockets are destroyed
    * (the pump holds its own descriptors). `finished` resolves when both directions ended.
    */
-  splice(a: Socket, b: Socket): { id: number; finished: Promise<PumpResult> } {
+  splice(a: Socket, b: Socket, options: { prefixForB?: Buffer } = {}): { id: number; finished: Promise<PumpResult> } {
     const handleA = detach(a);
     const handleB = detach(b);
-    const id = this.native.pump(handleA.fd, handleB.fd, handleA.head, handleB.head);
+    // bytes for b go through the pump, first: a Node write still queued would die with the socket
+    const headForB = options.prefixForB ? Buffer.concat([options.prefixForB, ...(handleA.head ? [handleA.head] : [])]) : handleA.head;
+    const id = this.native.pump(handleA.fd, handleB.fd, headForB, handleB.head);
     // the pump dup()ed the descriptors: closing Node's copies leaves the connections open
     a.destroy();
     b.destroy();

@@ -7,7 +7,7 @@ import { ActivityMeter } from "./activity.js";
 import { GatewayCounters, meterPipe } from "./counters.js";
 import { RefusalLog } from "./refusal-log.js";
 import { dialWithRetries } from "./dial.js";
-import { proxyV2Header } from "./proxy-protocol.js";
+import { proxyV2Header } from "../wire/proxy-protocol.js";
 import type { SplicePumps } from "./splice-pump.js";
 
 export interface TcpRouteSource {
@@ -144,8 +144,8 @@ export class TcpGateway implements RouteSubscriber {
         const upstream = await dialWithRetries(route.guestAddress, route.port, { allowHalfOpen: true });
         if (!upstream) return this.refuse(client, nothingListening(route), route);
         if (client.destroyed) return void upstream.destroy();
-        if (route.proxyProtocol) upstream.write(proxyV2Header({ address: client.remoteAddress, port: client.remotePort }, { address: client.localAddress, port: client.localPort }));
-        this.pipe(route.sailboxId, client, upstream);
+        const header = route.proxyProtocol ? proxyV2Header({ address: client.remoteAddress, port: client.remotePort }, { address: client.localAddress, port: client.localPort }) : undefined;
+        this.pipe(route.sailboxId, client, upstream, header);
       })
       .catch((err) => {
         this.log.error({ sailboxId: route.sailboxId, port: route.port, err: String(err) }, "TCP connection failed");
@@ -176,7 +176,8 @@ export class TcpGateway implements RouteSubscriber {
     }
   }
 
-  private pipe(sailboxId: string, client: Socket, upstream: Socket): void {
+  /** Pipe both ways; `header` (PROXY v2) reaches the guest before the client's first byte. */
+  private pipe(sailboxId: string, client: Socket, upstream: Socket, header?: Buffer): void {
     let closers = this.connections.get(sailboxId);
     if (!closers) this.connections.set(sailboxId, (closers = new Set()));
     this.activity.open(sailboxId);
@@ -184,7 +185,7 @@ export class TcpGateway implements RouteSubscriber {
     if (this.pumps) {
       let pumped: ReturnType<SplicePumps["splice"]>;
       try {
-        pumped = this.pumps.splice(client, upstream);
+        pumped = this.pumps.splice(client, upstream, { prefixForB: header });
       } catch (err) {
         // e.g. the client went away during the dial: its descriptor is gone
         this.log.info({ sailboxId, peer: client.remoteAddress, err: String(err) }, "TCP connection closed before it could be piped");
@@ -207,6 +208,7 @@ export class TcpGateway implements RouteSubscriber {
     const close = () => client.destroy();
     closers.add(close);
     meterPipe(client, upstream, sailboxId, this.activity, this.counters);
+    if (header) upstream.write(header);
     // pipe() ends the other side on 'end' (FIN) and keeps the reverse direction open
     client.pipe(upstream);
     upstream.pipe(client);

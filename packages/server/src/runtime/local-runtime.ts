@@ -144,8 +144,8 @@ export class LocalRuntime implements Runtime {
     }
   }
 
-  probePort(id: string, port: number): Promise<boolean> {
-    return probeTcp(this.network(id).guestAddress, port);
+  probePort(id: string, port: number, greeting?: Buffer): Promise<boolean> {
+    return probeTcp(this.network(id).guestAddress, port, greeting);
   }
 
   listeningAddresses(id: string, port: number): Promise<string[]> {

@@ -2,12 +2,13 @@ import { connect } from "node:net";
 import { runCommand } from "./commands.js";
 import { BoxNetworks } from "./network.js";
 
-/** Does something accept TCP connections at address:port? (A refused or timed-out dial is no.) */
-export function probeTcp(address: string, port: number, timeoutMs = 500): Promise<boolean> {
+/** Does something accept TCP connections at address:port? (A refused or timed-out dial is no.) `greeting` is sent, then the probe ends. */
+export function probeTcp(address: string, port: number, greeting?: Buffer, timeoutMs = 500): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect({ host: address, port });
     const done = (ok: boolean) => {
-      socket.destroy();
+      if (ok && greeting) socket.end(greeting);
+      else socket.destroy();
       resolve(ok);
     };
     socket.setTimeout(timeoutMs, () => done(false));

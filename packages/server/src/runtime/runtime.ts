@@ -75,8 +75,11 @@ export interface Runtime {
   /** Start a command that outlives the call; its stdout and stderr go to the exec's log. */
   execDetached(id: string, execId: string, spec: ExecSpec): Promise<void>;
   execLogPath(id: string, execId: string): string;
-  /** Whether a process in the box accepts connections on `port` at the box's address. */
-  probePort(id: string, port: number): Promise<boolean>;
+  /**
+   * Whether a process in the box accepts connections on `port` at the box's address. `greeting`
+   * is sent before the probe closes (a PROXY-protocol server expects a header even then).
+   */
+  probePort(id: string, port: number, greeting?: Buffer): Promise<boolean>;
   /** Addresses something in the box listens on for `port` (e.g. "127.0.0.1" when bound to loopback only). */
   listeningAddresses(id: string, port: number): Promise<string[]>;
   /** Freeze every process of the box (cgroup freezer); memory stays resident. */

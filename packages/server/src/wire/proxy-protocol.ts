@@ -15,7 +15,7 @@ const LOCAL = [0x20, 0x00];
 export function proxyV2Header(source: { address?: string; port?: number }, destination: { address?: string; port?: number }): Buffer {
   const src = parse(source.address);
   const dst = parse(destination.address);
-  if (!src || !dst || src.kind() !== dst.kind()) return Buffer.from([...SIGNATURE, ...LOCAL, 0, 0]);
+  if (!src || !dst || src.kind() !== dst.kind()) return PROXY_V2_LOCAL;
   const ports = Buffer.alloc(4);
   ports.writeUInt16BE(source.port ?? 0, 0);
   ports.writeUInt16BE(destination.port ?? 0, 2);
@@ -24,6 +24,9 @@ export function proxyV2Header(source: { address?: string; port?: number }, desti
   length.writeUInt16BE(body.length);
   return Buffer.concat([SIGNATURE, Buffer.from(src.kind() === "ipv4" ? PROXY_TCP4 : PROXY_TCP6), length, body]);
 }
+
+/** The LOCAL form: no addresses. What a health check sends (the spec's own use), e.g. listener.wait()'s probe. */
+export const PROXY_V2_LOCAL = Buffer.from([...SIGNATURE, ...LOCAL, 0, 0]);
 
 /** ipaddr.process turns ::ffff:a.b.c.d into a.b.c.d. */
 function parse(address: string | undefined): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
