@@ -1,9 +1,10 @@
 /**
- * TCP: throughput through the Sail TCP gateway vs. direct to the guest vs. haproxy
- * (tcp mode) to the same guest, in one run; then connection setup (connect + one echoed
- * byte) through each. The guest servers run in the box's network namespace.
+ * TCP: throughput (iperf3) through the Sail TCP gateway vs. direct to the guest vs. HAProxy
+ * (mode tcp) to the same guest, in one run, medians of interleaved rounds; then connection
+ * setup (connect + one echoed byte) through each. The guest servers run in the box's network
+ * namespace.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
@@ -14,39 +15,22 @@ import { percentile } from "./stats.js";
 import { probeTcp } from "../packages/server/src/runtime/ports.js";
 import { waitForPort } from "./tools.js";
 
-const BYTES = Number(process.env.BENCH_TCP_BYTES ?? 1024 * 1024 * 1024);
+const SECONDS = Number(process.env.BENCH_TCP_SECONDS ?? 4);
 const CONNECTS = Number(process.env.BENCH_TCP_CONNECTS ?? 500);
 /** Throughput rounds: the three paths take turns, and each path's median counts. */
 const ROUNDS = Number(process.env.BENCH_TCP_ROUNDS ?? 5);
 const HAPROXY_PORT = 18445;
 
-/** Sink on 4000 (reads all, answers "ok" at EOF), echo on 4001. */
+/** Echo on 4001 (iperf3's server listens on 4000). */
 const GUEST_SERVERS = `
 import net from "node:net";
-net.createServer({ allowHalfOpen: true }, (s) => { s.on("error", () => {}); s.on("data", () => {}); s.on("end", () => s.end("ok")); }).listen(4000, "0.0.0.0");
 net.createServer((s) => { s.on("error", () => {}); s.pipe(s); }).listen(4001, "0.0.0.0");
 `;
 
-/** Push BYTES to the sink and wait for its "ok": GB/s. */
-function throughput(host: string, port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const chunk = Buffer.alloc(1 << 20, 7);
-    const start = process.hrtime.bigint();
-    const socket = connect({ host, port, allowHalfOpen: true }, () => {
-      let sent = 0;
-      const pump = () => {
-        while (sent < BYTES) {
-          sent += chunk.length;
-          if (!socket.write(chunk)) return void socket.once("drain", pump);
-        }
-        socket.end();
-      };
-      pump();
-    });
-    socket.on("data", () => {});
-    socket.on("end", () => resolve(BYTES / (Number(process.hrtime.bigint() - start) / 1e9) / 1e9));
-    socket.on("error", reject);
-  });
+/** iperf3 to the guest's iperf3 server through `host:port`: what the server received, GB/s. */
+function throughput(host: string, port: number): number {
+  const report = JSON.parse(execFileSync("iperf3", ["-c", host, "-p", String(port), "-t", String(SECONDS), "-J"], { encoding: "utf8" })) as { end: { sum_received: { bits_per_second: number } } };
+  return report.end.sum_received.bits_per_second / 8 / 1e9;
 }
 
 /** Connect, send one byte, read it back: ms per connection, p50. */
@@ -78,7 +62,9 @@ export async function tcp(): Promise<void> {
     const dir = mkdtempSync(join(tmpdir(), "sail-bench-tcp-"));
     writeFileSync(join(dir, "servers.mjs"), GUEST_SERVERS);
     children.push(spawn("ip", ["netns", "exec", `sail-${sb.id}`, process.execPath, join(dir, "servers.mjs")], { stdio: "inherit" }));
+    children.push(spawn("ip", ["netns", "exec", `sail-${sb.id}`, "iperf3", "-s", "-p", "4000"], { stdio: "ignore" }));
     await waitForPort(() => probeTcp(guest, 4001));
+    await waitForPort(() => probeTcp(guest, 4000));
     const [sink, echo] = await Promise.all([sb.listener(4000).wait({ timeout: 30 }), sb.listener(4001).wait({ timeout: 30 })]);
 
     writeFileSync(
@@ -97,13 +83,12 @@ export async function tcp(): Promise<void> {
     ] as const;
     // take turns, so a slow moment of the shared machine hits every path alike
     const speeds: number[][] = paths.map(() => []);
-    for (const [, host, sinkPort] of paths) await throughput(host, sinkPort); // warm-up
     for (let round = 0; round < ROUNDS; round++) {
-      for (const [i, [, host, sinkPort]] of paths.entries()) speeds[i]!.push(await throughput(host, sinkPort));
+      for (const [i, [, host, sinkPort]] of paths.entries()) speeds[i]!.push(throughput(host, sinkPort));
     }
     const rows: Array<[string, number, { p50: number; p95: number }]> = [];
     for (const [i, [label, host, , echoPort]] of paths.entries()) rows.push([label, percentile(speeds[i]!, 50), await setup(host, echoPort)]);
-    console.log(`${BYTES / 2 ** 20} MiB one way per run, median of ${ROUNDS} rounds; ${CONNECTS} connect + 1-byte echo`);
+    console.log(`iperf3 -t ${SECONDS}, one stream, median of ${ROUNDS} interleaved rounds; ${CONNECTS} connect + 1-byte echo`);
     for (const [label, gbps, s] of rows) {
       console.log(`${label.padEnd(20)} ${gbps.toFixed(2).padStart(6)} GB/s   connect+echo p50 ${s.p50.toFixed(3)} ms  p95 ${s.p95.toFixed(3)} ms`);
     }

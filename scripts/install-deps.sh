@@ -6,12 +6,13 @@ cd "$(dirname "$0")/.."
 
 # gcc, libc6-dev and libssl-dev build the native data paths (packages/server/native: the raw-TCP
 # pump and the HTTPS engine);
-# wrk, nginx-light and haproxy are the benchmarks' load generator and baselines; psql (postgresql-client)
+# haproxy is the HTTPS gateway; wrk, h2load (nghttp2-client), iperf3 and nginx-light are the benchmarks' load
+# generators and baselines (haproxy in tcp mode too); psql (postgresql-client)
 # talks to a real PostgreSQL in a box in the tests; qemu-user-static runs boxes of the other
 # architecture (Image.debian_arm64 on amd64); python3-pip installs the Python SDK, whose tests
 # run on Debian's pytest and websocket client
 APT_PACKAGES=(crun debootstrap tini gcc libc6-dev libssl-dev iproute2 nftables util-linux curl ca-certificates openssl openssh-client postgresql-client wrk nginx-light haproxy
-  qemu-user-static python3 python3-pip python3-pytest python3-websocket)
+  qemu-user-static python3 python3-pip python3-pytest python3-websocket iperf3 nghttp2-client)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -4,6 +4,7 @@ import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
+import { request as httpsRequest } from "node:https";
 import { connect as tlsConnect } from "node:tls";
 import { describe, test } from "node:test";
 import { fetch, type Agent } from "undici";
@@ -156,6 +157,35 @@ describe("HTTP and WebSocket ingress", () => {
     assert.notEqual(a.url, b.url);
     assert.equal(await (await get(`${a.url}/file?path=/srv/who`)).text(), "box-a\n");
     assert.equal(await (await get(`${b.url}/file?path=/srv/who`)).text(), "box-b\n");
+
+    // the gateway keeps guest connections open for reuse; none may carry one box's request to the
+    // other: one client connection switching Host every request...
+    const hosts = [a, b].map(({ url }) => new URL(url).hostname);
+    const port = Number(new URL(a.url).port);
+    const socket = tlsConnect({ host: "127.0.0.1", port, servername: hosts[0], ca });
+    await new Promise((resolve, reject) => socket.once("secureConnect", resolve).once("error", reject));
+    let buffered = "";
+    socket.on("data", (d) => (buffered += d));
+    for (let i = 0; i < 20; i++) {
+      socket.write(`GET /file?path=/srv/who HTTP/1.1\r\nHost: ${hosts[i % 2]}\r\n\r\n`);
+      while (!/\r\n\r\nbox-[ab]\n$/.test(buffered)) await new Promise((resolve) => socket.once("data", resolve));
+      assert.equal(buffered.slice(-6), i % 2 ? "box-b\n" : "box-a\n", `request ${i} on one connection`);
+      buffered = "";
+    }
+    socket.destroy();
+    // ...and many clients with one request per connection, interleaved, 16 at a time
+    const once = (i: number) =>
+      new Promise<string>((resolve, reject) => {
+        const req = httpsRequest({ host: "127.0.0.1", port, servername: hosts[i % 2], ca, agent: false, path: "/file?path=/srv/who", headers: { host: hosts[i % 2], connection: "close" } }, (res) => {
+          let body = "";
+          res.on("data", (d) => (body += d)).on("end", () => resolve(body));
+        });
+        req.on("error", reject).end();
+      });
+    for (let batch = 0; batch < 10; batch++) {
+      const answers = await Promise.all(Array.from({ length: 16 }, (_, j) => once(batch * 16 + j)));
+      answers.forEach((body, j) => assert.equal(body, j % 2 ? "box-b\n" : "box-a\n", `request ${batch * 16 + j}`));
+    }
   });
 });
 

@@ -1,4 +1,4 @@
-import { InvalidArgumentError, type Command } from "commander";
+import { InvalidArgumentError, Option, type Command } from "commander";
 import { DAEMON_OPTIONS, type DaemonConfig } from "@sail/server/config";
 
 /** Commander's name for a flag's value: --tcp-limit → tcpLimit. */
@@ -18,8 +18,10 @@ export function registerUp(program: Command): void {
       if (wrong) throw new InvalidArgumentError(wrong);
       return parsed;
     };
-    if (option.default === undefined) up.option(`--${option.flag} <${option.arg}>`, option.help, parse);
-    else up.option(`--${option.flag} <${option.arg}>`, option.help, parse, option.default);
+    const flag = new Option(`--${option.flag} <${option.arg}>`, option.help).argParser(parse);
+    // booleans are spelled on/off on the command line, and so in --help
+    if (option.default !== undefined) flag.default(option.default, typeof option.default === "boolean" ? (option.default ? "on" : "off") : JSON.stringify(option.default));
+    up.addOption(flag);
   }
   up.addHelpText("after", "\nExamples:\n  sail up\n  sail up --data-dir /srv/sail --api-listen 127.0.0.1:7171\n  sail up --domain sail.example.com --tls-cert /etc/sail/wildcard.pem --tls-key /etc/sail/wildcard.key --public-https-port 443\n\nThe client config goes to $SAIL_CONFIG, else ~/.sail/config.json.")
     .action(async (opts: Record<string, unknown>) => {

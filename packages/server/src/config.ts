@@ -19,6 +19,7 @@ export interface DaemonConfig {
   tunnelTimeoutSeconds: number;
   wakeTimeoutSeconds: number;
   tcpWorkers?: number;
+  tlsSessionResumption: boolean;
   tlsCert?: string;
   tlsKey?: string;
   tcpListen: string;
@@ -89,6 +90,7 @@ export const DAEMON_OPTIONS = [
   option({ key: "responseTimeoutSeconds", flag: "response-timeout", arg: "seconds", help: "a guest silent this long while it owes an answer gets 504", default: 300, parse: integer, check: inRange(1, 86400, "seconds") }),
   option({ key: "tunnelTimeoutSeconds", flag: "tunnel-timeout", arg: "seconds", help: "a WebSocket with nothing moving this long is closed", default: 3600, parse: integer, check: inRange(1, 604800, "seconds") }),
   option({ key: "wakeTimeoutSeconds", flag: "wake-timeout", arg: "seconds", help: "how long a connection to a sleeping box is held while it wakes (then 503 with Retry-After)", default: 30, parse: integer, check: inRange(1, 600, "seconds") }),
+  option({ key: "tlsSessionResumption", flag: "tls-session-resumption", arg: "on|off", help: "let clients resume TLS sessions (tickets and a session cache): a resumed handshake costs a fraction of a full one", default: true, parse: (v) => (v === "on" ? true : v === "off" ? false : (v as unknown as boolean)), check: (v) => (typeof v === "boolean" ? undefined : "must be on or off") }),
   option({ key: "tcpWorkers", flag: "tcp-workers", arg: "n", help: "processes serving raw TCP (default: one per core)", default: undefined, parse: integer, check: inRange(1, 64, "") }),
   option({ key: "tcpListen", flag: "tcp-listen", arg: "address", help: "address raw-TCP listeners bind on (:: for IPv4 and IPv6)", default: "0.0.0.0", parse: text, check: (v) => (isIP(v) ? undefined : "must be an IP address such as 0.0.0.0 or ::") }),
   option({ key: "tcpPorts", flag: "tcp-ports", arg: "first-last", help: "range public TCP ports are taken from", default: "20000-29999", parse: text, check: (v) => {

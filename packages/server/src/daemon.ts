@@ -117,6 +117,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
         maxConnections: config.httpsMaxConnections,
         memoryMiB: config.gatewayMemoryMiB,
         user: systemUser("haproxy"),
+        sessionResumption: config.tlsSessionResumption,
         timeouts: {
           ...DEFAULT_TIMEOUTS,
           headMs: config.headTimeoutSeconds * 1000,
