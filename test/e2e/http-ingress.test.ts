@@ -64,6 +64,25 @@ describe("HTTP and WebSocket ingress", () => {
     assert.equal((await get(`${url}/headers`)).status, 200);
   });
 
+  test("a returning client resumes its TLS session (a fraction of a full handshake's cost)", async () => {
+    const { url } = await boxWithServer();
+    const { hostname, port } = new URL(url);
+    const handshake = (session?: Buffer) =>
+      new Promise<{ reused: boolean; session: Buffer }>((resolve, reject) => {
+        const socket = tlsConnect({ host: "127.0.0.1", port: Number(port), servername: hostname, ca, session });
+        // TLS 1.3 sends its ticket after the handshake, with the first answer
+        socket.once("session", (ticket: Buffer) => {
+          resolve({ reused: socket.isSessionReused(), session: ticket });
+          socket.destroy();
+        });
+        socket.once("secureConnect", () => socket.write(`GET / HTTP/1.1\r\nHost: ${hostname}\r\nConnection: close\r\n\r\n`));
+        socket.on("error", reject);
+      });
+    const first = await handshake();
+    assert.equal(first.reused, false);
+    assert.equal((await handshake(first.session)).reused, true);
+  });
+
   test("requests carry X-Forwarded-* set by the gateway; client-supplied ones are dropped", async () => {
     const { url } = await boxWithServer();
     const res = await get(`${url}/headers`, { headers: { "x-forwarded-for": "6.6.6.6", "x-forwarded-host": "evil.example", forwarded: "for=6.6.6.6", "x-custom": "kept" } });

@@ -73,6 +73,13 @@ describe("the HAProxy configuration", () => {
     assert.match(head, new RegExp(`content-length: ${Buffer.byteLength(body)}`));
   });
 
+  test("--tls-session-resumption off: no tickets and no session cache, so every handshake is a full one", () => {
+    assert.doesNotMatch(config, /no-tls-tickets|cachesize 0/);
+    const off = haproxyConfig({ dir: "/g", host: "0.0.0.0", port: 8443, threads: 2, maxConnections: 8000, memoryMiB: 1024, timeouts: DEFAULT_TIMEOUTS, sessionResumption: false });
+    assert.match(off, /ssl-default-bind-options ssl-min-ver TLSv1\.2 no-tls-tickets\n/);
+    assert.match(off, /tune\.ssl\.cachesize 0\n/);
+  });
+
   test("routes by the exact Host (without port), h2c listeners to an h2 backend, everything else to the slow path", () => {
     assert.match(config, /req\.hdr\(host\),field\(1,:\),lower,map\(\/var\/lib\/sail\/gateway\/routes\.map\)/);
     assert.match(config, /server guest 0\.0\.0\.0:0 proto h2/);
