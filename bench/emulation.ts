@@ -28,7 +28,10 @@ export async function emulation(): Promise<void> {
     const execs = { native: [] as number[], emulated: [] as number[] };
     const requests = { native: [] as number[], emulated: [] as number[] };
     for (let i = 0; i < CREATES; i++) {
-      for (const [kind, image] of [["native", Image.debian], ["emulated", FOREIGN]] as const) {
+      for (const [kind, image] of [
+        ["native", Image.debian],
+        ["emulated", FOREIGN],
+      ] as const) {
         let sb: Sailbox | undefined;
         let url = "";
         ready[kind].push(

@@ -40,7 +40,8 @@ const medianOf = (runs: WrkResult[]): WrkResult => ({
   errors: runs.reduce((n, r) => n + r.errors, 0),
 });
 
-const row = (label: string, r: WrkResult) => `${label.padEnd(34)} ${r.rps.toFixed(0).padStart(8)} rps   p50 ${r.p50Ms.toFixed(2).padStart(6)} ms   p99 ${r.p99Ms.toFixed(2).padStart(7)} ms   errors ${r.errors}`;
+const row = (label: string, r: WrkResult) =>
+  `${label.padEnd(34)} ${r.rps.toFixed(0).padStart(8)} rps   p50 ${r.p50Ms.toFixed(2).padStart(6)} ms   p99 ${r.p99Ms.toFixed(2).padStart(7)} ms   errors ${r.errors}`;
 
 /**
  * nginx in front of the guest, as an operator would configure it: TLS 1.2 and 1.3 (Debian's
@@ -66,7 +67,9 @@ function compare(host: string, label: string, options: { close?: boolean } = {})
   for (let round = 0; round < ROUNDS; round++) {
     nginxRuns.push(run(NGINX_PROXY_PORT));
     gatewayRuns.push(run(HTTPS_PORT));
-    console.log(`${label} round ${round + 1}: nginx ${nginxRuns[round]!.rps.toFixed(0)} rps p99 ${nginxRuns[round]!.p99Ms.toFixed(2)} ms, gateway ${gatewayRuns[round]!.rps.toFixed(0)} rps p99 ${gatewayRuns[round]!.p99Ms.toFixed(2)} ms`);
+    console.log(
+      `${label} round ${round + 1}: nginx ${nginxRuns[round]!.rps.toFixed(0)} rps p99 ${nginxRuns[round]!.p99Ms.toFixed(2)} ms, gateway ${gatewayRuns[round]!.rps.toFixed(0)} rps p99 ${gatewayRuns[round]!.p99Ms.toFixed(2)} ms`,
+    );
   }
   return { nginx: medianOf(nginxRuns), gateway: medianOf(gatewayRuns) };
 }
@@ -132,7 +135,9 @@ export async function http(): Promise<void> {
     console.log(`  gateway ÷ nginx: rps ${(gateway.rps / nginx.rps).toFixed(2)}x (target ≥ 1), p99 ${(gateway.p99Ms / nginx.p99Ms).toFixed(2)}x${label === "keep-alive" ? " (target ≤ 1)" : ""}`);
   }
   if (h2) {
-    console.log(`\nHTTP/2, h2load -c64 -m10: nginx ${h2.nginx.rps.toFixed(0)} req/s (mean ${h2.nginx.meanMs.toFixed(2)} ms), gateway ${h2.gateway.rps.toFixed(0)} req/s (mean ${h2.gateway.meanMs.toFixed(2)} ms, ${h2.gateway.failed} failed): ${(h2.gateway.rps / h2.nginx.rps).toFixed(2)}x (target ≥ 1)`);
+    console.log(
+      `\nHTTP/2, h2load -c64 -m10: nginx ${h2.nginx.rps.toFixed(0)} req/s (mean ${h2.nginx.meanMs.toFixed(2)} ms), gateway ${h2.gateway.rps.toFixed(0)} req/s (mean ${h2.gateway.meanMs.toFixed(2)} ms, ${h2.gateway.failed} failed): ${(h2.gateway.rps / h2.nginx.rps).toFixed(2)}x (target ≥ 1)`,
+    );
   }
   if (ws) {
     console.log(
@@ -146,7 +151,10 @@ export async function http(): Promise<void> {
 async function websocketEcho(daemon: TestDaemon, sb: Sailbox, guest: string, stops: Array<() => void>): Promise<{ direct: number; nginx: number; gateway: number }> {
   const echoScript = join(daemon.configDir, "ws-echo.mjs");
   const wsModule = new URL("../node_modules/ws/wrapper.mjs", import.meta.url).pathname;
-  writeFileSync(echoScript, `import { WebSocketServer } from "${wsModule}";\nnew WebSocketServer({ port: 3001, host: "0.0.0.0" }).on("connection", (ws) => ws.on("message", (m, b) => ws.send(m, { binary: b })));\n`);
+  writeFileSync(
+    echoScript,
+    `import { WebSocketServer } from "${wsModule}";\nnew WebSocketServer({ port: 3001, host: "0.0.0.0" }).on("connection", (ws) => ws.on("message", (m, b) => ws.send(m, { binary: b })));\n`,
+  );
   const echo = spawn("ip", ["netns", "exec", `sail-${sb.id}`, process.execPath, echoScript], { stdio: "inherit" });
   stops.push(() => echo.kill());
   await waitForPort(() => probeTcp(guest, 3001));

@@ -32,7 +32,11 @@ function rawBundle(id: string) {
   return {
     dir,
     cleanup() {
-      try { execFileSync("crun", ["--root", CRUN_ROOT, "delete", "--force", id], { stdio: "ignore" }); } catch { /* not created */ }
+      try {
+        execFileSync("crun", ["--root", CRUN_ROOT, "delete", "--force", id], { stdio: "ignore" });
+      } catch {
+        /* not created */
+      }
       execFileSync("umount", [join(dir, "rootfs")]);
       execFileSync("ip", ["netns", "del", `sail-${id}`]);
       rmSync(dir, { recursive: true, force: true });
@@ -82,7 +86,7 @@ export async function lifecycle(): Promise<void> {
       summary("crun exec true (raw)", rawExec),
     ];
     printRows(rows);
-    const [c, r, e, x] = rows as [typeof rows[0], typeof rows[0], typeof rows[0], typeof rows[0]];
+    const [c, r, e, x] = rows as [(typeof rows)[0], (typeof rows)[0], (typeof rows)[0], (typeof rows)[0]];
     console.log(`\ncreate p50 ratio Sail ÷ crun run: ${(c.p50 / r.p50).toFixed(2)}x   (goal: create ≤ 100 ms p50; it is ${c.p50.toFixed(1)} ms)`);
     console.log(`exec   p50 ratio Sail ÷ crun exec: ${(e.p50 / x.p50).toFixed(2)}x   (goal ≤ 2x)`);
   } finally {

@@ -37,7 +37,10 @@ export async function wake(): Promise<void> {
     };
 
     const results: Array<[string, number[], number[]]> = [];
-    for (const [label, firstByte] of [["HTTP", httpFirstByte], ["TCP", () => tcpFirstByte(tcpPort)]] as const) {
+    for (const [label, firstByte] of [
+      ["HTTP", httpFirstByte],
+      ["TCP", () => tcpFirstByte(tcpPort)],
+    ] as const) {
       const running: number[] = [];
       const sleeping: number[] = [];
       for (let i = 0; i < CYCLES; i++) {

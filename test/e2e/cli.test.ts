@@ -24,7 +24,10 @@ describe("the sail CLI", () => {
     assert.equal(box.status, "running");
 
     const ls = await runCli(daemon, ["box", "ls", "--app", "cli", "--json"]);
-    assert.deepEqual((JSON.parse(ls.stdout) as Array<{ id: string }>).map((b) => b.id), [box.id]);
+    assert.deepEqual(
+      (JSON.parse(ls.stdout) as Array<{ id: string }>).map((b) => b.id),
+      [box.id],
+    );
     const table = await runCli(daemon, ["box", "ls", "--app", "cli"]);
     assert.match(table.stdout, new RegExp(`${box.id}\\s+cli-box\\s+running`));
 

@@ -11,7 +11,6 @@ import { CLI, DATA_DIR, leftoversOf, runProcess, useTestDaemon } from "./harness
 const { daemon, pool } = useTestDaemon();
 const NOSTART_DIR = "/var/lib/sail-test-nostart";
 
-
 describe("the daemon", () => {
   test("a box survives a graceful daemon restart and a crash, and still answers exec", async () => {
     const sb = await pool.create({ name: "survivor" });
@@ -74,7 +73,21 @@ describe("the daemon", () => {
       rmSync(NOSTART_DIR, { recursive: true, force: true });
       mkdirSync(NOSTART_DIR, { recursive: true });
       symlinkSync(join(DATA_DIR, "images"), join(NOSTART_DIR, "images"));
-      const args = ["up", "--data-dir", NOSTART_DIR, "--api-listen", "127.0.0.1:0", "--metrics-listen", "off", "--https-listen", `127.0.0.1:${port}`, "--box-subnet", subnet, "--tcp-ports", "23000-23009"];
+      const args = [
+        "up",
+        "--data-dir",
+        NOSTART_DIR,
+        "--api-listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "off",
+        "--https-listen",
+        `127.0.0.1:${port}`,
+        "--box-subnet",
+        subnet,
+        "--tcp-ports",
+        "23000-23009",
+      ];
       const run = await runProcess(process.execPath, [CLI, ...args], { ...daemon.env, SAIL_CONFIG: "/tmp/sail-nostart-config.json" });
       assert.equal(run.code, 1);
       assert.match(run.stderr, /EADDRINUSE/);

@@ -52,7 +52,12 @@ function assertTypedError(status: number, body: unknown, what: string): ErrorCod
 
 const json = fc.jsonValue({ maxDepth: 3 });
 const port = fc.oneof(fc.integer({ min: -5, max: 70_000 }), fc.constantFrom(0, 22, 80, 3000, 10000, 5432, 6379, 65535, 65536), fc.double(), fc.string({ maxLength: 8 }), json);
-const cidr = fc.oneof(fc.constantFrom("127.0.0.1/32", "::1", "10.0.0.0/33", "300.1.1.1", "::ffff:10.1.2.3/128", "fe80::/10", "1.2.3.4/0", " 10.0.0.0/8"), fc.string({ maxLength: 20 }), fc.ipV4(), fc.ipV6());
+const cidr = fc.oneof(
+  fc.constantFrom("127.0.0.1/32", "::1", "10.0.0.0/33", "300.1.1.1", "::ffff:10.1.2.3/128", "fe80::/10", "1.2.3.4/0", " 10.0.0.0/8"),
+  fc.string({ maxLength: 20 }),
+  fc.ipV4(),
+  fc.ipV6(),
+);
 const portSpec = fc.oneof(
   port,
   fc.record(
@@ -67,7 +72,7 @@ const portSpec = fc.oneof(
 );
 const sshKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJv2Gc3a5wWq1z0oJ4K1t2k9V8Yd8mH2m8C3dAqfLk3T fuzz";
 /** Mostly `valid` (undefined: the field is left out), sometimes one of the others: so some bodies pass and each rule is hit alone. */
-const mostly = <T,>(valid: fc.Arbitrary<T>, ...others: fc.Arbitrary<unknown>[]) => fc.oneof({ arbitrary: valid as fc.Arbitrary<unknown>, weight: 5 * others.length }, ...others);
+const mostly = <T>(valid: fc.Arbitrary<T>, ...others: fc.Arbitrary<unknown>[]) => fc.oneof({ arbitrary: valid as fc.Arbitrary<unknown>, weight: 5 * others.length }, ...others);
 const createBody = (appId: string) =>
   fc.record({
     appId: mostly(fc.constant(appId), fc.string(), json),
@@ -75,7 +80,21 @@ const createBody = (appId: string) =>
     // package names here are never valid: a valid one would make the daemon run apt
     image: mostly(
       fc.constant({ name: "debian" }),
-      fc.record({ name: fc.oneof(fc.constant("debian"), fc.string()), arch: fc.oneof(fc.constantFrom("amd64", "arm64", "x86"), json), aptPackages: fc.oneof(fc.array(fc.string().map((s) => `${s.toUpperCase()}!`), { maxLength: 3 }), json), extra: json }, { requiredKeys: [] }),
+      fc.record(
+        {
+          name: fc.oneof(fc.constant("debian"), fc.string()),
+          arch: fc.oneof(fc.constantFrom("amd64", "arm64", "x86"), json),
+          aptPackages: fc.oneof(
+            fc.array(
+              fc.string().map((s) => `${s.toUpperCase()}!`),
+              { maxLength: 3 },
+            ),
+            json,
+          ),
+          extra: json,
+        },
+        { requiredKeys: [] },
+      ),
       json,
     ),
     cpu: mostly(fc.constant(undefined), fc.double({ min: -1, max: 64 }), fc.constantFrom(0.5, 1, 2), json),
@@ -122,7 +141,11 @@ describe("fuzzing the API", () => {
     await fc.assert(
       fc.asyncProperty(
         fc.constantFrom(...paths),
-        fc.oneof(fc.string(), fc.uint8Array({ maxLength: 256 }).map((a) => Buffer.from(a)), json.map((v) => JSON.stringify(v))),
+        fc.oneof(
+          fc.string(),
+          fc.uint8Array({ maxLength: 256 }).map((a) => Buffer.from(a)),
+          json.map((v) => JSON.stringify(v)),
+        ),
         async (path, body) => {
           const method = path.startsWith("/v1/apps") ? "PUT" : "POST";
           const { status, body: answer } = await raw(method, path, body);
@@ -148,7 +171,20 @@ describe("fuzzing the API", () => {
     // exec bodies: the command itself is harmless, everything around it is generated
     await fc.assert(
       fc.asyncProperty(
-        fc.record({ cmd: fc.oneof(fc.constant("true"), fc.string({ maxLength: 5 }).map(() => "echo fuzz"), json), cwd: fc.oneof(fc.constantFrom("/", "/tmp", "relative", "/nonexistent"), json), env: fc.oneof(fc.dictionary(fc.string({ maxLength: 6 }), fc.oneof(fc.string({ maxLength: 6 }), json), { maxKeys: 3 }), json), background: fc.oneof(fc.boolean(), json), other: json }, { requiredKeys: [] }),
+        fc.record(
+          {
+            cmd: fc.oneof(
+              fc.constant("true"),
+              fc.string({ maxLength: 5 }).map(() => "echo fuzz"),
+              json,
+            ),
+            cwd: fc.oneof(fc.constantFrom("/", "/tmp", "relative", "/nonexistent"), json),
+            env: fc.oneof(fc.dictionary(fc.string({ maxLength: 6 }), fc.oneof(fc.string({ maxLength: 6 }), json), { maxKeys: 3 }), json),
+            background: fc.oneof(fc.boolean(), json),
+            other: json,
+          },
+          { requiredKeys: [] },
+        ),
         async (body) => {
           const { status, body: answer } = await raw("POST", `/v1/sailboxes/${sb.id}/exec`, JSON.stringify(body));
           if (status < 300) return;
@@ -177,7 +213,10 @@ describe("fuzzing the API", () => {
         async (spec, name, memory) => {
           let sb: Sailbox | undefined;
           try {
-            const ingress = spec.protocol === "http" && spec.cidrAllowlist.length === 0 ? (spec.port as number) : new IngressPort(spec.port as number, spec.protocol, { cidrAllowlist: spec.cidrAllowlist, allowPublic: spec.allowPublic });
+            const ingress =
+              spec.protocol === "http" && spec.cidrAllowlist.length === 0
+                ? (spec.port as number)
+                : new IngressPort(spec.port as number, spec.protocol, { cidrAllowlist: spec.cidrAllowlist, allowPublic: spec.allowPublic });
             sb = await Sailbox.create({ app, name, memory, ingressPorts: [ingress] });
           } catch (err) {
             const e = err as SailError;

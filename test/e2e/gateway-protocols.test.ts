@@ -26,7 +26,11 @@ const caFile = join(tmpdir(), `sail-protocols-ca-${process.pid}.pem`);
 
 /** The TCP worker processes of the test daemon (children running tcp-worker.js). */
 function tcpWorkerPids(): number[] {
-  return execFileSync("pgrep", ["-P", String(daemon.pid), "-f", "tcp-worker"], { encoding: "utf8" }).trim().split("\n").map(Number).filter(Boolean);
+  return execFileSync("pgrep", ["-P", String(daemon.pid), "-f", "tcp-worker"], { encoding: "utf8" })
+    .trim()
+    .split("\n")
+    .map(Number)
+    .filter(Boolean);
 }
 
 const threadsOf = (pid: number) => readdirSync(`/proc/${pid}/task`).length;
@@ -66,7 +70,13 @@ describe("protocols through the gateway", () => {
     });
     try {
       const reply = await new Promise<Buffer>((resolve, reject) =>
-        client.makeUnaryRequest("/sail.Echo/Echo", (b: Buffer) => b, (b: Buffer) => b, Buffer.from("hello grpc"), (err, value) => (err ? reject(err) : resolve(value!))),
+        client.makeUnaryRequest(
+          "/sail.Echo/Echo",
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          Buffer.from("hello grpc"),
+          (err, value) => (err ? reject(err) : resolve(value!)),
+        ),
       );
       assert.equal(reply.toString(), "echo:hello grpc");
     } finally {

@@ -43,7 +43,27 @@ export class TestDaemon {
   async start(): Promise<void> {
     const child = spawn(
       process.execPath,
-      [CLI, "up", "--data-dir", DATA_DIR, "--api-listen", `127.0.0.1:${API_PORT}`, "--metrics-listen", `127.0.0.1:${METRICS_PORT}`, "--box-subnet", BOX_SUBNET, "--https-listen", `127.0.0.1:${HTTPS_PORT}`, "--tcp-listen", "::", "--tcp-ports", TCP_PORTS, "--log-level", "warn", ...this.upArgs],
+      [
+        CLI,
+        "up",
+        "--data-dir",
+        DATA_DIR,
+        "--api-listen",
+        `127.0.0.1:${API_PORT}`,
+        "--metrics-listen",
+        `127.0.0.1:${METRICS_PORT}`,
+        "--box-subnet",
+        BOX_SUBNET,
+        "--https-listen",
+        `127.0.0.1:${HTTPS_PORT}`,
+        "--tcp-listen",
+        "::",
+        "--tcp-ports",
+        TCP_PORTS,
+        "--log-level",
+        "warn",
+        ...this.upArgs,
+      ],
       { env: this.env, stdio: ["ignore", "pipe", "pipe"] },
     );
     this.child = child;

@@ -25,7 +25,6 @@ let ca = "";
 let caFile = "";
 let agent: Agent;
 
-
 const get = (url: string, init: Parameters<typeof fetch>[1] = {}) => fetch(url, { ...init, dispatcher: agent });
 
 /** A box publishing `port` with the test server running and the listener ready. */
@@ -53,7 +52,10 @@ describe("HTTP and WebSocket ingress", () => {
     assert.equal(await res.text(), "hello\n");
 
     const listed = await sb.listeners();
-    assert.deepEqual(listed.map((l) => [l.port, l.protocol, l.endpoint.url]), [[3000, "http", listener.endpoint.url]]);
+    assert.deepEqual(
+      listed.map((l) => [l.port, l.protocol, l.endpoint.url]),
+      [[3000, "http", listener.endpoint.url]],
+    );
   });
 
   test("the URL is stable across a daemon restart and still serves", async () => {
@@ -260,14 +262,13 @@ describe("answers when the gateway cannot forward", () => {
 describe("listeners and port rules", () => {
   test("wait() times out with a TimeoutError naming the box and port, and says when the process listens on 127.0.0.1 only", async () => {
     const sb = await pool.create({ ingressPorts: [3000, 4000] });
-    await assert.rejects(sb.listener(4000).wait({ timeout: 0.5 }), (e: SailError) =>
-      e instanceof TimeoutError && e.code === "SAIL_LISTENER_TIMEOUT" && e.message.includes(`port 4000 in sailbox ${sb.id}`),
+    await assert.rejects(
+      sb.listener(4000).wait({ timeout: 0.5 }),
+      (e: SailError) => e instanceof TimeoutError && e.code === "SAIL_LISTENER_TIMEOUT" && e.message.includes(`port 4000 in sailbox ${sb.id}`),
     );
     await startGuestServer(sb, 3000, "127.0.0.1");
     await sb.exec("for i in $(seq 100); do curl -s localhost:3000/headers >/dev/null && exit 0; sleep 0.1; done").wait();
-    await assert.rejects(sb.listener(3000).wait({ timeout: 0.5 }), (e: SailError) =>
-      e instanceof TimeoutError && /listens on 127\.0\.0\.1 only/.test(e.message) && e.message.includes("0.0.0.0"),
-    );
+    await assert.rejects(sb.listener(3000).wait({ timeout: 0.5 }), (e: SailError) => e instanceof TimeoutError && /listens on 127\.0\.0\.1 only/.test(e.message) && e.message.includes("0.0.0.0"));
     await assert.rejects(sb.listener(5000).wait({ timeout: 1 }), (e: SailError) => e instanceof NotFoundError && e.code === "SAIL_LISTENER_NOT_FOUND" && /3000, 4000/.test(e.message));
   });
 
@@ -302,7 +303,10 @@ describe("listeners and port rules", () => {
       const urls = [...create.stdout.matchAll(/https:\/\/\d+-[a-z0-9]+\.sail\.localhost:\d+/g)].map((m) => m[0]);
       assert.equal(urls.length, 2);
       const listeners = await runCli(daemon, ["box", "listeners", id, "--json"]);
-      assert.deepEqual((JSON.parse(listeners.stdout) as Array<{ endpoint: string }>).map((l) => l.endpoint), urls);
+      assert.deepEqual(
+        (JSON.parse(listeners.stdout) as Array<{ endpoint: string }>).map((l) => l.endpoint),
+        urls,
+      );
       const caOut = await runCli(daemon, ["ca"]);
       assert.equal(caOut.stdout, ca);
       assert.match(ca, /^-----BEGIN CERTIFICATE-----/);

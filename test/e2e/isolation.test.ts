@@ -20,11 +20,38 @@ let agent: Agent;
 
 /** Linux capability numbers (linux/capability.h). */
 const CAPABILITY_NUMBERS: Record<string, number> = {
-  CAP_CHOWN: 0, CAP_DAC_OVERRIDE: 1, CAP_DAC_READ_SEARCH: 2, CAP_FOWNER: 3, CAP_FSETID: 4, CAP_KILL: 5, CAP_SETGID: 6,
-  CAP_SETUID: 7, CAP_SETPCAP: 8, CAP_LINUX_IMMUTABLE: 9, CAP_NET_BIND_SERVICE: 10, CAP_NET_BROADCAST: 11, CAP_NET_ADMIN: 12,
-  CAP_NET_RAW: 13, CAP_IPC_LOCK: 14, CAP_IPC_OWNER: 15, CAP_SYS_MODULE: 16, CAP_SYS_RAWIO: 17, CAP_SYS_CHROOT: 18,
-  CAP_SYS_PTRACE: 19, CAP_SYS_PACCT: 20, CAP_SYS_ADMIN: 21, CAP_SYS_BOOT: 22, CAP_SYS_NICE: 23, CAP_SYS_RESOURCE: 24,
-  CAP_SYS_TIME: 25, CAP_SYS_TTY_CONFIG: 26, CAP_MKNOD: 27, CAP_LEASE: 28, CAP_AUDIT_WRITE: 29, CAP_AUDIT_CONTROL: 30, CAP_SETFCAP: 31,
+  CAP_CHOWN: 0,
+  CAP_DAC_OVERRIDE: 1,
+  CAP_DAC_READ_SEARCH: 2,
+  CAP_FOWNER: 3,
+  CAP_FSETID: 4,
+  CAP_KILL: 5,
+  CAP_SETGID: 6,
+  CAP_SETUID: 7,
+  CAP_SETPCAP: 8,
+  CAP_LINUX_IMMUTABLE: 9,
+  CAP_NET_BIND_SERVICE: 10,
+  CAP_NET_BROADCAST: 11,
+  CAP_NET_ADMIN: 12,
+  CAP_NET_RAW: 13,
+  CAP_IPC_LOCK: 14,
+  CAP_IPC_OWNER: 15,
+  CAP_SYS_MODULE: 16,
+  CAP_SYS_RAWIO: 17,
+  CAP_SYS_CHROOT: 18,
+  CAP_SYS_PTRACE: 19,
+  CAP_SYS_PACCT: 20,
+  CAP_SYS_ADMIN: 21,
+  CAP_SYS_BOOT: 22,
+  CAP_SYS_NICE: 23,
+  CAP_SYS_RESOURCE: 24,
+  CAP_SYS_TIME: 25,
+  CAP_SYS_TTY_CONFIG: 26,
+  CAP_MKNOD: 27,
+  CAP_LEASE: 28,
+  CAP_AUDIT_WRITE: 29,
+  CAP_AUDIT_CONTROL: 30,
+  CAP_SETFCAP: 31,
 };
 
 async function sh(sb: Sailbox, cmd: string): Promise<{ exitCode: number; stdout: string; stderr: string }> {
@@ -137,7 +164,11 @@ describe("isolation", () => {
     await refused("a mount", "mkdir -p /mnt/x && mount -t tmpfs none /mnt/x", /permission denied|Operation not permitted/i);
     await refused("a raw socket", "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)'", /PermissionError|Operation not permitted/);
     await refused("a network change", "ip link add sail0 type dummy", /Operation not permitted/);
-    await refused("a kernel keyring", "python3 -c 'import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); r = libc.syscall(250 if os.uname().machine == \"x86_64\" else 219, 0, 0, 0, 0, 0); print(os.strerror(ctypes.get_errno()) if r == -1 else \"allowed\"); raise SystemExit(1 if r == -1 else 0)'", /Operation not permitted/);
+    await refused(
+      "a kernel keyring",
+      'python3 -c \'import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); r = libc.syscall(250 if os.uname().machine == "x86_64" else 219, 0, 0, 0, 0, 0); print(os.strerror(ctypes.get_errno()) if r == -1 else "allowed"); raise SystemExit(1 if r == -1 else 0)\'',
+      /Operation not permitted/,
+    );
     await refused("writing /proc/sys", "echo 1 > /proc/sys/kernel/panic", /Read-only file system/);
     await refused("writing /sys", "touch /sys/sail", /Read-only file system/);
     // masked /proc files read as empty in the box (the host's /proc/timer_list is not)

@@ -82,12 +82,14 @@ describe("load", () => {
     try {
       // open everything first and hold it
       const sockets = await Promise.all(
-        Array.from({ length: WS }, () =>
-          new Promise<WebSocket>((resolve, reject) => {
-            const ws = new WebSocket(`${wsUrl}/ws`, { ca, lookup: loopbackLookup as never });
-            ws.once("open", () => resolve(ws));
-            ws.once("error", reject);
-          }),
+        Array.from(
+          { length: WS },
+          () =>
+            new Promise<WebSocket>((resolve, reject) => {
+              const ws = new WebSocket(`${wsUrl}/ws`, { ca, lookup: loopbackLookup as never });
+              ws.once("open", () => resolve(ws));
+              ws.once("error", reject);
+            }),
         ),
       );
       const tcps = await Promise.all(Array.from({ length: TCP }, () => tcpClient(tcpPort)));
@@ -144,7 +146,9 @@ describe("load", () => {
       assert.equal(exchanges, rounds * (HTTP + WS + TCP));
       assert.ok(cycles >= 2, "boxes were created, slept, woken and terminated meanwhile");
       const mb = (xs: number[]) => xs.map((x) => `${(x / 2 ** 20).toFixed(0)} MB`).join(", ");
-      console.error(`RSS of the gateway workers and the daemon: before ${mb(rssBefore)}; holding ${HTTP + WS + TCP} connections ${mb(rssHeld)}; after ${rounds} rounds ${mb(rssAfter)}; ${cycles} churn cycles`);
+      console.error(
+        `RSS of the gateway workers and the daemon: before ${mb(rssBefore)}; holding ${HTTP + WS + TCP} connections ${mb(rssHeld)}; after ${rounds} rounds ${mb(rssAfter)}; ${cycles} churn cycles`,
+      );
       // bounded: holding and using 1,000 connections costs each worker well under 256 MB more
       for (const [i, rss] of rssAfter.entries()) assert.ok(rss - (rssBefore[i] ?? 0) < 256 * 2 ** 20, `worker ${i}: ${mb([rssBefore[i] ?? 0])} -> ${mb([rss])}`);
     } finally {

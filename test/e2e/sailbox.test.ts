@@ -6,7 +6,6 @@ import { HTTPS_PORT, leftoversOf, runProcess, useTestDaemon } from "./harness.js
 
 const { daemon, pool } = useTestDaemon();
 
-
 describe("a Sailbox, end to end", () => {
   test("the issue's script prints hello and 0 with no configuration but the config sail up wrote", async () => {
     const run = await runProcess(process.execPath, ["--import", "tsx", "examples/hello.ts"], daemon.env);
@@ -64,7 +63,10 @@ describe("a Sailbox, end to end", () => {
 
   test("two boxes serve on port 3000 at once, each on its own network stack", async () => {
     const [a, b] = await Promise.all([pool.create({}), pool.create({})]);
-    for (const [sb, text] of [[a, "from-a"], [b, "from-b"]] as const) {
+    for (const [sb, text] of [
+      [a, "from-a"],
+      [b, "from-b"],
+    ] as const) {
       await sb.exec(`mkdir -p /srv && echo ${text} > /srv/who`).wait();
       await sb.exec("python3 -m http.server 3000 --bind 0.0.0.0", { background: true, cwd: "/srv" }).wait();
     }
@@ -164,7 +166,10 @@ describe("a refused create creates nothing", () => {
     const client = daemon.client();
     const boxes = (await Sailbox.list({ client })).map((sb) => sb.id).sort();
     const { execFileSync } = await import("node:child_process");
-    const netns = execFileSync("ip", ["netns", "list"], { encoding: "utf8" }).split("\n").filter((l) => l.startsWith("sail-")).sort();
+    const netns = execFileSync("ip", ["netns", "list"], { encoding: "utf8" })
+      .split("\n")
+      .filter((l) => l.startsWith("sail-"))
+      .sort();
     return { boxes, netns };
   }
 

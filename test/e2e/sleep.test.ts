@@ -23,7 +23,6 @@ let agent: Agent;
 const keys = mkdtempSync(join(tmpdir(), "sail-sleep-"));
 const key = join(keys, "id");
 
-
 const get = (url: string, init: Parameters<typeof fetch>[1] = {}) => fetch(url, { ...init, dispatcher: agent });
 const frozen = (id: string) => execFileSync("crun", ["--root", "/run/sail/crun", "state", id], { encoding: "utf8" }).includes('"paused"');
 
@@ -153,7 +152,12 @@ describe("pause", () => {
 
   test("the CLI sleeps, pauses and resumes", async () => {
     const { sb } = await fullBox();
-    for (const [action, status] of [["sleep", "sleeping"], ["resume", "running"], ["pause", "paused"], ["resume", "running"]] as const) {
+    for (const [action, status] of [
+      ["sleep", "sleeping"],
+      ["resume", "running"],
+      ["pause", "paused"],
+      ["resume", "running"],
+    ] as const) {
       const run = await runCli(daemon, ["box", action, sb.id]);
       assert.equal(run.code, 0, run.stderr);
       assert.equal(run.stdout.trim(), `${sb.id}: ${status}`);

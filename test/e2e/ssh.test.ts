@@ -18,7 +18,20 @@ before(async () => {
   execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", otherKey]);
 });
 
-const sshOptions = (identity = key) => ["-i", identity, "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"];
+const sshOptions = (identity = key) => [
+  "-i",
+  identity,
+  "-o",
+  "IdentitiesOnly=yes",
+  "-o",
+  "StrictHostKeyChecking=no",
+  "-o",
+  "UserKnownHostsFile=/dev/null",
+  "-o",
+  "BatchMode=yes",
+  "-o",
+  "LogLevel=ERROR",
+];
 function ssh(port: number, command: string, identity = key, extra: string[] = []) {
   return spawnSync("ssh", [...sshOptions(identity), ...extra, "-p", String(port), "root@127.0.0.1", command], { encoding: "utf8" });
 }
@@ -112,7 +125,10 @@ describe("SSH into a Sailbox with the user's own OpenSSH client", () => {
 
   test("ssh adds port 22 as a TCP listener, or uses the user's own with a cidrAllowlist", async () => {
     const plain = await pool.create({ ssh: readFileSync(`${key}.pub`, "utf8") });
-    assert.deepEqual((await plain.listeners()).map((l) => [l.port, l.protocol]), [[22, "tcp"]]);
+    assert.deepEqual(
+      (await plain.listeners()).map((l) => [l.port, l.protocol]),
+      [[22, "tcp"]],
+    );
     const restricted = await pool.create({ ssh: `${key}.pub`, ingressPorts: [new IngressPort(22, "tcp", { cidrAllowlist: ["127.0.0.2/32"] })] });
     const port = (await restricted.listener(22).wait({ timeout: 60 })).endpoint.port;
     assert.notEqual(ssh(port, "true").status, 0); // from 127.0.0.1: reset at accept

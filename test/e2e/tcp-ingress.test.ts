@@ -9,7 +9,6 @@ import { runCli, startTcpEcho, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon();
 
-
 /**
  * Connect, send `payload`, half-close (FIN), and collect everything until the server closes.
  * Resolves to the first 64 KiB that came back, its last 4 bytes and the SHA-256 of all of it,
@@ -121,7 +120,14 @@ describe("access-control refusals", () => {
       ingressPorts: [new IngressPort(5432, "tcp", { allowPublic: true }), new IngressPort(6379, "tcp", { cidrAllowlist: ["127.0.0.1"] }), new IngressPort(22, "tcp")],
     });
     const listeners = await ok.listeners();
-    assert.deepEqual(listeners.map((l) => [l.port, l.protocol]), [[22, "tcp"], [5432, "tcp"], [6379, "tcp"]]);
+    assert.deepEqual(
+      listeners.map((l) => [l.port, l.protocol]),
+      [
+        [22, "tcp"],
+        [5432, "tcp"],
+        [6379, "tcp"],
+      ],
+    );
     const info = (await daemon.client().request<{ listeners: Array<{ port: number; cidrAllowlist: string[] }> }>("GET", `/v1/sailboxes/${ok.id}/listeners`)).listeners;
     assert.deepEqual(info.find((l) => l.port === 6379)!.cidrAllowlist, ["127.0.0.1/32"]);
     await ok.terminate();
@@ -134,8 +140,9 @@ describe("access-control refusals", () => {
     const full = await pool.create({ app, ingressPorts: ports(7100, 32) });
     assert.equal((await full.listeners()).length, 32);
     const before = (await Sailbox.list({ app })).length;
-    await assert.rejects(Sailbox.create({ app, ingressPorts: ports(7200, 1) }), (e: SailError) =>
-      e instanceof LimitExceededError && e.code === "SAIL_TCP_LIMIT_EXCEEDED" && /holds 32 of its 32 raw-TCP endpoints/.test(e.message),
+    await assert.rejects(
+      Sailbox.create({ app, ingressPorts: ports(7200, 1) }),
+      (e: SailError) => e instanceof LimitExceededError && e.code === "SAIL_TCP_LIMIT_EXCEEDED" && /holds 32 of its 32 raw-TCP endpoints/.test(e.message),
     );
     assert.equal((await Sailbox.list({ app })).length, before);
     await full.terminate();
@@ -173,16 +180,18 @@ describe("PostgreSQL in a box, reached with psql", () => {
       ingressPorts: [new IngressPort(5432, "tcp", { cidrAllowlist: ["127.0.0.1/32", "::1/128"] })],
     });
     assert.deepEqual(sb.describe().image.aptPackages, ["postgresql"]);
-    const setup = await sb.exec(
-      [
-        "set -e",
-        "cfg=/etc/postgresql/15/main",
-        `echo "listen_addresses = '*'" >> $cfg/postgresql.conf`,
-        'echo "host all all 0.0.0.0/0 scram-sha-256" >> $cfg/pg_hba.conf',
-        "pg_ctlcluster 15 main start",
-        `su postgres -c "psql -q -c \\"ALTER USER postgres PASSWORD '${password}'\\""`,
-      ].join("\n"),
-    ).output();
+    const setup = await sb
+      .exec(
+        [
+          "set -e",
+          "cfg=/etc/postgresql/15/main",
+          `echo "listen_addresses = '*'" >> $cfg/postgresql.conf`,
+          'echo "host all all 0.0.0.0/0 scram-sha-256" >> $cfg/pg_hba.conf',
+          "pg_ctlcluster 15 main start",
+          `su postgres -c "psql -q -c \\"ALTER USER postgres PASSWORD '${password}'\\""`,
+        ].join("\n"),
+      )
+      .output();
     assert.equal(setup.exitCode, 0, setup.stderr);
     const listener = await sb.listener(5432).wait({ timeout: 60 });
     const { host, port } = listener.endpoint;
@@ -198,10 +207,14 @@ describe("PostgreSQL in a box, reached with psql", () => {
   test("a package apt cannot install refuses the create with SAIL_IMAGE_BUILD_FAILED and creates nothing; a bad name is refused before any build", async () => {
     const app = await pool.app("apt-refusals");
     const before = (await Sailbox.list({ app })).length;
-    await assert.rejects(Sailbox.create({ app, image: Image.debian.aptInstall("sail-no-such-package") }), (e: SailError) =>
-      e instanceof InvalidArgumentError && e.code === "SAIL_IMAGE_BUILD_FAILED" && /sail-no-such-package/.test(e.message) && /Unable to locate package/.test(e.message),
+    await assert.rejects(
+      Sailbox.create({ app, image: Image.debian.aptInstall("sail-no-such-package") }),
+      (e: SailError) => e instanceof InvalidArgumentError && e.code === "SAIL_IMAGE_BUILD_FAILED" && /sail-no-such-package/.test(e.message) && /Unable to locate package/.test(e.message),
     );
-    assert.throws(() => Image.debian.aptInstall("Bad Name"), (e: SailError) => e.code === "SAIL_IMAGE_PACKAGES_INVALID" && /"Bad Name"/.test(e.message));
+    assert.throws(
+      () => Image.debian.aptInstall("Bad Name"),
+      (e: SailError) => e.code === "SAIL_IMAGE_PACKAGES_INVALID" && /"Bad Name"/.test(e.message),
+    );
     // the server checks too: a raw request with a shell injection attempt as a package name
     await assert.rejects(
       daemon.client().request("POST", "/v1/sailboxes", { appId: app.id, image: { name: "debian", aptPackages: ["curl; touch /tmp/pwned"] } }),

@@ -45,7 +45,10 @@ describe("tenancy", () => {
     }
     assert.deepEqual(await Sailbox.list({ client: b }), []);
     assert.deepEqual((await b.request<{ apps: unknown[] }>("GET", "/v1/apps")).apps, []);
-    assert.deepEqual((await Tokens.list({ client: b })).map((t) => t.org), [tenant]);
+    assert.deepEqual(
+      (await Tokens.list({ client: b })).map((t) => t.org),
+      [tenant],
+    );
     // a tenant cannot reach into other orgs through the token API either
     await assert.rejects(Tokens.create({ org: "default", client: b }), (e: SailError) => e instanceof AuthError && e.code === "SAIL_FORBIDDEN");
     await assert.rejects(Tokens.list({ org: "default", client: b }), (e: SailError) => e.code === "SAIL_FORBIDDEN");
@@ -53,7 +56,7 @@ describe("tenancy", () => {
     // the same app name in tenant-b is its own app; the first org's box is untouched
     const mine = await b.request<{ id: string }>("PUT", `/v1/apps/${app.name}`, {});
     assert.notEqual(mine.id, app.id);
-    assert.equal((await box.status()), "running");
+    assert.equal(await box.status(), "running");
     assert.equal((await box.listeners()).length, 1);
   });
 

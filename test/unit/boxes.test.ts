@@ -86,7 +86,10 @@ class RecordingSubscriber implements RouteSubscriber {
   readonly tcp = new Map<number, string>();
   apply(change: RouteChange) {
     this.changes.push(change);
-    if (change.reset) (this.http.clear(), this.tcp.clear());
+    if (change.reset) {
+      this.http.clear();
+      this.tcp.clear();
+    }
     for (const label of change.http.remove) this.http.delete(label);
     for (const port of change.tcp.remove) this.tcp.delete(port);
     for (const [label, route] of change.http.set) this.http.set(label, route.status);
@@ -228,7 +231,11 @@ describe("routes as versioned changes", () => {
     assert.deepEqual([...routes.tcp.values()], ["running"]);
     const later = await create({ ingressPorts: [8080] });
     const versions = routes.changes.map((c) => c.version);
-    assert.deepEqual(versions, [...versions].sort((a, b) => a - b), "versions only grow");
+    assert.deepEqual(
+      versions,
+      [...versions].sort((a, b) => a - b),
+      "versions only grow",
+    );
     assert.equal(routes.http.get(`8080-${later.id.slice(3)}`), "running");
     await boxes.endings.terminate(org, early.id);
     assert.deepEqual([...routes.http.keys()], [`8080-${later.id.slice(3)}`]);
@@ -262,7 +269,10 @@ describe("domain rules", () => {
   test("an org holds at most its raw-TCP limit; terminating frees endpoints", async () => {
     const tcp = (from: number, n: number) => Array.from({ length: n }, (_, i) => ({ port: from + i, protocol: "tcp" as const }));
     const first = await create({ ingressPorts: tcp(40000, 30) });
-    await assert.rejects(create({ ingressPorts: tcp(41000, 3) }), (e: SailError) => e.code === "SAIL_TCP_LIMIT_EXCEEDED" && e.details.limit === 32 && e.details.inUse === 30 && e.details.requested === 3);
+    await assert.rejects(
+      create({ ingressPorts: tcp(41000, 3) }),
+      (e: SailError) => e.code === "SAIL_TCP_LIMIT_EXCEEDED" && e.details.limit === 32 && e.details.inUse === 30 && e.details.requested === 3,
+    );
     store.setOrgTcpLimit(org.id, 40);
     await create({ ingressPorts: tcp(41000, 3) });
     store.setOrgTcpLimit(org.id, null);
@@ -273,15 +283,24 @@ describe("domain rules", () => {
   test("ssh publishes port 22 as raw TCP unless the request already does", async () => {
     const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBd0fiDtYyCBqN3qqwJ0pXoDAtXJfjxd9FbZvUwm7n3N";
     const box = await create({ ssh: { publicKey: key } });
-    assert.deepEqual(box.listeners.map((l) => [l.port, l.protocol]), [[22, "tcp"]]);
+    assert.deepEqual(
+      box.listeners.map((l) => [l.port, l.protocol]),
+      [[22, "tcp"]],
+    );
     assert.ok(runtime.calls.includes(`exec ${box.id}`), "sshd was set up in the box");
     const restricted = await create({ ssh: { publicKey: key }, ingressPorts: [{ port: 22, protocol: "tcp", cidrAllowlist: ["203.0.113.0/24"] }] });
-    assert.deepEqual(boxes.listeners.list(org, restricted.id).map((l) => l.protocol === "tcp" && l.cidrAllowlist), [["203.0.113.0/24"]]);
+    assert.deepEqual(
+      boxes.listeners.list(org, restricted.id).map((l) => l.protocol === "tcp" && l.cidrAllowlist),
+      [["203.0.113.0/24"]],
+    );
   });
 
   test("a box's endpoints are known at create, and gone once it is terminated", async () => {
     const box = await create({ ingressPorts: [3000, { port: 7070, protocol: "tcp" }] });
-    assert.deepEqual(box.listeners.map((l) => (l.protocol === "http" ? l.endpoint.url : `${l.endpoint.host}:${l.endpoint.port}`)), [`https://3000-${box.id.slice(3)}.sail.localhost:8443`, "localhost:20000"]);
+    assert.deepEqual(
+      box.listeners.map((l) => (l.protocol === "http" ? l.endpoint.url : `${l.endpoint.host}:${l.endpoint.port}`)),
+      [`https://3000-${box.id.slice(3)}.sail.localhost:8443`, "localhost:20000"],
+    );
     const ended = await boxes.endings.terminate(org, box.id);
     assert.deepEqual(ended.listeners, []);
     assert.deepEqual(boxes.listeners.list(org, box.id), []);

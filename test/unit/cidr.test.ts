@@ -25,18 +25,36 @@ test("the matcher admits listed sources only; IPv4-mapped IPv6 peers match as IP
 
 test("well-known unauthenticated ports need an allowlist or allowPublic as raw TCP, and the message says how", () => {
   for (const port of [5432, 3306, 6379, 27017, 11211, 9200]) assert.ok(UNAUTHENTICATED_PORTS[port], String(port));
-  assert.throws(() => normalizeIngressPorts([{ port: 5432, protocol: "tcp" }]), (e: SailError) => e.code === "SAIL_PORT_UNAUTHENTICATED" && /allowPublic: true/.test(e.message) && /PostgreSQL/.test(e.message));
-  assert.throws(() => normalizeIngressPorts([{ port: 5432, protocol: "tcp", cidrAllowlist: [] }]), (e: SailError) => e.code === "SAIL_PORT_UNAUTHENTICATED");
+  assert.throws(
+    () => normalizeIngressPorts([{ port: 5432, protocol: "tcp" }]),
+    (e: SailError) => e.code === "SAIL_PORT_UNAUTHENTICATED" && /allowPublic: true/.test(e.message) && /PostgreSQL/.test(e.message),
+  );
+  assert.throws(
+    () => normalizeIngressPorts([{ port: 5432, protocol: "tcp", cidrAllowlist: [] }]),
+    (e: SailError) => e.code === "SAIL_PORT_UNAUTHENTICATED",
+  );
   assert.deepEqual(normalizeIngressPorts([{ port: 5432, protocol: "tcp", allowPublic: true }]), [{ port: 5432, protocol: "tcp", cidrAllowlist: [], allowPublic: true, proxyProtocol: false }]);
-  assert.deepEqual(normalizeIngressPorts([{ port: 22, protocol: "tcp" }, 3000]), [{ port: 22, protocol: "tcp", cidrAllowlist: [], allowPublic: false, proxyProtocol: false }, { port: 3000, protocol: "http", h2c: false }]);
+  assert.deepEqual(normalizeIngressPorts([{ port: 22, protocol: "tcp" }, 3000]), [
+    { port: 22, protocol: "tcp", cidrAllowlist: [], allowPublic: false, proxyProtocol: false },
+    { port: 3000, protocol: "http", h2c: false },
+  ]);
 });
 
 test("h2c is for HTTP ports and proxyProtocol for TCP ones; each names the port when misplaced", () => {
   assert.deepEqual(normalizeIngressPorts([{ port: 50051, protocol: "http", h2c: true }]), [{ port: 50051, protocol: "http", h2c: true }]);
   assert.deepEqual(normalizeIngressPorts([{ port: 5432, protocol: "tcp", allowPublic: true, proxyProtocol: true }])[0]!.proxyProtocol, true);
-  assert.throws(() => normalizeIngressPorts([{ port: 7070, protocol: "tcp", h2c: true }]), (e: SailError) => e.code === "SAIL_PROTOCOL_INVALID" && /raw TCP port 7070/.test(e.message));
-  assert.throws(() => normalizeIngressPorts([{ port: 3000, protocol: "http", proxyProtocol: true }]), (e: SailError) => e.code === "SAIL_PROTOCOL_INVALID" && /HTTP port 3000/.test(e.message));
-  assert.throws(() => normalizeIngressPorts([{ port: 3000, protocol: "http", h2c: "yes" as never }]), (e: SailError) => e.code === "SAIL_PROTOCOL_INVALID");
+  assert.throws(
+    () => normalizeIngressPorts([{ port: 7070, protocol: "tcp", h2c: true }]),
+    (e: SailError) => e.code === "SAIL_PROTOCOL_INVALID" && /raw TCP port 7070/.test(e.message),
+  );
+  assert.throws(
+    () => normalizeIngressPorts([{ port: 3000, protocol: "http", proxyProtocol: true }]),
+    (e: SailError) => e.code === "SAIL_PROTOCOL_INVALID" && /HTTP port 3000/.test(e.message),
+  );
+  assert.throws(
+    () => normalizeIngressPorts([{ port: 3000, protocol: "http", h2c: "yes" as never }]),
+    (e: SailError) => e.code === "SAIL_PROTOCOL_INVALID",
+  );
 });
 
 import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
@@ -46,12 +64,18 @@ import { resolveSshKey } from "../../packages/sdk/src/ssh.js";
 
 test("ssh: true reads ~/.ssh/id_ed25519.pub, falls back to id_rsa.pub, and says which files it tried", () => {
   const home = mkdtempSync(join(tmpdir(), "sail-home-"));
-  assert.throws(() => resolveSshKey(true, home), (e: SailError) => e.code === "SAIL_SSH_KEY_INVALID" && e.message.includes(join(home, ".ssh/id_ed25519.pub")) && e.message.includes(join(home, ".ssh/id_rsa.pub")));
+  assert.throws(
+    () => resolveSshKey(true, home),
+    (e: SailError) => e.code === "SAIL_SSH_KEY_INVALID" && e.message.includes(join(home, ".ssh/id_ed25519.pub")) && e.message.includes(join(home, ".ssh/id_rsa.pub")),
+  );
   mkdirSync(join(home, ".ssh"));
   const rsa = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC7 user@host";
   writeFileSync(join(home, ".ssh/id_rsa.pub"), rsa);
   assert.equal(resolveSshKey(true, home), "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC7"); // the fallback
-  assert.throws(() => resolveSshKey("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIKq2"), (e: SailError) => e.code === "SAIL_SSH_KEY_INVALID" && /does not match its type/.test(e.message));
+  assert.throws(
+    () => resolveSshKey("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIKq2"),
+    (e: SailError) => e.code === "SAIL_SSH_KEY_INVALID" && /does not match its type/.test(e.message),
+  );
   const ed = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKq2mKSx7sU1fUC4+yCvhYXfa3Nfq7pP5/9Xc5K9B5cE me@laptop";
   writeFileSync(join(home, ".ssh/id_ed25519.pub"), ed);
   assert.equal(resolveSshKey(true, home), ed.split(" ").slice(0, 2).join(" "));

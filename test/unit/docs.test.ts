@@ -7,9 +7,7 @@ import { ERROR_CODES, SAILBOX_TRANSITIONS, statusOf, type ErrorCode } from "@sai
 const doc = (name: string) => readFileSync(new URL(`../../docs/${name}`, import.meta.url), "utf8");
 
 test("docs/architecture.md shows the lifecycle table @sail/protocol enforces", () => {
-  const rows = new Map(
-    [...doc("architecture.md").matchAll(/^\| (creating|running|sleeping|paused|terminated|failed) \| (.+) \|$/gm)].map((m) => [m[1], m[2] === "—" ? [] : m[2]!.split(", ")]),
-  );
+  const rows = new Map([...doc("architecture.md").matchAll(/^\| (creating|running|sleeping|paused|terminated|failed) \| (.+) \|$/gm)].map((m) => [m[1], m[2] === "—" ? [] : m[2]!.split(", ")]));
   assert.deepEqual(Object.fromEntries(rows), SAILBOX_TRANSITIONS);
 });
 

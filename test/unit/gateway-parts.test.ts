@@ -28,7 +28,8 @@ describe("PROXY protocol v2 (HAProxy's proxy-protocol.txt §2.2)", () => {
 
 describe("reading HAProxy's runtime API", () => {
   test("stick-table rows give each listener's open connections and moving counters", () => {
-    const text = "# table: activity, type: string, size:1048576, used:2\n0x55d: key=3000-abcdefghijkl.sail.localhost use=1 exp=3599000 conn_cur=2 http_req_cnt=7 bytes_in_cnt=900 bytes_out_cnt=5000\n0x56e: key=8080-bbbbbbbbbbbb.sail.localhost use=0 exp=10 conn_cur=0 http_req_cnt=1 bytes_in_cnt=10 bytes_out_cnt=20\n";
+    const text =
+      "# table: activity, type: string, size:1048576, used:2\n0x55d: key=3000-abcdefghijkl.sail.localhost use=1 exp=3599000 conn_cur=2 http_req_cnt=7 bytes_in_cnt=900 bytes_out_cnt=5000\n0x56e: key=8080-bbbbbbbbbbbb.sail.localhost use=0 exp=10 conn_cur=0 http_req_cnt=1 bytes_in_cnt=10 bytes_out_cnt=20\n";
     assert.deepEqual(stickTableEntries(text), [
       { key: "3000-abcdefghijkl.sail.localhost", open: 2, counters: "7,900,5000" },
       { key: "8080-bbbbbbbbbbbb.sail.localhost", open: 0, counters: "1,10,20" },

@@ -29,7 +29,11 @@ const RULES: Array<[string, RegExp, string]> = [
   ["server/src/runtime/", /\.\.\/(boxes|api|store|gateway)\//, "the runtime knows nothing of orgs or listeners"],
   ["server/src/boxes/", /\.\.\/(api|gateway)\/|runtime\/(?!runtime\.js$)|node:child_process|node:net/, "boxes use the runtime's interface; no shells or sockets"],
   ["server/src/api/", /\.\.\/(store|runtime|gateway)\//, "the API goes through boxes"],
-  ["server/src/gateway/", /\.\.\/(store|runtime|api)\/|\.\.\/boxes\/(?!(routes|idle|cidr|ingress-policy)\.js$)/, "the gateway follows boxes' routes and asks its ingress policy; it reaches nothing else"],
+  [
+    "server/src/gateway/",
+    /\.\.\/(store|runtime|api)\/|\.\.\/boxes\/(?!(routes|idle|cidr|ingress-policy)\.js$)/,
+    "the gateway follows boxes' routes and asks its ingress policy; it reaches nothing else",
+  ],
   ["server/src/wire/", /^\.\.?\//, "wire formats depend on no room"],
   ["", /daemon(\.js)?$/, "nothing imports daemon.ts"],
 ];

@@ -1,8 +1,20 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import {
-  AuthError, checkAptPackages, checkExec, checkName, checkResources, ConflictError, ERROR_CODES, errorFromWire, InternalError,
-  InvalidArgumentError, NotFoundError, sailError, SailError, SailboxPausedError,
+  AuthError,
+  checkAptPackages,
+  checkExec,
+  checkName,
+  checkResources,
+  ConflictError,
+  ERROR_CODES,
+  errorFromWire,
+  InternalError,
+  InvalidArgumentError,
+  NotFoundError,
+  sailError,
+  SailError,
+  SailboxPausedError,
 } from "@sail/protocol";
 
 describe("errors", () => {
@@ -38,15 +50,28 @@ describe("rules", () => {
   test("names are DNS-label-like", () => {
     for (const ok of ["a", "web-demo", "x1", "a".repeat(63)]) assert.equal(checkName("sailbox", ok), ok);
     for (const bad of ["", "-a", "a-", "A", "a_b", "a.b", "a".repeat(64), 7, null]) {
-      assert.throws(() => checkName("app", bad), (e: SailError) => e.code === "SAIL_NAME_INVALID");
+      assert.throws(
+        () => checkName("app", bad),
+        (e: SailError) => e.code === "SAIL_NAME_INVALID",
+      );
     }
   });
 
   test("resources are bounded by the host's cores and sane memory", () => {
     checkResources(undefined, undefined, 2);
     checkResources(0.5, 256, 2);
-    for (const [cpu, mem] of [[0, undefined], [3, undefined], [Number.NaN, undefined], [undefined, 63], [undefined, 100.5], [undefined, "512"]] as const) {
-      assert.throws(() => checkResources(cpu, mem, 2), (e: SailError) => e.code === "SAIL_RESOURCES_INVALID");
+    for (const [cpu, mem] of [
+      [0, undefined],
+      [3, undefined],
+      [Number.NaN, undefined],
+      [undefined, 63],
+      [undefined, 100.5],
+      [undefined, "512"],
+    ] as const) {
+      assert.throws(
+        () => checkResources(cpu, mem, 2),
+        (e: SailError) => e.code === "SAIL_RESOURCES_INVALID",
+      );
     }
   });
 
@@ -62,7 +87,12 @@ describe("rules", () => {
       { cmd: "true", background: "yes" as unknown as boolean },
       { cmd: "x".repeat(128 * 1024 + 1) },
     ];
-    for (const req of bad) assert.throws(() => checkExec(req), (e: SailError) => e.code === "SAIL_EXEC_INVALID", JSON.stringify(req).slice(0, 80));
+    for (const req of bad)
+      assert.throws(
+        () => checkExec(req),
+        (e: SailError) => e.code === "SAIL_EXEC_INVALID",
+        JSON.stringify(req).slice(0, 80),
+      );
   });
 });
 
@@ -71,7 +101,11 @@ describe("apt packages", () => {
     assert.deepEqual(checkAptPackages(["postgresql", "curl", "postgresql", "libc6-dev", "g++"]), ["curl", "g++", "libc6-dev", "postgresql"]);
     assert.deepEqual(checkAptPackages(undefined), []);
     for (const bad of [["Bad"], ["a"], ["-rf"], ["curl; rm -rf /"], ["$(id)"], [7], "postgresql", Array.from({ length: 65 }, (_, i) => `pkg${i}`)]) {
-      assert.throws(() => checkAptPackages(bad), (e: SailError) => e.code === "SAIL_IMAGE_PACKAGES_INVALID" && /image\.aptPackages/.test(e.message), JSON.stringify(bad));
+      assert.throws(
+        () => checkAptPackages(bad),
+        (e: SailError) => e.code === "SAIL_IMAGE_PACKAGES_INVALID" && /image\.aptPackages/.test(e.message),
+        JSON.stringify(bad),
+      );
     }
   });
 });

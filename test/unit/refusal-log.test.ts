@@ -4,7 +4,10 @@ import { RefusalLog } from "../../packages/server/src/gateway/refusal-log.js";
 
 test("a refusal flood is logged at most ten lines a second per reason, then counted in one line", () => {
   const lines: Array<{ obj: Record<string, unknown>; msg: string }> = [];
-  const sink = { info: (obj: object, msg: string) => lines.push({ obj: obj as Record<string, unknown>, msg }), warn: (obj: object, msg: string) => lines.push({ obj: obj as Record<string, unknown>, msg }) };
+  const sink = {
+    info: (obj: object, msg: string) => lines.push({ obj: obj as Record<string, unknown>, msg }),
+    warn: (obj: object, msg: string) => lines.push({ obj: obj as Record<string, unknown>, msg }),
+  };
   let now = 10_000;
   const refusals = new RefusalLog(sink, () => now);
   for (let i = 0; i < 8000; i++) refusals.info("SAIL_ROUTE_UNKNOWN", { peer: "198.51.100.9" }, "gateway refused a request");

@@ -280,8 +280,7 @@ describe("native splice pump", () => {
     write();
 
     // wait until nothing moves any more (the receiver still reads nothing)
-    const snapshot = () =>
-      JSON.stringify({ written, bytes: pumps!.bytes(id), client: queues(ports.client, ports.front), front: queues(ports.front, ports.client) });
+    const snapshot = () => JSON.stringify({ written, bytes: pumps!.bytes(id), client: queues(ports.client, ports.front), front: queues(ports.front, ports.client) });
     let last = "";
     let still = 0;
     while (still < 3 && written < TOTAL) {
@@ -360,7 +359,7 @@ describe("native splice pump", () => {
     /** Writes blocks as fast as the socket takes them, until it goes away. */
     const flood = (s: Socket) => {
       const more = () => {
-        while (!s.destroyed && !s.writableEnded && s.write(block)) {}
+        while (!s.destroyed && !s.writableEnded && s.write(block)) continue;
       };
       s.on("drain", more);
       more();

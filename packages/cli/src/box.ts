@@ -3,8 +3,7 @@ import { App, Image, IngressPort, InvalidArgumentError, SailClient, Sailbox, typ
 import { printJson, printTable } from "./output.js";
 
 /** "debian/arm64 (emulated)", "debian/amd64+postgresql". */
-const imageLabel = (image: SailboxInfo["image"]) =>
-  `${image.name}/${image.arch}${image.aptPackages.length ? `+${image.aptPackages.join(",")}` : ""}${image.emulated ? " (emulated)" : ""}`;
+const imageLabel = (image: SailboxInfo["image"]) => `${image.name}/${image.arch}${image.aptPackages.length ? `+${image.aptPackages.join(",")}` : ""}${image.emulated ? " (emulated)" : ""}`;
 
 const row = (sb: Sailbox) => {
   const d = sb.describe();
@@ -61,27 +60,48 @@ export function registerBox(program: Command): void {
     .option("--enable-ssh", "install and start sshd with your public key, publish port 22, print the ssh command")
     .option("--ssh-key <path>", "public key for --enable-ssh (default ~/.ssh/id_ed25519.pub, then ~/.ssh/id_rsa.pub)")
     .option("--json", "print the box and its listeners as JSON")
-    .addHelpText("after", "\nExamples:\n  sail box create --name web-demo --port 3000\n  sail box create --name db --apt postgresql --tcp 5432 --allow 203.0.113.0/24\n  sail box create --name dev --enable-ssh\n  sail box create --name api --h2c-port 50051   # a gRPC server, at its HTTPS URL\n  sail box create --app ci --cpu 0.5 --memory 512\n  sail box create --arch arm64 --port 3000   # emulated on an amd64 host")
-    .action(async (opts: { app: string; name?: string; cpu?: number; memory?: number; port: number[]; h2cPort: number[]; tcp: number[]; allow: string[]; allowPublic?: boolean; proxyProtocol?: boolean; arch?: string; apt: string[]; enableSsh?: boolean; sshKey?: string; json?: boolean }) => {
-      const app = await App.find({ name: opts.app, mintIfMissing: true });
-      const tcpOptions = { cidrAllowlist: opts.allow.length ? opts.allow : undefined, allowPublic: opts.allowPublic, proxyProtocol: opts.proxyProtocol };
-      const ingressPorts = [...opts.port, ...opts.h2cPort.map((p) => new IngressPort(p, "http", { h2c: true })), ...opts.tcp.map((p) => new IngressPort(p, "tcp", tcpOptions))];
-      const ssh = opts.sshKey ?? (opts.enableSsh ? true : undefined);
-      const base = imageForArch(opts.arch);
-      const image = opts.apt.length ? base.aptInstall(opts.apt) : base;
-      if (opts.apt.length) console.error(`Preparing an image with ${opts.apt.join(", ")} (the first time, this takes as long as apt-get install)...`);
-      else if (opts.arch) console.error(`Preparing the ${opts.arch} image (the first time under emulation, this takes a few minutes)...`);
-      const sb = await Sailbox.create({ app, name: opts.name, image, cpu: opts.cpu, memory: opts.memory, ingressPorts, ssh });
-      const listeners = await sb.listeners();
-      if (opts.json) return printJson({ ...sb.describe(), listeners: listeners.map(listenerRow) });
-      console.log(`Created sailbox ${sb.id}${sb.name ? ` (${sb.name})` : ""} in app ${app.name}: ${sb.describe().status}`);
-      for (const l of listeners) console.log(`  port ${l.port} (${l.protocol}): ${listenerRow(l).endpoint}`);
-      const http = listeners.find((l) => l.protocol === "http");
-      if (http) console.log(`Start a server on 0.0.0.0:<port> inside the box, e.g.: sail box exec ${sb.id} --background -- python3 -m http.server ${http.port}`);
-      console.log(`Run a command: sail box exec ${sb.id} -- uname -a`);
-      const sshListener = listeners.find((l) => l.port === 22 && l.protocol === "tcp");
-      if (ssh && sshListener) console.log(`SSH: ${sshCommand(sshListener)}`);
-    });
+    .addHelpText(
+      "after",
+      "\nExamples:\n  sail box create --name web-demo --port 3000\n  sail box create --name db --apt postgresql --tcp 5432 --allow 203.0.113.0/24\n  sail box create --name dev --enable-ssh\n  sail box create --name api --h2c-port 50051   # a gRPC server, at its HTTPS URL\n  sail box create --app ci --cpu 0.5 --memory 512\n  sail box create --arch arm64 --port 3000   # emulated on an amd64 host",
+    )
+    .action(
+      async (opts: {
+        app: string;
+        name?: string;
+        cpu?: number;
+        memory?: number;
+        port: number[];
+        h2cPort: number[];
+        tcp: number[];
+        allow: string[];
+        allowPublic?: boolean;
+        proxyProtocol?: boolean;
+        arch?: string;
+        apt: string[];
+        enableSsh?: boolean;
+        sshKey?: string;
+        json?: boolean;
+      }) => {
+        const app = await App.find({ name: opts.app, mintIfMissing: true });
+        const tcpOptions = { cidrAllowlist: opts.allow.length ? opts.allow : undefined, allowPublic: opts.allowPublic, proxyProtocol: opts.proxyProtocol };
+        const ingressPorts = [...opts.port, ...opts.h2cPort.map((p) => new IngressPort(p, "http", { h2c: true })), ...opts.tcp.map((p) => new IngressPort(p, "tcp", tcpOptions))];
+        const ssh = opts.sshKey ?? (opts.enableSsh ? true : undefined);
+        const base = imageForArch(opts.arch);
+        const image = opts.apt.length ? base.aptInstall(opts.apt) : base;
+        if (opts.apt.length) console.error(`Preparing an image with ${opts.apt.join(", ")} (the first time, this takes as long as apt-get install)...`);
+        else if (opts.arch) console.error(`Preparing the ${opts.arch} image (the first time under emulation, this takes a few minutes)...`);
+        const sb = await Sailbox.create({ app, name: opts.name, image, cpu: opts.cpu, memory: opts.memory, ingressPorts, ssh });
+        const listeners = await sb.listeners();
+        if (opts.json) return printJson({ ...sb.describe(), listeners: listeners.map(listenerRow) });
+        console.log(`Created sailbox ${sb.id}${sb.name ? ` (${sb.name})` : ""} in app ${app.name}: ${sb.describe().status}`);
+        for (const l of listeners) console.log(`  port ${l.port} (${l.protocol}): ${listenerRow(l).endpoint}`);
+        const http = listeners.find((l) => l.protocol === "http");
+        if (http) console.log(`Start a server on 0.0.0.0:<port> inside the box, e.g.: sail box exec ${sb.id} --background -- python3 -m http.server ${http.port}`);
+        console.log(`Run a command: sail box exec ${sb.id} -- uname -a`);
+        const sshListener = listeners.find((l) => l.port === 22 && l.protocol === "tcp");
+        if (ssh && sshListener) console.log(`SSH: ${sshCommand(sshListener)}`);
+      },
+    );
 
   box
     .command("ls")
@@ -183,7 +203,10 @@ export function registerCa(program: Command): void {
   program
     .command("ca")
     .description("Print the certificate of Sail's local CA (PEM), to trust the gateway's HTTPS URLs")
-    .addHelpText("after", "\nExamples:\n  sail ca > sail-ca.pem && curl --cacert sail-ca.pem https://3000-<id>.sail.localhost:8443\n  sail ca > /usr/local/share/ca-certificates/sail.crt && update-ca-certificates\n  NODE_EXTRA_CA_CERTS=sail-ca.pem node app.js")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  sail ca > sail-ca.pem && curl --cacert sail-ca.pem https://3000-<id>.sail.localhost:8443\n  sail ca > /usr/local/share/ca-certificates/sail.crt && update-ca-certificates\n  NODE_EXTRA_CA_CERTS=sail-ca.pem node app.js",
+    )
     .action(async () => {
       process.stdout.write(await SailClient.default().text("/v1/ca"));
     });
@@ -198,6 +221,9 @@ export function registerApp(program: Command): void {
     .action(async (opts: { json?: boolean }) => {
       const apps = await App.list();
       if (opts.json) return printJson(apps.map((a) => ({ id: a.id, name: a.name })));
-      printTable(apps.map((a) => ({ id: a.id, name: a.name })), ["id", "name"]);
+      printTable(
+        apps.map((a) => ({ id: a.id, name: a.name })),
+        ["id", "name"],
+      );
     });
 }

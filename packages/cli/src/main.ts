@@ -11,7 +11,10 @@ program
   .description("Sail: isolated Linux sandboxes (Sailboxes) you can run code in and publish ports from.")
   .version("0.1.0")
   .showHelpAfterError()
-  .addHelpText("after", "\nQuick start:\n  sail up                      # start the daemon (as root)\n  sail box create --name demo  # in another terminal\n  sail box exec demo -- echo hello\n\nThe CLI finds the daemon from SAIL_API_URL and SAIL_TOKEN, else ~/.sail/config.json.");
+  .addHelpText(
+    "after",
+    "\nQuick start:\n  sail up                      # start the daemon (as root)\n  sail box create --name demo  # in another terminal\n  sail box exec demo -- echo hello\n\nThe CLI finds the daemon from SAIL_API_URL and SAIL_TOKEN, else ~/.sail/config.json.",
+  );
 registerUp(program);
 registerApp(program);
 registerBox(program);

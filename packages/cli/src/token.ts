@@ -13,7 +13,10 @@ export function registerToken(program: Command): void {
     .option("--label <text>", "what it is for, e.g. ci or alice's laptop")
     .option("--org <name>", "for another org, created if missing (operator's org only): how tenants are added")
     .option("--json", "print the token and its details as JSON")
-    .addHelpText("after", "\nExamples:\n  sail token create --label ci\n  sail token create --org acme --label admin   # a new tenant: its boxes are invisible to other orgs\n  SAIL_TOKEN=$(sail token create --label ci --json | jq -r .token) sail box ls")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  sail token create --label ci\n  sail token create --org acme --label admin   # a new tenant: its boxes are invisible to other orgs\n  SAIL_TOKEN=$(sail token create --label ci --json | jq -r .token) sail box ls",
+    )
     .action(async (opts: { label?: string; org?: string; json?: boolean }) => {
       const created = await Tokens.create({ label: opts.label, org: opts.org });
       if (opts.json) return printJson(created);

@@ -23,33 +23,35 @@ export function registerUp(program: Command): void {
     if (option.default !== undefined) flag.default(option.default, typeof option.default === "boolean" ? (option.default ? "on" : "off") : JSON.stringify(option.default));
     up.addOption(flag);
   }
-  up.addHelpText("after", "\nExamples:\n  sail up\n  sail up --data-dir /srv/sail --api-listen 127.0.0.1:7171\n  sail up --domain sail.example.com --tls-cert /etc/sail/wildcard.pem --tls-key /etc/sail/wildcard.key --public-https-port 443\n\nThe client config goes to $SAIL_CONFIG, else ~/.sail/config.json.")
-    .action(async (opts: Record<string, unknown>) => {
-      const config = Object.fromEntries(DAEMON_OPTIONS.filter((o) => o.flag).map((o) => [o.key, opts[camel(o.flag!)]])) as Partial<DaemonConfig>;
-      const { startDaemon } = await import("@sail/server");
-      const tty = process.stderr.isTTY;
-      let lastPhase = "";
-      const daemon = await startDaemon(config, {
-        onImageProgress: ({ phase, detail, done }) => {
-          const text = `base image: ${phase}${detail ? ` ${detail}` : ""}`.slice(0, 110);
-          if (tty) process.stderr.write(`\r\x1b[K${text}${done ? "\n" : ""}`);
-          else if (phase !== lastPhase || done) process.stderr.write(text + "\n");
-          lastPhase = phase;
-        },
-      });
-      process.stderr.write(
-        `Sail is up: API ${daemon.apiUrl}, HTTPS gateway ${daemon.config.httpsListen} for *.${daemon.config.domain}, client config ${daemon.config.clientConfigPath}\n` +
-          `Try: sail box create --name demo --port 3000   (trust the local CA with: sail ca)\n`,
-      );
-      let stopping = false;
-      const stop = async () => {
-        if (stopping) return;
-        stopping = true;
-        process.stderr.write("Stopping Sail (boxes keep running)...\n");
-        await daemon.close();
-        process.exit(0);
-      };
-      process.on("SIGINT", stop);
-      process.on("SIGTERM", stop);
+  up.addHelpText(
+    "after",
+    "\nExamples:\n  sail up\n  sail up --data-dir /srv/sail --api-listen 127.0.0.1:7171\n  sail up --domain sail.example.com --tls-cert /etc/sail/wildcard.pem --tls-key /etc/sail/wildcard.key --public-https-port 443\n\nThe client config goes to $SAIL_CONFIG, else ~/.sail/config.json.",
+  ).action(async (opts: Record<string, unknown>) => {
+    const config = Object.fromEntries(DAEMON_OPTIONS.filter((o) => o.flag).map((o) => [o.key, opts[camel(o.flag!)]])) as Partial<DaemonConfig>;
+    const { startDaemon } = await import("@sail/server");
+    const tty = process.stderr.isTTY;
+    let lastPhase = "";
+    const daemon = await startDaemon(config, {
+      onImageProgress: ({ phase, detail, done }) => {
+        const text = `base image: ${phase}${detail ? ` ${detail}` : ""}`.slice(0, 110);
+        if (tty) process.stderr.write(`\r\x1b[K${text}${done ? "\n" : ""}`);
+        else if (phase !== lastPhase || done) process.stderr.write(text + "\n");
+        lastPhase = phase;
+      },
     });
+    process.stderr.write(
+      `Sail is up: API ${daemon.apiUrl}, HTTPS gateway ${daemon.config.httpsListen} for *.${daemon.config.domain}, client config ${daemon.config.clientConfigPath}\n` +
+        `Try: sail box create --name demo --port 3000   (trust the local CA with: sail ca)\n`,
+    );
+    let stopping = false;
+    const stop = async () => {
+      if (stopping) return;
+      stopping = true;
+      process.stderr.write("Stopping Sail (boxes keep running)...\n");
+      await daemon.close();
+      process.exit(0);
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  });
 }

@@ -5,15 +5,7 @@
  */
 
 /** The families users `instanceof` on; each maps to one SDK class. */
-export type ErrorKind =
-  | "InvalidArgument"
-  | "NotFound"
-  | "Conflict"
-  | "LimitExceeded"
-  | "Timeout"
-  | "Auth"
-  | "SailboxPaused"
-  | "Internal";
+export type ErrorKind = "InvalidArgument" | "NotFound" | "Conflict" | "LimitExceeded" | "Timeout" | "Auth" | "SailboxPaused" | "Internal";
 
 /** Who answers with a code: the API, the HTTPS gateway (its own error pages), or the SDK itself. */
 export type ErrorSource = "api" | "gateway" | "sdk";

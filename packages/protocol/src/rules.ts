@@ -10,11 +10,9 @@ const NAME_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
 export function checkName(kind: "app" | "sailbox" | "org", name: unknown): string {
   if (typeof name !== "string" || !NAME_PATTERN.test(name)) {
-    throw sailError(
-      "SAIL_NAME_INVALID",
-      `${kind} name ${JSON.stringify(name)} is not valid: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit`,
-      { field: "name" },
-    );
+    throw sailError("SAIL_NAME_INVALID", `${kind} name ${JSON.stringify(name)} is not valid: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit`, {
+      field: "name",
+    });
   }
   return name;
 }
@@ -36,11 +34,10 @@ export function checkResources(cpu: unknown, memoryMiB: unknown, hostCpus: numbe
   if (cpu !== undefined && (typeof cpu !== "number" || !Number.isFinite(cpu) || cpu < RESOURCE_LIMITS.cpuMin || cpu > hostCpus)) {
     throw sailError("SAIL_RESOURCES_INVALID", `cpu must be a number of cores between ${RESOURCE_LIMITS.cpuMin} and ${hostCpus} (this host's cores), got ${JSON.stringify(cpu)}`, { field: "cpu" });
   }
-  if (
-    memoryMiB !== undefined &&
-    (typeof memoryMiB !== "number" || !Number.isInteger(memoryMiB) || memoryMiB < RESOURCE_LIMITS.memoryMiBMin || memoryMiB > RESOURCE_LIMITS.memoryMiBMax)
-  ) {
-    throw sailError("SAIL_RESOURCES_INVALID", `memory must be a whole number of MiB between ${RESOURCE_LIMITS.memoryMiBMin} and ${RESOURCE_LIMITS.memoryMiBMax}, got ${JSON.stringify(memoryMiB)}`, { field: "memory" });
+  if (memoryMiB !== undefined && (typeof memoryMiB !== "number" || !Number.isInteger(memoryMiB) || memoryMiB < RESOURCE_LIMITS.memoryMiBMin || memoryMiB > RESOURCE_LIMITS.memoryMiBMax)) {
+    throw sailError("SAIL_RESOURCES_INVALID", `memory must be a whole number of MiB between ${RESOURCE_LIMITS.memoryMiBMin} and ${RESOURCE_LIMITS.memoryMiBMax}, got ${JSON.stringify(memoryMiB)}`, {
+      field: "memory",
+    });
   }
 }
 
@@ -102,10 +99,10 @@ export const SSH_PORT = 22;
  */
 export function normalizeIngressPorts(input: unknown): IngressPortSpec[] {
   if (input === undefined || input === null) return [];
-  if (!Array.isArray(input)) throw sailError("SAIL_PORT_INVALID", "ingressPorts must be a list of ports, e.g. [3000] or [new IngressPort(5432, \"tcp\")]", { field: "ingressPorts" });
+  if (!Array.isArray(input)) throw sailError("SAIL_PORT_INVALID", 'ingressPorts must be a list of ports, e.g. [3000] or [new IngressPort(5432, "tcp")]', { field: "ingressPorts" });
   const seen = new Set<number>();
   return input.map((entry: unknown) => {
-    const spec: Partial<IngressPortSpec> = typeof entry === "number" ? { port: entry, protocol: "http" } : (entry as Partial<IngressPortSpec>) ?? {};
+    const spec: Partial<IngressPortSpec> = typeof entry === "number" ? { port: entry, protocol: "http" } : ((entry as Partial<IngressPortSpec>) ?? {});
     if (typeof spec !== "object") throw sailError("SAIL_PORT_INVALID", `ingress port ${JSON.stringify(entry)} must be a number or an IngressPort`, { field: "ingressPorts" });
     const { port, protocol = "http" } = spec;
     if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
@@ -133,12 +130,21 @@ export function normalizeIngressPorts(input: unknown): IngressPortSpec[] {
     if (spec.allowPublic !== undefined && typeof spec.allowPublic !== "boolean") {
       throw sailError("SAIL_PROTOCOL_INVALID", `allowPublic of port ${port} must be true or false`, { port });
     }
-    for (const [option, only] of [["h2c", "http"], ["proxyProtocol", "tcp"]] as const) {
+    for (const [option, only] of [
+      ["h2c", "http"],
+      ["proxyProtocol", "tcp"],
+    ] as const) {
       const value = spec[option];
       if (value === undefined) continue;
       if (typeof value !== "boolean") throw sailError("SAIL_PROTOCOL_INVALID", `${option} of port ${port} must be true or false`, { port });
       if (protocol !== only) {
-        throw sailError("SAIL_PROTOCOL_INVALID", option === "h2c" ? `h2c (HTTP/2 to the guest) applies to HTTP ports only; raw TCP port ${port} passes any protocol through` : `proxyProtocol applies to raw TCP ports only; HTTP port ${port} gets X-Forwarded-For instead`, { port });
+        throw sailError(
+          "SAIL_PROTOCOL_INVALID",
+          option === "h2c"
+            ? `h2c (HTTP/2 to the guest) applies to HTTP ports only; raw TCP port ${port} passes any protocol through`
+            : `proxyProtocol applies to raw TCP ports only; HTTP port ${port} gets X-Forwarded-For instead`,
+          { port },
+        );
       }
     }
     if (protocol === "tcp" && UNAUTHENTICATED_PORTS[port] && (cidrAllowlist ?? []).length === 0 && spec.allowPublic !== true) {
@@ -207,7 +213,7 @@ export const APT_PACKAGE_LIMIT = 64;
 export function checkAptPackages(value: unknown): string[] {
   if (value === undefined || value === null) return [];
   const invalid = (why: string) => sailError("SAIL_IMAGE_PACKAGES_INVALID", `image.aptPackages ${why}`, { field: "image.aptPackages" });
-  if (!Array.isArray(value)) throw invalid("must be a list of Debian package names, e.g. [\"postgresql\"]");
+  if (!Array.isArray(value)) throw invalid('must be a list of Debian package names, e.g. ["postgresql"]');
   if (value.length > APT_PACKAGE_LIMIT) throw invalid(`has ${value.length} packages; at most ${APT_PACKAGE_LIMIT} are allowed`);
   for (const name of value) {
     if (typeof name !== "string" || !/^[a-z0-9][a-z0-9+.-]{1,99}$/.test(name)) {
@@ -220,6 +226,7 @@ export function checkAptPackages(value: unknown): string[] {
 /** Token labels: free text for people, one line, at most 100 characters. */
 export function checkTokenLabel(value: unknown): string {
   if (value === undefined || value === null) return "";
+  // eslint-disable-next-line no-control-regex -- control characters are what it refuses
   if (typeof value !== "string" || value.length > 100 || /[\x00-\x1f\x7f]/.test(value)) {
     throw sailError("SAIL_INVALID_ARGUMENT", "label must be one line of text of at most 100 characters", { field: "label" });
   }

@@ -84,10 +84,7 @@ export type ListenerInfo =
   | { sailboxId: string; port: number; protocol: "tcp"; endpoint: { host: string; port: number }; cidrAllowlist: string[]; allowPublic: boolean; proxyProtocol: boolean };
 
 /** One line of the NDJSON stream a foreground exec answers with. */
-export type ExecEvent =
-  | { stream: "stdout" | "stderr"; data: string }
-  | { exitCode: number }
-  | { error: { code: string; message: string; [detail: string]: unknown } };
+export type ExecEvent = { stream: "stdout" | "stderr"; data: string } | { exitCode: number } | { error: { code: string; message: string; [detail: string]: unknown } };
 
 /** The answer to starting a background exec. */
 export interface BackgroundExecInfo {

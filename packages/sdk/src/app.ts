@@ -35,9 +35,7 @@ export class App {
     const name = checkName("app", options.name);
     const client = options.client ?? SailClient.default();
     const path = `/v1/apps/${encodeURIComponent(name)}`;
-    const info = options.mintIfMissing
-      ? await client.request<AppInfo>("PUT", path, {})
-      : await client.request<AppInfo>("GET", path);
+    const info = options.mintIfMissing ? await client.request<AppInfo>("PUT", path, {}) : await client.request<AppInfo>("GET", path);
     return App.fromInfo(client, info);
   }
 

@@ -89,10 +89,7 @@ export class SailClient {
         }
         if ((err as Error).name === "AbortError") throw err;
         if (attempt + 1 >= attempts) {
-          throw new InternalError(
-            "SAIL_UNAVAILABLE",
-            `Cannot reach the Sail daemon at ${this.apiUrl} (${describeCause(err)}): is \`sail up\` running?`,
-          );
+          throw new InternalError("SAIL_UNAVAILABLE", `Cannot reach the Sail daemon at ${this.apiUrl} (${describeCause(err)}): is \`sail up\` running?`);
         }
         await new Promise((resolve) => setTimeout(resolve, RETRY_DELAYS_MS[attempt]));
       }

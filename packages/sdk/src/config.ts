@@ -40,10 +40,7 @@ export function resolveConnection(options: ConnectionOptions = {}, env: NodeJS.P
   const apiUrl = options.apiUrl ?? env.SAIL_API_URL ?? file.apiUrl;
   const token = options.token ?? env.SAIL_TOKEN ?? file.token;
   if (!apiUrl || !token) {
-    throw new AuthError(
-      "SAIL_AUTH_MISSING",
-      `No Sail daemon configured: set SAIL_API_URL and SAIL_TOKEN, or run \`sail up\` on this machine (it writes ${path})`,
-    );
+    throw new AuthError("SAIL_AUTH_MISSING", `No Sail daemon configured: set SAIL_API_URL and SAIL_TOKEN, or run \`sail up\` on this machine (it writes ${path})`);
   }
   return { apiUrl: apiUrl.replace(/\/+$/, ""), token };
 }

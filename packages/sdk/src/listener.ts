@@ -118,13 +118,7 @@ export class Listener {
    */
   async wait(options: { timeout?: number; signal?: AbortSignal } = {}): Promise<this> {
     const timeoutMs = Math.round((options.timeout ?? 60) * 1000);
-    this.info = await this.#client.request<ListenerInfo>(
-      "GET",
-      `/v1/sailboxes/${this.sailboxId}/listeners/${this.port}?waitMs=${timeoutMs}`,
-      undefined,
-      options.signal,
-      timeoutMs + 30_000,
-    );
+    this.info = await this.#client.request<ListenerInfo>("GET", `/v1/sailboxes/${this.sailboxId}/listeners/${this.port}?waitMs=${timeoutMs}`, undefined, options.signal, timeoutMs + 30_000);
     return this;
   }
 
@@ -135,7 +129,10 @@ export class Listener {
   private known(): ListenerInfo {
     if (!this.info) {
       const ports = this.published.length ? `it publishes ${this.published.join(", ")}` : "it publishes no ports";
-      throw new NotFoundError("SAIL_LISTENER_NOT_FOUND", `Sailbox ${this.sailboxId} does not publish port ${this.port} (${ports}): pass it in ingressPorts when you create the sailbox`, { sailboxId: this.sailboxId, port: this.port });
+      throw new NotFoundError("SAIL_LISTENER_NOT_FOUND", `Sailbox ${this.sailboxId} does not publish port ${this.port} (${ports}): pass it in ingressPorts when you create the sailbox`, {
+        sailboxId: this.sailboxId,
+        port: this.port,
+      });
     }
     return this.info;
   }

@@ -1,4 +1,15 @@
-import { checkExec, checkName, checkResources, normalizeIngressPorts, NotFoundError, type BackgroundExecInfo, type ExecRequest, type ListenerInfo, type SailboxInfo, type SailboxStatus } from "@sail/protocol";
+import {
+  checkExec,
+  checkName,
+  checkResources,
+  normalizeIngressPorts,
+  NotFoundError,
+  type BackgroundExecInfo,
+  type ExecRequest,
+  type ListenerInfo,
+  type SailboxInfo,
+  type SailboxStatus,
+} from "@sail/protocol";
 import { App } from "./app.js";
 import { SailClient } from "./client.js";
 import { BackgroundProcess, ExecProcess } from "./exec.js";
@@ -176,7 +187,13 @@ export class Sailbox {
   listener(port: number): Listener {
     const listeners = this.info.listeners ?? [];
     const known = listeners.find((l) => l.port === port);
-    return new Listener(this.client, this.id, port, known, listeners.map((l) => l.port));
+    return new Listener(
+      this.client,
+      this.id,
+      port,
+      known,
+      listeners.map((l) => l.port),
+    );
   }
 
   /** Every published port of the Sailbox, with protocol and endpoint known. */

@@ -21,7 +21,10 @@ export function resolveSshKey(ssh: true | string, home = homedir()): string {
       }
       return checkSshPublicKey(text, path);
     }
-    throw new InvalidArgumentError("SAIL_SSH_KEY_INVALID", `ssh: true found no public key: tried ${tried.join(" and ")}. Create one with \`ssh-keygen -t ed25519\`, or pass ssh: "<path-or-key>"`, { field: "ssh", tried });
+    throw new InvalidArgumentError("SAIL_SSH_KEY_INVALID", `ssh: true found no public key: tried ${tried.join(" and ")}. Create one with \`ssh-keygen -t ed25519\`, or pass ssh: "<path-or-key>"`, {
+      field: "ssh",
+      tried,
+    });
   }
   if (typeof ssh !== "string" || ssh.trim() === "") throw new InvalidArgumentError("SAIL_SSH_KEY_INVALID", "ssh must be true, a public key, or the path to one", { field: "ssh" });
   if (/^(ssh-|ecdsa-|sk-)/.test(ssh.trim())) return checkSshPublicKey(ssh, "the ssh key given");

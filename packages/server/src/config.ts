@@ -58,8 +58,12 @@ export type AnyDaemonOption = { [K in Key]: DaemonOption<K> }[Key];
 const text = (value: string) => value;
 const integer = (value: string) => (/^-?\d+$/.test(value.trim()) ? Number(value) : Number.NaN);
 const number = (value: string) => (value.trim() === "" ? Number.NaN : Number(value));
-const inRange = (min: number, max: number, what: string, whole = true) => (value: number) =>
-  (whole ? Number.isInteger(value) : Number.isFinite(value)) && value >= min && value <= max ? undefined : `must be ${whole ? "a whole number" : "a number"} from ${min} to ${max}${what ? ` (${what})` : ""}`;
+const inRange =
+  (min: number, max: number, what: string, whole = true) =>
+  (value: number) =>
+    (whole ? Number.isInteger(value) : Number.isFinite(value)) && value >= min && value <= max
+      ? undefined
+      : `must be ${whole ? "a whole number" : "a number"} from ${min} to ${max}${what ? ` (${what})` : ""}`;
 const listen = (value: string) => {
   try {
     parseListen(value);
@@ -74,43 +78,215 @@ const option = <K extends Key>(spec: DaemonOption<K>): DaemonOption<K> => spec;
 
 /** The schema: the order is `sail up --help`'s. */
 export const DAEMON_OPTIONS = [
-  option({ key: "dataDir", flag: "data-dir", arg: "dir", help: "where Sail keeps its database, images and boxes", default: "/var/lib/sail", parse: text, check: (v) => (isAbsolute(v) ? undefined : "must be an absolute path") }),
+  option({
+    key: "dataDir",
+    flag: "data-dir",
+    arg: "dir",
+    help: "where Sail keeps its database, images and boxes",
+    default: "/var/lib/sail",
+    parse: text,
+    check: (v) => (isAbsolute(v) ? undefined : "must be an absolute path"),
+  }),
   option({ key: "apiListen", flag: "api-listen", arg: "host:port", help: "address of the control-plane API", default: "127.0.0.1:7070", parse: text, check: listen }),
-  option({ key: "metricsListen", flag: "metrics-listen", arg: "host:port|off", help: "address of the Prometheus endpoint (GET /metrics, no auth), or off", default: "127.0.0.1:7071", parse: text, check: (v) => (v === "off" ? undefined : listen(v)) }),
+  option({
+    key: "metricsListen",
+    flag: "metrics-listen",
+    arg: "host:port|off",
+    help: "address of the Prometheus endpoint (GET /metrics, no auth), or off",
+    default: "127.0.0.1:7071",
+    parse: text,
+    check: (v) => (v === "off" ? undefined : listen(v)),
+  }),
   option({ key: "httpsListen", flag: "https-listen", arg: "host:port", help: "address of the HTTPS gateway for published ports", default: "0.0.0.0:8443", parse: text, check: listen }),
-  option({ key: "domain", flag: "domain", arg: "domain", help: "HTTP listeners get https://<port>-<id>.<domain>", default: "sail.localhost", parse: (v) => v.toLowerCase(), check: (v) => (DNS_NAME.test(v) && v.includes(".") ? undefined : "must be a DNS name such as sail.localhost or sail.example.com") }),
-  option({ key: "publicHttpsPort", flag: "public-https-port", arg: "port", help: "the port public URLs name, if a proxy in front changes it (443 is left out; default: the port of --https-listen)", default: undefined, parse: integer, check: inRange(1, 65535, "") }),
-  option({ key: "tlsCert", flag: "tls-cert", arg: "file", help: "serve this certificate (e.g. a wildcard for *.<domain>) instead of the local CA's", default: undefined, parse: text, check: (v) => (isAbsolute(v) ? undefined : "must be an absolute path") }),
+  option({
+    key: "domain",
+    flag: "domain",
+    arg: "domain",
+    help: "HTTP listeners get https://<port>-<id>.<domain>",
+    default: "sail.localhost",
+    parse: (v) => v.toLowerCase(),
+    check: (v) => (DNS_NAME.test(v) && v.includes(".") ? undefined : "must be a DNS name such as sail.localhost or sail.example.com"),
+  }),
+  option({
+    key: "publicHttpsPort",
+    flag: "public-https-port",
+    arg: "port",
+    help: "the port public URLs name, if a proxy in front changes it (443 is left out; default: the port of --https-listen)",
+    default: undefined,
+    parse: integer,
+    check: inRange(1, 65535, ""),
+  }),
+  option({
+    key: "tlsCert",
+    flag: "tls-cert",
+    arg: "file",
+    help: "serve this certificate (e.g. a wildcard for *.<domain>) instead of the local CA's",
+    default: undefined,
+    parse: text,
+    check: (v) => (isAbsolute(v) ? undefined : "must be an absolute path"),
+  }),
   option({ key: "tlsKey", flag: "tls-key", arg: "file", help: "the key of --tls-cert", default: undefined, parse: text, check: (v) => (isAbsolute(v) ? undefined : "must be an absolute path") }),
   option({ key: "gatewayThreads", flag: "gateway-threads", arg: "n", help: "HAProxy threads serving HTTPS (default: one per core)", default: undefined, parse: integer, check: inRange(1, 64, "") }),
-  option({ key: "httpsMaxConnections", flag: "https-max-connections", arg: "n", help: "HTTPS connections at once; more wait in the kernel's backlog", default: 8000, parse: integer, check: inRange(10, 9000, "each takes two descriptors of the 20000 a process may hold here") }),
-  option({ key: "gatewayMemoryMiB", flag: "gateway-memory", arg: "MiB", help: "memory HAProxy may allocate; past it, new connections are refused, not the host's memory", default: 1024, parse: integer, check: inRange(64, 65536, "MiB") }),
-  option({ key: "headTimeoutSeconds", flag: "head-timeout", arg: "seconds", help: "a request head must arrive in this time (slowloris gets 408)", default: 20, parse: integer, check: inRange(1, 3600, "seconds") }),
-  option({ key: "clientIdleTimeoutSeconds", flag: "client-idle-timeout", arg: "seconds", help: "a client that neither sends nor reads this long is cut (stalled uploads, slow readers, silent TLS handshakes)", default: 30, parse: integer, check: inRange(1, 86400, "seconds") }),
-  option({ key: "responseTimeoutSeconds", flag: "response-timeout", arg: "seconds", help: "a guest silent this long while it owes an answer gets 504", default: 300, parse: integer, check: inRange(1, 86400, "seconds") }),
-  option({ key: "tunnelTimeoutSeconds", flag: "tunnel-timeout", arg: "seconds", help: "a WebSocket with nothing moving this long is closed", default: 3600, parse: integer, check: inRange(1, 604800, "seconds") }),
-  option({ key: "wakeTimeoutSeconds", flag: "wake-timeout", arg: "seconds", help: "how long a connection to a sleeping box is held while it wakes (then 503 with Retry-After)", default: 30, parse: integer, check: inRange(1, 600, "seconds") }),
-  option({ key: "tlsSessionResumption", flag: "tls-session-resumption", arg: "on|off", help: "let clients resume TLS sessions (tickets and a session cache): a resumed handshake costs a fraction of a full one", default: true, parse: (v) => (v === "on" ? true : v === "off" ? false : (v as unknown as boolean)), check: (v) => (typeof v === "boolean" ? undefined : "must be on or off") }),
+  option({
+    key: "httpsMaxConnections",
+    flag: "https-max-connections",
+    arg: "n",
+    help: "HTTPS connections at once; more wait in the kernel's backlog",
+    default: 8000,
+    parse: integer,
+    check: inRange(10, 9000, "each takes two descriptors of the 20000 a process may hold here"),
+  }),
+  option({
+    key: "gatewayMemoryMiB",
+    flag: "gateway-memory",
+    arg: "MiB",
+    help: "memory HAProxy may allocate; past it, new connections are refused, not the host's memory",
+    default: 1024,
+    parse: integer,
+    check: inRange(64, 65536, "MiB"),
+  }),
+  option({
+    key: "headTimeoutSeconds",
+    flag: "head-timeout",
+    arg: "seconds",
+    help: "a request head must arrive in this time (slowloris gets 408)",
+    default: 20,
+    parse: integer,
+    check: inRange(1, 3600, "seconds"),
+  }),
+  option({
+    key: "clientIdleTimeoutSeconds",
+    flag: "client-idle-timeout",
+    arg: "seconds",
+    help: "a client that neither sends nor reads this long is cut (stalled uploads, slow readers, silent TLS handshakes)",
+    default: 30,
+    parse: integer,
+    check: inRange(1, 86400, "seconds"),
+  }),
+  option({
+    key: "responseTimeoutSeconds",
+    flag: "response-timeout",
+    arg: "seconds",
+    help: "a guest silent this long while it owes an answer gets 504",
+    default: 300,
+    parse: integer,
+    check: inRange(1, 86400, "seconds"),
+  }),
+  option({
+    key: "tunnelTimeoutSeconds",
+    flag: "tunnel-timeout",
+    arg: "seconds",
+    help: "a WebSocket with nothing moving this long is closed",
+    default: 3600,
+    parse: integer,
+    check: inRange(1, 604800, "seconds"),
+  }),
+  option({
+    key: "wakeTimeoutSeconds",
+    flag: "wake-timeout",
+    arg: "seconds",
+    help: "how long a connection to a sleeping box is held while it wakes (then 503 with Retry-After)",
+    default: 30,
+    parse: integer,
+    check: inRange(1, 600, "seconds"),
+  }),
+  option({
+    key: "tlsSessionResumption",
+    flag: "tls-session-resumption",
+    arg: "on|off",
+    help: "let clients resume TLS sessions (tickets and a session cache): a resumed handshake costs a fraction of a full one",
+    default: true,
+    parse: (v) => (v === "on" ? true : v === "off" ? false : (v as unknown as boolean)),
+    check: (v) => (typeof v === "boolean" ? undefined : "must be on or off"),
+  }),
   option({ key: "tcpWorkers", flag: "tcp-workers", arg: "n", help: "processes serving raw TCP (default: one per core)", default: undefined, parse: integer, check: inRange(1, 64, "") }),
-  option({ key: "tcpListen", flag: "tcp-listen", arg: "address", help: "address raw-TCP listeners bind on (:: for IPv4 and IPv6)", default: "0.0.0.0", parse: text, check: (v) => (isIP(v) ? undefined : "must be an IP address such as 0.0.0.0 or ::") }),
-  option({ key: "tcpPorts", flag: "tcp-ports", arg: "first-last", help: "range public TCP ports are taken from", default: "20000-29999", parse: text, check: (v) => {
-    try {
-      parsePortRange(v);
-      return undefined;
-    } catch (err) {
-      return (err as Error).message;
-    }
-  } }),
-  option({ key: "publicHost", flag: "public-host", arg: "host", help: "host name or address TCP endpoints advertise", default: "localhost", parse: text, check: (v) => (isIP(v) || DNS_NAME.test(v) ? undefined : "must be a host name or an IP address") }),
-  option({ key: "tcpLimitPerOrg", flag: "tcp-limit", arg: "n", help: "raw-TCP endpoints an org may hold at once (the store may hold an org's own)", default: 32, parse: integer, check: inRange(0, 100_000, "") }),
-  option({ key: "boxSubnet", flag: "box-subnet", arg: "cidr", help: "IPv4 range carved into one /30 per box", default: "10.200.0.0/16", parse: text, check: (v) => {
-    const match = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(v);
-    return match && isIP(match[1]!) === 4 && Number(match[2]) >= 8 && Number(match[2]) <= 30 ? undefined : "must be an IPv4 CIDR from /8 to /30, e.g. 10.200.0.0/16";
-  } }),
-  option({ key: "debianMirror", flag: "debian-mirror", arg: "url", help: "Debian mirror for the base images and apt packages", default: "http://deb.debian.org/debian", parse: text, check: (v) => (/^https?:\/\/[^\s/]+/.test(v) ? undefined : "must be an http:// or https:// URL") }),
-  option({ key: "logLevel", flag: "log-level", arg: "level", help: "debug, info, warn, error or silent", default: "info", parse: (v) => v as DaemonConfig["logLevel"], check: (v) => (["debug", "info", "warn", "error", "silent"].includes(v) ? undefined : "must be debug, info, warn, error or silent") }),
-  option({ key: "clientConfigPath", help: "where the client config (API URL + token) goes: $SAIL_CONFIG, else ~/.sail/config.json", default: process.env.SAIL_CONFIG || join(homedir(), ".sail", "config.json"), parse: text, check: (v) => (isAbsolute(v) ? undefined : "must be an absolute path") }),
-  option({ key: "crunRoot", help: "crun's state directory (tmpfs: container state must not outlive a reboot)", default: "/run/sail/crun", parse: text, check: (v) => (isAbsolute(v) ? undefined : "must be an absolute path") }),
+  option({
+    key: "tcpListen",
+    flag: "tcp-listen",
+    arg: "address",
+    help: "address raw-TCP listeners bind on (:: for IPv4 and IPv6)",
+    default: "0.0.0.0",
+    parse: text,
+    check: (v) => (isIP(v) ? undefined : "must be an IP address such as 0.0.0.0 or ::"),
+  }),
+  option({
+    key: "tcpPorts",
+    flag: "tcp-ports",
+    arg: "first-last",
+    help: "range public TCP ports are taken from",
+    default: "20000-29999",
+    parse: text,
+    check: (v) => {
+      try {
+        parsePortRange(v);
+        return undefined;
+      } catch (err) {
+        return (err as Error).message;
+      }
+    },
+  }),
+  option({
+    key: "publicHost",
+    flag: "public-host",
+    arg: "host",
+    help: "host name or address TCP endpoints advertise",
+    default: "localhost",
+    parse: text,
+    check: (v) => (isIP(v) || DNS_NAME.test(v) ? undefined : "must be a host name or an IP address"),
+  }),
+  option({
+    key: "tcpLimitPerOrg",
+    flag: "tcp-limit",
+    arg: "n",
+    help: "raw-TCP endpoints an org may hold at once (the store may hold an org's own)",
+    default: 32,
+    parse: integer,
+    check: inRange(0, 100_000, ""),
+  }),
+  option({
+    key: "boxSubnet",
+    flag: "box-subnet",
+    arg: "cidr",
+    help: "IPv4 range carved into one /30 per box",
+    default: "10.200.0.0/16",
+    parse: text,
+    check: (v) => {
+      const match = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(v);
+      return match && isIP(match[1]!) === 4 && Number(match[2]) >= 8 && Number(match[2]) <= 30 ? undefined : "must be an IPv4 CIDR from /8 to /30, e.g. 10.200.0.0/16";
+    },
+  }),
+  option({
+    key: "debianMirror",
+    flag: "debian-mirror",
+    arg: "url",
+    help: "Debian mirror for the base images and apt packages",
+    default: "http://deb.debian.org/debian",
+    parse: text,
+    check: (v) => (/^https?:\/\/[^\s/]+/.test(v) ? undefined : "must be an http:// or https:// URL"),
+  }),
+  option({
+    key: "logLevel",
+    flag: "log-level",
+    arg: "level",
+    help: "debug, info, warn, error or silent",
+    default: "info",
+    parse: (v) => v as DaemonConfig["logLevel"],
+    check: (v) => (["debug", "info", "warn", "error", "silent"].includes(v) ? undefined : "must be debug, info, warn, error or silent"),
+  }),
+  option({
+    key: "clientConfigPath",
+    help: "where the client config (API URL + token) goes: $SAIL_CONFIG, else ~/.sail/config.json",
+    default: process.env.SAIL_CONFIG || join(homedir(), ".sail", "config.json"),
+    parse: text,
+    check: (v) => (isAbsolute(v) ? undefined : "must be an absolute path"),
+  }),
+  option({
+    key: "crunRoot",
+    help: "crun's state directory (tmpfs: container state must not outlive a reboot)",
+    default: "/run/sail/crun",
+    parse: text,
+    check: (v) => (isAbsolute(v) ? undefined : "must be an absolute path"),
+  }),
   option({ key: "boxCpu", help: "CPU cores of a box that does not say", default: 1, parse: number, check: inRange(0.1, 1024, "cores", false) }),
   option({ key: "boxMemoryMiB", help: "memory (MiB) of a box that does not say", default: 1024, parse: integer, check: inRange(64, 65536, "MiB") }),
   option({ key: "boxPidsLimit", help: "processes a box may run", default: 1024, parse: integer, check: inRange(16, 1_000_000, "") }),

@@ -158,10 +158,13 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
     const server = createApiServer(boxes, new Tokens(store, log), (token) => store.orgForToken(token), { caCert: tls.caCert }, log);
     const { host, port } = parseListen(config.apiListen);
     await listenOn(server, host, port);
-    undo.push(() => new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeIdleConnections();
-    }));
+    undo.push(
+      () =>
+        new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeIdleConnections();
+        }),
+    );
     const bound = server.address() as AddressInfo;
     const apiUrl = `http://${bound.family === "IPv6" ? `[${bound.address}]` : bound.address}:${bound.port}`;
     const token = ensureClientConfig(store, config.clientConfigPath, apiUrl);
@@ -194,7 +197,11 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
 /** A system user (e.g. Debian's `haproxy`) if the host has one. */
 function systemUser(name: string): string | undefined {
   try {
-    return readFileSync("/etc/passwd", "utf8").split("\n").some((line) => line.startsWith(`${name}:`)) ? name : undefined;
+    return readFileSync("/etc/passwd", "utf8")
+      .split("\n")
+      .some((line) => line.startsWith(`${name}:`))
+      ? name
+      : undefined;
   } catch {
     return undefined;
   }

@@ -11,7 +11,12 @@ export class Metrics {
   private readonly connections = new Counter({ name: "sail_gateway_connections_total", help: "Client connections accepted by the gateway", labelNames: ["protocol"], registers: [this.registry] });
   private readonly requests = new Counter({ name: "sail_gateway_requests_total", help: "HTTP requests forwarded to a box", registers: [this.registry] });
   private readonly tunnels = new Counter({ name: "sail_gateway_tunnels_total", help: "WebSocket (Upgrade) tunnels opened", registers: [this.registry] });
-  private readonly bytes = new Counter({ name: "sail_gateway_bytes_total", help: "Bytes through the gateway: in = from clients, out = to clients", labelNames: ["protocol", "direction"], registers: [this.registry] });
+  private readonly bytes = new Counter({
+    name: "sail_gateway_bytes_total",
+    help: "Bytes through the gateway: in = from clients, out = to clients",
+    labelNames: ["protocol", "direction"],
+    registers: [this.registry],
+  });
   private readonly refusals = new Counter({
     name: "sail_gateway_refusals_total",
     help: "Connections or requests the gateway refused or answered itself, by reason (cidr, paused, unreachable, or the error code of the answer)",

@@ -31,67 +31,107 @@ type Handler = (ctx: Context) => Promise<void> | void;
 export function createApiServer(boxes: Boxes, tokens: Tokens, authenticate: Authenticate, tls: { caCert?: string }, log: Logger): Server {
   const routes: Array<[string, RegExp, Handler]> = [
     ["GET", /^\/v1\/whoami$/, ({ org, res }) => sendJson(res, 200, { org: org.name })],
-    ["GET", /^\/v1\/ca$/, ({ res }) => {
-      if (!tls.caCert) throw sailError("SAIL_ROUTE_NOT_FOUND", "This Sail serves a certificate it was given (--tls-cert): there is no local CA to trust");
-      res.writeHead(200, { "content-type": "application/x-pem-file" });
-      res.end(tls.caCert);
-    }],
+    [
+      "GET",
+      /^\/v1\/ca$/,
+      ({ res }) => {
+        if (!tls.caCert) throw sailError("SAIL_ROUTE_NOT_FOUND", "This Sail serves a certificate it was given (--tls-cert): there is no local CA to trust");
+        res.writeHead(200, { "content-type": "application/x-pem-file" });
+        res.end(tls.caCert);
+      },
+    ],
     ["GET", /^\/v1\/tokens$/, ({ org, query, res }) => sendJson(res, 200, { tokens: tokens.list(org, query.get("org") ?? undefined) })],
-    ["POST", /^\/v1\/tokens$/, async ({ org, req, res }) => {
-      const body = await readJsonBody(req);
-      onlyFields(body, ["label", "org"]);
-      sendJson(res, 201, tokens.create(org, body as CreateTokenRequest));
-    }],
+    [
+      "POST",
+      /^\/v1\/tokens$/,
+      async ({ org, req, res }) => {
+        const body = await readJsonBody(req);
+        onlyFields(body, ["label", "org"]);
+        sendJson(res, 201, tokens.create(org, body as CreateTokenRequest));
+      },
+    ],
     ["DELETE", /^\/v1\/tokens\/([^/]+)$/, ({ org, params, res }) => sendJson(res, 200, tokens.revoke(org, params[0]!))],
     ["GET", /^\/v1\/apps$/, ({ org, res }) => sendJson(res, 200, { apps: boxes.apps.list(org) })],
     ["GET", /^\/v1\/apps\/([^/]+)$/, ({ org, params, res }) => sendJson(res, 200, boxes.apps.find(org, params[0]!))],
-    ["PUT", /^\/v1\/apps\/([^/]+)$/, async ({ org, params, req, res }) => {
-      onlyFields(await readJsonBody(req), []);
-      sendJson(res, 200, boxes.apps.mint(org, params[0]!));
-    }],
-    ["POST", /^\/v1\/sailboxes$/, async ({ org, req, res }) => {
-      const body = await readJsonBody(req);
-      onlyFields(body, ["appId", "name", "image", "cpu", "memoryMiB", "ingressPorts", "ssh", "idleTimeout"]);
-      if (typeof body.appId !== "string") throw sailError("SAIL_INVALID_ARGUMENT", "appId must be the id of one of your apps", { field: "appId" });
-      sendJson(res, 201, await boxes.creator.create(org, body as unknown as CreateSailboxRequest));
-    }],
-    ["GET", /^\/v1\/sailboxes$/, ({ org, query, res }) => {
-      const filter = { appId: query.get("appId") ?? undefined, name: query.get("name") ?? undefined, liveOnly: query.get("live") === "true" };
-      sendJson(res, 200, { sailboxes: boxes.views.list(org, filter) });
-    }],
+    [
+      "PUT",
+      /^\/v1\/apps\/([^/]+)$/,
+      async ({ org, params, req, res }) => {
+        onlyFields(await readJsonBody(req), []);
+        sendJson(res, 200, boxes.apps.mint(org, params[0]!));
+      },
+    ],
+    [
+      "POST",
+      /^\/v1\/sailboxes$/,
+      async ({ org, req, res }) => {
+        const body = await readJsonBody(req);
+        onlyFields(body, ["appId", "name", "image", "cpu", "memoryMiB", "ingressPorts", "ssh", "idleTimeout"]);
+        if (typeof body.appId !== "string") throw sailError("SAIL_INVALID_ARGUMENT", "appId must be the id of one of your apps", { field: "appId" });
+        sendJson(res, 201, await boxes.creator.create(org, body as unknown as CreateSailboxRequest));
+      },
+    ],
+    [
+      "GET",
+      /^\/v1\/sailboxes$/,
+      ({ org, query, res }) => {
+        const filter = { appId: query.get("appId") ?? undefined, name: query.get("name") ?? undefined, liveOnly: query.get("live") === "true" };
+        sendJson(res, 200, { sailboxes: boxes.views.list(org, filter) });
+      },
+    ],
     ["GET", /^\/v1\/sailboxes\/([^/]+)$/, ({ org, params, res }) => sendJson(res, 200, boxes.views.get(org, params[0]!))],
     ["DELETE", /^\/v1\/sailboxes\/([^/]+)$/, async ({ org, params, res }) => sendJson(res, 200, await boxes.endings.terminate(org, params[0]!))],
-    ["POST", /^\/v1\/sailboxes\/([^/]+)\/(sleep|pause|resume)$/, async ({ org, params, req, res }) => {
-      onlyFields(await readJsonBody(req), []);
-      const [id, action] = params as [string, "sleep" | "pause" | "resume"];
-      sendJson(res, 200, await boxes.power[action](org, id));
-    }],
-    ["POST", /^\/v1\/sailboxes\/([^/]+)\/sshd$/, async ({ org, params, req, res }) => {
-      onlyFields(await readJsonBody(req), []);
-      await boxes.execs.startSshd(org, params[0]!);
-      sendJson(res, 200, { sshd: "running" });
-    }],
+    [
+      "POST",
+      /^\/v1\/sailboxes\/([^/]+)\/(sleep|pause|resume)$/,
+      async ({ org, params, req, res }) => {
+        onlyFields(await readJsonBody(req), []);
+        const [id, action] = params as [string, "sleep" | "pause" | "resume"];
+        sendJson(res, 200, await boxes.power[action](org, id));
+      },
+    ],
+    [
+      "POST",
+      /^\/v1\/sailboxes\/([^/]+)\/sshd$/,
+      async ({ org, params, req, res }) => {
+        onlyFields(await readJsonBody(req), []);
+        await boxes.execs.startSshd(org, params[0]!);
+        sendJson(res, 200, { sshd: "running" });
+      },
+    ],
     ["GET", /^\/v1\/sailboxes\/([^/]+)\/listeners$/, ({ org, params, res }) => sendJson(res, 200, { listeners: boxes.listeners.list(org, params[0]!) })],
-    ["GET", /^\/v1\/sailboxes\/([^/]+)\/listeners\/(\d{1,5})$/, async ({ org, params, query, res }) => {
-      const waitMs = Number(query.get("waitMs") ?? 0);
-      if (!Number.isFinite(waitMs) || waitMs < 0) throw sailError("SAIL_INVALID_ARGUMENT", "waitMs must be a number of milliseconds >= 0", { field: "waitMs" });
-      sendJson(res, 200, await boxes.listeners.wait(org, params[0]!, Number(params[1]), waitMs));
-    }],
-    ["POST", /^\/v1\/sailboxes\/([^/]+)\/exec$/, async (ctx) => {
-      const body = await readJsonBody(ctx.req);
-      onlyFields(body, ["cmd", "cwd", "env", "background"]);
-      const request = body as unknown as ExecRequest;
-      if (request.background) {
-        sendJson(ctx.res, 201, await boxes.execs.execBackground(ctx.org, ctx.params[0]!, request));
-      } else {
-        await streamExec(ctx, request);
-      }
-    }],
-    ["GET", /^\/v1\/sailboxes\/([^/]+)\/execs\/([^/]+)\/log$/, async ({ org, params, res }) => {
-      const path = boxes.execs.logPath(org, params[0]!, params[1]!);
-      res.writeHead(200, { "content-type": "text/plain; charset=utf-8" });
-      await new Promise<void>((resolve, reject) => createReadStream(path).on("error", reject).on("end", resolve).pipe(res));
-    }],
+    [
+      "GET",
+      /^\/v1\/sailboxes\/([^/]+)\/listeners\/(\d{1,5})$/,
+      async ({ org, params, query, res }) => {
+        const waitMs = Number(query.get("waitMs") ?? 0);
+        if (!Number.isFinite(waitMs) || waitMs < 0) throw sailError("SAIL_INVALID_ARGUMENT", "waitMs must be a number of milliseconds >= 0", { field: "waitMs" });
+        sendJson(res, 200, await boxes.listeners.wait(org, params[0]!, Number(params[1]), waitMs));
+      },
+    ],
+    [
+      "POST",
+      /^\/v1\/sailboxes\/([^/]+)\/exec$/,
+      async (ctx) => {
+        const body = await readJsonBody(ctx.req);
+        onlyFields(body, ["cmd", "cwd", "env", "background"]);
+        const request = body as unknown as ExecRequest;
+        if (request.background) {
+          sendJson(ctx.res, 201, await boxes.execs.execBackground(ctx.org, ctx.params[0]!, request));
+        } else {
+          await streamExec(ctx, request);
+        }
+      },
+    ],
+    [
+      "GET",
+      /^\/v1\/sailboxes\/([^/]+)\/execs\/([^/]+)\/log$/,
+      async ({ org, params, res }) => {
+        const path = boxes.execs.logPath(org, params[0]!, params[1]!);
+        res.writeHead(200, { "content-type": "text/plain; charset=utf-8" });
+        await new Promise<void>((resolve, reject) => createReadStream(path).on("error", reject).on("end", resolve).pipe(res));
+      },
+    ],
   ];
 
   /** Foreground exec: NDJSON events as output is produced, then `{ exitCode }`. */

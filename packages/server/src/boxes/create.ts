@@ -67,18 +67,32 @@ export class BoxCreator {
     await this.prepareImage(arch, aptPackages);
 
     const id = newId("sb-");
-    const box = this.insert(org, {
-      id, appId: app.id, orgId: org.id, name, imageName: "debian", imageArch: arch, imagePackages: aptPackages.join(" "),
-      cpu: request.cpu ?? this.defaults.cpu, memoryMiB: request.memoryMiB ?? this.defaults.memoryMiB, ports, idleTimeout,
-    }, app.name);
+    const box = this.insert(
+      org,
+      {
+        id,
+        appId: app.id,
+        orgId: org.id,
+        name,
+        imageName: "debian",
+        imageArch: arch,
+        imagePackages: aptPackages.join(" "),
+        cpu: request.cpu ?? this.defaults.cpu,
+        memoryMiB: request.memoryMiB ?? this.defaults.memoryMiB,
+        ports,
+        idleTimeout,
+      },
+      app.name,
+    );
     try {
       const running = await this.lifecycle.transition(id, "running", {
         before: async () => {
           await this.runtime.create({ id, hostname: name ?? id, arch, aptPackages, cpu: box.cpu, memoryMiB: box.memoryMiB, pidsLimit: this.defaults.pidsLimit, netSlot: box.netSlot });
-          if (sshKey) await runScript(this.runtime, id, installSshdScript(sshKey), "set up sshd").catch(async (err) => {
-            await this.runtime.destroy(id);
-            throw err;
-          });
+          if (sshKey)
+            await runScript(this.runtime, id, installSshdScript(sshKey), "set up sshd").catch(async (err) => {
+              await this.runtime.destroy(id);
+              throw err;
+            });
         },
       });
       this.log.info({ sailboxId: id, app: app.name, name }, "sailbox running");
@@ -148,7 +162,11 @@ export class BoxCreator {
       else await this.runtime.prepareImage(arch, onProgress);
     } catch (err) {
       if (err instanceof EmulationUnavailableError) {
-        throw sailError("SAIL_IMAGE_ARCH_UNSUPPORTED", `${image} needs ${arch} emulation on this ${this.runtime.hostArch} host, which is not available: ${err.message}. Or use Image.debian (the host's architecture)`, { field: "image", requested: arch, host: this.runtime.hostArch });
+        throw sailError(
+          "SAIL_IMAGE_ARCH_UNSUPPORTED",
+          `${image} needs ${arch} emulation on this ${this.runtime.hostArch} host, which is not available: ${err.message}. Or use Image.debian (the host's architecture)`,
+          { field: "image", requested: arch, host: this.runtime.hostArch },
+        );
       }
       if (err instanceof ImageBuildError) throw sailError("SAIL_IMAGE_BUILD_FAILED", `Could not build ${image}: ${err.message}`, { field: "image.aptPackages", aptPackages });
       throw err;
@@ -163,7 +181,11 @@ function withCanonicalCidrs(p: IngressPortSpec): IngressPortSpec {
   const cidrAllowlist = (p.cidrAllowlist ?? []).map((cidr) => {
     const normalized = normalizeCidr(cidr);
     if (!normalized) {
-      throw sailError("SAIL_CIDR_INVALID", `cidrAllowlist of port ${p.port} has ${JSON.stringify(cidr)}, which is not an IPv4 or IPv6 CIDR (e.g. "203.0.113.0/24", "2001:db8::/32" or a bare address)`, { port: p.port, cidr });
+      throw sailError(
+        "SAIL_CIDR_INVALID",
+        `cidrAllowlist of port ${p.port} has ${JSON.stringify(cidr)}, which is not an IPv4 or IPv6 CIDR (e.g. "203.0.113.0/24", "2001:db8::/32" or a bare address)`,
+        { port: p.port, cidr },
+      );
     }
     return normalized;
   });

@@ -35,7 +35,8 @@ export class Endings {
     let failed = 0;
     for (const box of this.store.liveSailboxes()) {
       const state = await this.runtime.state(box.id);
-      const lost = box.status === "creating" ? "the daemon stopped while it was being created" : state === "missing" || state === "stopped" ? `its container was ${state} when the daemon started` : undefined;
+      const lost =
+        box.status === "creating" ? "the daemon stopped while it was being created" : state === "missing" || state === "stopped" ? `its container was ${state} when the daemon started` : undefined;
       if (!lost) {
         kept++;
         continue;

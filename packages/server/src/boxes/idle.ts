@@ -26,7 +26,8 @@ export class IdleSleeper {
     private readonly log: Logger,
   ) {
     lifecycle.onTransition(({ box, to }) => {
-      if (to === "running") this.touch(box.id); // a start or a wake counts as activity
+      if (to === "running")
+        this.touch(box.id); // a start or a wake counts as activity
       else if (to === "terminated" || to === "failed") this.forget(box.id);
     });
   }
@@ -44,10 +45,12 @@ export class IdleSleeper {
   /** A foreground exec runs until `done` settles: the box is busy meanwhile. */
   execRunning(id: string, done: Promise<unknown>): void {
     this.execsOpen.set(id, (this.execsOpen.get(id) ?? 0) + 1);
-    void done.catch(() => {}).finally(() => {
-      this.execsOpen.set(id, (this.execsOpen.get(id) ?? 1) - 1);
-      this.touch(id);
-    });
+    void done
+      .catch(() => {})
+      .finally(() => {
+        this.execsOpen.set(id, (this.execsOpen.get(id) ?? 1) - 1);
+        this.touch(id);
+      });
   }
 
   /** Sleep every running box with an idleTimeout that has been idle that long. Called every second by the daemon. */

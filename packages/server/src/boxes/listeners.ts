@@ -42,7 +42,11 @@ export class Listeners {
     const listener = listeners.find((l) => l.port === port);
     if (!listener) {
       const published = listeners.map((l) => l.port);
-      throw sailError("SAIL_LISTENER_NOT_FOUND", `Sailbox ${id} does not publish port ${port}${published.length ? ` (it publishes ${published.join(", ")})` : " (it publishes no ports)"}: pass it in ingressPorts when you create the sailbox`, { sailboxId: id, port });
+      throw sailError(
+        "SAIL_LISTENER_NOT_FOUND",
+        `Sailbox ${id} does not publish port ${port}${published.length ? ` (it publishes ${published.join(", ")})` : " (it publishes no ports)"}: pass it in ingressPorts when you create the sailbox`,
+        { sailboxId: id, port },
+      );
     }
     const deadline = Date.now() + Math.min(Math.max(timeoutMs, 0), LISTENER_WAIT_MAX_MS);
     for (;;) {

@@ -115,7 +115,15 @@ export class RoutePublisher {
       const generation = `${listener.sailboxId}:${this.starts.get(listener.sailboxId) ?? 0}`;
       http.push([httpLabel(listener.sailboxId, listener.port), { sailboxId: listener.sailboxId, port: listener.port, guestAddress, generation, status, h2c: listener.h2c }]);
     } else if (listener.publicPort !== null) {
-      tcp.push({ sailboxId: listener.sailboxId, port: listener.port, guestAddress, publicPort: listener.publicPort, cidrAllowlist: listener.cidrAllowlist, proxyProtocol: listener.proxyProtocol, status });
+      tcp.push({
+        sailboxId: listener.sailboxId,
+        port: listener.port,
+        guestAddress,
+        publicPort: listener.publicPort,
+        cidrAllowlist: listener.cidrAllowlist,
+        proxyProtocol: listener.proxyProtocol,
+        status,
+      });
     }
   }
 }

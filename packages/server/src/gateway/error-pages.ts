@@ -36,7 +36,9 @@ export function renderError(accept: string | undefined, err: GatewayError): { st
 /** The same answer as raw HTTP/1.1 bytes, for a connection taken over for an upgrade; the connection then closes. */
 export function errorResponse(accept: string | undefined, err: GatewayError): string {
   const { status, headers, body } = renderError(accept, err);
-  const head = Object.entries({ connection: "close", ...headers }).map(([name, value]) => `${name}: ${value}\r\n`).join("");
+  const head = Object.entries({ connection: "close", ...headers })
+    .map(([name, value]) => `${name}: ${value}\r\n`)
+    .join("");
   return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Error"}\r\n${head}\r\n${body}`;
 }
 

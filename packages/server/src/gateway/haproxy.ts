@@ -150,7 +150,10 @@ export class HaproxyGateway implements RouteSubscriber {
     return new Promise((resolve) => {
       const req = request({ socketPath: this.paths.metrics, path: "/metrics" }, (res) => {
         let text = "";
-        res.setEncoding("utf8").on("data", (d: string) => (text += d)).on("end", () => resolve(text));
+        res
+          .setEncoding("utf8")
+          .on("data", (d: string) => (text += d))
+          .on("end", () => resolve(text));
       });
       req.on("error", () => resolve(""));
       req.setTimeout(5000, () => req.destroy());
@@ -215,7 +218,14 @@ export class HaproxyGateway implements RouteSubscriber {
       const ready = async () => {
         for (;;) {
           if (child.exitCode !== null || child.signalCode !== null) return;
-          if (existsSync(this.paths.admin) && (await this.api.run("show info").then(() => true, () => false))) return resolve();
+          if (
+            existsSync(this.paths.admin) &&
+            (await this.api.run("show info").then(
+              () => true,
+              () => false,
+            ))
+          )
+            return resolve();
           await new Promise((r) => setTimeout(r, 20));
         }
       };
@@ -288,14 +298,20 @@ export function sessionsTo(text: string, addresses: Set<string>): string[] {
 /** One frontend's counters from `show stat` (CSV with a `# pxname,svname,…` header). */
 export function frontendStats(csv: string, frontend: string): Record<string, number> {
   const lines = csv.split("\n");
-  const header = lines.find((l) => l.startsWith("# "))?.slice(2).split(",") ?? [];
+  const header =
+    lines
+      .find((l) => l.startsWith("# "))
+      ?.slice(2)
+      .split(",") ?? [];
   const row = lines.find((l) => l.startsWith(`${frontend},FRONTEND,`))?.split(",") ?? [];
   return Object.fromEntries(header.map((name, i) => [name, Number(row[i] ?? 0) || 0]));
 }
 
 /** uid and gid of a system user, from /etc/passwd. */
 function systemIds(user: string): { uid: number; gid: number } | undefined {
-  const line = readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.startsWith(`${user}:`));
+  const line = readFileSync("/etc/passwd", "utf8")
+    .split("\n")
+    .find((l) => l.startsWith(`${user}:`));
   const [, , uid, gid] = line?.split(":") ?? [];
   return uid && gid ? { uid: Number(uid), gid: Number(gid) } : undefined;
 }

@@ -96,10 +96,7 @@ export class SlowPath implements RouteSubscriber {
   private async decide(host: string, route: HttpRoute | undefined): Promise<IngressDecision> {
     const first = decideIngress(route, { host, domain: this.options.domain });
     if (first.action !== "wake" || !route) return first;
-    const status = await Promise.race([
-      this.options.wakeOnIngress(route.sailboxId).catch(() => undefined),
-      delay(this.options.wakeBudgetMs ?? WAKE_BUDGET_MS, undefined, { ref: false }),
-    ]);
+    const status = await Promise.race([this.options.wakeOnIngress(route.sailboxId).catch(() => undefined), delay(this.options.wakeBudgetMs ?? WAKE_BUDGET_MS, undefined, { ref: false })]);
     return decideAfterWake(route, status as HttpRoute["status"] | undefined);
   }
 
@@ -122,7 +119,13 @@ export class SlowPath implements RouteSubscriber {
     });
     forwarded.on("error", () => {
       if (!res.headersSent) {
-        const page = renderError(req.headers.accept, { status: 502, code: "SAIL_UPSTREAM_FAILED", message: `The process on port ${target.port} in sailbox ${target.sailboxId} closed the connection without a valid answer`, sailboxId: target.sailboxId, port: target.port });
+        const page = renderError(req.headers.accept, {
+          status: 502,
+          code: "SAIL_UPSTREAM_FAILED",
+          message: `The process on port ${target.port} in sailbox ${target.sailboxId} closed the connection without a valid answer`,
+          sailboxId: target.sailboxId,
+          port: target.port,
+        });
         res.writeHead(page.status, page.headers).end(page.body);
       } else res.destroy();
     });
@@ -155,7 +158,10 @@ export class SlowPath implements RouteSubscriber {
 
   private refuse(req: IncomingMessage, refusal: IngressRefusal, answer: (page: ReturnType<typeof renderError>) => void): void {
     this.counters.refuse(refusal.reason);
-    const peer = String(req.headers["x-forwarded-for"] ?? "").split(",").pop()?.trim();
+    const peer = String(req.headers["x-forwarded-for"] ?? "")
+      .split(",")
+      .pop()
+      ?.trim();
     const fields = { sailboxId: refusal.sailboxId, port: refusal.port, peer, status: refusal.status, code: refusal.code };
     if (refusal.status >= 500) this.refusals.warn(refusal.reason, fields, "gateway could not forward");
     else this.refusals.info(refusal.reason, fields, "gateway refused a request");
@@ -177,6 +183,12 @@ export class SlowPath implements RouteSubscriber {
 
 /** Fields to pass on: all but hop-by-hop ones and those the Connection field names (RFC 9110 §7.6.1). */
 function forwardable(headers: IncomingHttpHeaders): IncomingHttpHeaders {
-  const named = new Set(String(headers.connection ?? "").toLowerCase().split(",").map((t) => t.trim()).filter(Boolean));
+  const named = new Set(
+    String(headers.connection ?? "")
+      .toLowerCase()
+      .split(",")
+      .map((t) => t.trim())
+      .filter(Boolean),
+  );
   return Object.fromEntries(Object.entries(headers).filter(([name]) => !HOP_BY_HOP.has(name) && !named.has(name)));
 }

@@ -110,7 +110,7 @@ function detach(socket: Socket): { fd: number; head: Buffer | null } {
   const chunks: Buffer[] = [];
   // read() may ask the handle to read again; that only registers interest, so the
   // readStop right after runs before any further bytes can reach Node
-  for (let chunk: Buffer | null; (chunk = socket.read() as Buffer | null) !== null; ) chunks.push(chunk);
+  for (let chunk: Buffer | null; (chunk = socket.read() as Buffer | null) !== null;) chunks.push(chunk);
   handle.reading = false;
   handle.readStop();
   return { fd: handle.fd, head: chunks.length ? Buffer.concat(chunks) : null };

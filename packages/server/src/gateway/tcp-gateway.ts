@@ -155,10 +155,7 @@ export class TcpGateway implements RouteSubscriber {
 
   /** Held at most the wake budget; then what the policy says of the status it reached. */
   private async wake(route: TcpRoute) {
-    const status = await Promise.race([
-      this.source.wakeOnIngress(route.sailboxId).catch(() => undefined),
-      delay(this.wakeBudgetMs, undefined, { ref: false }),
-    ]);
+    const status = await Promise.race([this.source.wakeOnIngress(route.sailboxId).catch(() => undefined), delay(this.wakeBudgetMs, undefined, { ref: false })]);
     return decideAfterWake(route, status as TcpRoute["status"] | undefined);
   }
 

@@ -56,14 +56,13 @@ function issueCa(): { key: string; cert: string } {
   cert.serialNumber = serial();
   cert.validity.notBefore = new Date(Date.now() - 60_000);
   cert.validity.notAfter = new Date(Date.now() + CA_YEARS * 365 * 86_400_000);
-  const subject = [{ name: "commonName", value: "Sail local CA" }, { name: "organizationName", value: "Sail" }];
+  const subject = [
+    { name: "commonName", value: "Sail local CA" },
+    { name: "organizationName", value: "Sail" },
+  ];
   cert.setSubject(subject);
   cert.setIssuer(subject);
-  cert.setExtensions([
-    { name: "basicConstraints", cA: true, critical: true },
-    { name: "keyUsage", keyCertSign: true, cRLSign: true, critical: true },
-    { name: "subjectKeyIdentifier" },
-  ]);
+  cert.setExtensions([{ name: "basicConstraints", cA: true, critical: true }, { name: "keyUsage", keyCertSign: true, cRLSign: true, critical: true }, { name: "subjectKeyIdentifier" }]);
   cert.sign(keys.privateKey, forge.md.sha256.create());
   return { key: forge.pki.privateKeyToPem(keys.privateKey), cert: forge.pki.certificateToPem(cert) };
 }
@@ -81,7 +80,13 @@ function issueLeaf(domain: string, caKey: forge.pki.PrivateKey, caCert: forge.pk
     { name: "basicConstraints", cA: false },
     { name: "keyUsage", digitalSignature: true, keyEncipherment: true, critical: true },
     { name: "extKeyUsage", serverAuth: true },
-    { name: "subjectAltName", altNames: [{ type: 2, value: `*.${domain}` }, { type: 2, value: domain }] },
+    {
+      name: "subjectAltName",
+      altNames: [
+        { type: 2, value: `*.${domain}` },
+        { type: 2, value: domain },
+      ],
+    },
   ]);
   cert.sign(caKey as forge.pki.rsa.PrivateKey, forge.md.sha256.create());
   return { key: forge.pki.privateKeyToPem(keys.privateKey), cert: forge.pki.certificateToPem(cert) };

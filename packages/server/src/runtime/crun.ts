@@ -30,9 +30,7 @@ export class Crun {
   /** Start the container in `bundle`, detached: it keeps running when the daemon stops. */
   async run(id: string, bundle: string, logFd: number): Promise<void> {
     const crun = [this.bin, "--root", this.root, "run", "--detach", "--bundle", bundle, id];
-    const [file, ...args] = this.hybridMounts.length
-      ? ["unshare", "-m", "--propagation", "private", "--", "sh", "-c", 'for m in $MOUNTS; do umount "$m"; done; exec "$@"', "sh", ...crun]
-      : crun;
+    const [file, ...args] = this.hybridMounts.length ? ["unshare", "-m", "--propagation", "private", "--", "sh", "-c", 'for m in $MOUNTS; do umount "$m"; done; exec "$@"', "sh", ...crun] : crun;
     const result = await runCommandWithStdio(file!, args, ["ignore", logFd, logFd], { MOUNTS: this.hybridMounts.join(" ") });
     if (result !== 0) throw new Error(`crun run ${id} exited ${result}; see the box's console log`);
   }

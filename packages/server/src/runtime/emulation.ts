@@ -89,9 +89,7 @@ export async function ensureEmulation(arch: Architecture, paths: EmulationPaths 
   const debianLine = readDebianLine(join(paths.binfmtConfDir, `qemu-${target.qemu}.conf`));
   const taken = new Set(entries.map((e) => e.name));
   const name = taken.has(`qemu-${target.qemu}`) ? `sail-qemu-${target.qemu}` : `qemu-${target.qemu}`;
-  const line = debianLine
-    ? debianLine.replace(/^:[^:]*:/, `:${name}:`)
-    : `:${name}:M::${escaped(target.magic)}:${escaped(target.mask)}:${interpreter}:F`;
+  const line = debianLine ? debianLine.replace(/^:[^:]*:/, `:${name}:`) : `:${name}:M::${escaped(target.magic)}:${escaped(target.mask)}:${interpreter}:F`;
   if (!taken.has(name)) {
     try {
       writeFileSync(join(binfmtDir, "register"), line);

@@ -68,9 +68,7 @@ export class LocalRuntime implements Runtime {
 
   private async packageImage(arch: Architecture, aptPackages: readonly string[], onProgress?: (progress: ImageProgress) => void): Promise<string> {
     const base = await this.baseImage(arch, onProgress);
-    return this.shareBuild(this.packageImages, `${arch} ${aptPackages.join(" ")}`, () =>
-      ensurePackageImage(base, aptPackages, { imagesDir: join(this.options.dataDir, "images"), onProgress }),
-    );
+    return this.shareBuild(this.packageImages, `${arch} ${aptPackages.join(" ")}`, () => ensurePackageImage(base, aptPackages, { imagesDir: join(this.options.dataDir, "images"), onProgress }));
   }
 
   /** Concurrent callers share one build; a failed build is forgotten, so the next call tries again (the mirror may be back). */
@@ -241,10 +239,7 @@ export class LocalRuntime implements Runtime {
 /** /etc/hostname, /etc/hosts and resolv.conf: without them name lookups stall 5-10 s. */
 function writeIdentity(rootfs: string, hostname: string, guestAddress: string): void {
   writeFileSync(join(rootfs, "etc/hostname"), `${hostname}\n`);
-  writeFileSync(
-    join(rootfs, "etc/hosts"),
-    `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${guestAddress}\t${hostname}\n`,
-  );
+  writeFileSync(join(rootfs, "etc/hosts"), `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${guestAddress}\t${hostname}\n`);
   // Boxes have no egress yet: a nameserver on the box's own loopback fails at once
   // (connection refused) instead of timing out.
   writeFileSync(join(rootfs, "etc/resolv.conf"), "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n");

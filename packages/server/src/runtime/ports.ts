@@ -34,8 +34,15 @@ export async function listeningAddresses(id: string, port: number): Promise<stri
 /** /proc/net/tcp stores addresses as little-endian 32-bit words in hex. */
 export function decodeProcAddress(hex: string): string {
   const words = hex.match(/.{8}/g)!.map((w) => w.match(/../g)!.reverse().join(""));
-  if (words.length === 1) return words[0]!.match(/../g)!.map((b) => parseInt(b, 16)).join(".");
-  const groups = words.join("").match(/.{4}/g)!.map((g) => parseInt(g, 16).toString(16));
+  if (words.length === 1)
+    return words[0]!
+      .match(/../g)!
+      .map((b) => parseInt(b, 16))
+      .join(".");
+  const groups = words
+    .join("")
+    .match(/.{4}/g)!
+    .map((g) => parseInt(g, 16).toString(16));
   const v6 = groups.join(":").replace(/(^|:)0(:0)+(:|$)/, "::");
   const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(v6);
   if (mapped) {

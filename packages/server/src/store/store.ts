@@ -159,9 +159,8 @@ export class Store {
 
   /** The org of a live (not revoked) token. Asked on every request, so a revoke takes effect at once. */
   orgForToken(token: string): OrgRow | undefined {
-    const row = this.db
-      .prepare("SELECT o.id, o.name, o.operator FROM tokens t JOIN orgs o ON o.id = t.org_id WHERE t.sha256 = ? AND t.revoked_at IS NULL")
-      .get(hashToken(token)) as StoredOrg | undefined;
+    const row = this.db.prepare("SELECT o.id, o.name, o.operator FROM tokens t JOIN orgs o ON o.id = t.org_id WHERE t.sha256 = ? AND t.revoked_at IS NULL").get(hashToken(token)) as
+      StoredOrg | undefined;
     return row && decodeOrg(row);
   }
 
@@ -189,29 +188,21 @@ export class Store {
   // --- apps ---
 
   findApp(orgId: string, name: string): AppRow | undefined {
-    return this.db
-      .prepare("SELECT id, org_id AS orgId, name, created_at AS createdAt FROM apps WHERE org_id = ? AND name = ?")
-      .get(orgId, name) as AppRow | undefined;
+    return this.db.prepare("SELECT id, org_id AS orgId, name, created_at AS createdAt FROM apps WHERE org_id = ? AND name = ?").get(orgId, name) as AppRow | undefined;
   }
 
   getApp(orgId: string, id: string): AppRow | undefined {
-    return this.db
-      .prepare("SELECT id, org_id AS orgId, name, created_at AS createdAt FROM apps WHERE org_id = ? AND id = ?")
-      .get(orgId, id) as AppRow | undefined;
+    return this.db.prepare("SELECT id, org_id AS orgId, name, created_at AS createdAt FROM apps WHERE org_id = ? AND id = ?").get(orgId, id) as AppRow | undefined;
   }
 
   /** Find or create, race-free (UNIQUE(org_id, name)). */
   mintApp(orgId: string, name: string): AppRow {
-    this.db
-      .prepare("INSERT INTO apps (id, org_id, name, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (org_id, name) DO NOTHING")
-      .run(newId("app-"), orgId, name, now());
+    this.db.prepare("INSERT INTO apps (id, org_id, name, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (org_id, name) DO NOTHING").run(newId("app-"), orgId, name, now());
     return this.findApp(orgId, name)!;
   }
 
   listApps(orgId: string): AppRow[] {
-    return this.db
-      .prepare("SELECT id, org_id AS orgId, name, created_at AS createdAt FROM apps WHERE org_id = ? ORDER BY name")
-      .all(orgId) as AppRow[];
+    return this.db.prepare("SELECT id, org_id AS orgId, name, created_at AS createdAt FROM apps WHERE org_id = ? ORDER BY name").all(orgId) as AppRow[];
   }
 
   // --- sailboxes ---
@@ -242,12 +233,10 @@ export class Store {
            VALUES (?, ?, ?, ?, 'creating', 1, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(box.id, box.appId, box.orgId, box.name, box.imageName, box.imageArch, box.imagePackages, box.cpu, box.memoryMiB, netSlot, box.idleTimeout ?? null, now());
-      const insertListener = this.db.prepare(
-        "INSERT INTO listeners (sailbox_id, port, protocol, cidr_allowlist, allow_public, public_port, h2c, proxy_protocol) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-      );
+      const insertListener = this.db.prepare("INSERT INTO listeners (sailbox_id, port, protocol, cidr_allowlist, allow_public, public_port, h2c, proxy_protocol) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
       let next = 0;
       for (const p of box.ports ?? []) {
-        const publicPort = p.protocol === "tcp" ? publicPorts[next++] ?? null : null;
+        const publicPort = p.protocol === "tcp" ? (publicPorts[next++] ?? null) : null;
         insertListener.run(box.id, p.port, p.protocol, JSON.stringify(p.cidrAllowlist ?? []), p.allowPublic ? 1 : 0, publicPort, p.h2c ? 1 : 0, p.proxyProtocol ? 1 : 0);
       }
       return this.getSailbox(box.id)!;
@@ -257,7 +246,9 @@ export class Store {
   /** The lowest free public ports (inside insertSailbox's transaction). */
   private allocateTcpPorts(count: number, tcp: TcpPortRange): number[] {
     const used = new Set(
-      (this.db.prepare("SELECT l.public_port AS p FROM listeners l JOIN sailboxes s ON s.id = l.sailbox_id WHERE s.live = 1 AND l.public_port IS NOT NULL").all() as Array<{ p: number }>).map((r) => r.p),
+      (this.db.prepare("SELECT l.public_port AS p FROM listeners l JOIN sailboxes s ON s.id = l.sailbox_id WHERE s.live = 1 AND l.public_port IS NOT NULL").all() as Array<{ p: number }>).map(
+        (r) => r.p,
+      ),
     );
     const ports: number[] = [];
     for (let port = tcp.firstPort; port <= tcp.lastPort && ports.length < count; port++) if (!used.has(port)) ports.push(port);
@@ -267,9 +258,7 @@ export class Store {
 
   /** Raw-TCP listeners the org's live sailboxes hold. */
   countLiveTcpListeners(orgId: string): number {
-    return (this.db
-      .prepare("SELECT COUNT(*) AS n FROM listeners l JOIN sailboxes s ON s.id = l.sailbox_id WHERE s.live = 1 AND s.org_id = ? AND l.protocol = 'tcp'")
-      .get(orgId) as { n: number }).n;
+    return (this.db.prepare("SELECT COUNT(*) AS n FROM listeners l JOIN sailboxes s ON s.id = l.sailbox_id WHERE s.live = 1 AND s.org_id = ? AND l.protocol = 'tcp'").get(orgId) as { n: number }).n;
   }
 
   /** The org's own raw-TCP endpoint limit, or null for the daemon's default. */
@@ -328,11 +317,7 @@ export class Store {
   // --- listeners ---
 
   listListeners(sailboxId: string): ListenerRow[] {
-    const rows = this.db
-      .prepare(
-        `SELECT ${LISTENER_COLUMNS} FROM listeners l WHERE l.sailbox_id = ? ORDER BY l.port`,
-      )
-      .all(sailboxId) as Array<StoredListener<ListenerRow>>;
+    const rows = this.db.prepare(`SELECT ${LISTENER_COLUMNS} FROM listeners l WHERE l.sailbox_id = ? ORDER BY l.port`).all(sailboxId) as Array<StoredListener<ListenerRow>>;
     return rows.map(decodeListener);
   }
 
@@ -351,16 +336,13 @@ export class Store {
 
   insertExec(exec: Omit<ExecRow, "startedAt">): ExecRow {
     const row = { ...exec, startedAt: now() };
-    this.db
-      .prepare("INSERT INTO execs (id, sailbox_id, cmd, background, started_at) VALUES (?, ?, ?, ?, ?)")
-      .run(row.id, row.sailboxId, row.cmd, row.background ? 1 : 0, row.startedAt);
+    this.db.prepare("INSERT INTO execs (id, sailbox_id, cmd, background, started_at) VALUES (?, ?, ?, ?, ?)").run(row.id, row.sailboxId, row.cmd, row.background ? 1 : 0, row.startedAt);
     return row;
   }
 
   getExec(sailboxId: string, id: string): ExecRow | undefined {
-    const row = this.db
-      .prepare("SELECT id, sailbox_id AS sailboxId, cmd, background, started_at AS startedAt FROM execs WHERE sailbox_id = ? AND id = ?")
-      .get(sailboxId, id) as (Omit<ExecRow, "background"> & { background: number }) | undefined;
+    const row = this.db.prepare("SELECT id, sailbox_id AS sailboxId, cmd, background, started_at AS startedAt FROM execs WHERE sailbox_id = ? AND id = ?").get(sailboxId, id) as
+      (Omit<ExecRow, "background"> & { background: number }) | undefined;
     return row && { ...row, background: row.background === 1 };
   }
 }
