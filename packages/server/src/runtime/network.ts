@@ -50,24 +50,35 @@ export class BoxNetworks {
   /**
    * Boxes may answer the host (the gateway dials them) but never open a connection to it, to
    * another box or beyond: whatever the host listens on (0.0.0.0, [::], the veth's IPv6
-   * link-local address) and whatever its ip_forward says. Matched by the host-side veth
-   * name, so both address families are covered; rejected packets are counted.
+   * link-local address) and whatever its ip_forward says. A box may only send from its own
+   * address (a reverse-path check on its veth), so its source address names it; the IPv4 rules
+   * match this daemon's subnet only, so two daemons on a host never decide for each other's
+   * boxes. Rejected packets are counted.
    */
   private async firewall(): Promise<void> {
     const veths = `"${HOST_INTERFACE_PREFIX}*"`;
     const table = this.firewallTable;
+    const boxes = `ip saddr ${this.subnet}`;
     await runCommand("nft", ["delete", "table", "inet", table]);
     await mustRun("nft", ["-f", "-"], {
       input: `table inet ${table} {
+  chain prerouting {
+    type filter hook prerouting priority raw; policy accept;
+    iifname ${veths} fib saddr . iif oif missing counter drop comment "a sailbox may only send from its own address"
+  }
   chain input {
     type filter hook input priority filter; policy accept;
-    iifname ${veths} ct state established,related accept
-    iifname ${veths} counter reject comment "a sailbox may not open connections to the host"
+    iifname ${veths} ${boxes} ct state established,related accept
+    iifname ${veths} ${boxes} counter reject comment "a sailbox may not open connections to the host"
+    iifname ${veths} meta nfproto ipv6 ct state established,related accept
+    iifname ${veths} meta nfproto ipv6 counter reject comment "nor over IPv6"
   }
   chain forward {
     type filter hook forward priority filter; policy accept;
-    iifname ${veths} counter drop comment "no traffic from a sailbox to other networks or boxes"
-    oifname ${veths} counter drop comment "nothing routed into a sailbox: the gateway is the way in"
+    iifname ${veths} ${boxes} counter drop comment "no traffic from a sailbox to other networks or boxes"
+    iifname ${veths} meta nfproto ipv6 counter drop
+    oifname ${veths} ip daddr ${this.subnet} counter drop comment "nothing routed into a sailbox: the gateway is the way in"
+    oifname ${veths} meta nfproto ipv6 counter drop
   }
 }
 `,
