@@ -15,6 +15,16 @@ import {
   sailError,
   SailError,
   SailboxPausedError,
+  domainMatches,
+  intToIpv4,
+  ipv4ToInt,
+  mergeRanges,
+  NETWORK_ENTRIES_MAX,
+  NEVER_REACHED_IPV4,
+  normalizeNetworkPolicy,
+  parseIpv4Cidr,
+  rangeCovered,
+  subtractRanges,
 } from "@sail/protocol";
 
 describe("errors", () => {
@@ -107,5 +117,63 @@ describe("apt packages", () => {
         JSON.stringify(bad),
       );
     }
+  });
+});
+
+describe("outbound network rules", () => {
+  test("a policy is open, blocked, an allowlist or a denylist; entries come back canonical and de-duplicated", () => {
+    assert.deepEqual(normalizeNetworkPolicy({}), { outbound: "open", allowOut: [], denyOut: [] });
+    assert.deepEqual(normalizeNetworkPolicy({ blockNetwork: true }), { outbound: "blocked", allowOut: [], denyOut: [] });
+    assert.deepEqual(normalizeNetworkPolicy({ allowOut: ["198.51.100.7", "203.0.113.9/24", "Example.COM.", "*.Example.com", "198.51.100.7/32"] }), {
+      outbound: "allowlist",
+      allowOut: ["198.51.100.7/32", "203.0.113.0/24", "example.com", "*.example.com"],
+      denyOut: [],
+    });
+    assert.deepEqual(normalizeNetworkPolicy({ denyOut: ["10.0.0.0/8"], allowOut: [] }), { outbound: "denylist", allowOut: [], denyOut: ["10.0.0.0/8"] });
+  });
+
+  test("bad entries and combinations are refused with their code, naming the entry", () => {
+    const refused = (request: object, code: string, message: RegExp) =>
+      assert.throws(
+        () => normalizeNetworkPolicy(request),
+        (e: SailError) => e.code === code && message.test(e.message),
+        JSON.stringify(request),
+      );
+    refused({ allowOut: ["256.1.1.1"] }, "SAIL_NETWORK_ENTRY_INVALID", /"256\.1\.1\.1"/);
+    refused({ allowOut: ["1.2.3.4/33"] }, "SAIL_NETWORK_ENTRY_INVALID", /1\.2\.3\.4\/33/);
+    refused({ allowOut: ["01.2.3.4"] }, "SAIL_NETWORK_ENTRY_INVALID", /01\.2\.3\.4/);
+    refused({ denyOut: ["2001:db8::/32"] }, "SAIL_NETWORK_ENTRY_INVALID", /IPv4 only/);
+    refused({ allowOut: ["localhost"] }, "SAIL_NETWORK_ENTRY_INVALID", /localhost/);
+    refused({ allowOut: ["a.*.example.com"] }, "SAIL_NETWORK_ENTRY_INVALID", /a\.\*\.example\.com/);
+    refused({ allowOut: ["-bad.example.com"] }, "SAIL_NETWORK_ENTRY_INVALID", /-bad/);
+    refused({ allowOut: [42] }, "SAIL_NETWORK_ENTRY_INVALID", /42/);
+    refused({ allowOut: "example.com" }, "SAIL_NETWORK_ENTRY_INVALID", /must be a list/);
+    refused({ allowOut: Array.from({ length: NETWORK_ENTRIES_MAX + 1 }, (_, i) => `198.51.100.${i % 256}`) }, "SAIL_NETWORK_ENTRY_INVALID", /at most 256/);
+    refused({ blockNetwork: true, denyOut: ["example.com"] }, "SAIL_NETWORK_POLICY_CONFLICT", /blockNetwork and denyOut/);
+    refused({ allowOut: ["example.com"], denyOut: ["example.org"] }, "SAIL_NETWORK_POLICY_CONFLICT", /allowOut and denyOut/);
+    refused({ blockNetwork: "yes" }, "SAIL_INVALID_ARGUMENT", /true or false/);
+  });
+
+  test("a domain entry matches that name only; *.domain any name below it, not itself", () => {
+    assert.ok(domainMatches("example.com", "EXAMPLE.com."));
+    assert.ok(!domainMatches("example.com", "www.example.com"));
+    assert.ok(domainMatches("*.example.com", "www.example.com"));
+    assert.ok(domainMatches("*.example.com", "a.b.example.com"));
+    assert.ok(!domainMatches("*.example.com", "example.com"));
+    assert.ok(!domainMatches("*.example.com", "badexample.com"));
+  });
+
+  test("IPv4 ranges: subtract, merge and coverage, as the firewall's never-reached set is built", () => {
+    const r = (cidr: string) => parseIpv4Cidr(cidr)!.range;
+    assert.deepEqual(parseIpv4Cidr("10.1.2.3/8"), { cidr: "10.0.0.0/8", range: [167772160, 184549375] });
+    const left = subtractRanges([r("10.0.0.0/8")], [r("10.1.0.0/16")]);
+    assert.deepEqual(
+      left.map(([a, b]) => `${intToIpv4(a)}-${intToIpv4(b)}`),
+      ["10.0.0.0-10.0.255.255", "10.2.0.0-10.255.255.255"],
+    );
+    assert.deepEqual(mergeRanges([r("10.0.0.0/9"), r("10.128.0.0/9"), r("11.0.0.0/8")]), [[r("10.0.0.0/8")[0], r("11.0.0.0/8")[1]]]);
+    assert.ok(rangeCovered(r("10.1.0.0/16"), [r("10.0.0.0/8")]));
+    assert.ok(!rangeCovered(r("0.0.0.0/0"), NEVER_REACHED_IPV4.map(r)));
+    assert.ok(NEVER_REACHED_IPV4.map(r).some(([a, b]) => ipv4ToInt("169.254.169.254")! >= a && ipv4ToInt("169.254.169.254")! <= b));
   });
 });

@@ -47,6 +47,10 @@ export const ERROR_CODES = {
   SAIL_PORT_UNAUTHENTICATED: { status: 400, kind: "InvalidArgument" },
   SAIL_LISTENER_NOT_FOUND: { status: 404, kind: "NotFound" },
   SAIL_SSH_KEY_INVALID: { status: 400, kind: "InvalidArgument" },
+  // outbound network rules (network.ts)
+  SAIL_NETWORK_ENTRY_INVALID: { status: 400, kind: "InvalidArgument" },
+  SAIL_NETWORK_ENTRY_REFUSED: { status: 400, kind: "InvalidArgument" },
+  SAIL_NETWORK_POLICY_CONFLICT: { status: 400, kind: "InvalidArgument" },
   // auth
   SAIL_AUTH_MISSING: { status: 401, kind: "Auth" },
   SAIL_AUTH_INVALID: { status: 401, kind: "Auth" },

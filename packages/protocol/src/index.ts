@@ -2,3 +2,4 @@ export * from "./errors.js";
 export * from "./types.js";
 export * from "./rules.js";
 export * from "./lifecycle.js";
+export * from "./network.js";

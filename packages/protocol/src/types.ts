@@ -35,7 +35,28 @@ export interface IngressPortSpec {
   proxyProtocol?: boolean;
 }
 
-export interface CreateSailboxRequest {
+/**
+ * Where a box may open connections (IPv4, through the host; names through Sail's resolver).
+ * At most one of the three; none means open. Entries are IPv4 addresses or CIDRs, domain
+ * names (that name only) and `*.domain` (any name below it).
+ */
+export interface NetworkPolicyRequest {
+  /** Nothing leaves the box, DNS included. */
+  blockNetwork?: boolean;
+  /** Only these destinations (a name outside the list does not resolve). */
+  allowOut?: string[];
+  /** Every destination but these. */
+  denyOut?: string[];
+}
+
+/** A box's outbound policy as the API shows it; `open` still never reaches private ranges, the host or other boxes. */
+export interface NetworkInfo {
+  outbound: "open" | "blocked" | "allowlist" | "denylist";
+  allowOut: string[];
+  denyOut: string[];
+}
+
+export interface CreateSailboxRequest extends NetworkPolicyRequest {
   appId: string;
   ingressPorts?: Array<number | IngressPortSpec>;
   /** Sleep after this many seconds idle (no open or active inbound connection, no API activity). */
@@ -66,6 +87,8 @@ export interface SailboxInfo {
   idleTimeout: number | null;
   /** Its published ports and their public endpoints, known from create on; none once it ended. */
   listeners: ListenerInfo[];
+  /** Where it may open connections. */
+  network: NetworkInfo;
   createdAt: string;
   /** Why a `failed` sailbox failed. */
   failureReason?: string;

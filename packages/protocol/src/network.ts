@@ -1,0 +1,174 @@
+/**
+ * Outbound network rules: what a box's policy may say, and IPv4 range arithmetic the server
+ * needs to enforce it. Pure, so the SDK could check a policy before sending it; the server
+ * runs the same functions and also checks what depends on the host (private ranges).
+ */
+import { sailError } from "./errors.js";
+import type { NetworkInfo, NetworkPolicyRequest } from "./types.js";
+
+/** At most this many entries in `allowOut` or `denyOut`. */
+export const NETWORK_ENTRIES_MAX = 256;
+
+/**
+ * Destinations a box never reaches, whatever its policy (an operator may open some with
+ * `sail up --outbound-private`): "this network", RFC 1918, shared address space (CGNAT),
+ * loopback, link-local (cloud metadata at 169.254.169.254), IETF protocol assignments,
+ * benchmarking, multicast, reserved and broadcast. The host itself and other boxes are
+ * refused separately (they are not reached by forwarding).
+ */
+export const NEVER_REACHED_IPV4: readonly string[] = [
+  "0.0.0.0/8",
+  "10.0.0.0/8",
+  "100.64.0.0/10",
+  "127.0.0.0/8",
+  "169.254.0.0/16",
+  "172.16.0.0/12",
+  "192.0.0.0/24",
+  "192.168.0.0/16",
+  "198.18.0.0/15",
+  "224.0.0.0/4",
+  "240.0.0.0/4",
+];
+
+const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+
+/** An IPv4 address as an unsigned 32-bit number, or undefined. */
+export function ipv4ToInt(text: string): number | undefined {
+  const m = IPV4.exec(text);
+  if (!m) return undefined;
+  const octets = m.slice(1).map(Number);
+  if (octets.some((o, i) => o > 255 || (m[i + 1]!.length > 1 && m[i + 1]!.startsWith("0")))) return undefined;
+  return octets.reduce((acc, o) => acc * 256 + o, 0);
+}
+
+export function intToIpv4(n: number): string {
+  return [24, 16, 8, 0].map((shift) => (n >>> shift) & 255).join(".");
+}
+
+/** An inclusive range of IPv4 addresses as numbers. */
+export type Ipv4Range = readonly [first: number, last: number];
+
+/** "a.b.c.d/n" or a bare address, canonical (host bits cleared), or undefined. */
+export function parseIpv4Cidr(text: string): { cidr: string; range: Ipv4Range } | undefined {
+  const [address, prefixText, extra] = text.split("/");
+  if (extra !== undefined || address === undefined) return undefined;
+  const base = ipv4ToInt(address);
+  if (base === undefined) return undefined;
+  if (prefixText !== undefined && !/^\d{1,2}$/.test(prefixText)) return undefined;
+  const prefix = prefixText === undefined ? 32 : Number(prefixText);
+  if (prefix > 32) return undefined;
+  const size = 2 ** (32 - prefix);
+  const first = base - (base % size);
+  return { cidr: `${intToIpv4(first)}/${prefix}`, range: [first, first + size - 1] };
+}
+
+/** Sorted, merged ranges. */
+export function mergeRanges(ranges: readonly Ipv4Range[]): Ipv4Range[] {
+  const sorted = [...ranges].sort((a, b) => a[0] - b[0]);
+  const merged: Array<[number, number]> = [];
+  for (const [first, last] of sorted) {
+    const previous = merged[merged.length - 1];
+    if (previous && first <= previous[1] + 1) previous[1] = Math.max(previous[1], last);
+    else merged.push([first, last]);
+  }
+  return merged;
+}
+
+/** `from` without the addresses in `minus`. */
+export function subtractRanges(from: readonly Ipv4Range[], minus: readonly Ipv4Range[]): Ipv4Range[] {
+  let result = mergeRanges(from);
+  for (const [cutFirst, cutLast] of mergeRanges(minus)) {
+    result = result.flatMap(([first, last]): Ipv4Range[] => {
+      if (cutLast < first || cutFirst > last) return [[first, last]];
+      const pieces: Ipv4Range[] = [];
+      if (cutFirst > first) pieces.push([first, cutFirst - 1]);
+      if (cutLast < last) pieces.push([cutLast + 1, last]);
+      return pieces;
+    });
+  }
+  return result;
+}
+
+/** Whether every address of `range` is inside `ranges`. */
+export function rangeCovered(range: Ipv4Range, ranges: readonly Ipv4Range[]): boolean {
+  return subtractRanges([range], ranges).length === 0;
+}
+
+export function rangesContain(ranges: readonly Ipv4Range[], address: number): boolean {
+  return ranges.some(([first, last]) => address >= first && address <= last);
+}
+
+const LABEL = /^(?!-)[a-z0-9_-]{1,63}(?<!-)$/;
+
+/** A domain entry in canonical form ("Example.COM." is "example.com"; "*.example.com" keeps its "*."), or undefined. */
+export function parseDomainEntry(text: string): string | undefined {
+  const lower = text.toLowerCase().replace(/\.$/, "");
+  const wildcard = lower.startsWith("*.");
+  const name = wildcard ? lower.slice(2) : lower;
+  const labels = name.split(".");
+  if (name.length > 253 || labels.length < 2 || !labels.every((l) => LABEL.test(l))) return undefined;
+  if (/^\d+$/.test(labels[labels.length - 1]!)) return undefined; // a top-level label is never numeric (that is an address)
+  return wildcard ? `*.${name}` : name;
+}
+
+/** Whether a DNS name matches an entry: "example.com" only itself, "*.example.com" any name below it (not itself). */
+export function domainMatches(entry: string, name: string): boolean {
+  const n = name.toLowerCase().replace(/\.$/, "");
+  return entry.startsWith("*.") ? n.endsWith(entry.slice(1)) && n.length > entry.length - 1 : n === entry;
+}
+
+/** A policy entry: an IPv4 CIDR (a bare address is /32) or a domain; anything else refuses the request. */
+export function parseNetworkEntry(entry: unknown, field: "allowOut" | "denyOut"): { kind: "cidr"; cidr: string; range: Ipv4Range } | { kind: "domain"; domain: string } {
+  if (typeof entry === "string") {
+    const cidr = parseIpv4Cidr(entry.trim());
+    if (cidr) return { kind: "cidr", ...cidr };
+    const domain = parseDomainEntry(entry.trim());
+    if (domain) return { kind: "domain", domain };
+    if (entry.includes(":")) {
+      throw sailError("SAIL_NETWORK_ENTRY_INVALID", `${field} has ${JSON.stringify(entry)}: boxes reach the outside over IPv4 only, so IPv6 entries cannot apply`, { field, entry });
+    }
+  }
+  throw sailError(
+    "SAIL_NETWORK_ENTRY_INVALID",
+    `${field} has ${JSON.stringify(entry)}, which is neither an IPv4 address or CIDR ("198.51.100.7", "203.0.113.0/24") nor a domain ("example.com", "*.example.com")`,
+    { field, entry: typeof entry === "string" ? entry : String(entry) },
+  );
+}
+
+/**
+ * A box's outbound policy from its request: nothing given is open; `blockNetwork: true` lets
+ * nothing out; `allowOut` lets only those out; `denyOut` everything but those. One of the
+ * three at a time. Entries come back canonical and de-duplicated.
+ */
+export function normalizeNetworkPolicy(request: NetworkPolicyRequest): NetworkInfo {
+  const { blockNetwork, allowOut, denyOut } = request;
+  if (blockNetwork !== undefined && blockNetwork !== null && typeof blockNetwork !== "boolean") {
+    throw sailError("SAIL_INVALID_ARGUMENT", `blockNetwork must be true or false, got ${JSON.stringify(blockNetwork)}`, { field: "blockNetwork" });
+  }
+  const lists = { allowOut, denyOut } as Record<"allowOut" | "denyOut", unknown>;
+  const entries = { allowOut: [] as string[], denyOut: [] as string[] };
+  for (const field of ["allowOut", "denyOut"] as const) {
+    const list = lists[field];
+    if (list === undefined || list === null) continue;
+    if (!Array.isArray(list)) throw sailError("SAIL_NETWORK_ENTRY_INVALID", `${field} must be a list of IPv4 CIDRs and domains, e.g. ["198.51.100.0/24", "*.example.com"]`, { field });
+    if (list.length > NETWORK_ENTRIES_MAX) throw sailError("SAIL_NETWORK_ENTRY_INVALID", `${field} has ${list.length} entries; at most ${NETWORK_ENTRIES_MAX} are allowed`, { field });
+    const canonical = list.map((entry: unknown) => {
+      const parsed = parseNetworkEntry(entry, field);
+      return parsed.kind === "cidr" ? parsed.cidr : parsed.domain;
+    });
+    entries[field] = [...new Set(canonical)];
+  }
+  const given = [blockNetwork === true && "blockNetwork", entries.allowOut.length > 0 && "allowOut", entries.denyOut.length > 0 && "denyOut"].filter(Boolean);
+  if (given.length > 1) {
+    throw sailError("SAIL_NETWORK_POLICY_CONFLICT", `${given.join(" and ")} cannot be combined: block everything, allow only a list, or deny a list (an allowlist already denies everything else)`, {
+      field: given[1] as string,
+    });
+  }
+  if (blockNetwork === true) return { outbound: "blocked", allowOut: [], denyOut: [] };
+  if (entries.allowOut.length) return { outbound: "allowlist", allowOut: entries.allowOut, denyOut: [] };
+  if (entries.denyOut.length) return { outbound: "denylist", allowOut: [], denyOut: entries.denyOut };
+  return { outbound: "open", allowOut: [], denyOut: [] };
+}
+
+/** The policy a box gets when its create says nothing: everything but what is never reached. */
+export const OPEN_NETWORK: NetworkInfo = { outbound: "open", allowOut: [], denyOut: [] };
