@@ -9,7 +9,7 @@ import { beforeEach, describe, test } from "node:test";
 import { canTransition, SAILBOX_TRANSITIONS, SailError, type SailboxStatus } from "@sail/protocol";
 import { createBoxes, type Boxes } from "../../packages/server/src/boxes/boxes.js";
 import type { RouteChange, RouteSubscriber } from "../../packages/server/src/boxes/routes.js";
-import type { BoxNetwork, BoxSpec, Runtime, RuntimeState } from "../../packages/server/src/runtime/runtime.js";
+import type { BoxNetwork, BoxSpec, OutboundRules, Runtime, RuntimeState } from "../../packages/server/src/runtime/runtime.js";
 import { Store, type OrgRow } from "../../packages/server/src/store/store.js";
 
 const STATUSES = Object.keys(SAILBOX_TRANSITIONS) as SailboxStatus[];
@@ -76,6 +76,26 @@ class FakeRuntime implements Runtime {
     this.calls.push(`destroy ${id}`);
     this.boxes.delete(id);
   }
+  readonly outbound = new Map<string, { rules: OutboundRules; resolved: ReadonlyArray<{ address: string; seconds: number }> }>();
+  readonly allowed: Array<[string, { add: readonly string[]; renew: readonly string[] }, number]> = [];
+  /** Destinations each box has open connections to (what conntrack would list). */
+  readonly open = new Map<string, string[]>();
+  async setOutbound(id: string, rules: OutboundRules, resolved: ReadonlyArray<{ address: string; seconds: number }> = []) {
+    this.calls.push(`setOutbound ${id} ${rules.mode} ${rules.cidrs.join(",")}`);
+    this.outbound.set(id, { rules, resolved });
+  }
+  async allowResolved(id: string, addresses: { add: readonly string[]; renew: readonly string[] }, seconds: number) {
+    this.allowed.push([id, addresses, seconds]);
+  }
+  async cutOutbound(id: string, keep: (address: string) => boolean) {
+    return (this.open.get(id) ?? []).filter((a) => !keep(a));
+  }
+  async outboundCounters() {
+    return new Map();
+  }
+  async outboundRefusals() {
+    return [];
+  }
 }
 
 /** A data path that keeps the route tables from the changes it gets. */
@@ -119,6 +139,7 @@ beforeEach(() => {
       defaults: { cpu: 1, memoryMiB: 512, pidsLimit: 64, hostCpus: 2, maxBoxes: 8 },
       tcp: { firstPort: 20000, lastPort: 20099, defaultLimitPerOrg: 32 },
       addresses: { domain: "sail.localhost", publicHttpsPort: 8443, publicHost: "localhost" },
+      outbound: { enabled: true, privateAllowed: ["10.50.0.0/16"], only: null, boxSubnet: "10.9.0.0/16" },
     },
     silent,
   );
@@ -324,5 +345,83 @@ describe("domain rules", () => {
     const failed = await boxes.endings.terminate(org, lost.id);
     assert.equal(failed.status, "failed");
     assert.match(failed.failureReason!, /container was missing/);
+  });
+});
+
+describe("outbound policy", () => {
+  test("a create installs the box's rules before it runs and tells the resolver; terminate tells it the box is gone", async () => {
+    const events: string[] = [];
+    boxes.outbound.subscribe({ added: (id, host, guest) => events.push(`added ${id} ${host} ${guest}`), removed: (id) => events.push(`removed ${id}`) });
+    const box = await create({ allowOut: ["198.51.100.0/24", "*.example.com"] });
+    assert.deepEqual(box.network, { outbound: "allowlist", allowOut: ["198.51.100.0/24", "*.example.com"], denyOut: [] });
+    assert.deepEqual(runtime.outbound.get(box.id)?.rules, { mode: "allow", cidrs: ["198.51.100.0/24"] });
+    assert.deepEqual(events, [`added ${box.id} 10.9.0.1 10.9.0.2`]);
+    await boxes.endings.terminate(org, box.id);
+    assert.equal(events[1], `removed ${box.id}`);
+    assert.equal(boxes.outbound.decide(box.id, "www.example.com"), "refuse", "a gone box resolves nothing");
+  });
+
+  test("the resolver's decisions follow the policy: open forwards, blocked refuses, lists allow or deny names", async () => {
+    const open = await create({});
+    const blocked = await create({ blockNetwork: true });
+    const allow = await create({ allowOut: ["*.example.com", "pypi.org"] });
+    const deny = await create({ denyOut: ["evil.example"] });
+    assert.equal(boxes.outbound.decide(open.id, "anything.test"), "forward");
+    assert.equal(boxes.outbound.decide(blocked.id, "pypi.org"), "refuse");
+    assert.equal(boxes.outbound.decide(allow.id, "files.example.com"), "forward-and-allow");
+    assert.equal(boxes.outbound.decide(allow.id, "PyPI.org."), "forward-and-allow");
+    assert.equal(boxes.outbound.decide(allow.id, "example.com"), "nxdomain");
+    assert.equal(boxes.outbound.decide(deny.id, "evil.example"), "nxdomain");
+    assert.equal(boxes.outbound.decide(deny.id, "good.example"), "forward");
+  });
+
+  test("an answer to an allowed name opens its addresses for its TTL, at least 30 s; a change keeps those of names still allowed", async () => {
+    const box = await create({ allowOut: ["*.example.com", "pypi.org"] });
+    await boxes.outbound.answered(box.id, "a.example.com", ["198.51.100.7"], 0);
+    await boxes.outbound.answered(box.id, "pypi.org", ["203.0.113.9"], 300);
+    // asked again: still allowed for more than half the time, so the firewall is not touched
+    await boxes.outbound.answered(box.id, "pypi.org", ["203.0.113.9"], 300);
+    // a longer TTL than it has left by half: renewed
+    await boxes.outbound.answered(box.id, "b.example.com", ["198.51.100.7"], 3600);
+    assert.deepEqual(runtime.allowed, [
+      [box.id, { add: ["198.51.100.7"], renew: [] }, 30],
+      [box.id, { add: ["203.0.113.9"], renew: [] }, 300],
+      [box.id, { add: [], renew: ["198.51.100.7"] }, 3600],
+    ]);
+    runtime.open.set(box.id, ["198.51.100.7", "203.0.113.9", "192.0.2.1"]);
+    const changed = await boxes.outbound.set(org, box.id, { allowOut: ["*.example.com"] });
+    assert.equal(changed.network.outbound, "allowlist");
+    const kept = runtime.outbound.get(box.id)!.resolved.map((r) => r.address);
+    assert.deepEqual(kept, ["198.51.100.7"], "pypi.org's address is no longer allowed");
+    assert.equal(store.getSailbox(box.id)!.networkPolicy, JSON.stringify(changed.network));
+  });
+
+  test("a change cuts exactly the open connections the new policy does not allow", async () => {
+    const box = await create({});
+    runtime.open.set(box.id, ["198.51.100.7", "203.0.113.9"]);
+    let cut: string[] = [];
+    const cutOutbound = runtime.cutOutbound.bind(runtime);
+    runtime.cutOutbound = async (id, keep) => (cut = await cutOutbound(id, keep));
+    await boxes.outbound.set(org, box.id, { denyOut: ["203.0.113.0/24"] });
+    assert.deepEqual(cut, ["203.0.113.9"]);
+    await boxes.outbound.set(org, box.id, { blockNetwork: true });
+    assert.deepEqual(cut, ["198.51.100.7", "203.0.113.9"]);
+    await boxes.outbound.set(org, box.id, {});
+    assert.deepEqual(cut, []);
+  });
+
+  test("entries boxes can never reach here are refused, and a refused change changes nothing", async () => {
+    assert.equal(await codeOf(create({ allowOut: ["192.168.0.0/16"] })), "SAIL_NETWORK_ENTRY_REFUSED");
+    assert.equal(await codeOf(create({ allowOut: ["10.9.1.0/24"] })), "SAIL_NETWORK_ENTRY_REFUSED", "other boxes' subnet");
+    assert.equal(await codeOf(create({ allowOut: ["10.50.1.0/24"] })), "resolved", "a private range the operator opened");
+    assert.equal(await codeOf(create({ allowOut: ["0.0.0.0/0"] })), "resolved", "partly reachable is fine");
+    const box = await create({ allowOut: ["198.51.100.0/24"] });
+    const calls = runtime.calls.length;
+    assert.equal(await codeOf(boxes.outbound.set(org, box.id, { allowOut: ["127.0.0.1"] })), "SAIL_NETWORK_ENTRY_REFUSED");
+    assert.equal(await codeOf(boxes.outbound.set(org, box.id, { allowOut: ["x"], denyOut: ["y.com"] })), "SAIL_NETWORK_ENTRY_INVALID");
+    assert.equal(runtime.calls.length, calls, "the runtime was not asked");
+    assert.deepEqual(boxes.views.get(org, box.id).network.allowOut, ["198.51.100.0/24"]);
+    await boxes.endings.terminate(org, box.id);
+    assert.equal(await codeOf(boxes.outbound.set(org, box.id, {})), "SAIL_SAILBOX_NOT_RUNNING");
   });
 });

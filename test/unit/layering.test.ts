@@ -34,6 +34,7 @@ const RULES: Array<[string, RegExp, string]> = [
     /\.\.\/(store|runtime|api)\/|\.\.\/boxes\/(?!(routes|idle|cidr|ingress-policy)\.js$)/,
     "the gateway follows boxes' routes and asks its ingress policy; it reaches nothing else",
   ],
+  ["server/src/egress/", /\.\.\/(store|runtime|api|gateway)\/|\.\.\/boxes\/(?!(outbound|logger)\.js$)/, "the resolver asks boxes' outbound policy; it reaches nothing else"],
   ["server/src/wire/", /^\.\.?\//, "wire formats depend on no room"],
   ["", /daemon(\.js)?$/, "nothing imports daemon.ts"],
 ];

@@ -27,6 +27,10 @@ export interface DaemonConfig {
   publicHost: string;
   tcpLimitPerOrg: number;
   boxSubnet: string;
+  outbound: boolean;
+  outboundPrivate: string[];
+  outboundOnly?: string[];
+  dnsUpstream?: string[];
   debianMirror: string;
   clientConfigPath: string;
   crunRoot: string;
@@ -71,6 +75,15 @@ const listen = (value: string) => {
   } catch (err) {
     return (err as Error).message;
   }
+};
+const list = (value: string) =>
+  value
+    .split(",")
+    .map((item) => item.trim())
+    .filter(Boolean);
+const cidrs = (value: string[]) => {
+  const bad = value.find((c) => !/^\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?$/.test(c) || isIP(c.split("/")[0]!) !== 4 || Number(c.split("/")[1] ?? 32) > 32);
+  return bad === undefined ? undefined : `has ${JSON.stringify(bad)}, which is not an IPv4 address or CIDR (e.g. 10.1.2.3/32)`;
 };
 const DNS_NAME = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/;
 
@@ -254,6 +267,43 @@ export const DAEMON_OPTIONS = [
       const match = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(v);
       return match && isIP(match[1]!) === 4 && Number(match[2]) >= 8 && Number(match[2]) <= 30 ? undefined : "must be an IPv4 CIDR from /8 to /30, e.g. 10.200.0.0/16";
     },
+  }),
+  option({
+    key: "outbound",
+    flag: "outbound",
+    arg: "on|off",
+    help: "let boxes open connections beyond the host (each box's policy applies inside; off: none does)",
+    default: true,
+    parse: (v) => (v === "on" ? true : v === "off" ? false : (v as unknown as boolean)),
+    check: (v) => (typeof v === "boolean" ? undefined : "must be on or off"),
+  }),
+  option({
+    key: "outboundPrivate",
+    flag: "outbound-private",
+    arg: "cidr,...",
+    help: "private ranges boxes may reach anyway (never reached otherwise: RFC 1918, 100.64/10, loopback, link-local, multicast), e.g. a package mirror",
+    default: [],
+    parse: list,
+    check: cidrs,
+  }),
+  option({
+    key: "outboundOnly",
+    flag: "outbound-only",
+    arg: "cidr,...",
+    help: "the only ranges boxes may reach (default: everywhere but the never-reached ranges)",
+    default: undefined,
+    parse: list,
+    check: cidrs,
+  }),
+  option({
+    key: "dnsUpstream",
+    flag: "dns-upstream",
+    arg: "addr[:port],...",
+    help: "resolvers Sail's box resolver forwards to (default: the nameservers of the host's /etc/resolv.conf)",
+    default: undefined,
+    parse: list,
+    check: (v) =>
+      v.length && v.every((u) => /^(\[[0-9a-fA-F:.]+\]|[0-9.]+)(:\d{1,5})?$/.test(u) || isIP(u) === 6) ? undefined : "must be addresses with optional ports, e.g. 192.0.2.53 or 192.0.2.53:5353",
   }),
   option({
     key: "debianMirror",

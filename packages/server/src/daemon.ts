@@ -26,6 +26,7 @@ import { preflight } from "./preflight.js";
 import { LocalRuntime } from "./runtime/local-runtime.js";
 import type { ImageProgress } from "./runtime/runtime.js";
 import { Store } from "./store/store.js";
+import { parseUpstream, Resolver, upstreamsFromResolvConf, type Upstream } from "./egress/resolver.js";
 
 export { DEFAULT_CONFIG, type DaemonConfig } from "./config.js";
 export { PreflightError } from "./preflight.js";
@@ -45,7 +46,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
   const log = pino({ level: config.logLevel, base: { service: "saild" } }, pino.destination(2));
   const arch = debianArch(process.arch);
   if (!arch) throw new Error(`Sail runs on amd64 and arm64 hosts; this one is ${process.arch}`);
-  preflight({ tiniPath: TINI_PATH });
+  preflight({ tiniPath: TINI_PATH, outbound: config.outbound });
 
   mkdirSync(config.dataDir, { recursive: true });
   claimDataDir(config.dataDir);
@@ -66,6 +67,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
       tiniPath: TINI_PATH,
       crunRoot: config.crunRoot,
       nofileLimit: 20_000,
+      outbound: { enabled: config.outbound, privateAllowed: config.outboundPrivate, only: config.outboundOnly ?? null },
     });
     const tls = config.tlsCert && config.tlsKey ? loadGivenTls(config.tlsCert, config.tlsKey) : ensureLocalTls(join(config.dataDir, "tls"), config.domain);
     const httpsListen = parseListen(config.httpsListen);
@@ -76,6 +78,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
         defaults: { cpu: config.boxCpu, memoryMiB: config.boxMemoryMiB, pidsLimit: config.boxPidsLimit, hostCpus: availableParallelism(), maxBoxes: runtime.maxBoxes },
         tcp: { ...parsePortRange(config.tcpPorts), defaultLimitPerOrg: config.tcpLimitPerOrg },
         addresses: { domain: config.domain, publicHttpsPort: config.publicHttpsPort ?? httpsListen.port, publicHost: config.publicHost },
+        outbound: { enabled: config.outbound, privateAllowed: config.outboundPrivate, only: config.outboundOnly ?? null, boxSubnet: config.boxSubnet },
       },
       log,
     );
@@ -95,6 +98,15 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
     await runtime.prepareImage(arch, hooks.onImageProgress ?? ((p) => log.info(p, "base image")));
     const reconciled = await boxes.endings.reconcile();
     log.info(reconciled, "reconciled the store with the runtime");
+
+    // outbound: each live box's rules again (the firewall table is new), and its resolver
+    const upstreams = dnsUpstreams(config);
+    const resolver = new Resolver(boxes.outbound, { upstreams }, log, (result) => metrics.dnsQueries.inc({ result }));
+    undo.push(() => resolver.stop());
+    const restored = await boxes.outbound.restoreAll();
+    log.info({ restored, outbound: config.outbound, dnsUpstreams: upstreams.map((u) => `${u.host}:${u.port}`) }, "outbound rules in place");
+    const refusalTimer = setInterval(() => void boxes.outbound.logRefusals().catch((err) => log.error({ err: String(err) }, "could not read refused destinations")), 5000);
+    undo.push(() => clearInterval(refusalTimer));
 
     // HTTPS: HAProxy forwards to running boxes; the slow path (here, in TypeScript) decides the rest
     const gatewayDir = join(config.dataDir, "gateway");
@@ -176,6 +188,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
         metrics.absorb("http", slowPath.counters.take());
         const rss = haproxy.rssBytes();
         if (rss !== undefined) metrics.workerRss.set({ worker: "haproxy" }, rss);
+        metrics.absorbOutbound(await boxes.outbound.counters());
         metrics.sailboxes.reset();
         for (const [status, n] of Object.entries(boxes.lifecycle.countByStatus())) metrics.sailboxes.set({ status }, n);
         // HAProxy's own exporter (haproxy_*) follows Sail's series
@@ -192,6 +205,19 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
     await stopAll().catch((cleanupErr) => log.error({ err: String(cleanupErr) }, "cleanup after a failed start failed"));
     throw err;
   }
+}
+
+/** Where the box resolver forwards: --dns-upstream, else the host's own nameservers. */
+function dnsUpstreams(config: DaemonConfig): Upstream[] {
+  if (config.dnsUpstream) return config.dnsUpstream.map((u) => parseUpstream(u)!);
+  let text = "";
+  try {
+    text = readFileSync("/etc/resolv.conf", "utf8");
+  } catch {
+    // no resolv.conf: glibc's default
+  }
+  const found = upstreamsFromResolvConf(text);
+  return found.length ? found : [{ host: "127.0.0.1", port: 53 }];
 }
 
 /** A system user (e.g. Debian's `haproxy`) if the host has one. */

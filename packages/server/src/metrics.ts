@@ -32,10 +32,40 @@ export class Metrics {
   });
   readonly workerRss = new Gauge({ name: "sail_gateway_worker_rss_bytes", help: "Resident memory of each data-path process (haproxy, tcp-N)", labelNames: ["worker"], registers: [this.registry] });
   readonly tcpOpen = new Gauge({ name: "sail_tcp_connections_open", help: "Raw-TCP connections being piped now, per TCP worker", labelNames: ["worker"], registers: [this.registry] });
+  readonly dnsQueries = new Counter({
+    name: "sail_dns_queries_total",
+    help: "Queries boxes sent to Sail's resolver, by result (forwarded, nxdomain and refused by policy, empty for AAAA, servfail, malformed, dropped past the in-flight bound)",
+    labelNames: ["result"],
+    registers: [this.registry],
+  });
+  private readonly outboundBytes = new Counter({ name: "sail_outbound_bytes_total", help: "Bytes a box sent beyond the host", labelNames: ["sailbox"], registers: [this.registry] });
+  private readonly outboundRefused = new Counter({
+    name: "sail_outbound_refused_total",
+    help: "Packets of outbound connections a box was refused (its policy, private ranges, other boxes, the operator's bounds; not those to the host)",
+    labelNames: ["sailbox"],
+    registers: [this.registry],
+  });
+  private readonly outboundSeen = new Map<string, { bytesOut: number; refusedPackets: number }>();
   readonly sailboxes = new Gauge({ name: "sail_sailboxes", help: "Live sailboxes by status", labelNames: ["status"], registers: [this.registry] });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "sail_daemon_" });
+  }
+
+  /** The firewall's per-box totals, folded in as increments; a box that is gone leaves the series. */
+  absorbOutbound(totals: ReadonlyMap<string, { bytesOut: number; refusedPackets: number }>): void {
+    for (const [sailbox, now] of totals) {
+      const before = this.outboundSeen.get(sailbox) ?? { bytesOut: 0, refusedPackets: 0 };
+      if (now.bytesOut > before.bytesOut) this.outboundBytes.inc({ sailbox }, now.bytesOut - before.bytesOut);
+      if (now.refusedPackets > before.refusedPackets) this.outboundRefused.inc({ sailbox }, now.refusedPackets - before.refusedPackets);
+      this.outboundSeen.set(sailbox, now);
+    }
+    for (const sailbox of [...this.outboundSeen.keys()]) {
+      if (totals.has(sailbox)) continue;
+      this.outboundSeen.delete(sailbox);
+      this.outboundBytes.remove({ sailbox });
+      this.outboundRefused.remove({ sailbox });
+    }
   }
 
   absorb(protocol: "http" | "tcp", delta: CounterDelta): void {

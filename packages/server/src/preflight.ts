@@ -1,7 +1,7 @@
 import { accessSync, constants } from "node:fs";
 import { join } from "node:path";
 
-export const APT_INSTALL = "apt-get update && apt-get install -y crun debootstrap tini iproute2 util-linux nftables";
+export const APT_INSTALL = "apt-get update && apt-get install -y crun debootstrap tini iproute2 util-linux nftables conntrack";
 
 /** Why the daemon will not start, and what to run to fix it. */
 export class PreflightError extends Error {
@@ -9,7 +9,7 @@ export class PreflightError extends Error {
 }
 
 /** Refuse to start, clearly, when the host cannot run boxes. */
-export function preflight(options: { tiniPath: string }): void {
+export function preflight(options: { tiniPath: string; outbound: boolean }): void {
   if (process.getuid?.() !== 0) {
     throw new PreflightError("saild must run as root: it creates network namespaces, mounts and cgroups (try `sudo sail up`)");
   }
@@ -17,6 +17,8 @@ export function preflight(options: { tiniPath: string }): void {
   for (const command of ["crun", "debootstrap", "ip", "nft", "unshare", "mount", "umount", "mountpoint"]) {
     if (!onPath(command)) missing.push(command);
   }
+  // a policy change cuts the connections it no longer allows by their conntrack entries
+  if (options.outbound && !onPath("conntrack")) missing.push("conntrack (or start with --outbound off)");
   if (!isExecutable(options.tiniPath)) missing.push(`tini (${options.tiniPath})`);
   if (missing.length) throw new PreflightError(`Sail needs ${missing.join(", ")}, which ${missing.length > 1 ? "are" : "is"} missing: run \`${APT_INSTALL}\``);
 }

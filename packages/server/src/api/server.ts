@@ -1,7 +1,7 @@
 import { createReadStream } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { StringDecoder } from "node:string_decoder";
-import { sailError, SailError, type CreateSailboxRequest, type CreateTokenRequest, type ExecEvent, type ExecRequest } from "@sail/protocol";
+import { sailError, SailError, type CreateSailboxRequest, type CreateTokenRequest, type ExecEvent, type ExecRequest, type NetworkPolicyRequest } from "@sail/protocol";
 import type { Boxes } from "../boxes/boxes.js";
 import type { Tokens } from "../boxes/tokens.js";
 import type { OrgRow } from "../boxes/boxes.js";
@@ -66,7 +66,7 @@ export function createApiServer(boxes: Boxes, tokens: Tokens, authenticate: Auth
       /^\/v1\/sailboxes$/,
       async ({ org, req, res }) => {
         const body = await readJsonBody(req);
-        onlyFields(body, ["appId", "name", "image", "cpu", "memoryMiB", "ingressPorts", "ssh", "idleTimeout"]);
+        onlyFields(body, ["appId", "name", "image", "cpu", "memoryMiB", "ingressPorts", "ssh", "idleTimeout", "blockNetwork", "allowOut", "denyOut"]);
         if (typeof body.appId !== "string") throw sailError("SAIL_INVALID_ARGUMENT", "appId must be the id of one of your apps", { field: "appId" });
         sendJson(res, 201, await boxes.creator.create(org, body as unknown as CreateSailboxRequest));
       },
@@ -97,6 +97,16 @@ export function createApiServer(boxes: Boxes, tokens: Tokens, authenticate: Auth
         onlyFields(await readJsonBody(req), []);
         await boxes.execs.startSshd(org, params[0]!);
         sendJson(res, 200, { sshd: "running" });
+      },
+    ],
+    ["GET", /^\/v1\/sailboxes\/([^/]+)\/network$/, ({ org, params, res }) => sendJson(res, 200, boxes.views.get(org, params[0]!).network)],
+    [
+      "PUT",
+      /^\/v1\/sailboxes\/([^/]+)\/network$/,
+      async ({ org, params, req, res }) => {
+        const body = await readJsonBody(req);
+        onlyFields(body, ["blockNetwork", "allowOut", "denyOut"]);
+        sendJson(res, 200, await boxes.outbound.set(org, params[0]!, body as NetworkPolicyRequest));
       },
     ],
     ["GET", /^\/v1\/sailboxes\/([^/]+)\/listeners$/, ({ org, params, res }) => sendJson(res, 200, { listeners: boxes.listeners.list(org, params[0]!) })],

@@ -11,6 +11,7 @@ import { Execs } from "./execs.js";
 import { IdleSleeper } from "./idle.js";
 import { Lifecycle } from "./lifecycle.js";
 import { Listeners } from "./listeners.js";
+import { Outbound, type OutboundSettings } from "./outbound.js";
 import type { Logger } from "./logger.js";
 import { Power } from "./power.js";
 import { RoutePublisher } from "./routes.js";
@@ -20,6 +21,7 @@ export interface BoxesSettings {
   defaults: BoxDefaults;
   tcp: TcpSettings;
   addresses: PublicAddresses;
+  outbound: OutboundSettings;
 }
 
 /**
@@ -33,6 +35,7 @@ export function createBoxes(store: Store, runtime: Runtime, settings: BoxesSetti
   const routesSynced = () => routes.synced();
   const views = new SailboxViews(store, lifecycle, runtime.hostArch, settings.addresses);
   const describe = views.describe.bind(views);
+  const outbound = new Outbound(store, lifecycle, runtime, settings.outbound, describe, log);
   const power = new Power(lifecycle, runtime, routesSynced, describe, log);
   const idle = new IdleSleeper(store, lifecycle, (id, reason) => power.sleepBox(id, reason), log);
   return {
@@ -42,7 +45,8 @@ export function createBoxes(store: Store, runtime: Runtime, settings: BoxesSetti
     power,
     idle,
     apps: new Apps(store),
-    creator: new BoxCreator(store, lifecycle, runtime, settings.defaults, settings.tcp, describe, log),
+    outbound,
+    creator: new BoxCreator(store, lifecycle, runtime, settings.defaults, settings.tcp, outbound, describe, log),
     endings: new Endings(store, lifecycle, runtime, describe, log),
     execs: new Execs(store, lifecycle, power, idle, runtime),
     listeners: new Listeners(store, lifecycle, power, idle, runtime, routesSynced, settings.addresses),

@@ -19,6 +19,7 @@ import { normalizeCidr } from "./cidr.js";
 import { runScript } from "./execs.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { Logger } from "./logger.js";
+import type { Outbound } from "./outbound.js";
 import { installSshdScript } from "./sshd.js";
 import { checkTcpQuota } from "./tcp-quota.js";
 
@@ -47,6 +48,7 @@ export class BoxCreator {
     private readonly runtime: Runtime,
     private readonly defaults: BoxDefaults,
     private readonly tcp: TcpSettings,
+    private readonly outbound: Pick<Outbound, "check" | "install">,
     private readonly describe: (box: NonNullable<ReturnType<Store["getSailbox"]>>) => SailboxInfo,
     private readonly log: Logger,
   ) {}
@@ -60,6 +62,7 @@ export class BoxCreator {
     checkResources(request.cpu, request.memoryMiB, this.defaults.hostCpus);
     const idleTimeout = checkIdleTimeout(request.idleTimeout);
     const ports = normalizeIngressPorts(request.ingressPorts).map(withCanonicalCidrs);
+    const network = this.outbound.check(request);
     const sshKey = request.ssh === undefined || request.ssh === null ? undefined : checkSshPublicKey((request.ssh as { publicKey?: unknown }).publicKey, "ssh.publicKey");
     // ssh publishes 22 as raw TCP, unless the user did so already (e.g. with a cidrAllowlist)
     if (sshKey && !ports.some((p) => p.port === SSH_PORT)) ports.push({ port: SSH_PORT, protocol: "tcp", cidrAllowlist: [], allowPublic: false });
@@ -81,6 +84,7 @@ export class BoxCreator {
         memoryMiB: request.memoryMiB ?? this.defaults.memoryMiB,
         ports,
         idleTimeout,
+        networkPolicy: JSON.stringify(network),
       },
       app.name,
     );
@@ -88,11 +92,13 @@ export class BoxCreator {
       const running = await this.lifecycle.transition(id, "running", {
         before: async () => {
           await this.runtime.create({ id, hostname: name ?? id, arch, aptPackages, cpu: box.cpu, memoryMiB: box.memoryMiB, pidsLimit: this.defaults.pidsLimit, netSlot: box.netSlot });
-          if (sshKey)
-            await runScript(this.runtime, id, installSshdScript(sshKey), "set up sshd").catch(async (err) => {
-              await this.runtime.destroy(id);
-              throw err;
-            });
+          try {
+            await this.outbound.install(id, network);
+            if (sshKey) await runScript(this.runtime, id, installSshdScript(sshKey), "set up sshd");
+          } catch (err) {
+            await this.runtime.destroy(id);
+            throw err;
+          }
         },
       });
       this.log.info({ sailboxId: id, app: app.name, name }, "sailbox running");

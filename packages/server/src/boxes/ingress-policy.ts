@@ -64,7 +64,12 @@ export function decideAfterWake(target: IngressTarget, statusNow: SailboxStatus 
 
 /** Nothing accepted the connection on the guest's port (after the gateway's retries). */
 export function nothingListening(target: IngressTarget): IngressRefusal {
-  return refuse("SAIL_NOTHING_LISTENING", "SAIL_NOTHING_LISTENING", `No process listens on port ${target.port} in sailbox ${target.sailboxId}: start your server on 0.0.0.0:${target.port}`, target);
+  return refuse(
+    "SAIL_NOTHING_LISTENING",
+    "SAIL_NOTHING_LISTENING",
+    `No process listens on port ${target.port} in sailbox ${target.sailboxId}: start your server on port ${target.port} (0.0.0.0 or 127.0.0.1)`,
+    target,
+  );
 }
 
 function refuse(code: ErrorCode, reason: string, message: string, target: IngressTarget | undefined): IngressRefusal {

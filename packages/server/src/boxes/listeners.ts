@@ -34,7 +34,8 @@ export class Listeners {
   /**
    * Resolve once a process in the box accepts connections on `port` at the box's address and
    * every data path routes to it, or fail after `timeoutMs` saying why: nothing listening, or
-   * listening on loopback only. A sleeping box is woken; a paused one refused.
+   * listening only where the gateway cannot reach (::1, another address). A sleeping box is
+   * woken; a paused one refused.
    */
   async wait(org: OrgRow, id: string, port: number, timeoutMs: number): Promise<ListenerInfo> {
     const box = this.lifecycle.owned(org, id);
@@ -59,12 +60,14 @@ export class Listeners {
       if (Date.now() >= deadline) break;
       await new Promise((resolve) => setTimeout(resolve, Math.min(LISTENER_PROBE_INTERVAL_MS, Math.max(0, deadline - Date.now()))));
     }
+    // the gateway reaches a server bound to 0.0.0.0, :: or 127.0.0.1 (connections from the host go to the box's loopback)
     const bound = await this.runtime.listeningAddresses(box.id, port).catch(() => []);
-    const loopbackOnly = bound.length > 0 && bound.every((a) => a === "::1" || a.startsWith("127."));
+    const reachable = (a: string) => a === "0.0.0.0" || a === "::" || a.startsWith("127.") || a.startsWith("::ffff:127.");
+    const unreachableOnly = bound.length > 0 && !bound.some(reachable);
     const seconds = Math.round(timeoutMs / 100) / 10;
-    const message = loopbackOnly
-      ? `Port ${port} of sailbox ${id} did not become reachable within ${seconds} s: the process listens on ${bound.join(" and ")} only, which the gateway cannot reach; bind it to 0.0.0.0 (e.g. \`--bind 0.0.0.0\`)`
-      : `No process listens on port ${port} in sailbox ${id} after ${seconds} s: start your server on 0.0.0.0:${port} (e.g. sb.exec("…", { background: true })), then wait again`;
-    throw sailError("SAIL_LISTENER_TIMEOUT", message, { sailboxId: id, port, loopbackOnly });
+    const message = unreachableOnly
+      ? `Port ${port} of sailbox ${id} did not become reachable within ${seconds} s: the process listens on ${bound.join(" and ")} only, which the gateway cannot reach; bind it to 0.0.0.0 or 127.0.0.1 (e.g. \`--bind 0.0.0.0\`)`
+      : `No process listens on port ${port} in sailbox ${id} after ${seconds} s: start your server on port ${port} (0.0.0.0 or 127.0.0.1; e.g. sb.exec("…", { background: true })), then wait again`;
+    throw sailError("SAIL_LISTENER_TIMEOUT", message, { sailboxId: id, port, boundTo: bound });
   }
 }

@@ -2,6 +2,7 @@ import { isLive, type Architecture, type SailboxInfo } from "@sail/protocol";
 import type { OrgRow, SailboxRow, Store } from "../store/store.js";
 import { listenerInfo, type PublicAddresses } from "./endpoints.js";
 import type { Lifecycle } from "./lifecycle.js";
+import { networkPolicyOf } from "./outbound.js";
 
 /** What the API shows of sailboxes: SailboxInfo, with its published endpoints and wake count. */
 export class SailboxViews {
@@ -42,6 +43,7 @@ export class SailboxViews {
       createdAt: box.createdAt,
       // an ended box publishes nothing: its public ports may belong to another box now
       listeners: isLive(box.status) ? this.store.listListeners(box.id).map((l) => listenerInfo(l, this.addresses)) : [],
+      network: networkPolicyOf(box),
       ...(box.failureReason ? { failureReason: box.failureReason } : {}),
     };
   }

@@ -1,4 +1,4 @@
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Architecture } from "@sail/protocol";
@@ -6,10 +6,11 @@ import { mustRun, runCommand, signalNumber } from "./commands.js";
 import { Crun } from "./crun.js";
 import { ensureEmulation } from "./emulation.js";
 import { ensureBaseImage, ensurePackageImage, removePartialBuilds } from "./image.js";
+import { EgressFirewall, type OutboundBounds } from "./egress.js";
 import { BoxNetworks } from "./network.js";
 import { ociConfig } from "./oci.js";
 import { listeningAddresses, probeTcp } from "./ports.js";
-import type { BoxNetwork, BoxSpec, ExecSpec, ImageProgress, Runtime, RuntimeState, RunningExec } from "./runtime.js";
+import type { BoxNetwork, BoxSpec, ExecSpec, ImageProgress, OutboundCounters, OutboundRefusal, OutboundRules, Runtime, RuntimeState, RunningExec } from "./runtime.js";
 
 export interface LocalRuntimeOptions {
   dataDir: string;
@@ -20,6 +21,8 @@ export interface LocalRuntimeOptions {
   /** Where crun keeps container state (tmpfs: it must not outlive a reboot). */
   crunRoot: string;
   nofileLimit: number;
+  /** What boxes may reach beyond the host at all; off when omitted. */
+  outbound?: OutboundBounds;
 }
 
 /** Cgroup v1 hierarchies crun creates `/sail/<id>` in; removed on destroy if crun left any. */
@@ -42,7 +45,7 @@ export class LocalRuntime implements Runtime {
   constructor(private readonly options: LocalRuntimeOptions) {
     this.hostArch = options.hostArch;
     this.crun = new Crun(options.crunRoot);
-    this.networks = new BoxNetworks(options.boxSubnet);
+    this.networks = new BoxNetworks(options.boxSubnet, options.outbound, join(options.dataDir, "ip-forward-by-sail"));
   }
 
   get maxBoxes(): number {
@@ -89,7 +92,7 @@ export class LocalRuntime implements Runtime {
 
   /** Boxes keep running; the fence, the firewall and empty cgroup parents go, so the host is as before the daemon. */
   async shutdown(): Promise<void> {
-    await this.networks.unfenceSubnet();
+    await this.networks.unfenceSubnet(this.boxesRemain());
     // crun creates the /sail parents; remove them when no box is left in them
     for (const controller of CGROUP_V1_CONTROLLERS) {
       try {
@@ -100,11 +103,28 @@ export class LocalRuntime implements Runtime {
     }
   }
 
+  /** Whether any box of this data dir still has its directory (boxes outlive the daemon). */
+  private boxesRemain(): boolean {
+    try {
+      return readdirSync(join(this.options.dataDir, "boxes")).length > 0;
+    } catch {
+      return false;
+    }
+  }
+
   private boxDir(id: string): string {
     return join(this.options.dataDir, "boxes", id);
   }
 
   /** Each box's addresses, kept in its directory (network.json) so they outlive the daemon. */
+  private readNetwork(id: string): BoxNetwork | undefined {
+    try {
+      return JSON.parse(readFileSync(join(this.boxDir(id), "network.json"), "utf8")) as BoxNetwork;
+    } catch {
+      return undefined;
+    }
+  }
+
   network(id: string): BoxNetwork {
     let network = this.addresses.get(id);
     if (!network) {
@@ -126,12 +146,12 @@ export class LocalRuntime implements Runtime {
       ]);
       writeFileSync(join(dir, "network.json"), JSON.stringify(network));
       this.addresses.set(spec.id, network);
-      writeIdentity(rootfs, spec.hostname, network.guestAddress);
+      writeIdentity(rootfs, spec.hostname, network);
       const config = ociConfig(spec, { rootfs, netnsPath: `/run/netns/${BoxNetworks.namespace(spec.id)}`, nofile: this.options.nofileLimit, hostArch: this.hostArch });
       writeFileSync(join(dir, "config.json"), JSON.stringify(config));
       const consoleLog = openSync(join(dir, "console.log"), "a");
       try {
-        await this.crun.run(spec.id, dir, consoleLog);
+        await Promise.all([this.crun.run(spec.id, dir, consoleLog), this.networks.forwardToLoopback(spec.id, network)]);
       } finally {
         closeSync(consoleLog);
       }
@@ -218,8 +238,37 @@ export class LocalRuntime implements Runtime {
     }
   }
 
+  async setOutbound(id: string, rules: OutboundRules, resolved?: ReadonlyArray<{ address: string; seconds: number }>): Promise<void> {
+    const { guestAddress, hostAddress } = this.network(id);
+    await this.networks.egress.apply(id, guestAddress, hostAddress, rules, resolved);
+  }
+
+  allowResolved(id: string, addresses: { add: readonly string[]; renew: readonly string[] }, seconds: number): Promise<void> {
+    return this.networks.egress.allowResolved(id, addresses, seconds);
+  }
+
+  cutOutbound(id: string, keep: (address: string) => boolean): Promise<string[]> {
+    const { guestAddress, hostAddress } = this.network(id);
+    return this.networks.egress.cut(guestAddress, (address) => address === hostAddress || keep(address));
+  }
+
+  outboundCounters(): Promise<Map<string, OutboundCounters>> {
+    const byIdent = new Map([...this.addresses.keys()].map((id) => [EgressFirewall.ident(id), id]));
+    return this.networks.egress.counters((ident) => byIdent.get(ident));
+  }
+
+  async outboundRefusals(): Promise<OutboundRefusal[]> {
+    const byGuest = new Map([...this.addresses].map(([id, network]) => [network.guestAddress, id]));
+    return (await this.networks.egress.refusals()).flatMap(({ guest, ...refusal }) => {
+      const id = byGuest.get(guest);
+      return id ? [{ id, ...refusal }] : [];
+    });
+  }
+
   async destroy(id: string): Promise<void> {
     const dir = this.boxDir(id);
+    const network = this.addresses.get(id) ?? this.readNetwork(id);
+    if (network) await this.networks.egress.remove(id, network.guestAddress, network.hostAddress);
     this.addresses.delete(id);
     await this.crun.delete(id);
     const rootfs = join(dir, "rootfs");
@@ -236,11 +285,9 @@ export class LocalRuntime implements Runtime {
   }
 }
 
-/** /etc/hostname, /etc/hosts and resolv.conf: without them name lookups stall 5-10 s. */
-function writeIdentity(rootfs: string, hostname: string, guestAddress: string): void {
+/** /etc/hostname, /etc/hosts and resolv.conf: names resolve through Sail's resolver on the box's host-side address. */
+function writeIdentity(rootfs: string, hostname: string, network: BoxNetwork): void {
   writeFileSync(join(rootfs, "etc/hostname"), `${hostname}\n`);
-  writeFileSync(join(rootfs, "etc/hosts"), `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${guestAddress}\t${hostname}\n`);
-  // Boxes have no egress yet: a nameserver on the box's own loopback fails at once
-  // (connection refused) instead of timing out.
-  writeFileSync(join(rootfs, "etc/resolv.conf"), "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n");
+  writeFileSync(join(rootfs, "etc/hosts"), `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${network.guestAddress}\t${hostname}\n`);
+  writeFileSync(join(rootfs, "etc/resolv.conf"), `nameserver ${network.hostAddress}\noptions timeout:2 attempts:2\n`);
 }

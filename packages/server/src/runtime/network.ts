@@ -1,6 +1,10 @@
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import ipaddr from "ipaddr.js";
 import { mustRun, runCommand } from "./commands.js";
+import { EgressFirewall, type OutboundBounds } from "./egress.js";
 import type { BoxNetwork } from "./runtime.js";
+
+const IP_FORWARD = "/proc/sys/net/ipv4/ip_forward";
 
 /**
  * One network namespace per box with a routed veth pair: a /30 per box carved
@@ -12,13 +16,27 @@ export class BoxNetworks {
   readonly slots: number;
 
   private readonly subnet: string;
+  readonly egress: EgressFirewall;
+  /** Whether this daemon turned the host's IPv4 forwarding on (then it forwards for boxes only). */
+  private forwardingOurs = false;
+  private readonly outboundEnabled: boolean;
 
-  constructor(subnet: string) {
+  /**
+   * `forwardingMark` is a file that says "Sail turned ip_forward on" (so a restart after a
+   * crash still knows the host did not forward before).
+   */
+  constructor(
+    subnet: string,
+    bounds: OutboundBounds = { enabled: false, privateAllowed: [], only: null },
+    private readonly forwardingMark?: string,
+  ) {
+    this.outboundEnabled = bounds.enabled;
     const [address, prefix] = ipaddr.IPv4.parseCIDR(subnet);
     if (prefix > 30) throw new Error(`box subnet ${subnet} is too small: it needs at least a /30`);
     this.base = (toInt(address) & prefixMask(prefix)) >>> 0;
     this.slots = 2 ** (32 - prefix) / 4;
     this.subnet = `${fromInt(this.base)}/${prefix}`;
+    this.egress = new EgressFirewall(this.firewallTable, this.subnet, bounds);
   }
 
   addresses(slot: number): BoxNetwork {
@@ -34,12 +52,41 @@ export class BoxNetworks {
    */
   async fenceSubnet(): Promise<void> {
     await mustRun("ip", ["route", "replace", "unreachable", this.subnet]);
+    this.forwardingOurs = this.outboundEnabled && this.enableForwarding();
     await this.firewall();
   }
 
-  async unfenceSubnet(): Promise<void> {
+  /**
+   * When boxes still run (they outlive the daemon), they keep the firewall but lose their way
+   * out and their resolver until the daemon is back. With none left, the host is as before:
+   * no route, no table, and forwarding off again if Sail turned it on (and no other Sail
+   * daemon's table remains).
+   */
+  async unfenceSubnet(boxesRemain: boolean): Promise<void> {
+    if (boxesRemain) {
+      await this.egress.closeAll();
+      return;
+    }
     await runCommand("ip", ["route", "del", "unreachable", this.subnet]);
     await runCommand("nft", ["delete", "table", "inet", this.firewallTable]);
+    if (this.forwardingOurs) {
+      const tables = await runCommand("nft", ["list", "tables"]);
+      if (!/table inet sail_/.test(tables.stdout)) {
+        writeFileSync(IP_FORWARD, "0\n");
+        if (this.forwardingMark) rmSync(this.forwardingMark, { force: true });
+      }
+    }
+  }
+
+  /** Boxes reach the outside by forwarding: turn it on if it is off. Returns whether Sail did (now or before a restart). */
+  private enableForwarding(): boolean {
+    const was = readFileSync(IP_FORWARD, "utf8").trim();
+    const ours = was === "0" || (this.forwardingMark !== undefined && existsSync(this.forwardingMark));
+    if (was === "0") {
+      if (this.forwardingMark) writeFileSync(this.forwardingMark, "Sail turned net.ipv4.ip_forward on; it turns it off when it stops with no box left\n");
+      writeFileSync(IP_FORWARD, "1\n");
+    }
+    return ours;
   }
 
   /** One nftables table per box subnet, so two daemons on a host do not remove each other's. */
@@ -48,12 +95,13 @@ export class BoxNetworks {
   }
 
   /**
-   * Boxes may answer the host (the gateway dials them) but never open a connection to it, to
-   * another box or beyond: whatever the host listens on (0.0.0.0, [::], the veth's IPv6
-   * link-local address) and whatever its ip_forward says. A box may only send from its own
-   * address (a reverse-path check on its veth), so its source address names it; the IPv4 rules
-   * match this daemon's subnet only, so two daemons on a host never decide for each other's
-   * boxes. Rejected packets are counted.
+   * Boxes may answer the host (the gateway dials them) and ask their resolver, but never open
+   * another connection to it, nor to another box: whatever the host listens on (0.0.0.0, [::],
+   * the veth's IPv6 link-local address). What they may reach beyond the host is each box's
+   * outbound chain (EgressFirewall). A box may only send from its own address (a reverse-path
+   * check on its veth), so its source address names it; the IPv4 rules match this daemon's
+   * subnet only, so two daemons on a host never decide for each other's boxes. When the host
+   * did not forward before Sail, it forwards for boxes only. Refused packets are counted.
    */
   private async firewall(): Promise<void> {
     const veths = `"${HOST_INTERFACE_PREFIX}*"`;
@@ -62,6 +110,7 @@ export class BoxNetworks {
     await runCommand("nft", ["delete", "table", "inet", table]);
     await mustRun("nft", ["-f", "-"], {
       input: `table inet ${table} {
+${this.egress.baseDefinition()}
   chain prerouting {
     type filter hook prerouting priority raw; policy accept;
     iifname ${veths} fib saddr . iif oif missing counter drop comment "a sailbox may only send from its own address"
@@ -69,16 +118,20 @@ export class BoxNetworks {
   chain input {
     type filter hook input priority filter; policy accept;
     iifname ${veths} ${boxes} ct state established,related accept
+${this.egress.inputRules(veths)}
+    iifname ${veths} ${boxes} meta l4proto tcp counter reject with tcp reset comment "a sailbox may not open connections to the host (a reset: ICMP errors are rate-limited)"
     iifname ${veths} ${boxes} counter reject comment "a sailbox may not open connections to the host"
     iifname ${veths} meta nfproto ipv6 ct state established,related accept
     iifname ${veths} meta nfproto ipv6 counter reject comment "nor over IPv6"
   }
   chain forward {
     type filter hook forward priority filter; policy accept;
-    iifname ${veths} ${boxes} counter drop comment "no traffic from a sailbox to other networks or boxes"
-    iifname ${veths} meta nfproto ipv6 counter drop
-    oifname ${veths} ip daddr ${this.subnet} counter drop comment "nothing routed into a sailbox: the gateway is the way in"
+${this.egress.forwardRules(veths)}
+    iifname ${veths} meta nfproto ipv6 counter drop comment "boxes reach the outside over IPv4 only"
+    oifname ${veths} ip daddr ${this.subnet} ct state established,related accept
+    oifname ${veths} ip daddr ${this.subnet} counter drop comment "nothing routed into a sailbox but replies: the gateway is the way in"
     oifname ${veths} meta nfproto ipv6 counter drop
+${this.forwardingOurs ? `    iifname != ${veths} oifname != ${veths} counter drop comment "the host did not forward before Sail: it forwards for boxes only"` : ""}
   }
 }
 `,
@@ -107,6 +160,23 @@ export class BoxNetworks {
       input: [`addr add ${guestAddress}/30 dev eth0`, "link set eth0 up", "link set lo up", `route add default via ${hostAddress}`].join("\n") + "\n",
     });
     return { hostAddress, guestAddress };
+  }
+
+  /**
+   * Inside the box's namespace: connections from the host (the gateway, the readiness probe)
+   * to any TCP port of the box go to its loopback, so a server bound to 127.0.0.1 is reached
+   * as well as one bound to 0.0.0.0 (dev servers bind localhost by default). route_localnet
+   * lets eth0 carry 127.0.0.1. The box cannot change it (no CAP_NET_ADMIN).
+   */
+  async forwardToLoopback(id: string, network: BoxNetwork): Promise<void> {
+    const rules = `table ip sail {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "eth0" ip saddr ${network.hostAddress} ip daddr ${network.guestAddress} meta l4proto tcp dnat ip to 127.0.0.1
+  }
+}
+`;
+    await mustRun("ip", ["netns", "exec", BoxNetworks.namespace(id), "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet && exec nft -f -"], { input: rules });
   }
 
   /** Deleting the namespace deletes its end of the pair, and so the pair. Idempotent. */

@@ -15,6 +15,28 @@ export interface BoxSpec {
   netSlot: number;
 }
 
+/**
+ * A box's outbound rules as the runtime enforces them (names are the resolver's business):
+ * open, blocked, only `cidrs` (plus what its allowed names resolve to), or all but `cidrs`.
+ */
+export interface OutboundRules {
+  mode: "open" | "blocked" | "allow" | "deny";
+  cidrs: readonly string[];
+}
+
+export interface OutboundCounters {
+  bytesOut: number;
+  refusedPackets: number;
+}
+
+/** A destination a box was refused (each is reported once a minute at most). */
+export interface OutboundRefusal {
+  id: string;
+  address: string;
+  protocol: string;
+  port: number;
+}
+
 export interface BoxNetwork {
   /** The guest's veth address: where the gateway dials the box's ports. */
   guestAddress: string;
@@ -85,6 +107,19 @@ export interface Runtime {
   /** Freeze every process of the box (cgroup freezer); memory stays resident. */
   freeze(id: string): Promise<void>;
   thaw(id: string): Promise<void>;
+  /**
+   * Enforce a box's outbound rules (replacing the previous ones) on new connections;
+   * `resolved` are addresses its allowed names answered with and their remaining seconds.
+   */
+  setOutbound(id: string, rules: OutboundRules, resolved?: ReadonlyArray<{ address: string; seconds: number }>): Promise<void>;
+  /** Let a box with an allowlist reach addresses its resolver answered with for `seconds`: new ones, and ones it has whose time restarts. */
+  allowResolved(id: string, addresses: { add: readonly string[]; renew: readonly string[] }, seconds: number): Promise<void>;
+  /** End the box's open connections to destinations `keep` says no to; returns those destinations. */
+  cutOutbound(id: string, keep: (address: string) => boolean): Promise<string[]>;
+  /** Bytes out and refused packets per box. */
+  outboundCounters(): Promise<Map<string, OutboundCounters>>;
+  /** Destinations boxes were refused recently (each once a minute at most). */
+  outboundRefusals(): Promise<OutboundRefusal[]>;
   /** Remove the container, netns, veth, mounts, cgroups and directories of a box. Idempotent. */
   destroy(id: string): Promise<void>;
 }

@@ -87,4 +87,8 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE listeners ADD COLUMN h2c INTEGER NOT NULL DEFAULT 0;
   ALTER TABLE listeners ADD COLUMN proxy_protocol INTEGER NOT NULL DEFAULT 0;
   `,
+  // 8: each box's outbound policy (JSON: NetworkInfo); boxes from before had no way out: blocked
+  `
+  ALTER TABLE sailboxes ADD COLUMN network_policy TEXT NOT NULL DEFAULT '{"outbound":"blocked","allowOut":[],"denyOut":[]}';
+  `,
 ];

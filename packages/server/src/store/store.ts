@@ -36,6 +36,8 @@ export interface SailboxRow {
   memoryMiB: number;
   netSlot: number;
   idleTimeout: number | null;
+  /** Its outbound policy, as JSON (NetworkInfo of @sail/protocol). */
+  networkPolicy: string;
   failureReason: string | null;
   createdAt: string;
   terminatedAt: string | null;
@@ -47,7 +49,8 @@ export interface ExecRow {
   background: boolean;
   startedAt: string;
 }
-export type NewSailbox = Omit<SailboxRow, "status" | "netSlot" | "failureReason" | "createdAt" | "terminatedAt" | "idleTimeout"> & {
+export type NewSailbox = Omit<SailboxRow, "status" | "netSlot" | "failureReason" | "createdAt" | "terminatedAt" | "idleTimeout" | "networkPolicy"> & {
+  networkPolicy?: string;
   idleTimeout?: number | null;
   ports?: IngressPortSpec[];
 };
@@ -83,7 +86,7 @@ export interface TcpPortRange {
 
 const SAILBOX_COLUMNS = `id, app_id AS appId, org_id AS orgId, name, status, image_name AS imageName,
   image_arch AS imageArch, image_packages AS imagePackages, cpu, memory_mib AS memoryMiB, net_slot AS netSlot,
-  idle_timeout AS idleTimeout, failure_reason AS failureReason, created_at AS createdAt, terminated_at AS terminatedAt`;
+  idle_timeout AS idleTimeout, network_policy AS networkPolicy, failure_reason AS failureReason, created_at AS createdAt, terminated_at AS terminatedAt`;
 
 const now = () => new Date().toISOString();
 
@@ -229,10 +232,24 @@ export class Store {
       if (netSlot >= maxSlots) throw new NetSlotsExhaustedError(maxSlots);
       this.db
         .prepare(
-          `INSERT INTO sailboxes (id, app_id, org_id, name, status, live, image_name, image_arch, image_packages, cpu, memory_mib, net_slot, idle_timeout, created_at)
-           VALUES (?, ?, ?, ?, 'creating', 1, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO sailboxes (id, app_id, org_id, name, status, live, image_name, image_arch, image_packages, cpu, memory_mib, net_slot, idle_timeout, network_policy, created_at)
+           VALUES (?, ?, ?, ?, 'creating', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
-        .run(box.id, box.appId, box.orgId, box.name, box.imageName, box.imageArch, box.imagePackages, box.cpu, box.memoryMiB, netSlot, box.idleTimeout ?? null, now());
+        .run(
+          box.id,
+          box.appId,
+          box.orgId,
+          box.name,
+          box.imageName,
+          box.imageArch,
+          box.imagePackages,
+          box.cpu,
+          box.memoryMiB,
+          netSlot,
+          box.idleTimeout ?? null,
+          box.networkPolicy ?? '{"outbound":"open","allowOut":[],"denyOut":[]}',
+          now(),
+        );
       const insertListener = this.db.prepare("INSERT INTO listeners (sailbox_id, port, protocol, cidr_allowlist, allow_public, public_port, h2c, proxy_protocol) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
       let next = 0;
       for (const p of box.ports ?? []) {
@@ -303,6 +320,10 @@ export class Store {
            live = ?, terminated_at = CASE WHEN ? THEN ? ELSE terminated_at END WHERE id = ?`,
       )
       .run(status, failureReason, ended ? 0 : 1, ended ? 1 : 0, now(), id);
+  }
+
+  setNetworkPolicy(id: string, policy: string): void {
+    this.db.prepare("UPDATE sailboxes SET network_policy = ? WHERE id = ?").run(policy, id);
   }
 
   /** Forget a sailbox whose create was refused or rolled back: it never existed. */

@@ -1,0 +1,242 @@
+import {
+  domainMatches,
+  ipv4ToInt,
+  isLive,
+  mergeRanges,
+  NEVER_REACHED_IPV4,
+  normalizeNetworkPolicy,
+  parseIpv4Cidr,
+  rangeCovered,
+  rangesContain,
+  sailError,
+  subtractRanges,
+  type Ipv4Range,
+  type NetworkInfo,
+  type NetworkPolicyRequest,
+  type SailboxInfo,
+} from "@sail/protocol";
+import type { OutboundCounters, OutboundRules, Runtime } from "../runtime/runtime.js";
+import type { OrgRow, SailboxRow, Store } from "../store/store.js";
+import type { Lifecycle } from "./lifecycle.js";
+import type { Logger } from "./logger.js";
+
+/** What the operator lets boxes reach at all (`sail up --outbound*`). */
+export interface OutboundSettings {
+  enabled: boolean;
+  privateAllowed: readonly string[];
+  only: readonly string[] | null;
+  boxSubnet: string;
+}
+
+/** What the resolver does with a name a box asks for. */
+export type NameDecision = "refuse" | "nxdomain" | "forward" | "forward-and-allow";
+
+/** The resolver's view: which boxes exist, where they ask, and what their policy says. */
+export interface ResolverDirectory {
+  /** Hear boxes that need a resolver (a start, a create) and those that ended. */
+  subscribe(subscriber: { added(id: string, hostAddress: string, guestAddress: string): void; removed(id: string): void }): void;
+  decide(id: string, name: string): NameDecision;
+  /** An allowed name answered with these addresses: let the box reach them for `ttl` seconds; resolves once they are reachable. */
+  answered(id: string, name: string, addresses: string[], ttl: number): Promise<void>;
+}
+
+/** A resolved address stays allowed at least this long, whatever the answer's TTL (a TTL of 0 would expire before the connect). */
+const MIN_ALLOWED_SECONDS = 30;
+const MAX_ALLOWED_SECONDS = 24 * 3600;
+/** Refused destinations logged per check at most (the rest are summed up). */
+const REFUSALS_LOGGED_PER_CHECK = 20;
+
+/**
+ * Outbound network of boxes: each box's policy (open, blocked, an allowlist or a denylist of
+ * IPv4 ranges and domain names) inside the operator's bounds. The runtime enforces addresses
+ * on new connections; names are enforced by Sail's resolver, which asks `decide` and reports
+ * answers to allowed names, whose addresses the box may then reach for the answer's TTL. A
+ * change at run time applies at once and cuts the connections it no longer allows.
+ */
+export class Outbound implements ResolverDirectory {
+  /** Per box: addresses its allowed names answered with, the names, and until when (ms). */
+  private readonly resolved = new Map<string, Map<string, { names: Set<string>; until: number }>>();
+  private readonly subscribers: Array<Parameters<ResolverDirectory["subscribe"]>[0]> = [];
+  private readonly forbidden: Ipv4Range[];
+  private readonly only: Ipv4Range[] | null;
+  /** Live boxes' policies (the resolver asks on every query). */
+  private readonly policies = new Map<string, NetworkInfo>();
+  /** Refused destinations already logged, and when (ms). */
+  private readonly logged = new Map<string, number>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly lifecycle: Lifecycle,
+    private readonly runtime: Pick<Runtime, "network" | "setOutbound" | "allowResolved" | "cutOutbound" | "outboundCounters" | "outboundRefusals">,
+    private readonly settings: OutboundSettings,
+    private readonly describe: (box: SailboxRow) => SailboxInfo,
+    private readonly log: Logger,
+  ) {
+    const ranges = (cidrs: readonly string[]) => cidrs.map((c) => parseIpv4Cidr(c)!.range);
+    this.forbidden = mergeRanges([...subtractRanges(ranges(NEVER_REACHED_IPV4), ranges(settings.privateAllowed)), parseIpv4Cidr(settings.boxSubnet)!.range]);
+    this.only = settings.only ? mergeRanges(ranges(settings.only)) : null;
+    lifecycle.onTransition(({ box, to }) => {
+      if (isLive(to)) return;
+      this.resolved.delete(box.id);
+      this.policies.delete(box.id);
+      for (const s of this.subscribers) s.removed(box.id);
+    });
+  }
+
+  /**
+   * A create's or a change's policy, checked: the shape (normalizeNetworkPolicy), then what
+   * depends on this host. An allowOut entry boxes can never reach here is refused rather than
+   * silently doing nothing.
+   */
+  check(request: NetworkPolicyRequest): NetworkInfo {
+    const policy = normalizeNetworkPolicy(request);
+    for (const cidr of policy.allowOut) {
+      const parsed = parseIpv4Cidr(cidr);
+      if (!parsed) continue;
+      if (rangeCovered(parsed.range, this.forbidden)) {
+        throw sailError(
+          "SAIL_NETWORK_ENTRY_REFUSED",
+          `allowOut has ${cidr}, which boxes never reach on this host (private, loopback, link-local, multicast or other boxes' ranges); an operator can open a private range with sail up --outbound-private`,
+          { field: "allowOut", entry: cidr },
+        );
+      }
+      if (this.only && !subtractRanges([parsed.range], subtractRanges([parsed.range], this.only)).length) {
+        throw sailError("SAIL_NETWORK_ENTRY_REFUSED", `allowOut has ${cidr}, but this host lets boxes reach only ${this.settings.only!.join(", ")}`, { field: "allowOut", entry: cidr });
+      }
+    }
+    return policy;
+  }
+
+  /** Install a new box's rules and tell the resolver (inside create's step, before it runs). */
+  async install(id: string, policy: NetworkInfo): Promise<void> {
+    this.policies.set(id, policy);
+    await this.runtime.setOutbound(id, rulesOf(policy));
+    const { hostAddress, guestAddress } = this.runtime.network(id);
+    for (const s of this.subscribers) s.added(id, hostAddress, guestAddress);
+  }
+
+  /** After a daemon start: every live box's rules again (the table is rebuilt at start). */
+  async restoreAll(): Promise<number> {
+    let restored = 0;
+    for (const box of this.store.liveSailboxes()) {
+      if (box.status === "creating") continue;
+      try {
+        await this.install(box.id, networkPolicyOf(box));
+        restored++;
+      } catch (err) {
+        this.log.error({ sailboxId: box.id, err: String(err) }, "could not restore a sailbox's outbound rules: it has no way out");
+      }
+    }
+    return restored;
+  }
+
+  /** Replace a live box's policy: new connections follow it at once, open ones it no longer allows are cut. */
+  async set(org: OrgRow, id: string, request: NetworkPolicyRequest): Promise<SailboxInfo> {
+    const box = this.lifecycle.owned(org, id);
+    const policy = this.check(request);
+    if (!isLive(box.status) || box.status === "creating") {
+      throw sailError("SAIL_SAILBOX_NOT_RUNNING", `Sailbox ${id} is ${box.status}: only a live sailbox has a network policy to change`, { sailboxId: id, status: box.status });
+    }
+    await this.lifecycle.withLock(id, async () => {
+      const now = Date.now();
+      const kept = [...(this.resolved.get(id) ?? [])].filter(([, r]) => r.until > now && [...r.names].some((n) => this.nameAllowed(policy, n)));
+      this.resolved.set(id, new Map(kept));
+      await this.runtime.setOutbound(
+        id,
+        rulesOf(policy),
+        kept.map(([address, r]) => ({ address, seconds: (r.until - now) / 1000 })),
+      );
+      this.store.setNetworkPolicy(id, JSON.stringify(policy));
+      this.policies.set(id, policy);
+      const cut = await this.runtime.cutOutbound(id, (address) => this.addressAllowed(id, policy, address));
+      this.log.info({ sailboxId: id, outbound: policy.outbound, cut }, "sailbox network policy changed");
+    });
+    return this.describe(this.lifecycle.owned(org, id));
+  }
+
+  decide(id: string, name: string): NameDecision {
+    const box = this.policies.get(id);
+    if (!box || !this.settings.enabled || box.outbound === "blocked") return "refuse";
+    if (box.outbound === "allowlist") return this.nameAllowed(box, name) ? "forward-and-allow" : "nxdomain";
+    if (box.outbound === "denylist") return this.nameAllowed(box, name) ? "forward" : "nxdomain";
+    return "forward";
+  }
+
+  /**
+   * An address already allowed for at least half the new time is left alone (no firewall
+   * change), so repeated lookups of a name cost nothing; others are added, or renewed.
+   */
+  async answered(id: string, name: string, addresses: string[], ttl: number): Promise<void> {
+    if (!addresses.length) return;
+    const seconds = Math.min(Math.max(ttl, MIN_ALLOWED_SECONDS), MAX_ALLOWED_SECONDS);
+    const byAddress = this.resolved.get(id) ?? new Map<string, { names: Set<string>; until: number }>();
+    this.resolved.set(id, byAddress);
+    const now = Date.now();
+    const until = now + seconds * 1000;
+    const add: string[] = [];
+    const renew: string[] = [];
+    for (const address of addresses) {
+      const entry = byAddress.get(address);
+      if (!entry || entry.until <= now) add.push(address);
+      else if (entry.until < now + (seconds * 1000) / 2) renew.push(address);
+      const kept = entry && entry.until > now ? entry : { names: new Set<string>(), until };
+      kept.names.add(name.toLowerCase());
+      if (add.includes(address) || renew.includes(address)) kept.until = until;
+      byAddress.set(address, kept);
+    }
+    if (add.length || renew.length) await this.runtime.allowResolved(id, { add, renew }, seconds);
+  }
+
+  subscribe(subscriber: Parameters<ResolverDirectory["subscribe"]>[0]): void {
+    this.subscribers.push(subscriber);
+  }
+
+  /** Log destinations boxes were refused since the last check, each at most once a minute. */
+  async logRefusals(): Promise<void> {
+    const now = Date.now();
+    for (const [key, at] of this.logged) if (now - at > 60_000) this.logged.delete(key);
+    const fresh = (await this.runtime.outboundRefusals()).filter((r) => !this.logged.has(`${r.id} ${r.address} ${r.protocol} ${r.port}`));
+    for (const r of fresh) this.logged.set(`${r.id} ${r.address} ${r.protocol} ${r.port}`, now);
+    for (const r of fresh.slice(0, REFUSALS_LOGGED_PER_CHECK)) {
+      this.log.warn({ sailboxId: r.id, destination: `${r.address}:${r.port}`, protocol: r.protocol }, "outbound connection refused");
+    }
+    if (fresh.length > REFUSALS_LOGGED_PER_CHECK) this.log.warn({ more: fresh.length - REFUSALS_LOGGED_PER_CHECK }, "more outbound connections refused");
+  }
+
+  counters(): Promise<Map<string, OutboundCounters>> {
+    return this.runtime.outboundCounters();
+  }
+
+  private nameAllowed(policy: NetworkInfo, name: string): boolean {
+    if (policy.outbound === "allowlist") return policy.allowOut.some((entry) => !parseIpv4Cidr(entry) && domainMatches(entry, name));
+    if (policy.outbound === "denylist") return !policy.denyOut.some((entry) => !parseIpv4Cidr(entry) && domainMatches(entry, name));
+    return policy.outbound === "open";
+  }
+
+  /** Whether `policy` lets the box keep a connection to `address` (a resolved name's address counts while its time lasts). */
+  private addressAllowed(id: string, policy: NetworkInfo, address: string): boolean {
+    const n = ipv4ToInt(address);
+    if (n === undefined || !this.settings.enabled || rangesContain(this.forbidden, n) || (this.only && !rangesContain(this.only, n))) return false;
+    const inList = (entries: string[]) =>
+      entries.some((entry) => {
+        const parsed = parseIpv4Cidr(entry);
+        return parsed !== undefined && rangesContain([parsed.range], n);
+      });
+    if (policy.outbound === "blocked") return false;
+    if (policy.outbound === "denylist") return !inList(policy.denyOut);
+    if (policy.outbound === "allowlist") return inList(policy.allowOut) || (this.resolved.get(id)?.get(address)?.until ?? 0) > Date.now();
+    return true;
+  }
+}
+
+export function networkPolicyOf(box: SailboxRow): NetworkInfo {
+  return JSON.parse(box.networkPolicy) as NetworkInfo;
+}
+
+/** What the runtime enforces for a policy: addresses only (names are the resolver's). */
+export function rulesOf(policy: NetworkInfo): OutboundRules {
+  const cidrs = (entries: string[]) => entries.filter((entry) => parseIpv4Cidr(entry) !== undefined);
+  if (policy.outbound === "allowlist") return { mode: "allow", cidrs: cidrs(policy.allowOut) };
+  if (policy.outbound === "denylist") return { mode: "deny", cidrs: cidrs(policy.denyOut) };
+  return { mode: policy.outbound === "blocked" ? "blocked" : "open", cidrs: [] };
+}

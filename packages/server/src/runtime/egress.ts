@@ -1,0 +1,213 @@
+import { intToIpv4, mergeRanges, NEVER_REACHED_IPV4, parseIpv4Cidr, subtractRanges, type Ipv4Range } from "@sail/protocol";
+import { mustRun, runCommand } from "./commands.js";
+import type { OutboundCounters, OutboundRefusal, OutboundRules } from "./runtime.js";
+
+/** What the operator allows boxes at all (`sail up --outbound*`); each box's policy applies inside it. */
+export interface OutboundBounds {
+  /** Off: no box reaches beyond the host, whatever its policy. */
+  enabled: boolean;
+  /** Ranges boxes may reach although they are private (e.g. a package mirror on 10.1.2.3/32). */
+  privateAllowed: readonly string[];
+  /** When set, the only ranges boxes may reach. */
+  only: readonly string[] | null;
+}
+
+/** How long a refused destination is remembered (so it is logged once per this time). */
+const REFUSED_MEMORY_SECONDS = 60;
+
+const ranges = (cidrs: readonly string[]): Ipv4Range[] => cidrs.map((c) => parseIpv4Cidr(c)!.range);
+/** An interval set's elements: "a.b.c.d-e.f.g.h" per merged range. */
+const elements = (list: readonly Ipv4Range[]): string =>
+  mergeRanges(list)
+    .map(([first, last]) => (first === last ? intToIpv4(first) : `${intToIpv4(first)}-${intToIpv4(last)}`))
+    .join(", ");
+/** nft identifiers for a box (ids are [a-z0-9-]). */
+const ident = (id: string) => id.replace(/[^a-z0-9]/g, "_");
+
+/**
+ * Outbound traffic of boxes, in the daemon's nftables table: each box's packets reach a chain
+ * of its own (a verdict map keyed by its address, which the reverse-path check makes
+ * unspoofable) that refuses the never-reached ranges, the operator's bounds and then applies
+ * the box's policy. New connections only: an established one goes on until `cut` ends it.
+ * Refused attempts are counted per box and remembered in a set the daemon reads to log them.
+ */
+export class EgressFirewall {
+  /** Boxes whose chain exists in this table (the table is rebuilt at each daemon start). */
+  private readonly installed = new Set<string>();
+
+  constructor(
+    private readonly table: string,
+    private readonly subnet: string,
+    private readonly bounds: OutboundBounds,
+  ) {}
+
+  /** The table's shared egress pieces, part of the table definition (see BoxNetworks). */
+  baseDefinition(): string {
+    const subnet = parseIpv4Cidr(this.subnet)!.range;
+    const forbidden = [...subtractRanges(ranges(NEVER_REACHED_IPV4), ranges(this.bounds.privateAllowed)), subnet];
+    const only = this.bounds.only;
+    return [
+      `  set forbidden { type ipv4_addr; flags interval; elements = { ${elements(forbidden)} } }`,
+      only ? `  set only { type ipv4_addr; flags interval;${only.length ? ` elements = { ${elements(ranges(only))} }` : ""} }` : "",
+      "  set resolvers { type ipv4_addr . ipv4_addr; }",
+      `  set refused { type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags dynamic, timeout; timeout ${REFUSED_MEMORY_SECONDS}s; size 4096; }`,
+      "  map boxes { type ipv4_addr : verdict; }",
+      "  chain postrouting {",
+      "    type nat hook postrouting priority srcnat; policy accept;",
+      `    ip saddr ${this.subnet} oifname != "sv*" masquerade`,
+      "  }",
+    ]
+      .filter(Boolean)
+      .join("\n");
+  }
+
+  /** The forward-chain rules for packets from this daemon's boxes. */
+  forwardRules(veths: string): string {
+    return [
+      `    iifname ${veths} ip saddr ${this.subnet} ip saddr vmap @boxes`,
+      `    iifname ${veths} ip saddr ${this.subnet} counter drop comment "a box without an outbound chain (the daemon is down or it is gone)"`,
+    ].join("\n");
+  }
+
+  /** The input-chain rule that lets a box ask its own resolver (on its host-side address, port 53). */
+  inputRules(veths: string): string {
+    return [`    iifname ${veths} ip saddr . ip daddr @resolvers udp dport 53 accept`, `    iifname ${veths} ip saddr . ip daddr @resolvers tcp dport 53 accept`].join("\n");
+  }
+
+  /**
+   * Install or replace a box's rules, atomically (one nft transaction). `resolved` are the
+   * addresses its allowed names answered with, and for how long, which stay allowed.
+   */
+  async apply(id: string, guest: string, host: string, rules: OutboundRules, resolved: ReadonlyArray<{ address: string; seconds: number }> = []): Promise<void> {
+    const t = `inet ${this.table}`;
+    const x = ident(id);
+    const accept = `counter name "out_${x}" accept`;
+    const lines = [
+      `add chain ${t} box_${x}`,
+      `flush chain ${t} box_${x}`,
+      `add chain ${t} refuse_${x}`,
+      `flush chain ${t} refuse_${x}`,
+      `add counter ${t} out_${x}`,
+      `add counter ${t} refused_${x}`,
+      `add set ${t} cidrs_${x} { type ipv4_addr; flags interval; }`,
+      `flush set ${t} cidrs_${x}`,
+      `add set ${t} dns_${x} { type ipv4_addr; flags timeout; }`,
+      `flush set ${t} dns_${x}`,
+    ];
+    const listed = rules.cidrs.length ? elements(ranges(rules.cidrs)) : "";
+    if (listed) lines.push(`add element ${t} cidrs_${x} { ${listed} }`);
+    const fresh = resolved.filter((r) => r.seconds > 0);
+    if (fresh.length) lines.push(`add element ${t} dns_${x} { ${fresh.map((r) => `${r.address} timeout ${Math.ceil(r.seconds)}s`).join(", ")} }`);
+    lines.push(
+      `add rule ${t} refuse_${x} counter name "refused_${x}"`,
+      `add rule ${t} refuse_${x} meta l4proto { tcp, udp } add @refused { ip saddr . ip daddr . meta l4proto . th dport }`,
+      `add rule ${t} refuse_${x} meta l4proto tcp reject with tcp reset`,
+      `add rule ${t} refuse_${x} reject with icmpx admin-prohibited`,
+      `add rule ${t} box_${x} ct state established,related ${accept}`,
+      `add rule ${t} box_${x} ip daddr @forbidden goto refuse_${x}`,
+    );
+    if (this.bounds.only) lines.push(`add rule ${t} box_${x} ip daddr != @only goto refuse_${x}`);
+    const mode = this.bounds.enabled ? rules.mode : "blocked";
+    if (mode === "open") lines.push(`add rule ${t} box_${x} ${accept}`);
+    if (mode === "allow") lines.push(`add rule ${t} box_${x} ip daddr @cidrs_${x} ${accept}`, `add rule ${t} box_${x} ip daddr @dns_${x} ${accept}`);
+    if (mode === "deny") lines.push(`add rule ${t} box_${x} ip daddr @cidrs_${x} goto refuse_${x}`, `add rule ${t} box_${x} ${accept}`);
+    lines.push(`add rule ${t} box_${x} goto refuse_${x}`);
+    if (!this.installed.has(id)) lines.push(`add element ${t} boxes { ${guest} : jump box_${x} }`, `add element ${t} resolvers { ${guest} . ${host} }`);
+    await mustRun("nft", ["-f", "-"], { input: lines.join("\n") + "\n" });
+    this.installed.add(id);
+  }
+
+  /**
+   * Let a box reach addresses its resolver answered with, for `seconds`: one nft call. A renewed
+   * address is deleted and added again (re-adding alone does not restart an element's time on
+   * every kernel); if one of those already expired, the deletion fails the transaction and a
+   * plain add follows.
+   */
+  async allowResolved(id: string, addresses: { add: readonly string[]; renew: readonly string[] }, seconds: number): Promise<void> {
+    if (!this.installed.has(id)) return;
+    const set = `inet ${this.table} dns_${ident(id)}`;
+    const all = [...addresses.add, ...addresses.renew];
+    if (!all.length) return;
+    const timed = all.map((a) => `${a} timeout ${Math.ceil(seconds)}s`).join(", ");
+    const renew = addresses.renew.length ? `delete element ${set} { ${addresses.renew.join(", ")} }\n` : "";
+    const done = await runCommand("nft", ["-f", "-"], { input: `${renew}add element ${set} { ${timed} }\n` });
+    if (done.code !== 0) await mustRun("nft", ["-f", "-"], { input: `add element ${set} { ${timed} }\n` });
+  }
+
+  /** Remove a box's chain, sets and counters. Idempotent. */
+  async remove(id: string, guest: string, host: string): Promise<void> {
+    const t = `inet ${this.table}`;
+    const x = ident(id);
+    const steps = [
+      `delete element ${t} boxes { ${guest} }`,
+      `delete element ${t} resolvers { ${guest} . ${host} }`,
+      `delete chain ${t} box_${x}`,
+      `delete chain ${t} refuse_${x}`,
+      `delete set ${t} cidrs_${x}`,
+      `delete set ${t} dns_${x}`,
+      `delete counter ${t} out_${x}`,
+      `delete counter ${t} refused_${x}`,
+    ];
+    this.installed.delete(id);
+    const all = await runCommand("nft", ["-f", "-"], { input: steps.join("\n") + "\n" });
+    if (all.code !== 0) for (const step of steps) await runCommand("nft", ["-f", "-"], { input: step + "\n" });
+  }
+
+  /** Boxes lose their way out (the daemon stops while they keep running): their packets meet the final drop. */
+  async closeAll(): Promise<void> {
+    await runCommand("nft", ["flush", "map", "inet", this.table, "boxes"]);
+    await runCommand("nft", ["flush", "set", "inet", this.table, "resolvers"]);
+    this.installed.clear();
+  }
+
+  /**
+   * End a box's connections to destinations `keep` no longer allows: their conntrack entries go,
+   * so the next packet is a new connection, which the box's chain refuses (a TCP reset to the
+   * box). Returns the destinations cut.
+   */
+  async cut(guest: string, keep: (address: string) => boolean): Promise<string[]> {
+    const listed = await runCommand("conntrack", ["-L", "-s", guest]);
+    const destinations = new Set<string>();
+    for (const line of listed.stdout.split("\n")) {
+      const dst = /\bdst=(\d+\.\d+\.\d+\.\d+)/.exec(line)?.[1];
+      if (dst) destinations.add(dst);
+    }
+    const cut = [...destinations].filter((d) => !keep(d));
+    for (const dst of cut) await runCommand("conntrack", ["-D", "-s", guest, "-d", dst]);
+    return cut;
+  }
+
+  /** Bytes out and refused packets of each box with rules here. */
+  async counters(idOf: (ident: string) => string | undefined): Promise<Map<string, OutboundCounters>> {
+    const listed = await runCommand("nft", ["-j", "list", "counters", "table", "inet", this.table]);
+    const result = new Map<string, OutboundCounters>();
+    if (listed.code !== 0) return result;
+    const objects = (JSON.parse(listed.stdout) as { nftables: Array<{ counter?: { name: string; packets: number; bytes: number } }> }).nftables;
+    for (const { counter } of objects) {
+      const m = counter && /^(out|refused)_(.+)$/.exec(counter.name);
+      const id = m && idOf(m[2]!);
+      if (!m || !id) continue;
+      const entry = result.get(id) ?? { bytesOut: 0, refusedPackets: 0 };
+      if (m[1] === "out") entry.bytesOut = counter.bytes;
+      else entry.refusedPackets = counter.packets;
+      result.set(id, entry);
+    }
+    return result;
+  }
+
+  /** Destinations boxes were refused in the last minute (source, destination, protocol, port). */
+  async refusals(): Promise<Array<Omit<OutboundRefusal, "id"> & { guest: string }>> {
+    const listed = await runCommand("nft", ["-j", "list", "set", "inet", this.table, "refused"]);
+    if (listed.code !== 0) return [];
+    type Element = { concat: [string, string, string | number, number] } | { elem: { val: { concat: [string, string, string | number, number] } } };
+    const set = (JSON.parse(listed.stdout) as { nftables: Array<{ set?: { elem?: Element[] } }> }).nftables.find((o) => o.set)?.set;
+    return (set?.elem ?? []).flatMap((element) => {
+      const concat = "concat" in element ? element.concat : element.elem?.val?.concat;
+      if (!concat) return [];
+      const [guest, address, protocol, port] = concat;
+      return [{ guest, address, protocol: protocol === 6 || protocol === "tcp" ? "tcp" : protocol === 17 || protocol === "udp" ? "udp" : String(protocol), port }];
+    });
+  }
+
+  static ident = ident;
+}
