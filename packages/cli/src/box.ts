@@ -5,9 +5,23 @@ import { printJson, printTable } from "./output.js";
 /** "debian/arm64 (emulated)", "debian/amd64+postgresql". */
 const imageLabel = (image: SailboxInfo["image"]) => `${image.name}/${image.arch}${image.aptPackages.length ? `+${image.aptPackages.join(",")}` : ""}${image.emulated ? " (emulated)" : ""}`;
 
+/** "open", "blocked", "allow 3", "deny 1". */
+const networkLabel = (network: SailboxInfo["network"]) =>
+  network.outbound === "allowlist" ? `allow ${network.allowOut.length}` : network.outbound === "denylist" ? `deny ${network.denyOut.length}` : network.outbound;
+
+/** The policy in words, e.g. "outbound: only *.debian.org, 198.51.100.0/24". */
+const networkSentence = (network: SailboxInfo["network"]) =>
+  network.outbound === "allowlist"
+    ? `outbound: only ${network.allowOut.join(", ")}`
+    : network.outbound === "denylist"
+      ? `outbound: everywhere but ${network.denyOut.join(", ")}`
+      : network.outbound === "blocked"
+        ? "outbound: blocked (nothing leaves the box, DNS included)"
+        : "outbound: open (never to private ranges, the host or other boxes)";
+
 const row = (sb: Sailbox) => {
   const d = sb.describe();
-  return { id: d.id, name: d.name, status: d.status, image: imageLabel(d.image), cpu: d.cpu, memory: `${d.memoryMiB}MiB`, created: d.createdAt };
+  return { id: d.id, name: d.name, status: d.status, image: imageLabel(d.image), cpu: d.cpu, memory: `${d.memoryMiB}MiB`, network: networkLabel(d.network), created: d.createdAt };
 };
 
 const listenerRow = (l: Listener) => ({
@@ -57,12 +71,15 @@ export function registerBox(program: Command): void {
     .option("--proxy-protocol", "send the --tcp ports' servers a PROXY protocol v2 header with the client's address")
     .option("--arch <arch>", "amd64 or arm64 (default: the host's); the other one runs under emulation, and its first create builds its image (minutes)")
     .option("--apt <package>", "Debian package to install in the image, e.g. postgresql (repeatable; built once, then cached)", collectStrings, [] as string[])
+    .option("--block-network", "let nothing out of the box (DNS included); published ports still work")
+    .option("--allow-out <dest>", "let the box reach only these: IPv4 address or CIDR, domain, *.domain (repeatable)", collectStrings, [] as string[])
+    .option("--deny-out <dest>", "let the box reach everything but these (repeatable)", collectStrings, [] as string[])
     .option("--enable-ssh", "install and start sshd with your public key, publish port 22, print the ssh command")
     .option("--ssh-key <path>", "public key for --enable-ssh (default ~/.ssh/id_ed25519.pub, then ~/.ssh/id_rsa.pub)")
     .option("--json", "print the box and its listeners as JSON")
     .addHelpText(
       "after",
-      "\nExamples:\n  sail box create --name web-demo --port 3000\n  sail box create --name db --apt postgresql --tcp 5432 --allow 203.0.113.0/24\n  sail box create --name dev --enable-ssh\n  sail box create --name api --h2c-port 50051   # a gRPC server, at its HTTPS URL\n  sail box create --app ci --cpu 0.5 --memory 512\n  sail box create --arch arm64 --port 3000   # emulated on an amd64 host",
+      "\nExamples:\n  sail box create --name web-demo --port 3000\n  sail box create --name db --apt postgresql --tcp 5432 --allow 203.0.113.0/24\n  sail box create --name dev --enable-ssh\n  sail box create --name api --h2c-port 50051   # a gRPC server, at its HTTPS URL\n  sail box create --app ci --cpu 0.5 --memory 512\n  sail box create --arch arm64 --port 3000   # emulated on an amd64 host\n  sail box create --allow-out pypi.org --allow-out files.pythonhosted.org   # pip install, nothing else\n  sail box create --block-network --port 3000",
     )
     .action(
       async (opts: {
@@ -78,6 +95,9 @@ export function registerBox(program: Command): void {
         proxyProtocol?: boolean;
         arch?: string;
         apt: string[];
+        blockNetwork?: boolean;
+        allowOut: string[];
+        denyOut: string[];
         enableSsh?: boolean;
         sshKey?: string;
         json?: boolean;
@@ -90,13 +110,15 @@ export function registerBox(program: Command): void {
         const image = opts.apt.length ? base.aptInstall(opts.apt) : base;
         if (opts.apt.length) console.error(`Preparing an image with ${opts.apt.join(", ")} (the first time, this takes as long as apt-get install)...`);
         else if (opts.arch) console.error(`Preparing the ${opts.arch} image (the first time under emulation, this takes a few minutes)...`);
-        const sb = await Sailbox.create({ app, name: opts.name, image, cpu: opts.cpu, memory: opts.memory, ingressPorts, ssh });
+        const network = { blockNetwork: opts.blockNetwork, allowOut: opts.allowOut.length ? opts.allowOut : undefined, denyOut: opts.denyOut.length ? opts.denyOut : undefined };
+        const sb = await Sailbox.create({ app, name: opts.name, image, cpu: opts.cpu, memory: opts.memory, ingressPorts, ssh, ...network });
         const listeners = await sb.listeners();
         if (opts.json) return printJson({ ...sb.describe(), listeners: listeners.map(listenerRow) });
         console.log(`Created sailbox ${sb.id}${sb.name ? ` (${sb.name})` : ""} in app ${app.name}: ${sb.describe().status}`);
         for (const l of listeners) console.log(`  port ${l.port} (${l.protocol}): ${listenerRow(l).endpoint}`);
+        console.log(`  ${networkSentence(sb.network)}`);
         const http = listeners.find((l) => l.protocol === "http");
-        if (http) console.log(`Start a server on 0.0.0.0:<port> inside the box, e.g.: sail box exec ${sb.id} --background -- python3 -m http.server ${http.port}`);
+        if (http) console.log(`Start a server on port ${http.port} inside the box (0.0.0.0 or 127.0.0.1), e.g.: sail box exec ${sb.id} --background -- python3 -m http.server ${http.port}`);
         console.log(`Run a command: sail box exec ${sb.id} -- uname -a`);
         const sshListener = listeners.find((l) => l.port === 22 && l.protocol === "tcp");
         if (ssh && sshListener) console.log(`SSH: ${sshCommand(sshListener)}`);
@@ -113,7 +135,32 @@ export function registerBox(program: Command): void {
       const app = opts.app ? await App.find({ name: opts.app }) : undefined;
       const boxes = (await Sailbox.list({ app })).filter((sb) => opts.all || !["terminated", "failed"].includes(sb.describe().status));
       if (opts.json) return printJson(boxes.map((sb) => sb.describe()));
-      printTable(boxes.map(row), ["id", "name", "status", "image", "cpu", "memory", "created"]);
+      printTable(boxes.map(row), ["id", "name", "status", "image", "cpu", "memory", "network", "created"]);
+    });
+
+  box
+    .command("network")
+    .description("Show or change where a Sailbox may open connections; a change applies at once and cuts open connections it no longer allows")
+    .argument("<box>", "sailbox id, or name with --app")
+    .option("--app <name>", "app of a box given by name", "default")
+    .option("--open", "let the box reach everything but private ranges, the host and other boxes")
+    .option("--block", "let nothing out (DNS included)")
+    .option("--allow-out <dest>", "only these: IPv4 address or CIDR, domain, *.domain (repeatable)", collectStrings, [] as string[])
+    .option("--deny-out <dest>", "everything but these (repeatable)", collectStrings, [] as string[])
+    .option("--json", "print JSON")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  sail box network web-demo\n  sail box network web-demo --allow-out '*.debian.org' --allow-out 198.51.100.0/24\n  sail box network web-demo --block\n  sail box network web-demo --open",
+    )
+    .action(async (idOrName: string, opts: { app: string; open?: boolean; block?: boolean; allowOut: string[]; denyOut: string[]; json?: boolean }) => {
+      const sb = await resolveBox(idOrName, opts.app);
+      const changes = [opts.open, opts.block, opts.allowOut.length > 0, opts.denyOut.length > 0].filter(Boolean).length;
+      if (changes > 1) throw new InvalidArgumentError("SAIL_NETWORK_POLICY_CONFLICT", "give one of --open, --block, --allow-out and --deny-out", { field: "network" });
+      const network = changes
+        ? await sb.setNetwork({ blockNetwork: opts.block, allowOut: opts.allowOut.length ? opts.allowOut : undefined, denyOut: opts.denyOut.length ? opts.denyOut : undefined })
+        : sb.network;
+      if (opts.json) return printJson(network);
+      console.log(`${sb.id}: ${networkSentence(network)}`);
     });
 
   box

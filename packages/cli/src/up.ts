@@ -20,7 +20,10 @@ export function registerUp(program: Command): void {
     };
     const flag = new Option(`--${option.flag} <${option.arg}>`, option.help).argParser(parse);
     // booleans are spelled on/off on the command line, and so in --help
-    if (option.default !== undefined) flag.default(option.default, typeof option.default === "boolean" ? (option.default ? "on" : "off") : JSON.stringify(option.default));
+    if (option.default !== undefined) {
+      const shown = typeof option.default === "boolean" ? (option.default ? "on" : "off") : Array.isArray(option.default) ? option.default.join(",") || "none" : JSON.stringify(option.default);
+      flag.default(option.default, shown);
+    }
     up.addOption(flag);
   }
   up.addHelpText(

@@ -3,7 +3,7 @@
  * Finds the daemon from `SAIL_API_URL` / `SAIL_TOKEN`, else the config `sail up` wrote.
  */
 export { App, type FindAppOptions } from "./app.js";
-export { Sailbox, type CreateSailboxOptions, type ExecOptions } from "./sailbox.js";
+export { Sailbox, type CreateSailboxOptions, type ExecOptions, type NetworkOptions } from "./sailbox.js";
 export { Image } from "./image.js";
 export { IngressPort, Listener, HttpEndpoint, TcpEndpoint, type IngressPortOptions } from "./listener.js";
 export { ExecProcess, BackgroundProcess, type ExecOutput } from "./exec.js";

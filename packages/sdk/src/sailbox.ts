@@ -3,10 +3,13 @@ import {
   checkName,
   checkResources,
   normalizeIngressPorts,
+  normalizeNetworkPolicy,
   NotFoundError,
   type BackgroundExecInfo,
   type ExecRequest,
   type ListenerInfo,
+  type NetworkInfo,
+  type NetworkPolicyRequest,
   type SailboxInfo,
   type SailboxStatus,
 } from "@sail/protocol";
@@ -44,7 +47,21 @@ export interface CreateSailboxOptions {
    * connection wakes it as after sleep(). @default never
    */
   idleTimeout?: number;
+  /**
+   * Outbound network (IPv4, through the host; names through Sail's resolver). Open by default,
+   * except private ranges, the host and other boxes, which no box reaches. At most one of
+   * `blockNetwork`, `allowOut` and `denyOut`; entries are IPv4 addresses or CIDRs, domain names
+   * (that name only) and `*.domain` (any name below it). Change it later with `setNetwork`.
+   */
+  blockNetwork?: boolean;
+  /** Only these destinations; a name outside the list does not resolve. */
+  allowOut?: string[];
+  /** Every destination but these. */
+  denyOut?: string[];
 }
+
+/** A new outbound policy for `setNetwork`: the same three options as at create; none of them means open. */
+export type NetworkOptions = NetworkPolicyRequest;
 
 export interface ExecOptions {
   /** Working directory inside the Sailbox (absolute). @default "/root" */
@@ -99,6 +116,8 @@ export class Sailbox {
     checkResources(options.cpu, options.memory, Number.POSITIVE_INFINITY);
     const ingressPorts = (options.ingressPorts ?? []).map((p) => (p instanceof IngressPort ? p.toSpec() : p));
     normalizeIngressPorts(ingressPorts); // fail fast; the server checks again
+    const network = { blockNetwork: options.blockNetwork, allowOut: options.allowOut, denyOut: options.denyOut };
+    normalizeNetworkPolicy(network);
     const ssh = options.ssh ? { publicKey: resolveSshKey(options.ssh) } : undefined;
     const client = options.app.client;
     const image = options.image ?? Image.debian;
@@ -111,6 +130,7 @@ export class Sailbox {
       ingressPorts: ingressPorts.length ? ingressPorts : undefined,
       ssh,
       idleTimeout: options.idleTimeout,
+      ...network,
     };
     // the first create with a new package set, or a foreign architecture, waits for its image build
     const timeoutMs = image.aptPackages.length || image.arch ? IMAGE_BUILD_TIMEOUT_MS : undefined;
@@ -218,6 +238,27 @@ export class Sailbox {
   /** Bring a paused or sleeping box back. */
   async resume(): Promise<void> {
     this.info = await this.client.request<SailboxInfo>("POST", `/v1/sailboxes/${this.id}/resume`, {});
+  }
+
+  /** Where the Sailbox may open connections (as of the last fetch; `status()` refreshes it). */
+  get network(): Readonly<NetworkInfo> {
+    return this.info.network;
+  }
+
+  /**
+   * Replace the outbound policy of a running (or sleeping, or paused) Sailbox: new connections
+   * follow it at once, and open connections it no longer allows are cut.
+   *
+   * @example
+   * await sb.setNetwork({ allowOut: ["*.debian.org", "198.51.100.0/24"] });
+   * await sb.setNetwork({ blockNetwork: true });
+   * await sb.setNetwork({}); // open again
+   */
+  async setNetwork(options: NetworkOptions): Promise<NetworkInfo> {
+    normalizeNetworkPolicy(options);
+    const body = { blockNetwork: options.blockNetwork, allowOut: options.allowOut, denyOut: options.denyOut };
+    this.info = await this.client.request<SailboxInfo>("PUT", `/v1/sailboxes/${this.id}/network`, body);
+    return this.info.network;
   }
 
   /** Start the box's SSH server if it is not running; does nothing if it is (idempotent). */

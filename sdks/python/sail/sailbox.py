@@ -38,6 +38,8 @@ class SailboxInfo:
     failure_reason: Optional[str] = None
     #: its published ports and their endpoints (wire form), known from create on; none once it ended
     listeners: List[Dict[str, Any]] = field(default_factory=list, repr=False)
+    #: where it may open connections: ``{"outbound": "open" | "blocked" | "allowlist" | "denylist", "allowOut": [...], "denyOut": [...]}``
+    network: Dict[str, Any] = field(default_factory=dict)
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -55,6 +57,7 @@ class SailboxInfo:
             created_at=info["createdAt"],
             failure_reason=info.get("failureReason"),
             listeners=list(info.get("listeners") or []),
+            network=dict(info.get("network") or {}),
             raw=dict(info),
         )
 
@@ -99,6 +102,9 @@ class Sailbox:
         cpu: Optional[float] = None,
         memory: Optional[int] = None,
         idle_timeout: Optional[int] = None,
+        block_network: Optional[bool] = None,
+        allow_out: Optional[Sequence[str]] = None,
+        deny_out: Optional[Sequence[str]] = None,
     ) -> "Sailbox":
         """Create a Sailbox and return once it runs. A refused create creates nothing.
 
@@ -116,10 +122,16 @@ class Sailbox:
             memory: memory limit in MiB (default 1024).
             idle_timeout: sleep by itself after this many seconds without inbound traffic,
                 open connections, execs or API calls (default: never).
+            block_network: ``True`` lets nothing out of the box, DNS included.
+            allow_out: only these destinations: IPv4 addresses or CIDRs, domain names (that
+                name only) and ``"*.domain"`` (any name below it). A name outside the list
+                does not resolve.
+            deny_out: every destination but these (same forms). Outbound is open by default,
+                never to private ranges, the host or other boxes; at most one of the three.
 
         Raises:
-            sail.InvalidArgumentError: a port, CIDR, name, image or key is refused (the
-                message names the port and the rule).
+            sail.InvalidArgumentError: a port, CIDR, name, image, key or outbound entry is
+                refused (the message names the port or entry and the rule).
             sail.LimitExceededError: the org's raw-TCP endpoint limit (32) would be exceeded.
             sail.ConflictError: the app already has a live Sailbox of that name.
         """
@@ -143,6 +155,7 @@ class Sailbox:
             body["ingressPorts"] = [p._wire() if isinstance(p, IngressPort) else p for p in ingress_ports]
         if ssh:
             body["ssh"] = {"publicKey": resolve_ssh_key(ssh)}
+        body.update(_network_body(block_network, allow_out, deny_out))
         slow = bool(image.apt_packages) or image.arch is not None
         info = app.client.request("POST", "/v1/sailboxes", body, timeout=_IMAGE_BUILD_TIMEOUT if slow else None)
         return cls(app.client, info)
@@ -237,6 +250,25 @@ class Sailbox:
             return BackgroundProcess(self._client, self._client.request("POST", path, body))
         return ExecProcess(self._client.stream(path, body))
 
+    # --- outbound network ---
+
+    @property
+    def network(self) -> Dict[str, Any]:
+        """Where the Sailbox may open connections (as of the last fetch; ``status()`` refreshes it)."""
+        return self.info.network
+
+    def set_network(self, block_network: Optional[bool] = None, allow_out: Optional[Sequence[str]] = None, deny_out: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+        """Replace the outbound policy: new connections follow it at once, open connections it
+        no longer allows are cut. No argument opens it again.
+
+        Example::
+
+            sb.set_network(allow_out=["*.debian.org", "198.51.100.0/24"])
+            sb.set_network(block_network=True)
+        """
+        self._refresh(self._client.request("PUT", f"/v1/sailboxes/{self.id}/network", _network_body(block_network, allow_out, deny_out)))
+        return self.info.network
+
     # --- listeners ---
 
     def listener(self, port: int) -> Listener:
@@ -256,3 +288,15 @@ class Sailbox:
     def __repr__(self) -> str:
         name = f" {self.name}" if self.name else ""
         return f"<Sailbox {self.id}{name} {self.info.status}>"
+
+
+def _network_body(block_network: Optional[bool], allow_out: Optional[Sequence[str]], deny_out: Optional[Sequence[str]]) -> Dict[str, Any]:
+    """The wire fields of an outbound policy (the daemon checks them)."""
+    body: Dict[str, Any] = {}
+    if block_network is not None:
+        body["blockNetwork"] = block_network
+    if allow_out is not None:
+        body["allowOut"] = list(allow_out) if not isinstance(allow_out, str) else allow_out
+    if deny_out is not None:
+        body["denyOut"] = list(deny_out) if not isinstance(deny_out, str) else deny_out
+    return body
