@@ -62,6 +62,9 @@ export class TestDaemon {
         TCP_PORTS,
         "--log-level",
         "warn",
+        // boxes reach nothing beyond the host unless a test builds its own fake internet (egress.test.ts)
+        "--outbound",
+        "off",
         ...this.upArgs,
       ],
       { env: this.env, stdio: ["ignore", "pipe", "pipe"] },
@@ -120,7 +123,7 @@ export class TestDaemon {
 
 /** Creates real boxes and terminates every one of them at the end, logging their ids. */
 export class BoxPool {
-  private readonly boxes: Sailbox[] = [];
+  private readonly ids: string[] = [];
   constructor(private readonly daemon: TestDaemon) {}
 
   async app(name: string): Promise<App> {
@@ -130,18 +133,23 @@ export class BoxPool {
   async create(options: Omit<CreateSailboxOptions, "app"> & { app?: App }): Promise<Sailbox> {
     const app = options.app ?? (await this.app("e2e"));
     const sb = await Sailbox.create({ ...options, app });
-    this.boxes.push(sb);
+    this.ids.push(sb.id);
     return sb;
+  }
+
+  /** A box made some other way (the CLI, the Python SDK): terminated at the end like the rest. */
+  adopt(id: string): void {
+    this.ids.push(id);
   }
 
   /** Terminate every box this pool made; say which ones if that fails. */
   async terminateAll(): Promise<void> {
     const client = this.daemon.client();
-    for (const sb of this.boxes.splice(0)) {
+    for (const id of this.ids.splice(0)) {
       try {
-        await (await Sailbox.fromId(sb.id, { client })).terminate();
+        await (await Sailbox.fromId(id, { client })).terminate();
       } catch (err) {
-        console.error(`could not terminate test sailbox ${sb.id}: ${(err as Error).message}`);
+        console.error(`could not terminate test sailbox ${id}: ${(err as Error).message}`);
       }
     }
   }
