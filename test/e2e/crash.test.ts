@@ -55,9 +55,15 @@ function hostBoxIds(): Map<string, string[]> {
     const m = /^sail-(sb-[a-z0-9]+)/.exec(line);
     if (m) note(m[1]!, "netns");
   }
-  for (const line of execFileSync("crun", ["--root", "/run/sail/crun", "list", "-q"], { encoding: "utf8" }).split("\n")) {
-    if (line.startsWith("sb-")) note(line.trim(), "container");
+  // another daemon on this host (its own data dir) shares the crun root and the netns names: its boxes are not ours to judge
+  const foreign = new Set<string>();
+  for (const line of execFileSync("crun", ["--root", "/run/sail/crun", "list"], { encoding: "utf8" }).split("\n")) {
+    const [id, , , bundle] = line.trim().split(/\s+/);
+    if (!id?.startsWith("sb-")) continue;
+    if (bundle && !bundle.startsWith(`${DATA_DIR}/`)) foreign.add(id);
+    else note(id, "container");
   }
+
   const boxes = join(DATA_DIR, "boxes");
   if (existsSync(boxes)) for (const id of readdirSync(boxes)) note(id, "directory");
   for (const line of readFileSync("/proc/mounts", "utf8").split("\n")) {
@@ -68,6 +74,7 @@ function hostBoxIds(): Map<string, string[]> {
     const dir = `/sys/fs/cgroup/${controller}/sail`;
     if (existsSync(dir)) for (const id of readdirSync(dir)) if (id.startsWith("sb-")) note(id, `cgroup ${controller}`);
   }
+  for (const id of foreign) found.delete(id);
   return found;
 }
 

@@ -44,7 +44,7 @@ export class Endings {
       failed++;
       await this.lifecycle.transition(box.id, "failed", {
         reason: lost,
-        before: () => this.runtime.destroy(box.id).catch((err) => this.log.error({ sailboxId: box.id, err: String(err) }, "cleanup of a lost sailbox failed")),
+        before: () => this.runtime.destroy(box.id, { afterCrash: true }).catch((err) => this.log.error({ sailboxId: box.id, err: String(err) }, "cleanup of a lost sailbox failed")),
       });
       this.log.warn({ sailboxId: box.id, reason: lost }, "sailbox marked failed");
     }

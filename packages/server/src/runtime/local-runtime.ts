@@ -10,6 +10,7 @@ import { EgressFirewall, type OutboundBounds } from "./egress.js";
 import { BoxNetworks } from "./network.js";
 import { ociConfig } from "./oci.js";
 import { listeningAddresses, probeTcp } from "./ports.js";
+import { settleStrays } from "./strays.js";
 import type { BoxNetwork, BoxSpec, ExecSpec, ImageProgress, OutboundCounters, OutboundRefusal, OutboundRules, Runtime, RuntimeState, RunningExec } from "./runtime.js";
 
 export interface LocalRuntimeOptions {
@@ -151,7 +152,10 @@ export class LocalRuntime implements Runtime {
       writeFileSync(join(dir, "config.json"), JSON.stringify(config));
       const consoleLog = openSync(join(dir, "console.log"), "a");
       try {
-        await Promise.all([this.crun.run(spec.id, dir, consoleLog), this.networks.forwardToLoopback(spec.id, network)]);
+        // both run to their end before a failure is handled: cleaning up while `crun run` still works would leave its container behind
+        const [run, forward] = await Promise.allSettled([this.crun.run(spec.id, dir, consoleLog), this.networks.forwardToLoopback(spec.id, network)]);
+        if (run.status === "rejected") throw run.reason;
+        if (forward.status === "rejected") throw forward.reason;
       } finally {
         closeSync(consoleLog);
       }
@@ -265,7 +269,8 @@ export class LocalRuntime implements Runtime {
     });
   }
 
-  async destroy(id: string): Promise<void> {
+  async destroy(id: string, options: { afterCrash?: boolean } = {}): Promise<void> {
+    if (options.afterCrash) await settleStrays(id);
     const dir = this.boxDir(id);
     const network = this.addresses.get(id) ?? this.readNetwork(id);
     if (network) await this.networks.egress.remove(id, network.guestAddress, network.hostAddress);

@@ -120,8 +120,13 @@ export interface Runtime {
   outboundCounters(): Promise<Map<string, OutboundCounters>>;
   /** Destinations boxes were refused recently (each once a minute at most). */
   outboundRefusals(): Promise<OutboundRefusal[]>;
-  /** Remove the container, netns, veth, mounts, cgroups and directories of a box. Idempotent. */
-  destroy(id: string): Promise<void>;
+  /**
+   * Remove the container, netns, veth, mounts, cgroups and directories of a box. Idempotent.
+   * `afterCrash`: a previous daemon may have died mid-step, leaving its commands for this box
+   * running (a `crun run` finishing the container): let them end first, or they recreate
+   * what was just removed.
+   */
+  destroy(id: string, options?: { afterCrash?: boolean }): Promise<void>;
 }
 
 /** A package image that could not be built: the user's package list is the usual cause. */
