@@ -2,3 +2,5 @@ export * from "./errors.js";
 export * from "./types.js";
 export * from "./rules.js";
 export * from "./lifecycle.js";
+export * from "./pty.js";
+export * from "./console.js";

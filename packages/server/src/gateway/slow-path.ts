@@ -157,7 +157,7 @@ export class SlowPath implements RouteSubscriber {
   }
 
   private refuse(req: IncomingMessage, refusal: IngressRefusal, answer: (page: ReturnType<typeof renderError>) => void): void {
-    this.counters.refuse(refusal.reason);
+    this.counters.refuse(refusal.reason, refusal.sailboxId && refusal.port ? { sailboxId: refusal.sailboxId, port: refusal.port } : undefined);
     const peer = String(req.headers["x-forwarded-for"] ?? "")
       .split(",")
       .pop()

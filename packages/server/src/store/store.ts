@@ -159,8 +159,12 @@ export class Store {
 
   /** The org of a live (not revoked) token. Asked on every request, so a revoke takes effect at once. */
   orgForToken(token: string): OrgRow | undefined {
-    const row = this.db.prepare("SELECT o.id, o.name, o.operator FROM tokens t JOIN orgs o ON o.id = t.org_id WHERE t.sha256 = ? AND t.revoked_at IS NULL").get(hashToken(token)) as
-      StoredOrg | undefined;
+    return this.orgForTokenHash(hashToken(token));
+  }
+
+  /** The same, given the token's SHA-256 (console sessions keep only that). */
+  orgForTokenHash(sha256: string): OrgRow | undefined {
+    const row = this.db.prepare("SELECT o.id, o.name, o.operator FROM tokens t JOIN orgs o ON o.id = t.org_id WHERE t.sha256 = ? AND t.revoked_at IS NULL").get(sha256) as StoredOrg | undefined;
     return row && decodeOrg(row);
   }
 
