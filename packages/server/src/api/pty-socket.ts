@@ -3,8 +3,7 @@ import type { Duplex } from "node:stream";
 import { WebSocketServer, type RawData, type WebSocket } from "ws";
 import { checkPtySize, parsePtyQuery, ptyCloseCode, sailError, SailError, type PtyServerMessage } from "@sail/protocol";
 import type { OrgRow } from "../boxes/boxes.js";
-import type { Execs } from "../boxes/execs.js";
-import type { RunningPty } from "../runtime/runtime.js";
+import type { Execs, RunningPty } from "../boxes/execs.js";
 
 /** A terminal's output waiting for a slow client: past this the terminal is not read (back-pressure to the program). */
 const SEND_BUFFER_BYTES = 1024 * 1024;

@@ -2,7 +2,17 @@ import { createReadStream } from "node:fs";
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import { StringDecoder } from "node:string_decoder";
-import { sailError, SailError, type CreateSailboxRequest, type CreateTokenRequest, type ExecEvent, type ExecRequest, type SailboxTraffic } from "@sail/protocol";
+import {
+  sailError,
+  SailError,
+  type CreateSailboxRequest,
+  type CreateTokenRequest,
+  type ExecEvent,
+  type ExecRequest,
+  type ListenerInfo,
+  type ListenerTraffic,
+  type SailboxTraffic,
+} from "@sail/protocol";
 import type { Boxes } from "../boxes/boxes.js";
 import type { Tokens } from "../boxes/tokens.js";
 import type { OrgRow } from "../boxes/boxes.js";
@@ -10,7 +20,6 @@ import { ConsoleAssets } from "./console-assets.js";
 import type { ConsoleSessions } from "./console-sessions.js";
 import { onlyFields, readJsonBody, sendError, sendJson } from "./http-util.js";
 import { PtySockets } from "./pty-socket.js";
-import type { TrafficLedger } from "../gateway/traffic-ledger.js";
 
 interface Logger {
   error(obj: object, msg: string): void;
@@ -42,8 +51,10 @@ export interface ConsoleOptions {
   assetsDir: string;
 }
 
-/** Per-listener counters for `GET /v1/sailboxes/{id}/traffic` (gateway/traffic-ledger.ts). */
-export type TrafficSource = Pick<TrafficLedger, "forListeners">;
+/** Per-listener counters for `GET /v1/sailboxes/{id}/traffic` (the gateway's TrafficLedger). */
+export interface TrafficSource {
+  forListeners(listeners: readonly ListenerInfo[]): ListenerTraffic[];
+}
 
 export function createApiServer(
   boxes: Boxes,
@@ -179,6 +190,7 @@ export function createApiServer(
         }
       },
     ],
+    ["GET", /^\/v1\/sailboxes\/([^/]+)\/execs$/, ({ org, params, res }) => sendJson(res, 200, { execs: boxes.execs.listBackground(org, params[0]!) })],
     [
       "GET",
       /^\/v1\/sailboxes\/([^/]+)\/execs\/([^/]+)\/log$/,

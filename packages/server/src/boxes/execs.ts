@@ -1,5 +1,7 @@
 import { checkExec, checkPtyRequest, sailError, type BackgroundExecInfo, type ExecRequest, type PtyRequest } from "@sail/protocol";
 import type { Runtime, RunningExec, RunningPty } from "../runtime/runtime.js";
+
+export type { RunningPty };
 import { newId, type OrgRow, type Store } from "../store/store.js";
 import type { IdleSleeper } from "./idle.js";
 import type { Lifecycle } from "./lifecycle.js";
@@ -58,6 +60,12 @@ export class Execs {
   private busy(org: OrgRow, id: string) {
     this.idle.touch(this.lifecycle.owned(org, id).id);
     return this.power.awake(org, id);
+  }
+
+  /** The box's background execs, newest first: what `GET …/execs` lists. */
+  listBackground(org: OrgRow, id: string): BackgroundExecInfo[] {
+    const box = this.lifecycle.owned(org, id);
+    return this.store.listBackgroundExecs(box.id).map((e) => ({ execId: e.id, sailboxId: e.sailboxId, cmd: e.cmd, startedAt: e.startedAt }));
   }
 
   /** Where a background exec's output is; the API streams the file. */

@@ -349,4 +349,12 @@ export class Store {
       (Omit<ExecRow, "background"> & { background: number }) | undefined;
     return row && { ...row, background: row.background === 1 };
   }
+
+  /** A box's background execs, newest first (the console lists their logs). */
+  listBackgroundExecs(sailboxId: string, limit = 100): ExecRow[] {
+    const rows = this.db
+      .prepare("SELECT id, sailbox_id AS sailboxId, cmd, started_at AS startedAt FROM execs WHERE sailbox_id = ? AND background = 1 ORDER BY started_at DESC, id DESC LIMIT ?")
+      .all(sailboxId, limit) as Array<Omit<ExecRow, "background">>;
+    return rows.map((row) => ({ ...row, background: true }));
+  }
 }
