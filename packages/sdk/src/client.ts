@@ -72,13 +72,14 @@ export class SailClient {
 
   /**
    * A WebSocket to the API, authenticated by the header (the token never goes in a URL).
-   * Resolves once open; a refused upgrade rejects with the typed error of its JSON body.
+   * `attach` runs as the socket opens, before any message can be emitted (one may arrive with
+   * the upgrade's answer); a refused upgrade rejects with the typed error of its JSON body.
    */
-  webSocket(path: string): Promise<WebSocket> {
+  webSocket<T>(path: string, attach: (ws: WebSocket) => T): Promise<T> {
     const url = this.apiUrl.replace(/^http/, "ws") + path;
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url, { headers: { authorization: `Bearer ${this.#token}` }, perMessageDeflate: false, handshakeTimeout: this.requestTimeoutMs });
-      ws.once("open", () => resolve(ws));
+      ws.once("open", () => resolve(attach(ws)));
       ws.once("unexpected-response", (_req, res) => {
         let text = "";
         res.setEncoding("utf8").on("data", (d: string) => (text += d.slice(0, 65536)));

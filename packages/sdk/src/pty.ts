@@ -127,6 +127,5 @@ export class PtySession {
 export async function openPty(client: SailClient, sailboxId: string, options: PtyOptions): Promise<PtySession> {
   const request: PtyRequest = { cols: options.cols ?? 80, rows: options.rows ?? 24, cmd: options.cmd, cwd: options.cwd, env: options.env };
   checkPtyRequest(request);
-  const ws = await client.webSocket(`/v1/sailboxes/${encodeURIComponent(sailboxId)}/pty?${ptyQuery(request)}`);
-  return new PtySession(ws);
+  return client.webSocket(`/v1/sailboxes/${encodeURIComponent(sailboxId)}/pty?${ptyQuery(request)}`, (ws) => new PtySession(ws));
 }
