@@ -5,7 +5,7 @@ import type { HttpListenerTraffic } from "./haproxy.js";
 
 /**
  * Per-listener totals for the console's traffic panel, from the data paths' own counters:
- * HAProxy's stick table (HTTP requests, open connections, bytes), the slow path's refusals,
+ * HAProxy's stick table (HTTP requests, open connections, bytes), the slow path's refusals and the requests that woke a box,
  * and the TCP workers' connections, bytes and refusals. In memory: they start at zero with
  * the daemon, and clients turn them into rates.
  */
@@ -40,7 +40,15 @@ export class TrafficLedger {
       const refusals = { ...own?.refusals };
       if (l.protocol === "http") {
         const http = this.httpTraffic(l.endpoint.host);
-        return { port: l.port, protocol: l.protocol, open: http?.open ?? 0, requests: http?.requests ?? 0, bytesIn: http?.bytesIn ?? 0, bytesOut: http?.bytesOut ?? 0, refusals };
+        return {
+          port: l.port,
+          protocol: l.protocol,
+          open: http?.open ?? 0,
+          requests: (http?.requests ?? 0) + (own?.requests ?? 0),
+          bytesIn: http?.bytesIn ?? 0,
+          bytesOut: http?.bytesOut ?? 0,
+          refusals,
+        };
       }
       let open = 0;
       for (const report of this.tcpActivity.values()) open += report[l.sailboxId]?.open ?? 0;
