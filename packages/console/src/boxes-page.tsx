@@ -12,6 +12,9 @@ export function BoxesPage({ app, onUnauthenticated }: { app?: string; onUnauthen
   const unauthenticated = boxes.unauthenticated || apps.unauthenticated;
   useEffect(() => void (unauthenticated && onUnauthenticated()), [unauthenticated]);
   const appNames = new Map((apps.data ?? []).map((a) => [a.id, a.name]));
+  // a box of an app made since the last look (by the SDK or the CLI): ask for the apps again now
+  const unknownApp = apps.data !== undefined && (boxes.data ?? []).some((b) => !appNames.has(b.appId));
+  useEffect(() => void (unknownApp && apps.refresh()), [unknownApp, boxes.data]);
   const appId = app ? apps.data?.find((a) => a.name === app)?.id : undefined;
   const shown = (boxes.data ?? []).filter((b: SailboxInfo) => (app ? b.appId === appId : true) && b.status !== "terminated");
   return (
