@@ -150,18 +150,20 @@ function Listeners({ listeners }: { listeners: ListenerInfo[] }) {
 
 function CopyLine({ text, extra }: { text: string; extra: string }) {
   const [copied, setCopied] = useState(false);
+  const line = useRef<HTMLElement>(null);
+  const copy = async () => {
+    // the clipboard API exists in secure contexts only (HTTPS, or the loopback address): elsewhere, select the line for Ctrl-C
+    if (!navigator.clipboard) return void getSelection()?.selectAllChildren(line.current!);
+    await navigator.clipboard.writeText(text);
+    setCopied(true);
+    setTimeout(() => setCopied(false), 1500);
+  };
   return (
     <span class="copyline">
-      <code>{text}</code>
-      <button
-        type="button"
-        onClick={() =>
-          void navigator.clipboard.writeText(text).then(() => {
-            setCopied(true);
-            setTimeout(() => setCopied(false), 1500);
-          })
-        }
-      >
+      <code ref={line} data-testid="copy-line">
+        {text}
+      </code>
+      <button type="button" onClick={() => void copy()}>
         {copied ? "Copied" : "Copy"}
       </button>
       <span class="muted">{extra}</span>
@@ -205,8 +207,8 @@ function Traffic({ id }: { id: string }) {
           <div class="traffic-row" key={l.port}>
             <div class="port mono">
               {l.port}/{l.protocol}
-              <div class="muted">open {l.open}</div>
             </div>
+            <Sparkline values={samples.slice(1).map((s) => s.listeners.find((x) => x.port === l.port)?.open ?? 0)} label="open connections" format={(n) => String(n)} />
             <Sparkline values={rate(l.port, "requests")} label={l.protocol === "http" ? "requests/s" : "connections/s"} format={(n) => n.toFixed(1)} />
             <Sparkline values={rate(l.port, "bytesIn")} label="in" format={(n) => `${bytes(n)}/s`} />
             <Sparkline values={rate(l.port, "bytesOut")} label="out" format={(n) => `${bytes(n)}/s`} />
@@ -237,7 +239,11 @@ function ExecLogs({ id }: { id: string }) {
     <section class="panel">
       <h2>Background execs</h2>
       {execs.error && <p class="error">{execs.error}</p>}
-      {execs.data?.length === 0 && <p class="muted">None yet: `sail box exec {id} --background -- CMD` starts one.</p>}
+      {execs.data?.length === 0 && (
+        <p class="muted">
+          None yet: <code>sail box exec {id} --background -- CMD</code> starts one.
+        </p>
+      )}
       <ul class="execs">
         {(execs.data ?? []).map((e) => (
           <li key={e.execId}>
