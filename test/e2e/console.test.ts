@@ -3,7 +3,7 @@ import { describe, test } from "node:test";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import WebSocket from "ws";
 import type { SailboxTraffic } from "@sail/protocol";
-import { App, Sailbox } from "@sail/sdk";
+import { App, IngressPort, Sailbox } from "@sail/sdk";
 import { launchBrowser, loginLink, newProfile, openConsole, terminalShows, typeInTerminal } from "./console-browser.js";
 import { runCli, startGuestServer, useTestDaemon, type TestDaemon } from "./harness.js";
 
@@ -197,6 +197,20 @@ describe("the web console", () => {
     await page.getByRole("heading", { name: "Boxes" }).waitFor();
     assert.equal(await sb.status(), "terminated");
     assert.equal(await page.locator(`tr[data-box="${sb.id}"]`).count(), 0);
+  });
+
+  test("a TCP listener shows the line to paste (psql for 5432) and who may connect", async (t) => {
+    const { page } = await loggedIn(t);
+    const sb = await pool.create({ name: "tcp-lines", ingressPorts: [new IngressPort(5432, "tcp", { cidrAllowlist: ["203.0.113.0/24"] }), new IngressPort(2222, "tcp")] });
+    const postgres = sb.listener(5432).endpoint as { host: string; port: number };
+    const other = sb.listener(2222).endpoint as { host: string; port: number };
+    await page.goto(`${apiUrl()}/console/#/boxes/${sb.id}`);
+    const line = (port: number) => page.locator(".listeners li", { hasText: `${port}/tcp` });
+    await line(5432).waitFor();
+    assert.equal(await line(5432).getByTestId("copy-line").textContent(), `psql -h ${postgres.host} -p ${postgres.port} -U postgres`);
+    assert.match((await line(5432).textContent()) ?? "", /from 203\.0\.113\.0\/24/);
+    assert.equal(await line(2222).getByTestId("copy-line").textContent(), `nc ${other.host} ${other.port}`);
+    assert.match((await line(2222).textContent()) ?? "", /from anywhere/);
   });
 
   test("a background exec's log shows on the box page", async (t) => {
