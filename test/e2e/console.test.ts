@@ -1,11 +1,16 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, test } from "node:test";
 import type { Browser, BrowserContext, Page } from "playwright-core";
+import { fetch as undiciFetch } from "undici";
 import WebSocket from "ws";
 import type { SailboxTraffic } from "@sail/protocol";
 import { App, IngressPort, Sailbox } from "@sail/sdk";
 import { launchBrowser, loginLink, newProfile, openConsole, terminalShows, typeInTerminal } from "./console-browser.js";
-import { runCli, startGuestServer, useTestDaemon, type TestDaemon } from "./harness.js";
+import { gatewayAgent, runCli, startGuestServer, useTestDaemon, type TestDaemon } from "./harness.js";
 
 /** Boxes made through the console's form are not the pool's: this app holds them, and teardown ends them. */
 const CONSOLE_APP = "console-e2e";
@@ -96,6 +101,23 @@ describe("the web console", () => {
     assert.doesNotMatch(html, /<script(?![^>]*\bsrc=)[^>]*>/);
   });
 
+  test("the policy is enforced and watched: a script injected into the page does not run, and the violation is seen", async () => {
+    const { context, page, cspViolations } = await openConsole(browser!, daemon);
+    try {
+      await page.getByRole("heading", { name: "Boxes" }).waitFor();
+      await page.evaluate(() => {
+        const script = document.createElement("script");
+        script.textContent = "window.__injected = true";
+        document.body.append(script);
+      });
+      await eventually("Chromium reports the blocked inline script", async () => cspViolations.length > 0);
+      assert.equal(await page.evaluate(() => (window as unknown as { __injected?: boolean }).__injected), undefined);
+      assert.match(cspViolations.join("\n"), /script-src/);
+    } finally {
+      await context.close();
+    }
+  });
+
   test("a request without the session gets 401, and so does one with a made-up session", async () => {
     const bare = await fetch(`${apiUrl()}/v1/sailboxes`);
     assert.equal(bare.status, 401);
@@ -169,6 +191,96 @@ describe("the web console", () => {
       const listener = traffic.listeners.find((l) => l.port === 3000);
       return listener !== undefined && listener.requests >= 1 && listener.bytesOut > 0;
     });
+  });
+
+  test("the traffic panel counts what the gateway did: the request that woke a box, the wake, and refusals while paused", async (t) => {
+    const { page } = await loggedIn(t);
+    const sb = await pool.create({ name: "traffic", ingressPorts: [3000] });
+    await startGuestServer(sb, 3000);
+    const url = (await sb.listener(3000).wait({ timeout: 60 })).endpoint.url;
+    const agent = gatewayAgent(await daemon.caCert());
+    t.after(() => agent.close());
+    await sb.sleep();
+    assert.equal((await undiciFetch(`${url}/headers`, { dispatcher: agent })).status, 200); // held, woken, served
+    await sb.pause();
+    assert.equal((await undiciFetch(`${url}/`, { dispatcher: agent })).status, 503);
+
+    await page.goto(`${apiUrl()}/console/#/boxes/${sb.id}`);
+    const panel = page.getByTestId("traffic");
+    await panel.locator("header", { hasText: "wakes from sleep: 1" }).waitFor();
+    await panel.locator(".traffic-row", { hasText: "3000/http" }).locator(".refusals", { hasText: "SAIL_SAILBOX_PAUSED ×1" }).waitFor();
+    const traffic = (await page.evaluate(async (id) => (await fetch(`/v1/sailboxes/${id}/traffic`)).json(), sb.id)) as SailboxTraffic;
+    assert.equal(traffic.wakes, 1);
+    assert.deepEqual(traffic.listeners[0]!.refusals, { SAIL_SAILBOX_PAUSED: 1 });
+    assert.ok(traffic.listeners[0]!.requests >= 1, "the request that woke the box is counted");
+  });
+
+  test("the terminal follows the size of its panel: stty in the box sees the new size", async (t) => {
+    const { page } = await loggedIn(t);
+    const sb = await pool.create({ name: "term-size" });
+    await page.goto(`${apiUrl()}/console/#/boxes/${sb.id}`);
+    await page.getByRole("button", { name: "Open terminal" }).click();
+    await terminalShows(page, /root@term-size:~#/);
+    const size = async () => {
+      await typeInTerminal(page, "clear; echo size=$(stty size | tr ' ' x)");
+      await terminalShows(page, /^size=\d+x\d+\s*$/);
+      return (await page
+        .locator("[data-testid=terminal] .xterm-rows > div", { hasText: /^size=/ })
+        .last()
+        .textContent())!.trim();
+    };
+    const wide = await size();
+    await page.setViewportSize({ width: 800, height: 860 });
+    let narrow = wide;
+    await eventually("the box sees fewer columns", async () => (narrow = await size()) !== wide);
+    const cols = (text: string) => Number(text.split("x")[1]);
+    assert.ok(cols(narrow) < cols(wide), `${narrow} after ${wide}`);
+  });
+
+  test("the form publishes TCP ports with an allowlist and an SSH key: the box page shows the psql and ssh lines", async (t) => {
+    const { page } = await loggedIn(t);
+    const keyDir = mkdtempSync(join(tmpdir(), "sail-console-key-"));
+    t.after(() => rmSync(keyDir, { recursive: true, force: true }));
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "console-test", "-f", join(keyDir, "id")]);
+    await page.goto(`${apiUrl()}/console/#/new`);
+    await page.locator("input[name=name]").fill("form-tcp");
+    await page.locator("input[name=app]").fill(CONSOLE_APP);
+    await page.locator("input[name=tcp]").fill("5432");
+    await page.locator("input[name=allow]").fill("203.0.113.0/24, 198.51.100.7");
+    await page.locator("textarea[name=sshKey]").fill(readFileSync(join(keyDir, "id.pub"), "utf8"));
+    await page.getByRole("button", { name: "Create box" }).click();
+    await page.waitForURL(/#\/boxes\/sb-/);
+    const sb = await Sailbox.fromId(decodeURIComponent(page.url().split("#/boxes/")[1]!), { client: daemon.client() });
+    const ssh = sb.listener(22).endpoint as { host: string; port: number };
+    const postgres = sb.listener(5432).endpoint as { host: string; port: number };
+    const line = (port: number) => page.locator(".listeners li", { hasText: `${port}/tcp` });
+    await line(22).waitFor();
+    assert.equal(await line(22).getByTestId("copy-line").textContent(), `ssh -p ${ssh.port} root@${ssh.host}`);
+    assert.equal(await line(5432).getByTestId("copy-line").textContent(), `psql -h ${postgres.host} -p ${postgres.port} -U postgres`);
+    assert.match((await line(5432).textContent()) ?? "", /from 203\.0\.113\.0\/24, 198\.51\.100\.7\/32/);
+    // and the key works: ssh with it runs a command in the box
+    await sb.listener(22).wait({ timeout: 60 });
+    const out = execFileSync(
+      "ssh",
+      [
+        "-i",
+        join(keyDir, "id"),
+        "-p",
+        String(ssh.port),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "LogLevel=ERROR",
+        "root@127.0.0.1",
+        "hostname",
+      ],
+      { encoding: "utf8" },
+    );
+    assert.equal(out.trim(), "form-tcp");
   });
 
   test("sleep, resume and terminate from the box page, each behind a confirmation where it loses something", async (t) => {
