@@ -11,6 +11,9 @@ import { signalNumber } from "./commands.js";
 /** Where `npm run build` puts the module (native/pty.c): packages/server/native/build, from src/ or dist/. */
 const MODULE_PATH = join(dirname(fileURLToPath(import.meta.url)), "../../native/build/pty.node");
 
+/** After crun exits, how long a connection it made may take to be accepted (it is already in the backlog: one loop turn, normally). */
+const EXIT_BEFORE_ACCEPT_GRACE_MS = 200;
+
 interface PtyNative {
   receiveFd(socketFd: number): Promise<number>;
   setWindowSize(fd: number, cols: number, rows: number): void;
@@ -56,9 +59,11 @@ export async function startPty(spawnCrunExec: (consoleSocket: string) => ChildPr
       child!.on("close", (code, signal) => resolve(code ?? 128 + signalNumber(signal)));
     });
     exit.catch(() => {});
+    let connected = false;
     const fd = await Promise.race([
       new Promise<number>((resolve, reject) => {
         server.once("connection", (socket: Socket) => {
+          connected = true;
           // paused (pauseOnConnect): libuv reads nothing, so the message waits for recvmsg
           const handle = (socket as unknown as { _handle: { fd: number } })._handle;
           pty
@@ -67,7 +72,13 @@ export async function startPty(spawnCrunExec: (consoleSocket: string) => ChildPr
             .finally(() => socket.destroy());
         });
       }),
-      exit.then((code) => Promise.reject(new Error(`crun exec exited ${code} before it opened a terminal: ${stderr.trim() || "no message"}`))),
+      exit.then(async (code) => {
+        // crun hands the terminal over before the program starts, so a quick program (`exit 0`) may end
+        // before libuv reports the connection already queued on the socket: give it a moment to be accepted
+        if (!connected) await new Promise((resolve) => setTimeout(resolve, EXIT_BEFORE_ACCEPT_GRACE_MS));
+        if (connected) return new Promise<number>(() => {}); // the terminal is being received: that settles the race
+        throw new Error(`crun exec exited ${code} before it opened a terminal: ${stderr.trim() || "no message"}`);
+      }),
     ]);
     const terminal = new ReadStream(fd);
     pty.setWindowSize(fd, size.cols, size.rows);
