@@ -41,7 +41,7 @@ export class ConsoleSessions {
   createLoginLink(bearerToken: string): { token: string; expiresAt: string } {
     const token = randomBytes(32).toString("base64url");
     const expiresAt = this.now() + LOGIN_LINK_TTL_MS;
-    remember(this.links, sha256(token), { tokenSha256: sha256(bearerToken), expiresAt });
+    remember(this.links, sha256(token), { tokenSha256: sha256(bearerToken), expiresAt }, this.now());
     return { token, expiresAt: new Date(expiresAt).toISOString() };
   }
 
@@ -54,7 +54,7 @@ export class ConsoleSessions {
       throw sailError("SAIL_CONSOLE_LINK_INVALID", "This console link was already used, has expired (links last 2 minutes) or its token was revoked: run `sail console` for a new one");
     }
     const session = randomBytes(32).toString("base64url");
-    remember(this.sessions, sha256(session), { tokenSha256: grant.tokenSha256, expiresAt: this.now() + SESSION_TTL_MS });
+    remember(this.sessions, sha256(session), { tokenSha256: grant.tokenSha256, expiresAt: this.now() + SESSION_TTL_MS }, this.now());
     return session;
   }
 
@@ -119,8 +119,7 @@ export class ConsoleSessions {
   }
 }
 
-function remember(map: Map<string, Grant>, key: string, grant: Grant): void {
-  const now = Date.now();
+function remember(map: Map<string, Grant>, key: string, grant: Grant, now: number): void {
   for (const [k, g] of map) if (g.expiresAt < now) map.delete(k);
   while (map.size >= MAX_ENTRIES) map.delete(map.keys().next().value!);
   map.set(key, grant);
