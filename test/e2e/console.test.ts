@@ -118,6 +118,24 @@ describe("the web console", () => {
     }
   });
 
+  test("the console's file server serves its own files only: no way out of its directory, no other methods", async () => {
+    // dot segments, encoded or not, are resolved by the URL parser before routing: the request leaves /console/ and meets the API's auth
+    for (const path of ["/console/%2e%2e/%2e%2e/package.json", "/console/../../package.json"]) {
+      const res = await fetch(`${apiUrl()}${path}`);
+      assert.equal(res.status, 401, path);
+    }
+    // an encoded slash stays inside the name: it is no file of the console's
+    for (const path of ["/console/..%2f..%2fpackage.json", "/console/%2e%2e%2fsrc%2fmain.tsx", "/console/assets/%00", "/console/nope.js"]) {
+      const res = await fetch(`${apiUrl()}${path}`);
+      assert.equal(res.status, 404, path);
+      assert.equal(((await res.json()) as { error: { code: string } }).error.code, "SAIL_ROUTE_NOT_FOUND", path);
+    }
+    assert.equal((await fetch(`${apiUrl()}/console/`, { method: "POST" })).status, 404);
+    const root = await fetch(`${apiUrl()}/`, { redirect: "manual" });
+    assert.equal(root.status, 303);
+    assert.equal(root.headers.get("location"), "/console/");
+  });
+
   test("a request without the session gets 401, and so does one with a made-up session", async () => {
     const bare = await fetch(`${apiUrl()}/v1/sailboxes`);
     assert.equal(bare.status, 401);
