@@ -60,6 +60,9 @@ async function sessionCookie(context: BrowserContext): Promise<string> {
 
 describe("the web console", () => {
   test("the link `sail console` prints logs a browser in once: an HttpOnly, SameSite=Strict cookie, and no secret left in the address bar", async (t) => {
+    const printed = await runCli(daemon, ["console"]);
+    assert.equal(printed.code, 0);
+    assert.match(printed.stdout, new RegExp(`^Open the Sail console \\(this link works once, until \\S+\\):\n\n  ${apiUrl()}/console/login\\?token=[A-Za-z0-9_-]{43}\n`));
     const link = await loginLink(daemon);
     assert.match(link, new RegExp(`^${apiUrl()}/console/login\\?token=[A-Za-z0-9_-]{43}$`));
     const { context, cspViolations } = await newProfile(browser!);
