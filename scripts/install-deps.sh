@@ -11,9 +11,10 @@ cd "$(dirname "$0")/.."
 # talks to a real PostgreSQL in a box in the tests; qemu-user-static runs boxes of the other
 # architecture (Image.debian_arm64 on amd64); python3-pip installs the Python SDK, whose tests
 # run on Debian's pytest and websocket client; conntrack cuts a box's open connections when its
-# outbound policy stops allowing them
+# outbound policy stops allowing them; tmux is the real terminal `sail box exec -it` is tested
+# in, and chromium (with fonts-dejavu-core) the real browser the console's tests drive with playwright-core
 APT_PACKAGES=(crun debootstrap tini gcc libc6-dev libssl-dev iproute2 nftables util-linux curl ca-certificates openssl openssh-client postgresql-client wrk nginx-light haproxy
-  qemu-user-static python3 python3-pip python3-pytest python3-websocket iperf3 nghttp2-client conntrack)
+  qemu-user-static python3 python3-pip python3-pytest python3-websocket iperf3 nghttp2-client conntrack tmux chromium fonts-dejavu-core)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

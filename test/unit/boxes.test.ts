@@ -53,6 +53,11 @@ class FakeRuntime implements Runtime {
     stderr.end();
     return { stdout, stderr, exit: Promise.resolve(0), kill() {} };
   }
+  async execPty(id: string) {
+    this.calls.push(`execPty ${id}`);
+    const terminal = new PassThrough();
+    return { terminal, exit: Promise.resolve(0), resize() {}, kill() {} };
+  }
   async execDetached(id: string) {
     this.calls.push(`execDetached ${id}`);
   }
@@ -222,6 +227,20 @@ describe("sleep, pause and wake", () => {
     assert.equal(await boxes.power.wakeOnIngress(box.id), "paused");
     assert.equal(await codeOf(boxes.execs.exec(org, box.id, { cmd: "true" })), "SAIL_SAILBOX_PAUSED");
     assert.ok(!runtime.calls.includes(`thaw ${box.id}`));
+  });
+
+  test("a terminal (PTY exec) wakes a sleeping box, refuses a paused one, and a bad size opens nothing", async () => {
+    const box = await create();
+    await boxes.power.sleep(org, box.id);
+    await boxes.execs.execPty(org, box.id, { cols: 80, rows: 24 });
+    assert.equal(boxes.views.get(org, box.id).status, "running");
+    await boxes.power.pause(org, box.id);
+    assert.equal(await codeOf(boxes.execs.execPty(org, box.id, { cols: 80, rows: 24 })), "SAIL_SAILBOX_PAUSED");
+    await boxes.power.resume(org, box.id);
+    const opened = runtime.calls.filter((c) => c === `execPty ${box.id}`).length;
+    assert.equal(await codeOf(boxes.execs.execPty(org, box.id, { cols: 0, rows: 24 })), "SAIL_INVALID_ARGUMENT");
+    assert.equal(await codeOf(boxes.execs.execPty(org, box.id, { cols: 80, rows: 24, cwd: "relative" })), "SAIL_EXEC_INVALID");
+    assert.equal(runtime.calls.filter((c) => c === `execPty ${box.id}`).length, opened);
   });
 
   test("an exec wakes a sleeping box", async () => {

@@ -9,7 +9,7 @@ function sources(dir: string): string[] {
   return readdirSync(dir).flatMap((entry) => {
     const path = join(dir, entry);
     if (statSync(path).isDirectory()) return entry === "dist" || entry === "node_modules" ? [] : sources(path);
-    return path.endsWith(".ts") ? [path] : [];
+    return path.endsWith(".ts") || path.endsWith(".tsx") ? [path] : [];
   });
 }
 
@@ -36,6 +36,7 @@ const RULES: Array<[string, RegExp, string]> = [
   ],
   ["server/src/egress/", /\.\.\/(store|runtime|api|gateway)\/|\.\.\/boxes\/(?!(outbound|logger)\.js$)/, "the resolver asks boxes' outbound policy; it reaches nothing else"],
   ["server/src/wire/", /^\.\.?\//, "wire formats depend on no room"],
+  ["console/", /^@sail\/(server|sdk|cli)|^\.\.\/\.\.\//, "the console is a page: it talks to the API and shares only the protocol"],
   ["", /daemon(\.js)?$/, "nothing imports daemon.ts"],
 ];
 

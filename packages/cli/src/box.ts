@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import { App, Image, IngressPort, InvalidArgumentError, SailClient, Sailbox, type Listener, type SailboxInfo } from "@sail/sdk";
+import { runInteractive } from "./interactive.js";
 import { printJson, printTable } from "./output.js";
 
 /** "debian/arm64 (emulated)", "debian/amd64+postgresql". */
@@ -165,18 +166,30 @@ export function registerBox(program: Command): void {
 
   box
     .command("exec")
-    .description("Run a command in a Sailbox with /bin/sh -c; exits with the command's exit code")
+    .description("Run a command in a Sailbox with /bin/sh -c; exits with the command's exit code. -it: interactively, on a terminal")
     .argument("<box>", "sailbox id, or name with --app")
-    .argument("<cmd...>", "the command (put it after --)")
+    .argument("[cmd...]", "the command (put it after --); with -it it may be left out for the box's login shell")
     .option("--app <name>", "app of a box given by name", "default")
     .option("--cwd <dir>", "working directory inside the box")
     .option("-e, --env <KEY=VALUE...>", "environment variables")
     .option("--background", "start it and return; prints the exec id")
-    .addHelpText("after", "\nExamples:\n  sail box exec sb-abc123 -- ls -la /\n  sail box exec web-demo --cwd /srv -- python3 -m http.server 3000 --background")
-    .action(async (idOrName: string, cmd: string[], opts: { app: string; cwd?: string; env?: string[]; background?: boolean }) => {
-      const sb = await resolveBox(idOrName, opts.app);
+    .option("-i, --interactive", "send your keystrokes to it (use with -t)")
+    .option("-t, --tty", "run it on a terminal in the box, like docker exec -it: raw mode, Ctrl-C reaches the box, resizes follow your window")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  sail box exec sb-abc123 -- ls -la /\n  sail box exec web-demo --cwd /srv -- python3 -m http.server 3000 --background\n  sail box exec -it web-demo              # a login shell in the box; exit (or Ctrl-D) ends it\n  sail box exec -it web-demo -- top       # any full-screen program",
+    )
+    .action(async (idOrName: string, cmd: string[], opts: { app: string; cwd?: string; env?: string[]; background?: boolean; interactive?: boolean; tty?: boolean }) => {
       const env = Object.fromEntries((opts.env ?? []).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
       const command = cmd.join(" ");
+      if (opts.interactive || opts.tty) {
+        if (opts.background) throw new InvalidArgumentError("SAIL_INVALID_ARGUMENT", "--background and -it do not go together: a background exec has no terminal", { field: "background" });
+        const sb = await resolveBox(idOrName, opts.app);
+        process.exitCode = await runInteractive(sb, { cmd: command || undefined, cwd: opts.cwd, env: opts.env ? env : undefined });
+        return;
+      }
+      if (!command) throw new InvalidArgumentError("SAIL_EXEC_INVALID", "Give the command after --, e.g. sail box exec BOX -- uname -a (or -it for a shell)", { field: "cmd" });
+      const sb = await resolveBox(idOrName, opts.app);
       if (opts.background) {
         const proc = await sb.exec(command, { cwd: opts.cwd, env, background: true }).wait();
         console.log(`started ${proc.id} in ${sb.id}`);

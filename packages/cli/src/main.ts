@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from "commander";
 import { registerApp, registerBox, registerCa } from "./box.js";
+import { registerConsole } from "./console.js";
 import { failWith } from "./output.js";
 import { registerToken } from "./token.js";
 import { registerUp } from "./up.js";
@@ -13,12 +14,13 @@ program
   .showHelpAfterError()
   .addHelpText(
     "after",
-    "\nQuick start:\n  sail up                      # start the daemon (as root)\n  sail box create --name demo  # in another terminal\n  sail box exec demo -- echo hello\n\nThe CLI finds the daemon from SAIL_API_URL and SAIL_TOKEN, else ~/.sail/config.json.",
+    "\nQuick start:\n  sail up                      # start the daemon (as root)\n  sail box create --name demo  # in another terminal\n  sail box exec demo -- echo hello\n  sail box exec -it demo        # a shell in the box\n  sail console                 # a link to the web console\n\nThe CLI finds the daemon from SAIL_API_URL and SAIL_TOKEN, else ~/.sail/config.json.",
   );
 registerUp(program);
 registerApp(program);
 registerBox(program);
 registerCa(program);
 registerToken(program);
+registerConsole(program);
 
 program.parseAsync(process.argv).catch(failWith);

@@ -56,6 +56,9 @@ export const ERROR_CODES = {
   SAIL_AUTH_INVALID: { status: 401, kind: "Auth" },
   SAIL_FORBIDDEN: { status: 403, kind: "Auth" },
   SAIL_TOKEN_NOT_FOUND: { status: 404, kind: "NotFound" },
+  // the web console: a login link is single-use and short-lived; cookie requests must come from the console's own origin
+  SAIL_CONSOLE_LINK_INVALID: { status: 401, kind: "Auth" },
+  SAIL_ORIGIN_FORBIDDEN: { status: 403, kind: "Auth" },
   // lookups
   SAIL_ROUTE_NOT_FOUND: { status: 404, kind: "NotFound" },
   SAIL_APP_NOT_FOUND: { status: 404, kind: "NotFound" },

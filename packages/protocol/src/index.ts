@@ -3,3 +3,5 @@ export * from "./types.js";
 export * from "./rules.js";
 export * from "./lifecycle.js";
 export * from "./network.js";
+export * from "./pty.js";
+export * from "./console.js";

@@ -1,4 +1,5 @@
 import { errorFromWire, InternalError, TimeoutError, type ExecEvent } from "@sail/protocol";
+import WebSocket from "ws";
 import { resolveConnection, type ConnectionOptions } from "./config.js";
 
 type Method = "GET" | "POST" | "PUT" | "DELETE";
@@ -67,6 +68,26 @@ export class SailClient {
         if (line) yield JSON.parse(line) as ExecEvent;
       }
     }
+  }
+
+  /**
+   * A WebSocket to the API, authenticated by the header (the token never goes in a URL).
+   * `attach` runs as the socket opens, before any message can be emitted (one may arrive with
+   * the upgrade's answer); a refused upgrade rejects with the typed error of its JSON body.
+   */
+  webSocket<T>(path: string, attach: (ws: WebSocket) => T): Promise<T> {
+    const url = this.apiUrl.replace(/^http/, "ws") + path;
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${this.#token}` }, perMessageDeflate: false, handshakeTimeout: this.requestTimeoutMs });
+      ws.once("open", () => resolve(attach(ws)));
+      ws.once("unexpected-response", (_req, res) => {
+        let text = "";
+        res.setEncoding("utf8").on("data", (d: string) => (text += d.slice(0, 65536)));
+        res.on("end", () => reject(errorFromWire(safeJson(text), res.statusCode ?? 500)));
+        res.on("error", () => reject(errorFromWire(undefined, res.statusCode ?? 500)));
+      });
+      ws.once("error", (err) => reject(new InternalError("SAIL_UNAVAILABLE", `Cannot reach the Sail daemon at ${this.apiUrl} (${describeCause(err)}): is \`sail up\` running?`)));
+    });
   }
 
   private async send(method: Method, path: string, body: unknown, signal?: AbortSignal, withTimeout = true, timeoutMs = this.requestTimeoutMs): Promise<Response> {

@@ -7,6 +7,7 @@ export { Sailbox, type CreateSailboxOptions, type ExecOptions, type NetworkOptio
 export { Image } from "./image.js";
 export { IngressPort, Listener, HttpEndpoint, TcpEndpoint, type IngressPortOptions } from "./listener.js";
 export { ExecProcess, BackgroundProcess, type ExecOutput } from "./exec.js";
+export { PtySession, type PtyOptions } from "./pty.js";
 export { SailClient } from "./client.js";
 export { Tokens } from "./tokens.js";
 export { clientConfigPath, type ConnectionOptions } from "./config.js";
@@ -28,4 +29,7 @@ export {
   type ListenerInfo,
   type TokenInfo,
   type CreatedToken,
+  type ConsoleLoginLink,
+  type SailboxTraffic,
+  type ListenerTraffic,
 } from "@sail/protocol";

@@ -18,6 +18,7 @@ import { SailClient } from "./client.js";
 import { BackgroundProcess, ExecProcess } from "./exec.js";
 import { Image } from "./image.js";
 import { IngressPort, Listener } from "./listener.js";
+import { openPty, type PtyOptions, type PtySession } from "./pty.js";
 import { resolveSshKey } from "./ssh.js";
 
 /** How long a create that builds an image may take (apt, or a foreign architecture's base under emulation). */
@@ -197,6 +198,18 @@ export class Sailbox {
       yield* client.stream(path, request, options.signal);
     }
     return new ExecProcess(events());
+  }
+
+  /**
+   * Run a command (default: the box's login shell) on a pseudo-terminal, like `docker exec -it`:
+   * see `PtySession`. Wakes a sleeping box; a paused one ends the session with `SailboxPausedError`.
+   *
+   * @example
+   * const pty = await sb.pty({ cols: 100, rows: 30 });
+   * pty.write("stty size\r");
+   */
+  pty(options: PtyOptions = {}): Promise<PtySession> {
+    return openPty(this.client, this.id, options);
   }
 
   /**

@@ -38,6 +38,7 @@ export interface DaemonConfig {
   boxMemoryMiB: number;
   boxPidsLimit: number;
   logLevel: "debug" | "info" | "warn" | "error" | "silent";
+  console: boolean;
 }
 
 type Key = keyof DaemonConfig;
@@ -322,6 +323,15 @@ export const DAEMON_OPTIONS = [
     default: "info",
     parse: (v) => v as DaemonConfig["logLevel"],
     check: (v) => (["debug", "info", "warn", "error", "silent"].includes(v) ? undefined : "must be debug, info, warn, error or silent"),
+  }),
+  option({
+    key: "console",
+    flag: "console",
+    arg: "on|off",
+    help: "serve the web console at /console/ on --api-listen (`sail console` prints a login link)",
+    default: true,
+    parse: (v) => (v === "on" ? true : v === "off" ? false : (v as unknown as boolean)),
+    check: (v) => (typeof v === "boolean" ? undefined : "must be on or off"),
   }),
   option({
     key: "clientConfigPath",

@@ -6,10 +6,13 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import type { AddressInfo, Server } from "node:net";
 import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import pino, { type Logger } from "pino";
 import { debianArch, type ClientConfig } from "@sail/protocol";
 import { createMetricsServer } from "./api/metrics-server.js";
+import { ConsoleSessions } from "./api/console-sessions.js";
 import { createApiServer } from "./api/server.js";
+import { TrafficLedger } from "./gateway/traffic-ledger.js";
 import { Metrics } from "./metrics.js";
 import { Tokens } from "./boxes/tokens.js";
 import { gatewayPaths, DEFAULT_TIMEOUTS } from "./gateway/haproxy-config.js";
@@ -40,6 +43,8 @@ export interface RunningDaemon {
 }
 
 const TINI_PATH = "/usr/bin/tini-static";
+/** The web console's files, built by `npm run build` (packages/console/dist), from packages/server/dist or src. */
+const CONSOLE_DIR = join(dirname(fileURLToPath(import.meta.url)), "../../console/dist");
 
 export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { onImageProgress?: (p: ImageProgress) => void } = {}): Promise<RunningDaemon> {
   const config = resolveConfig(options);
@@ -87,10 +92,17 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
       metrics.wakes.inc();
       metrics.wakeSeconds.observe(seconds);
     });
+    // the console's traffic panel: per-listener counters of every data path (HAProxy is asked lazily: it starts below)
+    const started: { haproxy?: HaproxyGateway } = {};
+    const traffic = new TrafficLedger((host) => started.haproxy?.listenerTraffic(host));
+    boxes.lifecycle.onTransition(({ box, to }) => (to === "terminated" || to === "failed") && traffic.forget(box.id));
     const ingress = {
       subscribe: (subscriber: RouteSubscriber) => boxes.routes.subscribe(subscriber),
       wakeOnIngress: (id: string) => boxes.power.wakeOnIngress(id),
-      noteActivity: (source: string, report: ActivityReport) => boxes.idle.noteActivity(source, report),
+      noteActivity: (source: string, report: ActivityReport) => {
+        boxes.idle.noteActivity(source, report);
+        if (source.startsWith("tcp-")) traffic.noteTcpActivity(source, report);
+      },
     };
 
     await runtime.start();
@@ -143,6 +155,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
     );
     await waitForFreePort(httpsListen.host, httpsListen.port);
     ingress.subscribe(haproxy);
+    started.haproxy = haproxy;
     undo.push(() => haproxy.close());
     await haproxy.start();
 
@@ -153,21 +166,32 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
       log,
       (workerId, counters, open, rss) => {
         metrics.absorb("tcp", counters);
+        traffic.absorb(counters);
         metrics.tcpOpen.set({ worker: String(workerId) }, open);
         metrics.workerRss.set({ worker: `tcp-${workerId}` }, rss);
       },
     );
     undo.push(() => tcp.close());
     await tcp.start();
+    // the slow path's counters are taken once, for the metrics and the traffic panel alike
+    const takeSlowPathCounters = () => {
+      const counters = slowPath.counters.take();
+      metrics.absorb("http", counters);
+      traffic.absorb(counters);
+    };
     // idle auto-sleep: HAProxy's and the TCP workers' activity arrive by themselves; the slow path's is read here
     const idleTimer = setInterval(() => {
       ingress.noteActivity("slow-path", slowPath.activity.snapshot());
+      takeSlowPathCounters();
       void boxes.idle.sleepIdleBoxes().catch((err) => log.error({ err: String(err) }, "idle check failed"));
     }, 1000);
     undo.push(() => clearInterval(idleTimer));
     log.info({ httpsListen: config.httpsListen, domain: config.domain, haproxyPid: haproxy.pid, tcpWorkers: tcp.pids }, "gateway listening");
 
-    const server = createApiServer(boxes, new Tokens(store, log), (token) => store.orgForToken(token), { caCert: tls.caCert }, log);
+    const server = createApiServer(boxes, new Tokens(store, log), (token) => store.orgForToken(token), { caCert: tls.caCert }, log, {
+      console: config.console ? { sessions: new ConsoleSessions((sha256) => store.orgForTokenHash(sha256), config.domain), assetsDir: CONSOLE_DIR } : undefined,
+      traffic,
+    });
     const { host, port } = parseListen(config.apiListen);
     await listenOn(server, host, port);
     undo.push(
@@ -185,7 +209,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
     if (config.metricsListen !== "off") {
       const metricsServer = createMetricsServer(async () => {
         metrics.absorb("http", await haproxy.takeCounters());
-        metrics.absorb("http", slowPath.counters.take());
+        takeSlowPathCounters();
         const rss = haproxy.rssBytes();
         if (rss !== undefined) metrics.workerRss.set({ worker: "haproxy" }, rss);
         metrics.absorbOutbound(await boxes.outbound.counters());

@@ -32,6 +32,8 @@ ERROR_CODES: Dict[str, Tuple[int, str]] = {
     "SAIL_AUTH_INVALID": (401, "Auth"),
     "SAIL_FORBIDDEN": (403, "Auth"),
     "SAIL_TOKEN_NOT_FOUND": (404, "NotFound"),
+    "SAIL_CONSOLE_LINK_INVALID": (401, "Auth"),
+    "SAIL_ORIGIN_FORBIDDEN": (403, "Auth"),
     "SAIL_ROUTE_NOT_FOUND": (404, "NotFound"),
     "SAIL_APP_NOT_FOUND": (404, "NotFound"),
     "SAIL_SAILBOX_NOT_FOUND": (404, "NotFound"),

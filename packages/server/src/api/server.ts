@@ -1,11 +1,26 @@
 import { createReadStream } from "node:fs";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import { StringDecoder } from "node:string_decoder";
-import { sailError, SailError, type CreateSailboxRequest, type CreateTokenRequest, type ExecEvent, type ExecRequest, type NetworkPolicyRequest } from "@sail/protocol";
+import {
+  sailError,
+  SailError,
+  type CreateSailboxRequest,
+  type CreateTokenRequest,
+  type ExecEvent,
+  type ExecRequest,
+  type NetworkPolicyRequest,
+  type ListenerInfo,
+  type ListenerTraffic,
+  type SailboxTraffic,
+} from "@sail/protocol";
 import type { Boxes } from "../boxes/boxes.js";
 import type { Tokens } from "../boxes/tokens.js";
 import type { OrgRow } from "../boxes/boxes.js";
+import { ConsoleAssets } from "./console-assets.js";
+import type { ConsoleSessions } from "./console-sessions.js";
 import { onlyFields, readJsonBody, sendError, sendJson } from "./http-util.js";
+import { PtySockets } from "./pty-socket.js";
 
 interface Logger {
   error(obj: object, msg: string): void;
@@ -16,6 +31,8 @@ export type Authenticate = (token: string) => OrgRow | undefined;
 
 interface Context {
   org: OrgRow;
+  /** How the request authenticated: the API token, or the console's session cookie. */
+  auth: { bearer?: string; session?: string };
   params: string[];
   req: IncomingMessage;
   res: ServerResponse;
@@ -28,7 +45,29 @@ type Handler = (ctx: Context) => Promise<void> | void;
  * The control-plane API under /v1 (docs/api.md): routing, auth, request shape,
  * error → status. Business rules stay in `boxes`.
  */
-export function createApiServer(boxes: Boxes, tokens: Tokens, authenticate: Authenticate, tls: { caCert?: string }, log: Logger): Server {
+/** The web console, served by the API's listener (docs/api.md, "The web console"). */
+export interface ConsoleOptions {
+  sessions: ConsoleSessions;
+  /** packages/console/dist */
+  assetsDir: string;
+}
+
+/** Per-listener counters for `GET /v1/sailboxes/{id}/traffic` (the gateway's TrafficLedger). */
+export interface TrafficSource {
+  forListeners(listeners: readonly ListenerInfo[]): ListenerTraffic[];
+}
+
+export function createApiServer(
+  boxes: Boxes,
+  tokens: Tokens,
+  authenticate: Authenticate,
+  tls: { caCert?: string },
+  log: Logger,
+  extras: { console?: ConsoleOptions; traffic?: TrafficSource } = {},
+): Server {
+  const webConsole = extras.console;
+  const consoleAssets = webConsole && new ConsoleAssets(webConsole.assetsDir, webConsole.sessions);
+  const ptySockets = new PtySockets(boxes.execs, log);
   const routes: Array<[string, RegExp, Handler]> = [
     ["GET", /^\/v1\/whoami$/, ({ org, res }) => sendJson(res, 200, { org: org.name })],
     [
@@ -38,6 +77,26 @@ export function createApiServer(boxes: Boxes, tokens: Tokens, authenticate: Auth
         if (!tls.caCert) throw sailError("SAIL_ROUTE_NOT_FOUND", "This Sail serves a certificate it was given (--tls-cert): there is no local CA to trust");
         res.writeHead(200, { "content-type": "application/x-pem-file" });
         res.end(tls.caCert);
+      },
+    ],
+    [
+      "POST",
+      /^\/v1\/console\/login-links$/,
+      async ({ auth, req, res }) => {
+        onlyFields(await readJsonBody(req), []);
+        if (!webConsole) throw sailError("SAIL_ROUTE_NOT_FOUND", "This daemon serves no console");
+        if (!auth.bearer) throw sailError("SAIL_AUTH_MISSING", "A console login link is made with the API token (`sail console`), not from a console session");
+        const link = webConsole.sessions.createLoginLink(auth.bearer);
+        sendJson(res, 201, { path: `/console/login?token=${link.token}`, expiresAt: link.expiresAt });
+      },
+    ],
+    [
+      "POST",
+      /^\/v1\/console\/logout$/,
+      ({ auth, req, res }) => {
+        webConsole?.sessions.logout(auth.session);
+        if (webConsole) res.setHeader("set-cookie", webConsole.sessions.clearingCookie(req));
+        sendJson(res, 200, {});
       },
     ],
     ["GET", /^\/v1\/tokens$/, ({ org, query, res }) => sendJson(res, 200, { tokens: tokens.list(org, query.get("org") ?? undefined) })],
@@ -109,6 +168,15 @@ export function createApiServer(boxes: Boxes, tokens: Tokens, authenticate: Auth
         sendJson(res, 200, await boxes.outbound.set(org, params[0]!, body as NetworkPolicyRequest));
       },
     ],
+    [
+      "GET",
+      /^\/v1\/sailboxes\/([^/]+)\/traffic$/,
+      ({ org, params, res }) => {
+        const box = boxes.views.get(org, params[0]!);
+        const listeners = extras.traffic?.forListeners(boxes.listeners.list(org, box.id)) ?? [];
+        sendJson(res, 200, { sailboxId: box.id, wakes: box.wakes, sampledAt: new Date().toISOString(), listeners } satisfies SailboxTraffic);
+      },
+    ],
     ["GET", /^\/v1\/sailboxes\/([^/]+)\/listeners$/, ({ org, params, res }) => sendJson(res, 200, { listeners: boxes.listeners.list(org, params[0]!) })],
     [
       "GET",
@@ -133,6 +201,7 @@ export function createApiServer(boxes: Boxes, tokens: Tokens, authenticate: Auth
         }
       },
     ],
+    ["GET", /^\/v1\/sailboxes\/([^/]+)\/execs$/, ({ org, params, res }) => sendJson(res, 200, { execs: boxes.execs.listBackground(org, params[0]!) })],
     [
       "GET",
       /^\/v1\/sailboxes\/([^/]+)\/execs\/([^/]+)\/log$/,
@@ -172,16 +241,17 @@ export function createApiServer(boxes: Boxes, tokens: Tokens, authenticate: Auth
     }
   }
 
-  return createServer(async (req, res) => {
+  const server = createServer(async (req, res) => {
     try {
       // the request target is a path: never let "//host/..." be read as a URL with a host
       const url = new URL(`http://api${(req.url ?? "/").startsWith("/") ? req.url : "/"}`);
-      const org = authenticateRequest(req, authenticate);
+      if (consoleAssets && ConsoleAssets.handles(url.pathname)) return await consoleAssets.serve(req, res, url);
+      const { org, auth } = authenticateRequest(req, authenticate, webConsole?.sessions);
       for (const [method, pattern, handler] of routes) {
         const match = pattern.exec(url.pathname);
         if (!match) continue;
         if (req.method !== method) continue;
-        await handler({ org, params: match.slice(1).map(decodePathSegment), req, res, query: url.searchParams });
+        await handler({ org, auth, params: match.slice(1).map(decodePathSegment), req, res, query: url.searchParams });
         return;
       }
       throw sailError("SAIL_ROUTE_NOT_FOUND", `No API route ${req.method} ${url.pathname}: see docs/api.md`);
@@ -191,6 +261,30 @@ export function createApiServer(boxes: Boxes, tokens: Tokens, authenticate: Auth
       sendError(res, sailError("SAIL_INTERNAL", `Sail failed on ${req.method} ${req.url}: ${(err as Error).message}`));
     }
   });
+
+  // the PTY WebSocket: auth (and, with a session cookie, the Origin check) before the upgrade
+  server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on("error", () => socket.destroy());
+    try {
+      const url = new URL(`http://api${(req.url ?? "/").startsWith("/") ? req.url : "/"}`);
+      const match = /^\/v1\/sailboxes\/([^/]+)\/pty$/.exec(url.pathname);
+      const { org } = authenticateRequest(req, authenticate, webConsole?.sessions, true);
+      if (!match || req.method !== "GET") throw sailError("SAIL_ROUTE_NOT_FOUND", `No WebSocket route ${req.method} ${url.pathname}: see docs/api.md`);
+      ptySockets.accept(req, socket, head, org, decodePathSegment(match[1]!), url.searchParams);
+    } catch (err) {
+      const error = err instanceof SailError ? err : sailError("SAIL_INTERNAL", `Sail failed on the upgrade of ${req.url}: ${(err as Error).message}`);
+      refuseUpgrade(socket, error);
+    }
+  });
+  return server;
+}
+
+/** A refused upgrade gets a real HTTP answer with the usual JSON error body, then the socket is closed (as websockets/ws does). */
+function refuseUpgrade(socket: Duplex, err: SailError): void {
+  const body = JSON.stringify(err.toWire());
+  socket.end(
+    `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? "Error"}\r\nconnection: close\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
 }
 
 function decodePathSegment(segment: string): string {
@@ -201,11 +295,22 @@ function decodePathSegment(segment: string): string {
   }
 }
 
-function authenticateRequest(req: IncomingMessage, authenticate: Authenticate): OrgRow {
+/**
+ * The API token (`Authorization: Bearer`), or else the console's session cookie. A cookie is
+ * sent by the browser on its own, so a cookie request that changes something (or opens a
+ * WebSocket) must also come from the console's own origin.
+ */
+function authenticateRequest(req: IncomingMessage, authenticate: Authenticate, sessions: ConsoleSessions | undefined, upgrade = false): { org: OrgRow; auth: { bearer?: string; session?: string } } {
   const header = req.headers.authorization;
   const token = header?.startsWith("Bearer ") ? header.slice(7).trim() : undefined;
-  if (!token) throw sailError("SAIL_AUTH_MISSING", "Missing bearer token: send `Authorization: Bearer <token>` (the SDK reads SAIL_TOKEN or the config `sail up` wrote)");
+  const session = header ? undefined : sessions?.sessionOf(req);
+  if (session) return { org: sessions!.authenticate(req, session, upgrade || (req.method !== "GET" && req.method !== "HEAD")), auth: { session } };
+  if (!token)
+    throw sailError(
+      "SAIL_AUTH_MISSING",
+      "Missing bearer token: send `Authorization: Bearer <token>` (the SDK reads SAIL_TOKEN or the config `sail up` wrote; the console: open the link `sail console` prints)",
+    );
   const org = authenticate(token);
   if (!org) throw sailError("SAIL_AUTH_INVALID", "The token is not valid (wrong or revoked): check SAIL_TOKEN or ~/.sail/config.json");
-  return org;
+  return { org, auth: { bearer: token } };
 }

@@ -1,5 +1,7 @@
-import { checkExec, sailError, type BackgroundExecInfo, type ExecRequest } from "@sail/protocol";
-import type { Runtime, RunningExec } from "../runtime/runtime.js";
+import { checkExec, checkPtyRequest, sailError, type BackgroundExecInfo, type ExecRequest, type PtyRequest } from "@sail/protocol";
+import type { Runtime, RunningExec, RunningPty } from "../runtime/runtime.js";
+
+export type { RunningPty };
 import { newId, type OrgRow, type Store } from "../store/store.js";
 import type { IdleSleeper } from "./idle.js";
 import type { Lifecycle } from "./lifecycle.js";
@@ -13,7 +15,7 @@ export class Execs {
     private readonly lifecycle: Lifecycle,
     private readonly power: Pick<Power, "awake">,
     private readonly idle: Pick<IdleSleeper, "touch" | "execRunning">,
-    private readonly runtime: Pick<Runtime, "exec" | "execDetached" | "execLogPath">,
+    private readonly runtime: Pick<Runtime, "exec" | "execPty" | "execDetached" | "execLogPath">,
   ) {}
 
   /** Start a foreground command (a sleeping box is woken); the caller streams its output. */
@@ -22,6 +24,21 @@ export class Execs {
     const box = await this.busy(org, id);
     this.store.insertExec({ id: newId("ex-"), sailboxId: box.id, cmd: request.cmd, background: false });
     const running = this.runtime.exec(box.id, request);
+    this.idle.execRunning(box.id, running.exit);
+    return running;
+  }
+
+  /** Start a command on a pseudo-terminal (a sleeping box is woken); the caller pumps the terminal. The box is busy while it runs. */
+  async execPty(org: OrgRow, id: string, request: PtyRequest): Promise<RunningPty> {
+    checkPtyRequest(request);
+    const box = await this.busy(org, id);
+    this.store.insertExec({ id: newId("ex-"), sailboxId: box.id, cmd: request.cmd ?? "(login shell)", background: false });
+    let running: RunningPty;
+    try {
+      running = await this.runtime.execPty(box.id, request);
+    } catch (err) {
+      throw sailError("SAIL_RUNTIME_FAILED", `Could not open a terminal in sailbox ${box.id}: ${(err as Error).message}`, { sailboxId: box.id });
+    }
     this.idle.execRunning(box.id, running.exit);
     return running;
   }
@@ -43,6 +60,12 @@ export class Execs {
   private busy(org: OrgRow, id: string) {
     this.idle.touch(this.lifecycle.owned(org, id).id);
     return this.power.awake(org, id);
+  }
+
+  /** The box's background execs, newest first: what `GET …/execs` lists. */
+  listBackground(org: OrgRow, id: string): BackgroundExecInfo[] {
+    const box = this.lifecycle.owned(org, id);
+    return this.store.listBackgroundExecs(box.id).map((e) => ({ execId: e.id, sailboxId: e.sailboxId, cmd: e.cmd, startedAt: e.startedAt }));
   }
 
   /** Where a background exec's output is; the API streams the file. */

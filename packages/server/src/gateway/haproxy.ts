@@ -41,6 +41,8 @@ export class HaproxyGateway implements RouteSubscriber {
   private closing = false;
   private restartDelayMs = RESTART_FIRST_MS;
   private activityTimer: NodeJS.Timeout | undefined;
+  /** Per listener host, from the stick table's last read: what the console's traffic panel shows. */
+  private listenerTotals = new Map<string, HttpListenerTraffic>();
   /** Last counters per Host, and per box when they last moved. */
   private readonly lastCounters = new Map<string, string>();
   private readonly lastActive = new Map<string, number>();
@@ -254,7 +256,10 @@ export class HaproxyGateway implements RouteSubscriber {
     if (table === undefined) return;
     const now = Date.now();
     const report: ActivityReport = {};
+    const totals = new Map<string, HttpListenerTraffic>();
     for (const entry of stickTableEntries(table)) {
+      const [requests = 0, bytesIn = 0, bytesOut = 0] = entry.counters.split(",").map(Number);
+      totals.set(entry.key, { open: entry.open, requests, bytesIn, bytesOut });
       const sailboxId = parseHttpLabel(entry.key.split(".")[0] ?? "")?.sailboxId;
       if (!sailboxId) continue;
       if (this.lastCounters.get(entry.key) !== entry.counters) {
@@ -265,8 +270,21 @@ export class HaproxyGateway implements RouteSubscriber {
       box.open += entry.open;
       if (entry.open > 0) box.lastActiveMs = now;
     }
+    this.listenerTotals = totals;
     this.onActivity(report);
   }
+
+  /** An HTTP listener's totals since HAProxy started (or the entry's hour of disuse ended): open connections, requests, bytes. */
+  listenerTraffic(host: string): HttpListenerTraffic | undefined {
+    return this.listenerTotals.get(host.toLowerCase());
+  }
+}
+
+export interface HttpListenerTraffic {
+  open: number;
+  requests: number;
+  bytesIn: number;
+  bytesOut: number;
 }
 
 /** `show table` lines: `0x..: key=<host> use=0 exp=… conn_cur=N http_req_cnt=N bytes_in_cnt=N bytes_out_cnt=N`. */

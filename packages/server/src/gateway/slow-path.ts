@@ -102,6 +102,8 @@ export class SlowPath implements RouteSubscriber {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const { host, route } = this.route(req);
+    // HAProxy counts the requests of running listeners (its stick table); one that wakes a box is only seen here
+    const waking = route?.status === "sleeping" ? { sailboxId: route.sailboxId, port: route.port } : undefined;
     const decision = await this.decide(host, route);
     if (decision.action === "refuse") return this.refuse(req, decision, (page) => res.writeHead(page.status, page.headers).end(page.body));
     const target = this.table.get(host) ?? route!;
@@ -109,7 +111,7 @@ export class SlowPath implements RouteSubscriber {
     if (!upstream) return this.refuse(req, nothingListening(target), (page) => res.writeHead(page.status, page.headers).end(page.body));
     if (res.destroyed) return void upstream.destroy();
     this.track(target.sailboxId, upstream);
-    this.counters.add("requests");
+    this.counters.add("requests", 1, waking);
     upstream.setTimeout(this.options.responseMs, () => upstream.destroy());
     res.on("close", () => upstream.destroy()); // answered, or HAProxy gave up: this connection is done either way
     const forwarded = request({ method: req.method, path: req.url, headers: forwardable(req.headers), createConnection: () => upstream, setHost: false }, (answer) => {
@@ -157,7 +159,7 @@ export class SlowPath implements RouteSubscriber {
   }
 
   private refuse(req: IncomingMessage, refusal: IngressRefusal, answer: (page: ReturnType<typeof renderError>) => void): void {
-    this.counters.refuse(refusal.reason);
+    this.counters.refuse(refusal.reason, refusal.sailboxId && refusal.port ? { sailboxId: refusal.sailboxId, port: refusal.port } : undefined);
     const peer = String(req.headers["x-forwarded-for"] ?? "")
       .split(",")
       .pop()

@@ -133,7 +133,7 @@ export class TcpGateway implements RouteSubscriber {
    */
   private accept(b: Bound, client: Socket): void {
     const { route } = b;
-    this.counters.add("connections");
+    this.counters.add("connections", 1, route);
     client.on("error", () => client.destroy());
     const first = decideIngress(route, { sourceAllowed: b.allowed(client.remoteAddress) });
     if (first.action === "refuse") return this.refuse(client, first, route);
@@ -145,7 +145,7 @@ export class TcpGateway implements RouteSubscriber {
         if (!upstream) return this.refuse(client, nothingListening(route), route);
         if (client.destroyed) return void upstream.destroy();
         const header = route.proxyProtocol ? proxyV2Header({ address: client.remoteAddress, port: client.remotePort }, { address: client.localAddress, port: client.localPort }) : undefined;
-        this.pipe(route.sailboxId, client, upstream, header);
+        this.pipe(route, client, upstream, header);
       })
       .catch((err) => {
         this.log.error({ sailboxId: route.sailboxId, port: route.port, err: String(err) }, "TCP connection failed");
@@ -162,7 +162,7 @@ export class TcpGateway implements RouteSubscriber {
   /** TCP has no page to show: the connection closes (reset for an allowlist refusal), counted and logged. */
   private refuse(client: Socket, refusal: IngressRefusal, route: TcpRoute): void {
     const reason = refusal.reason === "cidr" ? "cidr" : refusal.code === "SAIL_SAILBOX_PAUSED" ? "paused" : "unreachable";
-    this.counters.refuse(reason);
+    this.counters.refuse(reason, route);
     const fields = { sailboxId: route.sailboxId, port: route.port, peer: client.remoteAddress, code: refusal.code };
     if (reason === "cidr") {
       this.refusals.warn(reason, fields, "TCP connection refused by cidrAllowlist");
@@ -174,7 +174,8 @@ export class TcpGateway implements RouteSubscriber {
   }
 
   /** Pipe both ways; `header` (PROXY v2) reaches the guest before the client's first byte. */
-  private pipe(sailboxId: string, client: Socket, upstream: Socket, header?: Buffer): void {
+  private pipe(route: TcpRoute, client: Socket, upstream: Socket, header?: Buffer): void {
+    const { sailboxId } = route;
     let closers = this.connections.get(sailboxId);
     if (!closers) this.connections.set(sailboxId, (closers = new Set()));
     this.activity.open(sailboxId);
@@ -197,14 +198,14 @@ export class TcpGateway implements RouteSubscriber {
       void finished.then((result) => {
         closers.delete(close);
         this.activity.close(sailboxId);
-        this.counters.add("bytesIn", result.aToB);
-        this.counters.add("bytesOut", result.bToA);
+        this.counters.add("bytesIn", result.aToB, route);
+        this.counters.add("bytesOut", result.bToA, route);
       });
       return;
     }
     const close = () => client.destroy();
     closers.add(close);
-    meterPipe(client, upstream, sailboxId, this.activity, this.counters);
+    meterPipe(client, upstream, sailboxId, this.activity, this.counters, route);
     if (header) upstream.write(header);
     // pipe() ends the other side on 'end' (FIN) and keeps the reverse direction open
     client.pipe(upstream);

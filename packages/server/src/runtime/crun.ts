@@ -43,9 +43,11 @@ export class Crun {
   }
 
   /** `crun exec` as a child process; the caller owns its stdio. */
-  exec(id: string, argv: readonly string[], options: { cwd?: string; env?: Record<string, string>; detach?: boolean; stdio: StdioOptions }): ChildProcess {
+  exec(id: string, argv: readonly string[], options: { cwd?: string; env?: Record<string, string>; detach?: boolean; consoleSocket?: string; stdio: StdioOptions }): ChildProcess {
     const args = ["--root", this.root, "exec"];
     if (options.detach) args.push("--detach");
+    // a terminal opened inside the box; its master end is sent to this unix socket (runtime/pty.ts)
+    if (options.consoleSocket) args.push("--tty", "--console-socket", options.consoleSocket);
     if (options.cwd) args.push("--cwd", options.cwd);
     for (const [key, value] of Object.entries(options.env ?? {})) args.push("--env", `${key}=${value}`);
     args.push(id, ...argv);

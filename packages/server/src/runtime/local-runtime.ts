@@ -10,8 +10,9 @@ import { EgressFirewall, type OutboundBounds } from "./egress.js";
 import { BoxNetworks } from "./network.js";
 import { ociConfig } from "./oci.js";
 import { listeningAddresses, probeTcp } from "./ports.js";
+import { startPty, type RunningPty } from "./pty.js";
 import { settleStrays } from "./strays.js";
-import type { BoxNetwork, BoxSpec, ExecSpec, ImageProgress, OutboundCounters, OutboundRefusal, OutboundRules, Runtime, RuntimeState, RunningExec } from "./runtime.js";
+import type { BoxNetwork, BoxSpec, ExecSpec, ImageProgress, OutboundCounters, OutboundRefusal, OutboundRules, PtySpec, Runtime, RuntimeState, RunningExec } from "./runtime.js";
 
 export interface LocalRuntimeOptions {
   dataDir: string;
@@ -31,6 +32,9 @@ const CGROUP_V1_CONTROLLERS = ["memory", "pids", "cpu", "cpuacct", "cpuset", "de
 
 /** The default exec directory, matching HOME. */
 const DEFAULT_CWD = "/root";
+
+/** An interactive exec without a command: root's login shell from the box's own /etc/passwd. */
+const LOGIN_SHELL = 'shell=$(getent passwd "$(id -u)" | cut -d: -f7); exec "${shell:-/bin/sh}" -l';
 
 /** Boxes as crun containers on an overlay rootfs, each in its own network namespace. */
 export class LocalRuntime implements Runtime {
@@ -216,6 +220,13 @@ export class LocalRuntime implements Runtime {
       child.on("close", (code, signal) => resolve(code ?? 128 + signalNumber(signal)));
     });
     return { stdout: child.stdout!, stderr: child.stderr!, exit, kill: () => child.kill("SIGKILL") };
+  }
+
+  execPty(id: string, spec: PtySpec): Promise<RunningPty> {
+    // TERM names what the clients emulate: xterm.js and the terminals `sail box exec -it` runs in
+    const env = { TERM: "xterm-256color", ...spec.env };
+    const argv = ["/bin/sh", "-c", spec.cmd ?? LOGIN_SHELL];
+    return startPty((consoleSocket) => this.crun.exec(id, argv, { cwd: spec.cwd ?? DEFAULT_CWD, env, consoleSocket, stdio: ["pipe", "ignore", "pipe"] }), spec);
   }
 
   execLogPath(id: string, execId: string): string {

@@ -1,5 +1,6 @@
 import type { Readable } from "node:stream";
 import type { Architecture } from "@sail/protocol";
+import type { RunningPty } from "./pty.js";
 
 /** What the runtime needs to start one box; nothing about orgs, apps or URLs. */
 export interface BoxSpec {
@@ -62,6 +63,18 @@ export interface RunningExec {
   kill(): void;
 }
 
+/** A command on a pseudo-terminal (`sail box exec -it`, the console's terminal). */
+export interface PtySpec {
+  /** Run with /bin/sh -c; undefined: the login shell of root in the box. */
+  cmd?: string;
+  cwd?: string;
+  env?: Record<string, string>;
+  cols: number;
+  rows: number;
+}
+
+export type { RunningPty } from "./pty.js";
+
 export interface ImageProgress {
   phase: string;
   detail?: string;
@@ -94,6 +107,8 @@ export interface Runtime {
   network(id: string): BoxNetwork;
   state(id: string): Promise<RuntimeState>;
   exec(id: string, spec: ExecSpec): RunningExec;
+  /** Start a command on a pseudo-terminal opened inside the box; resolves once the terminal is ours. */
+  execPty(id: string, spec: PtySpec): Promise<RunningPty>;
   /** Start a command that outlives the call; its stdout and stderr go to the exec's log. */
   execDetached(id: string, execId: string, spec: ExecSpec): Promise<void>;
   execLogPath(id: string, execId: string): string;

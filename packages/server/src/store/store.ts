@@ -162,8 +162,12 @@ export class Store {
 
   /** The org of a live (not revoked) token. Asked on every request, so a revoke takes effect at once. */
   orgForToken(token: string): OrgRow | undefined {
-    const row = this.db.prepare("SELECT o.id, o.name, o.operator FROM tokens t JOIN orgs o ON o.id = t.org_id WHERE t.sha256 = ? AND t.revoked_at IS NULL").get(hashToken(token)) as
-      StoredOrg | undefined;
+    return this.orgForTokenHash(hashToken(token));
+  }
+
+  /** The same, given the token's SHA-256 (console sessions keep only that). */
+  orgForTokenHash(sha256: string): OrgRow | undefined {
+    const row = this.db.prepare("SELECT o.id, o.name, o.operator FROM tokens t JOIN orgs o ON o.id = t.org_id WHERE t.sha256 = ? AND t.revoked_at IS NULL").get(sha256) as StoredOrg | undefined;
     return row && decodeOrg(row);
   }
 
@@ -365,5 +369,13 @@ export class Store {
     const row = this.db.prepare("SELECT id, sailbox_id AS sailboxId, cmd, background, started_at AS startedAt FROM execs WHERE sailbox_id = ? AND id = ?").get(sailboxId, id) as
       (Omit<ExecRow, "background"> & { background: number }) | undefined;
     return row && { ...row, background: row.background === 1 };
+  }
+
+  /** A box's background execs, newest first (the console lists their logs). */
+  listBackgroundExecs(sailboxId: string, limit = 100): ExecRow[] {
+    const rows = this.db
+      .prepare("SELECT id, sailbox_id AS sailboxId, cmd, started_at AS startedAt FROM execs WHERE sailbox_id = ? AND background = 1 ORDER BY started_at DESC, id DESC LIMIT ?")
+      .all(sailboxId, limit) as Array<Omit<ExecRow, "background">>;
+    return rows.map((row) => ({ ...row, background: true }));
   }
 }
