@@ -17,6 +17,7 @@ export function useRoute(): Route {
   useEffect(() => {
     const onChange = () => setRoute(parseRoute(location.hash));
     addEventListener("hashchange", onChange);
+    onChange(); // the hash may have changed between the first render and this effect (a link followed while the page loaded)
     return () => removeEventListener("hashchange", onChange);
   }, []);
   return route;
