@@ -1,12 +1,14 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { once } from "node:events";
-import { mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { describe, test } from "node:test";
+import { fetch } from "undici";
 import { App, AuthError, SailClient, Sailbox, type SailError } from "@sail/sdk";
-import { CLI, DATA_DIR, leftoversOf, runProcess, useTestDaemon } from "./harness.js";
+import { CLI, DATA_DIR, gatewayAgent, leftoversOf, runProcess, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon();
 const NOSTART_DIR = "/var/lib/sail-test-nostart";
@@ -22,6 +24,27 @@ describe("the daemon", () => {
       assert.equal(await again.status(), "running");
       const out = await again.exec("cat /root/state; pgrep -f 'sleep 31337' >/dev/null && echo still-running").output();
       assert.equal(out.stdout, "kept\nstill-running\n", `after ${signal}`);
+    }
+  });
+
+  test("sail up starts from a directory only root may enter (a checkout under /root): HAProxy, which runs as its own user, does not need it", async () => {
+    const privateDir = mkdtempSync(join(tmpdir(), "sail-private-cwd-"));
+    chmodSync(privateDir, 0o700);
+    const sb = await pool.create({ ingressPorts: [3000] });
+    await sb.exec("python3 -m http.server 3000", { background: true }).wait();
+    try {
+      await daemon.stop();
+      daemon.cwd = privateDir;
+      await daemon.start();
+      const url = (await sb.listener(3000).wait({ timeout: 60 })).endpoint.url;
+      const agent = gatewayAgent(await daemon.caCert());
+      assert.equal((await fetch(url, { dispatcher: agent })).status, 200, "the gateway serves");
+      await agent.close();
+    } finally {
+      await daemon.stop();
+      daemon.cwd = undefined;
+      await daemon.start();
+      rmSync(privateDir, { recursive: true, force: true });
     }
   });
 

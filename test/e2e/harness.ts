@@ -29,6 +29,8 @@ export class TestDaemon {
   readonly configPath = join(this.configDir, "config.json");
   private child: ChildProcess | undefined;
   log = "";
+  /** The directory `sail up` starts in (default: this process's). */
+  cwd: string | undefined;
 
   /** Environment for child processes (CLI, examples) that should find this daemon. */
   get env(): NodeJS.ProcessEnv {
@@ -67,7 +69,7 @@ export class TestDaemon {
         "off",
         ...this.upArgs,
       ],
-      { env: this.env, stdio: ["ignore", "pipe", "pipe"] },
+      { env: this.env, cwd: this.cwd, stdio: ["ignore", "pipe", "pipe"] },
     );
     this.child = child;
     child.once("exit", (code, signal) => {

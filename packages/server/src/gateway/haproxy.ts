@@ -203,7 +203,11 @@ export class HaproxyGateway implements RouteSubscriber {
     // only the right to bind a port below 1024), and dies with the daemon (PR_SET_PDEATHSIG),
     // so a crashed daemon never leaves it holding the port
     const asUser = this.settings.user ? ["--reuid", this.settings.user, "--regid", this.settings.user, "--clear-groups", "--inh-caps", "+net_bind_service", "--ambient-caps", "+net_bind_service"] : [];
-    const child = spawn("setpriv", [...asUser, "--pdeathsig", "SIGKILL", "haproxy", "-db", "-m", String(this.settings.memoryMiB), "-f", this.paths.config], { stdio: ["ignore", "pipe", "pipe"] });
+    // cwd /: HAProxy returns to its starting directory after reading its config, and its user cannot enter the daemon's (e.g. a checkout under /root)
+    const child = spawn("setpriv", [...asUser, "--pdeathsig", "SIGKILL", "haproxy", "-db", "-m", String(this.settings.memoryMiB), "-f", this.paths.config], {
+      cwd: "/",
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     this.child = child;
     if (child.pid) writeFileSync(this.paths.pid, String(child.pid));
     const output: string[] = [];
