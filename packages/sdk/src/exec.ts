@@ -1,44 +1,6 @@
 import { errorFromWire, type BackgroundExecInfo, type ExecEvent } from "@sail/protocol";
 import type { SailClient } from "./client.js";
-
-/** A queue that one producer fills and one `for await` drains. */
-class TextQueue implements AsyncIterable<string> {
-  private readonly items: string[] = [];
-  private waiting: (() => void) | undefined;
-  private ended = false;
-  private failure: unknown;
-  private consumed = false;
-
-  push(item: string): void {
-    this.items.push(item);
-    this.wake();
-  }
-  end(failure?: unknown): void {
-    this.ended = true;
-    this.failure = failure;
-    this.wake();
-  }
-  private wake(): void {
-    const waiting = this.waiting;
-    this.waiting = undefined;
-    waiting?.();
-  }
-  async *[Symbol.asyncIterator](): AsyncIterator<string> {
-    if (this.consumed) throw new Error("this output stream was already read");
-    this.consumed = true;
-    for (;;) {
-      if (this.items.length) {
-        yield this.items.shift()!;
-        continue;
-      }
-      if (this.ended) {
-        if (this.failure) throw this.failure;
-        return;
-      }
-      await new Promise<void>((resolve) => (this.waiting = resolve));
-    }
-  }
-}
+import { Queue } from "./queue.js";
 
 export interface ExecOutput {
   exitCode: number;
@@ -59,8 +21,8 @@ export class ExecProcess {
   readonly stdout: AsyncIterable<string>;
   /** What the command writes to stderr, as it writes it. Read it once. */
   readonly stderr: AsyncIterable<string>;
-  private readonly stdoutQueue = new TextQueue();
-  private readonly stderrQueue = new TextQueue();
+  private readonly stdoutQueue = new Queue<string>();
+  private readonly stderrQueue = new Queue<string>();
   private readonly collected = { stdout: "", stderr: "" };
   private readonly exit: Promise<number>;
 

@@ -1,6 +1,7 @@
 import { checkPtyRequest, errorFromWire, InternalError, ptyQuery, type PtyRequest, type PtyServerMessage } from "@sail/protocol";
 import type WebSocket from "ws";
 import type { SailClient } from "./client.js";
+import { Queue } from "./queue.js";
 
 export interface PtyOptions {
   /** The command, run with /bin/sh -c. @default the box's login shell */
@@ -12,43 +13,6 @@ export interface PtyOptions {
   /** Terminal size in character cells. @default 80 x 24 */
   cols?: number;
   rows?: number;
-}
-
-/** A queue of output chunks that one `for await` drains. */
-class ChunkQueue implements AsyncIterable<Uint8Array> {
-  private readonly items: Uint8Array[] = [];
-  private waiting: (() => void) | undefined;
-  private ended = false;
-  private failure: unknown;
-
-  push(item: Uint8Array): void {
-    this.items.push(item);
-    this.wake();
-  }
-  end(failure?: unknown): void {
-    if (this.ended) return;
-    this.ended = true;
-    this.failure = failure;
-    this.wake();
-  }
-  private wake(): void {
-    const waiting = this.waiting;
-    this.waiting = undefined;
-    waiting?.();
-  }
-  async *[Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
-    for (;;) {
-      if (this.items.length) {
-        yield this.items.shift()!;
-        continue;
-      }
-      if (this.ended) {
-        if (this.failure) throw this.failure;
-        return;
-      }
-      await new Promise<void>((resolve) => (this.waiting = resolve));
-    }
-  }
 }
 
 /**
@@ -64,7 +28,7 @@ class ChunkQueue implements AsyncIterable<Uint8Array> {
 export class PtySession {
   /** What the program writes to the terminal, as raw bytes (read it once, or use `onData`). */
   readonly output: AsyncIterable<Uint8Array>;
-  private readonly queue = new ChunkQueue();
+  private readonly queue = new Queue<Uint8Array>();
   private readonly listeners = new Set<(chunk: Uint8Array) => void>();
   private readonly exit: Promise<number>;
 
