@@ -28,6 +28,7 @@ from .errors import (
 from .image import Image
 from .listener import HttpEndpoint, IngressPort, Listener, TcpEndpoint
 from .process import BackgroundProcess, ExecOutput, ExecProcess
+from .pty import PtySession
 from .sailbox import Sailbox, SailboxInfo
 
 __version__ = "0.1.0"
@@ -44,6 +45,7 @@ __all__ = [
     "ExecProcess",
     "BackgroundProcess",
     "ExecOutput",
+    "PtySession",
     "SailClient",
     "client_config_path",
     "SailError",

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Dict, Iterator, Optional, Tuple
 
+from . import _websocket
 from .errors import AuthError, InternalError, TimeoutError, error_from_wire
 
 __all__ = ["SailClient", "client_config_path"]
@@ -118,6 +119,21 @@ class SailClient:
                         yield json.loads(line)
 
         return events()
+
+    def websocket(self, path: str) -> "_websocket.WebSocket":
+        """Open a WebSocket on the API (the PTY). A refused upgrade raises its typed error."""
+        try:
+            return _websocket.connect(self.api_url, path, {"Authorization": f"Bearer {self.__token}"}, self.request_timeout)
+        except _websocket.WebSocketRefused as refused:
+            try:
+                parsed = json.loads(refused.body) if refused.body else None
+            except ValueError:
+                parsed = None
+            raise error_from_wire(parsed, refused.status) from None
+        except _SOCKET_TIMEOUTS:
+            raise TimeoutError("SAIL_TIMEOUT", f"GET {path} got no answer from {self.api_url} within {self.request_timeout} s") from None
+        except (OSError, _websocket.ProtocolError) as unreachable:
+            raise InternalError("SAIL_UNAVAILABLE", f"Cannot open a WebSocket to the Sail daemon at {self.api_url} ({unreachable}): is `sail up` running?") from None
 
     def _send(self, method: str, path: str, body: Any, timeout: Optional[float]) -> Any:
         data = None if body is None else json.dumps(body).encode("utf-8")

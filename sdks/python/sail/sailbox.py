@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Optional, Sequence, Union, overload
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union, overload
 
 from ._client import SailClient
 from ._ssh import resolve_ssh_key
@@ -13,6 +13,7 @@ from .errors import InvalidArgumentError, NotFoundError
 from .image import Image
 from .listener import IngressPort, Listener
 from .process import BackgroundProcess, ExecProcess
+from .pty import PtySession, _check_size
 
 __all__ = ["Sailbox", "SailboxInfo"]
 
@@ -249,6 +250,30 @@ class Sailbox:
             body["background"] = True
             return BackgroundProcess(self._client, self._client.request("POST", path, body))
         return ExecProcess(self._client.stream(path, body))
+
+    def pty(self, cmd: Optional[str] = None, cols: int = 80, rows: int = 24, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> PtySession:
+        """Run ``cmd`` (default: root's login shell) on a pseudo-terminal in the Sailbox, as
+        ``sail box exec -it`` does: see ``PtySession``. Wakes a sleeping Sailbox.
+
+        Args:
+            cols, rows: the terminal's size in character cells (1-10000).
+            cwd: working directory inside the Sailbox (absolute; default ``/root``).
+            env: extra environment variables (``TERM`` is ``xterm-256color`` unless given).
+
+        Raises:
+            sail.SailboxPausedError: the Sailbox is paused.
+            sail.InvalidArgumentError: a bad size, ``cwd`` or ``env``.
+        """
+        _check_size(cols, rows)
+        query: List[Tuple[str, str]] = [("cols", str(cols)), ("rows", str(rows))]
+        if cmd is not None:
+            query.append(("cmd", cmd))
+        if cwd is not None:
+            query.append(("cwd", cwd))
+        for key, value in (env or {}).items():
+            query.append(("env", f"{key}={value}"))
+        path = f"/v1/sailboxes/{urllib.parse.quote(self.id, safe='')}/pty?{urllib.parse.urlencode(query)}"
+        return PtySession(self._client.websocket(path))
 
     # --- outbound network ---
 

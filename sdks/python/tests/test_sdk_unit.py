@@ -108,3 +108,103 @@ def test_ssh_true_without_a_key_names_the_files_it_tried(tmp_path, monkeypatch):
     (tmp_path / ".ssh").mkdir()
     (tmp_path / ".ssh" / "id_rsa.pub").write_text("ssh-rsa AAAAB3Nza user@host\n")
     assert resolve_ssh_key(True) == "ssh-rsa AAAAB3Nza user@host"
+
+
+# --- the PTY's WebSocket client reads frames strictly (a socketpair plays the daemon) ---
+
+
+class _Head:
+    def __init__(self, sock: socket.socket) -> None:
+        self.fp = sock.makefile("rb")
+
+
+def _client_and_peer():
+    from sail import _websocket
+
+    ours, peer = socket.socketpair()
+    return _websocket.WebSocket(ours, _Head(ours)), peer
+
+
+def _frame(op: int, payload: bytes, fin: bool = True, first_extra: int = 0, mask: bool = False) -> bytes:
+    first = (0x80 if fin else 0) | first_extra | op
+    if len(payload) < 126:
+        head = bytes([first, (0x80 if mask else 0) | len(payload)])
+    else:
+        head = bytes([first, (0x80 if mask else 0) | 126]) + len(payload).to_bytes(2, "big")
+    return head + (b"\0\0\0\0" if mask else b"") + payload
+
+
+def _read_client_frame(peer: socket.socket) -> tuple:
+    head = peer.recv(2)
+    assert head[1] & 0x80, "client frames must be masked"
+    length = head[1] & 0x7F
+    if length == 126:
+        length = int.from_bytes(peer.recv(2), "big")
+    mask = peer.recv(4)
+    data = b""
+    while len(data) < length:
+        data += peer.recv(length - len(data))
+    return head[0] & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+def test_websocket_reassembles_fragments_and_answers_pings():
+    from sail import _websocket
+
+    ws, peer = _client_and_peer()
+    peer.sendall(_frame(_websocket.OP_BINARY, b"ab", fin=False) + _frame(_websocket.OP_PING, b"p1") + _frame(_websocket.OP_CONTINUATION, b"cd"))
+    assert ws.recv() == (_websocket.OP_BINARY, b"abcd")
+    assert _read_client_frame(peer) == (_websocket.OP_PONG, b"p1")
+    ws.send_binary(b"x" * 300)  # a 16-bit length, masked
+    assert _read_client_frame(peer) == (_websocket.OP_BINARY, b"x" * 300)
+    peer.sendall(_frame(_websocket.OP_CLOSE, (1000).to_bytes(2, "big")))
+    assert ws.recv() == (_websocket.OP_CLOSE, b"")
+    assert ws.close_code == 1000
+    assert _read_client_frame(peer)[0] == _websocket.OP_CLOSE
+
+
+@pytest.mark.parametrize(
+    "frame, why",
+    [
+        (_frame(0x2, b"x", mask=True), "masked"),
+        (_frame(0x2, b"x", first_extra=0x40), "reserved"),
+        (_frame(0x9, b"p" * 126), "control"),
+        (_frame(0x9, b"p", fin=False), "control"),
+        (_frame(0x3, b"x"), "opcode"),
+        (_frame(0x0, b"x"), "continuation"),
+        (bytes([0x82, 127]) + (1 << 40).to_bytes(8, "big"), "over"),
+    ],
+)
+def test_websocket_refuses_frames_that_break_the_protocol(frame, why):
+    from sail import _websocket
+
+    ws, peer = _client_and_peer()
+    peer.sendall(frame)
+    with pytest.raises(_websocket.ProtocolError, match=why):
+        ws.recv()
+
+
+def test_a_refused_upgrade_is_the_typed_error_of_its_body():
+    from sail import _websocket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def answer():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        body = json.dumps({"error": {"code": "SAIL_SAILBOX_NOT_FOUND", "message": "No sailbox sb-x"}}).encode()
+        conn.sendall(b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        conn.close()
+
+    import threading
+
+    server = threading.Thread(target=answer)
+    server.start()
+    client = sail.SailClient(api_url=f"http://127.0.0.1:{listener.getsockname()[1]}", token="t")
+    with pytest.raises(sail.NotFoundError) as refused:
+        client.websocket("/v1/sailboxes/sb-x/pty")
+    assert refused.value.code == "SAIL_SAILBOX_NOT_FOUND"
+    server.join()
+    listener.close()
+    assert _websocket.WebSocketRefused(404, b"").status == 404
