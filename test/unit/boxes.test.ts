@@ -35,6 +35,7 @@ class FakeRuntime implements Runtime {
     if (this.failCreate) throw new Error("crun run exited 1");
     const network = { hostAddress: `10.9.0.${spec.netSlot * 4 + 1}`, guestAddress: `10.9.0.${spec.netSlot * 4 + 2}` };
     this.boxes.set(spec.id, network);
+    this.outbound.set(spec.id, { rules: spec.outbound, resolved: [] }); // the real runtime sets them while the container starts
     return network;
   }
   network(id: string): BoxNetwork {
@@ -368,7 +369,7 @@ describe("domain rules", () => {
 });
 
 describe("outbound policy", () => {
-  test("a create installs the box's rules before it runs and tells the resolver; terminate tells it the box is gone", async () => {
+  test("a create hands the box's rules to the runtime with the box and tells the resolver; terminate tells it the box is gone", async () => {
     const events: string[] = [];
     boxes.outbound.subscribe({ added: (id, host, guest) => events.push(`added ${id} ${host} ${guest}`), removed: (id) => events.push(`removed ${id}`) });
     const box = await create({ allowOut: ["198.51.100.0/24", "*.example.com"] });

@@ -19,7 +19,7 @@ import { normalizeCidr } from "./cidr.js";
 import { runScript } from "./execs.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { Logger } from "./logger.js";
-import type { Outbound } from "./outbound.js";
+import { rulesOf, type Outbound } from "./outbound.js";
 import { installSshdScript } from "./sshd.js";
 import { checkTcpQuota } from "./tcp-quota.js";
 
@@ -91,9 +91,19 @@ export class BoxCreator {
     try {
       const running = await this.lifecycle.transition(id, "running", {
         before: async () => {
-          await this.runtime.create({ id, hostname: name ?? id, arch, aptPackages, cpu: box.cpu, memoryMiB: box.memoryMiB, pidsLimit: this.defaults.pidsLimit, netSlot: box.netSlot });
+          await this.runtime.create({
+            id,
+            hostname: name ?? id,
+            arch,
+            aptPackages,
+            cpu: box.cpu,
+            memoryMiB: box.memoryMiB,
+            pidsLimit: this.defaults.pidsLimit,
+            netSlot: box.netSlot,
+            outbound: rulesOf(network),
+          });
           try {
-            await this.outbound.install(id, network);
+            await this.outbound.install(id, network, { rulesInPlace: true });
             if (sshKey) await runScript(this.runtime, id, installSshdScript(sshKey), "set up sshd");
           } catch (err) {
             await this.runtime.destroy(id);

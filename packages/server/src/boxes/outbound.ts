@@ -107,10 +107,13 @@ export class Outbound implements ResolverDirectory {
     return policy;
   }
 
-  /** Install a new box's rules and tell the resolver (inside create's step, before it runs). */
-  async install(id: string, policy: NetworkInfo): Promise<void> {
+  /**
+   * Install a box's rules and tell the resolver. `rulesInPlace`: the runtime already set them
+   * (a create passes them along, so they go in while the container starts).
+   */
+  async install(id: string, policy: NetworkInfo, options: { rulesInPlace?: boolean } = {}): Promise<void> {
     this.policies.set(id, policy);
-    await this.runtime.setOutbound(id, rulesOf(policy));
+    if (!options.rulesInPlace) await this.runtime.setOutbound(id, rulesOf(policy));
     const { hostAddress, guestAddress } = this.runtime.network(id);
     for (const s of this.subscribers) s.added(id, hostAddress, guestAddress);
   }

@@ -156,10 +156,14 @@ export class LocalRuntime implements Runtime {
       writeFileSync(join(dir, "config.json"), JSON.stringify(config));
       const consoleLog = openSync(join(dir, "console.log"), "a");
       try {
-        // both run to their end before a failure is handled: cleaning up while `crun run` still works would leave its container behind
-        const [run, forward] = await Promise.allSettled([this.crun.run(spec.id, dir, consoleLog), this.networks.forwardToLoopback(spec.id, network)]);
+        // all run to their end before a failure is handled: cleaning up while `crun run` still works would leave its container behind
+        const [run, ...rules] = await Promise.allSettled([
+          this.crun.run(spec.id, dir, consoleLog),
+          this.networks.configureInside(spec.id, network),
+          this.networks.egress.apply(spec.id, network.guestAddress, network.hostAddress, spec.outbound),
+        ]);
         if (run.status === "rejected") throw run.reason;
-        if (forward.status === "rejected") throw forward.reason;
+        for (const r of rules) if (r.status === "rejected") throw r.reason;
       } finally {
         closeSync(consoleLog);
       }

@@ -152,23 +152,21 @@ ${this.forwardingOurs ? `    iifname != ${veths} oifname != ${veths} counter dro
     const { hostAddress, guestAddress } = this.addresses(slot);
     const ns = BoxNetworks.namespace(id);
     const veth = BoxNetworks.hostInterface(id);
-    await mustRun("ip", ["netns", "add", ns]);
+    // the host's side in one process; the box's side is `configureInside`, which may run while the container starts
     await mustRun("ip", ["-batch", "-"], {
-      input: [`link add ${veth} type veth peer name eth0 netns ${ns}`, `addr add ${hostAddress}/30 dev ${veth}`, `link set ${veth} up`].join("\n") + "\n",
-    });
-    await mustRun("ip", ["-n", ns, "-batch", "-"], {
-      input: [`addr add ${guestAddress}/30 dev eth0`, "link set eth0 up", "link set lo up", `route add default via ${hostAddress}`].join("\n") + "\n",
+      input: [`netns add ${ns}`, `link add ${veth} type veth peer name eth0 netns ${ns}`, `addr add ${hostAddress}/30 dev ${veth}`, `link set ${veth} up`].join("\n") + "\n",
     });
     return { hostAddress, guestAddress };
   }
 
   /**
-   * Inside the box's namespace: connections from the host (the gateway, the readiness probe)
-   * to any TCP port of the box go to its loopback, so a server bound to 127.0.0.1 is reached
-   * as well as one bound to 0.0.0.0 (dev servers bind localhost by default). route_localnet
-   * lets eth0 carry 127.0.0.1. The box cannot change it (no CAP_NET_ADMIN).
+   * Inside the box's namespace, in one process: its address, loopback and default route; and
+   * connections from the host (the gateway, the readiness probe) to any TCP port of the box go
+   * to its loopback, so a server bound to 127.0.0.1 is reached as well as one bound to 0.0.0.0
+   * (dev servers bind localhost by default). route_localnet lets eth0 carry 127.0.0.1. The box
+   * cannot change any of it (no CAP_NET_ADMIN).
    */
-  async forwardToLoopback(id: string, network: BoxNetwork): Promise<void> {
+  async configureInside(id: string, network: BoxNetwork): Promise<void> {
     const rules = `table ip sail {
   chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
@@ -176,7 +174,9 @@ ${this.forwardingOurs ? `    iifname != ${veths} oifname != ${veths} counter dro
   }
 }
 `;
-    await mustRun("ip", ["netns", "exec", BoxNetworks.namespace(id), "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet && exec nft -f -"], { input: rules });
+    const addresses = [`addr add ${network.guestAddress}/30 dev eth0`, "link set eth0 up", "link set lo up", `route add default via ${network.hostAddress}`].join("\n");
+    const script = `set -e\nip -batch - <<'EOF'\n${addresses}\nEOF\necho 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet\nexec nft -f -\n`;
+    await mustRun("ip", ["netns", "exec", BoxNetworks.namespace(id), "sh", "-c", script], { input: rules });
   }
 
   /** Deleting the namespace deletes its end of the pair, and so the pair. Idempotent. */

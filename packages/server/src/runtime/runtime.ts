@@ -14,6 +14,8 @@ export interface BoxSpec {
   aptPackages: readonly string[];
   /** Index of the box's /30 in the configured box subnet (allocated by the store, unique among live boxes). */
   netSlot: number;
+  /** Its outbound rules, in place by the time create returns (set while the container starts). */
+  outbound: OutboundRules;
 }
 
 /**
