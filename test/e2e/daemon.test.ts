@@ -87,6 +87,8 @@ describe("the daemon", () => {
   });
 
   test("a daemon that cannot start says why and leaves the host as it found it", async () => {
+    const forwarding = () => readFileSync("/proc/sys/net/ipv4/ip_forward", "utf8").trim();
+    const forwardingBefore = forwarding();
     const taken = createServer().listen(0, "127.0.0.1");
     try {
       await once(taken, "listening");
@@ -117,6 +119,8 @@ describe("the daemon", () => {
       assert.doesNotMatch(run.stderr, /MaxListenersExceededWarning|ERR_INTERNAL_ASSERTION/);
       assert.doesNotMatch(execFileSync("ip", ["route", "show", subnet], { encoding: "utf8" }), /unreachable/, "the box subnet's fence route is gone");
       assert.doesNotMatch(execFileSync("nft", ["list", "tables"], { encoding: "utf8" }), /sail_10_209_0_0_16/, "its firewall table is gone");
+      // outbound is on by default, so it turned forwarding on; the test daemon's own table (outbound off) must not keep it on
+      assert.equal(forwarding(), forwardingBefore, "net.ipv4.ip_forward is as it was");
     } finally {
       taken.close();
       rmSync(NOSTART_DIR, { recursive: true, force: true });

@@ -1,6 +1,6 @@
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { Architecture } from "@sail/protocol";
 import { mustRun, runCommand, signalNumber } from "./commands.js";
 import { Crun } from "./crun.js";
@@ -50,7 +50,7 @@ export class LocalRuntime implements Runtime {
   constructor(private readonly options: LocalRuntimeOptions) {
     this.hostArch = options.hostArch;
     this.crun = new Crun(options.crunRoot);
-    this.networks = new BoxNetworks(options.boxSubnet, options.outbound, join(options.dataDir, "ip-forward-by-sail"));
+    this.networks = new BoxNetworks(options.boxSubnet, options.outbound, forwardingMark(options.crunRoot, options.dataDir));
   }
 
   get maxBoxes(): number {
@@ -310,4 +310,18 @@ function writeIdentity(rootfs: string, hostname: string, network: BoxNetwork): v
   writeFileSync(join(rootfs, "etc/hostname"), `${hostname}\n`);
   writeFileSync(join(rootfs, "etc/hosts"), `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${network.guestAddress}\t${hostname}\n`);
   writeFileSync(join(rootfs, "etc/resolv.conf"), `nameserver ${network.hostAddress}\noptions timeout:2 attempts:2\n`);
+}
+
+/**
+ * The host-wide "Sail turned ip_forward on" file, beside crun's state under /run (a reboot
+ * clears both, and the setting). Earlier versions kept it in the data dir: taken over.
+ */
+function forwardingMark(crunRoot: string, dataDir: string): string {
+  const mark = join(dirname(crunRoot), "ip-forward-by-sail");
+  const legacy = join(dataDir, "ip-forward-by-sail");
+  if (existsSync(legacy)) {
+    mkdirSync(dirname(mark), { recursive: true });
+    renameSync(legacy, mark);
+  }
+  return mark;
 }

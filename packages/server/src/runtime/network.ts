@@ -1,4 +1,5 @@
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
 import ipaddr from "ipaddr.js";
 import { mustRun, runCommand } from "./commands.js";
 import { EgressFirewall, type OutboundBounds } from "./egress.js";
@@ -22,8 +23,9 @@ export class BoxNetworks {
   private readonly outboundEnabled: boolean;
 
   /**
-   * `forwardingMark` is a file that says "Sail turned ip_forward on" (so a restart after a
-   * crash still knows the host did not forward before).
+   * `forwardingMark` is a host-wide file (under /run, so a reboot forgets it with the setting)
+   * that says "Sail turned ip_forward on": whichever Sail daemon is the last to need forwarding
+   * turns it off again, even if the one that turned it on is gone (a failed start, a crash).
    */
   constructor(
     subnet: string,
@@ -59,8 +61,8 @@ export class BoxNetworks {
   /**
    * When boxes still run (they outlive the daemon), they keep the firewall but lose their way
    * out and their resolver until the daemon is back. With none left, the host is as before:
-   * no route, no table, and forwarding off again if Sail turned it on (and no other Sail
-   * daemon's table remains).
+   * no route, no table, and forwarding off again if Sail turned it on and no other Sail
+   * daemon with outbound on remains (their tables say so).
    */
   async unfenceSubnet(boxesRemain: boolean): Promise<void> {
     if (boxesRemain) {
@@ -69,13 +71,19 @@ export class BoxNetworks {
     }
     await runCommand("ip", ["route", "del", "unreachable", this.subnet]);
     await runCommand("nft", ["delete", "table", "inet", this.firewallTable]);
-    if (this.forwardingOurs) {
-      const tables = await runCommand("nft", ["list", "tables"]);
-      if (!/table inet sail_/.test(tables.stdout)) {
-        writeFileSync(IP_FORWARD, "0\n");
-        if (this.forwardingMark) rmSync(this.forwardingMark, { force: true });
-      }
+    if (this.forwardingMark && existsSync(this.forwardingMark) && !(await BoxNetworks.outboundDaemonsRemain())) {
+      writeFileSync(IP_FORWARD, "0\n");
+      rmSync(this.forwardingMark, { force: true });
     }
+  }
+
+  /** Whether a Sail table of a daemon with outbound on (it holds the `outbound_on` set) is on this host. */
+  private static async outboundDaemonsRemain(): Promise<boolean> {
+    const tables = (await runCommand("nft", ["list", "tables"])).stdout.match(/table inet sail_\S+/g) ?? [];
+    for (const table of tables) {
+      if ((await runCommand("nft", ["list", "set", "inet", table.split(" ")[2]!, "outbound_on"])).code === 0) return true;
+    }
+    return false;
   }
 
   /** Boxes reach the outside by forwarding: turn it on if it is off. Returns whether Sail did (now or before a restart). */
@@ -83,6 +91,7 @@ export class BoxNetworks {
     const was = readFileSync(IP_FORWARD, "utf8").trim();
     const ours = was === "0" || (this.forwardingMark !== undefined && existsSync(this.forwardingMark));
     if (was === "0") {
+      if (this.forwardingMark) mkdirSync(dirname(this.forwardingMark), { recursive: true });
       if (this.forwardingMark) writeFileSync(this.forwardingMark, "Sail turned net.ipv4.ip_forward on; it turns it off when it stops with no box left\n");
       writeFileSync(IP_FORWARD, "1\n");
     }
@@ -111,6 +120,7 @@ export class BoxNetworks {
     await mustRun("nft", ["-f", "-"], {
       input: `table inet ${table} {
 ${this.egress.baseDefinition()}
+${this.outboundEnabled ? '  set outbound_on { type ipv4_addr; comment "this daemon\'s boxes may go out: the host must forward"; }' : ""}
   chain prerouting {
     type filter hook prerouting priority raw; policy accept;
     iifname ${veths} fib saddr . iif oif missing counter drop comment "a sailbox may only send from its own address"
