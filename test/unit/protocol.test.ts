@@ -19,6 +19,8 @@ import {
   intToIpv4,
   ipv4ToInt,
   mergeRanges,
+  forbiddenIpv4Ranges,
+  rangesContain,
   NETWORK_ENTRIES_MAX,
   NEVER_REACHED_IPV4,
   normalizeNetworkPolicy,
@@ -175,5 +177,10 @@ describe("outbound network rules", () => {
     assert.ok(rangeCovered(r("10.1.0.0/16"), [r("10.0.0.0/8")]));
     assert.ok(!rangeCovered(r("0.0.0.0/0"), NEVER_REACHED_IPV4.map(r)));
     assert.ok(NEVER_REACHED_IPV4.map(r).some(([a, b]) => ipv4ToInt("169.254.169.254")! >= a && ipv4ToInt("169.254.169.254")! <= b));
+    // one daemon's forbidden set: the never-reached ranges, less what its operator opened, plus its own box subnet
+    const forbidden = forbiddenIpv4Ranges(["10.1.2.3/32"], "192.0.2.0/24");
+    const inside = (address: string) => rangesContain(forbidden, ipv4ToInt(address)!);
+    assert.ok(inside("10.1.2.2") && !inside("10.1.2.3") && inside("10.1.2.4"));
+    assert.ok(inside("169.254.169.254") && inside("192.0.2.9") && !inside("192.0.3.9") && !inside("198.51.100.10"));
   });
 });

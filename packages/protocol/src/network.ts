@@ -98,6 +98,20 @@ export function rangesContain(ranges: readonly Ipv4Range[], address: number): bo
   return ranges.some(([first, last]) => address >= first && address <= last);
 }
 
+/** The ranges of CIDRs already checked (config, normalized policies). */
+export function cidrRanges(cidrs: readonly string[]): Ipv4Range[] {
+  return cidrs.map((c) => parseIpv4Cidr(c)!.range);
+}
+
+/**
+ * What a daemon's boxes never reach, merged: NEVER_REACHED_IPV4 less the private ranges its
+ * operator opened, plus its own box subnet (other boxes). The firewall enforces it; the
+ * policy checks refuse allowOut entries inside it.
+ */
+export function forbiddenIpv4Ranges(privateAllowed: readonly string[], boxSubnet: string): Ipv4Range[] {
+  return mergeRanges([...subtractRanges(cidrRanges(NEVER_REACHED_IPV4), cidrRanges(privateAllowed)), ...cidrRanges([boxSubnet])]);
+}
+
 const LABEL = /^(?!-)[a-z0-9_-]{1,63}(?<!-)$/;
 
 /** A domain entry in canonical form ("Example.COM." is "example.com"; "*.example.com" keeps its "*."), or undefined. */

@@ -64,6 +64,8 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
   try {
     const store = new Store(join(config.dataDir, "sail.db"));
     undo.push(() => store.close());
+    // what the operator lets boxes reach at all: the firewall enforces it, the boxes room checks policies against it
+    const outboundBounds = { enabled: config.outbound, privateAllowed: config.outboundPrivate, only: config.outboundOnly ?? null };
     const runtime = new LocalRuntime({
       dataDir: config.dataDir,
       hostArch: arch,
@@ -72,7 +74,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
       tiniPath: TINI_PATH,
       crunRoot: config.crunRoot,
       nofileLimit: 20_000,
-      outbound: { enabled: config.outbound, privateAllowed: config.outboundPrivate, only: config.outboundOnly ?? null },
+      outbound: outboundBounds,
     });
     const tls = config.tlsCert && config.tlsKey ? loadGivenTls(config.tlsCert, config.tlsKey) : ensureLocalTls(join(config.dataDir, "tls"), config.domain);
     const httpsListen = parseListen(config.httpsListen);
@@ -83,7 +85,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
         defaults: { cpu: config.boxCpu, memoryMiB: config.boxMemoryMiB, pidsLimit: config.boxPidsLimit, hostCpus: availableParallelism(), maxBoxes: runtime.maxBoxes },
         tcp: { ...parsePortRange(config.tcpPorts), defaultLimitPerOrg: config.tcpLimitPerOrg },
         addresses: { domain: config.domain, publicHttpsPort: config.publicHttpsPort ?? httpsListen.port, publicHost: config.publicHost },
-        outbound: { enabled: config.outbound, privateAllowed: config.outboundPrivate, only: config.outboundOnly ?? null, boxSubnet: config.boxSubnet },
+        outbound: { ...outboundBounds, boxSubnet: config.boxSubnet },
       },
       log,
     );

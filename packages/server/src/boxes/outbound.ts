@@ -1,9 +1,10 @@
 import {
+  cidrRanges,
   domainMatches,
+  forbiddenIpv4Ranges,
   ipv4ToInt,
   isLive,
   mergeRanges,
-  NEVER_REACHED_IPV4,
   normalizeNetworkPolicy,
   parseIpv4Cidr,
   rangeCovered,
@@ -72,9 +73,8 @@ export class Outbound implements ResolverDirectory {
     private readonly describe: (box: SailboxRow) => SailboxInfo,
     private readonly log: Logger,
   ) {
-    const ranges = (cidrs: readonly string[]) => cidrs.map((c) => parseIpv4Cidr(c)!.range);
-    this.forbidden = mergeRanges([...subtractRanges(ranges(NEVER_REACHED_IPV4), ranges(settings.privateAllowed)), parseIpv4Cidr(settings.boxSubnet)!.range]);
-    this.only = settings.only ? mergeRanges(ranges(settings.only)) : null;
+    this.forbidden = forbiddenIpv4Ranges(settings.privateAllowed, settings.boxSubnet);
+    this.only = settings.only ? mergeRanges(cidrRanges(settings.only)) : null;
     lifecycle.onTransition(({ box, to }) => {
       if (isLive(to)) return;
       this.resolved.delete(box.id);

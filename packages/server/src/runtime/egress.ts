@@ -1,4 +1,4 @@
-import { intToIpv4, mergeRanges, NEVER_REACHED_IPV4, parseIpv4Cidr, subtractRanges, type Ipv4Range } from "@sail/protocol";
+import { cidrRanges, forbiddenIpv4Ranges, intToIpv4, mergeRanges, type Ipv4Range } from "@sail/protocol";
 import { mustRun, runCommand } from "./commands.js";
 import type { OutboundCounters, OutboundRefusal, OutboundRules } from "./runtime.js";
 
@@ -15,7 +15,6 @@ export interface OutboundBounds {
 /** How long a refused destination is remembered (so it is logged once per this time). */
 const REFUSED_MEMORY_SECONDS = 60;
 
-const ranges = (cidrs: readonly string[]): Ipv4Range[] => cidrs.map((c) => parseIpv4Cidr(c)!.range);
 /** An interval set's elements: "a.b.c.d-e.f.g.h" per merged range. */
 const elements = (list: readonly Ipv4Range[]): string =>
   mergeRanges(list)
@@ -43,12 +42,11 @@ export class EgressFirewall {
 
   /** The table's shared egress pieces, part of the table definition (see BoxNetworks). */
   baseDefinition(): string {
-    const subnet = parseIpv4Cidr(this.subnet)!.range;
-    const forbidden = [...subtractRanges(ranges(NEVER_REACHED_IPV4), ranges(this.bounds.privateAllowed)), subnet];
+    const forbidden = forbiddenIpv4Ranges(this.bounds.privateAllowed, this.subnet);
     const only = this.bounds.only;
     return [
       `  set forbidden { type ipv4_addr; flags interval; elements = { ${elements(forbidden)} } }`,
-      only ? `  set only { type ipv4_addr; flags interval;${only.length ? ` elements = { ${elements(ranges(only))} }` : ""} }` : "",
+      only ? `  set only { type ipv4_addr; flags interval;${only.length ? ` elements = { ${elements(cidrRanges(only))} }` : ""} }` : "",
       "  set resolvers { type ipv4_addr . ipv4_addr; }",
       `  set refused { type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags dynamic, timeout; timeout ${REFUSED_MEMORY_SECONDS}s; size 4096; }`,
       "  map boxes { type ipv4_addr : verdict; }",
@@ -94,7 +92,7 @@ export class EgressFirewall {
       `add set ${t} dns_${x} { type ipv4_addr; flags timeout; }`,
       `flush set ${t} dns_${x}`,
     ];
-    const listed = rules.cidrs.length ? elements(ranges(rules.cidrs)) : "";
+    const listed = rules.cidrs.length ? elements(cidrRanges(rules.cidrs)) : "";
     if (listed) lines.push(`add element ${t} cidrs_${x} { ${listed} }`);
     const fresh = resolved.filter((r) => r.seconds > 0);
     if (fresh.length) lines.push(`add element ${t} dns_${x} { ${fresh.map((r) => `${r.address} timeout ${Math.ceil(r.seconds)}s`).join(", ")} }`);
