@@ -10,7 +10,7 @@ import WebSocket from "ws";
 import type { SailboxTraffic } from "@sail/protocol";
 import { App, IngressPort, Sailbox } from "@sail/sdk";
 import { launchBrowser, loginLink, newProfile, openConsole, terminalShows, typeInTerminal } from "./console-browser.js";
-import { gatewayAgent, runCli, startGuestServer, useTestDaemon, type TestDaemon } from "./harness.js";
+import { gatewayAgent, runCli, sshOptions, startGuestServer, useTestDaemon, type TestDaemon } from "./harness.js";
 
 /** Boxes made through the console's form are not the pool's: this app holds them, and teardown ends them. */
 const CONSOLE_APP = "console-e2e";
@@ -281,26 +281,7 @@ describe("the web console", () => {
     assert.match((await line(5432).textContent()) ?? "", /from 203\.0\.113\.0\/24, 198\.51\.100\.7\/32/);
     // and the key works: ssh with it runs a command in the box
     await sb.listener(22).wait({ timeout: 60 });
-    const out = execFileSync(
-      "ssh",
-      [
-        "-i",
-        join(keyDir, "id"),
-        "-p",
-        String(ssh.port),
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "LogLevel=ERROR",
-        "root@127.0.0.1",
-        "hostname",
-      ],
-      { encoding: "utf8" },
-    );
+    const out = execFileSync("ssh", [...sshOptions(join(keyDir, "id")), "-p", String(ssh.port), "root@127.0.0.1", "hostname"], { encoding: "utf8" });
     assert.equal(out.trim(), "form-tcp");
   });
 

@@ -271,3 +271,8 @@ export function useTestDaemon(hooks: { setup?: (daemon: TestDaemon) => Promise<v
 export function gatewayAgent(ca: string): Agent {
   return new Agent({ connect: { ca, lookup: loopbackLookup as never } });
 }
+
+/** OpenSSH options for a test login with `identity` to a throwaway box: no host key check, no prompt, only errors printed. */
+export function sshOptions(identity: string): string[] {
+  return ["-i", identity, "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"];
+}

@@ -8,7 +8,7 @@ import { describe, test } from "node:test";
 import { fetch, type Agent } from "undici";
 import WebSocket from "ws";
 import { IngressPort, Sailbox, SailboxPausedError, type SailError } from "@sail/sdk";
-import { gatewayAgent, loopbackLookup, runCli, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
+import { gatewayAgent, loopbackLookup, runCli, sshOptions, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon({
   setup: async (daemon) => {
@@ -45,8 +45,6 @@ function tcpRoundTrip(port: number, text: string): Promise<string> {
   });
 }
 
-const sshOptions = ["-i", key, "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"];
-
 describe("sleep wakes on ingress", () => {
   test("after sleep, the first HTTP request, WebSocket, TCP connection and SSH login each wake the box and are served", async () => {
     const { sb, url, tcpPort, sshPort } = await fullBox();
@@ -72,7 +70,7 @@ describe("sleep wakes on ingress", () => {
     assert.equal(await sb.status(), "running");
 
     await sb.sleep();
-    const login = spawnSync("ssh", [...sshOptions, "-p", String(sshPort), "root@127.0.0.1", "echo in"], { encoding: "utf8" });
+    const login = spawnSync("ssh", [...sshOptions(key), "-p", String(sshPort), "root@127.0.0.1", "echo in"], { encoding: "utf8" });
     assert.equal(login.stdout, "in\n");
     assert.equal(execFileSync("ssh-keyscan", ["-p", String(sshPort), "-t", "ed25519", "127.0.0.1"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }), hostKey);
   });

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { before, describe, test } from "node:test";
 import { IngressPort, InvalidArgumentError, Sailbox, type SailError } from "@sail/sdk";
-import { runCli, useTestDaemon } from "./harness.js";
+import { runCli, sshOptions, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon();
 const keys = mkdtempSync(join(tmpdir(), "sail-ssh-"));
@@ -18,20 +18,6 @@ before(async () => {
   execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", otherKey]);
 });
 
-const sshOptions = (identity = key) => [
-  "-i",
-  identity,
-  "-o",
-  "IdentitiesOnly=yes",
-  "-o",
-  "StrictHostKeyChecking=no",
-  "-o",
-  "UserKnownHostsFile=/dev/null",
-  "-o",
-  "BatchMode=yes",
-  "-o",
-  "LogLevel=ERROR",
-];
 function ssh(port: number, command: string, identity = key, extra: string[] = []) {
   return spawnSync("ssh", [...sshOptions(identity), ...extra, "-p", String(port), "root@127.0.0.1", command], { encoding: "utf8" });
 }
@@ -56,7 +42,7 @@ describe("SSH into a Sailbox with the user's own OpenSSH client", () => {
     const up = join(keys, "up.bin");
     const data = randomBytes(3 * 1024 * 1024);
     writeFileSync(up, data);
-    const scp = ["-P", String(port), ...sshOptions()];
+    const scp = ["-P", String(port), ...sshOptions(key)];
     assert.equal(spawnSync("scp", [...scp, up, "root@127.0.0.1:/root/up.bin"]).status, 0);
     const inBox = (await sb.exec("sha256sum /root/up.bin").output()).stdout.split(" ")[0];
     assert.equal(inBox, createHash("sha256").update(data).digest("hex"));
@@ -64,7 +50,7 @@ describe("SSH into a Sailbox with the user's own OpenSSH client", () => {
     assert.equal(spawnSync("scp", [...scp, "root@127.0.0.1:/root/up.bin", down]).status, 0);
     assert.ok(readFileSync(down).equals(data));
 
-    const sftp = spawnSync("sftp", ["-P", String(port), ...sshOptions(), "-b", "-", "root@127.0.0.1"], { input: "ls /root\n", encoding: "utf8" });
+    const sftp = spawnSync("sftp", ["-P", String(port), ...sshOptions(key), "-b", "-", "root@127.0.0.1"], { input: "ls /root\n", encoding: "utf8" });
     assert.equal(sftp.status, 0);
     assert.match(sftp.stdout, /up\.bin/);
   });
@@ -75,7 +61,7 @@ describe("SSH into a Sailbox with the user's own OpenSSH client", () => {
     await sb.exec("python3 -m http.server 8000 --bind 127.0.0.1", { background: true, cwd: "/srv" }).wait();
     await sb.exec("for i in $(seq 100); do curl -sf localhost:8000/f.txt && exit 0; sleep 0.1; done; exit 1").wait();
     const localPort = 20000 + Math.floor(Math.random() * 5000) + 10000;
-    const tunnel = spawn("ssh", [...sshOptions(), "-N", "-o", "ExitOnForwardFailure=yes", "-L", `127.0.0.1:${localPort}:127.0.0.1:8000`, "-p", String(port), "root@127.0.0.1"], { stdio: "ignore" });
+    const tunnel = spawn("ssh", [...sshOptions(key), "-N", "-o", "ExitOnForwardFailure=yes", "-L", `127.0.0.1:${localPort}:127.0.0.1:8000`, "-p", String(port), "root@127.0.0.1"], { stdio: "ignore" });
     try {
       let body = "";
       for (let i = 0; i < 100 && body !== "forwarded\n"; i++) {
@@ -152,7 +138,7 @@ describe("SSH into a Sailbox with the user's own OpenSSH client", () => {
     try {
       const line = /SSH: (ssh -p (\d+) root@localhost)/.exec(create.stdout);
       assert.ok(line, create.stdout);
-      const run = spawnSync("ssh", [...sshOptions(), "-p", line[2]!, "root@localhost", "echo ok"], { encoding: "utf8" });
+      const run = spawnSync("ssh", [...sshOptions(key), "-p", line[2]!, "root@localhost", "echo ok"], { encoding: "utf8" });
       assert.equal(run.stdout, "ok\n");
     } finally {
       await runCli(daemon, ["box", "terminate", id]);
