@@ -131,11 +131,9 @@ export class LocalRuntime implements Runtime {
   }
 
   network(id: string): BoxNetwork {
-    let network = this.addresses.get(id);
-    if (!network) {
-      network = JSON.parse(readFileSync(join(this.boxDir(id), "network.json"), "utf8")) as BoxNetwork;
-      this.addresses.set(id, network);
-    }
+    const network = this.addresses.get(id) ?? this.readNetwork(id);
+    if (!network) throw new Error(`sailbox ${id} has no network.json: it was never created here, or it is gone`);
+    this.addresses.set(id, network);
     return network;
   }
 
