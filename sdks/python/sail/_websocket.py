@@ -147,12 +147,11 @@ class WebSocket:
             head = struct.pack(">BBH", 0x80 | op, 0x80 | 126, length)
         else:
             head = struct.pack(">BBQ", 0x80 | op, 0x80 | 127, length)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload)) if length < 4096 else _mask_large(payload, mask)
         with self._send_lock:
-            self._sock.sendall(head + mask + masked)
+            self._sock.sendall(head + mask + _masked(payload, mask))
 
 
-def _mask_large(payload: bytes, mask: bytes) -> bytes:
+def _masked(payload: bytes, mask: bytes) -> bytes:
     # XOR as one big integer: fast enough for pasted text without a C extension
     repeated = (mask * (len(payload) // 4 + 1))[: len(payload)]
     return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(len(payload), "big")
