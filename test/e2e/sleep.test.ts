@@ -103,6 +103,23 @@ describe("sleep wakes on ingress", () => {
     await tcpClosed;
   });
 
+  test("a box that sleeps keeps no idle gateway connection, so the request that wakes it cannot meet one its guest closed while frozen", async () => {
+    // HAProxy keeps as many idle guest connections as it estimates it needs across all boxes:
+    // the earlier tests' boxes go first, so that their idle connections leave room for this one's
+    await pool.terminateAll();
+    const sb = await pool.create({ ingressPorts: [3000] });
+    await startGuestServer(sb, 3000);
+    const url = (await sb.listener(3000).wait({ timeout: 60 })).endpoint.url;
+    const guest = (await sb.exec("ip -4 -o addr show eth0").output()).stdout.split(/\s+/)[3]!.split("/")[0]!;
+    const toGuest = () => execFileSync("ss", ["-H", "-t", "-n", "state", "established", "dst", guest], { encoding: "utf8" }).trim();
+    for (let i = 0; i < 5; i++) assert.equal((await get(`${url}/headers`)).status, 200);
+    assert.notEqual(toGuest(), "", "HAProxy keeps an idle connection to the guest for any later request (http-reuse always)");
+    await sb.sleep();
+    assert.equal(toGuest(), "", "sleep closed it");
+    assert.equal((await get(`${url}/headers`, { method: "POST", body: "once" })).status, 200);
+    assert.equal((await get(`${url}/headers`, { method: "POST", body: "twice" })).status, 200);
+  });
+
   test("exec wakes a sleeping box", async () => {
     const { sb } = await fullBox();
     await sb.sleep();

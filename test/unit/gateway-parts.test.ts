@@ -67,15 +67,16 @@ describe("the HAProxy configuration", () => {
   test("every phase has its limit, and the answers HAProxy gives for a failing guest carry Sail's codes", () => {
     for (const line of ["timeout http-request 20000ms", "timeout client 30000ms", "timeout server 300000ms", "timeout tunnel 3600000ms", "maxconn 8000"]) assert.ok(config.includes(line), line);
     for (const status of [502, 504]) assert.ok(config.includes(`errorfile ${status} /var/lib/sail/gateway/${status}.http`), String(status));
-    assert.match(config, /http-reuse safe/);
+    assert.match(config, /http-reuse always/);
     const page = errorFile(504, "SAIL_UPSTREAM_TIMEOUT", "late");
     const [head, body] = page.split("\r\n\r\n") as [string, string];
     assert.match(head, /^HTTP\/1\.1 504 Gateway Timeout\r\n[^]*x-sail-error: SAIL_UPSTREAM_TIMEOUT/);
     assert.match(head, new RegExp(`content-length: ${Buffer.byteLength(body)}`));
   });
 
-  test("--tls-session-resumption off: no tickets and no session cache, so every handshake is a full one", () => {
-    assert.doesNotMatch(config, /no-tls-tickets|cachesize 0/);
+  test("resumption by session tickets only; --tls-session-resumption off: no tickets either, so every handshake is a full one", () => {
+    assert.doesNotMatch(config, /no-tls-tickets/);
+    assert.match(config, /tune\.ssl\.cachesize 0\n/);
     const off = haproxyConfig({ dir: "/g", host: "0.0.0.0", port: 8443, threads: 2, maxConnections: 8000, memoryMiB: 1024, timeouts: DEFAULT_TIMEOUTS, sessionResumption: false });
     assert.match(off, /ssl-default-bind-options ssl-min-ver TLSv1\.2 no-tls-tickets\n/);
     assert.match(off, /tune\.ssl\.cachesize 0\n/);

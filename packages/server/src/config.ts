@@ -208,7 +208,7 @@ export const DAEMON_OPTIONS = [
     key: "tlsSessionResumption",
     flag: "tls-session-resumption",
     arg: "on|off",
-    help: "let clients resume TLS sessions (tickets and a session cache): a resumed handshake costs a fraction of a full one",
+    help: "let clients resume TLS sessions (session tickets): a resumed handshake costs a fraction of a full one",
     default: true,
     parse: (v) => (v === "on" ? true : v === "off" ? false : (v as unknown as boolean)),
     check: (v) => (typeof v === "boolean" ? undefined : "must be on or off"),

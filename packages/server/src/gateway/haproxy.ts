@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
@@ -25,7 +25,7 @@ const RESTART_FIRST_MS = 250;
 
 /**
  * The HTTPS data path: HAProxy (Debian's 2.6), run and supervised by the daemon. It terminates
- * TLS (tickets and a session cache, ALPN h2), routes by Host through routes.map and forwards
+ * TLS (session tickets, ALPN h2), routes by Host through routes.map and forwards
  * to running boxes; the daemon keeps the map current through the runtime API (no reload),
  * reads per-listener activity from a stick table, drops a box's sessions when it stops
  * running, and restarts HAProxy (with the current map) if it dies.
@@ -38,7 +38,9 @@ export class HaproxyGateway implements RouteSubscriber {
   /** Every HTTP route by Host, whatever its status (to find a box's guest address when dropping). */
   private readonly routes = new Map<string, HttpRoute>();
   private child: ChildProcess | undefined;
-  private closing = false;
+  private stopping = false;
+  /** Idle guest connections being closed (dropConnections), which synced() waits for. */
+  private readonly closing = new Set<Promise<void>>();
   private restartDelayMs = RESTART_FIRST_MS;
   private activityTimer: NodeJS.Timeout | undefined;
   /** Per listener host, from the stick table's last read: what the console's traffic panel shows. */
@@ -111,10 +113,19 @@ export class HaproxyGateway implements RouteSubscriber {
     if (this.child) void this.api.run(...commands).catch((err) => this.log.error({ err: String(err) }, "could not update HAProxy's routes"));
   }
 
-  /** Close every HAProxy session to this box's guest (the slow path and TCP close theirs). */
+  /**
+   * Close every HAProxy session to this box's guest (the slow path and TCP close theirs), and
+   * every idle guest connection HAProxy keeps for reuse: with `http-reuse always` any client's
+   * first request may take one, and a guest whose keep-alive timer ran out while it was frozen
+   * would close it under the first request after the wake (a 502, and a POST that is lost).
+   */
   dropConnections(sailboxId: string): void {
     const addresses = new Set([...this.routes.values()].filter((r) => r.sailboxId === sailboxId).map((r) => r.guestAddress));
     if (!addresses.size || !this.child) return;
+    const closing = closeTcpTo([...addresses])
+      .catch((err) => this.log.warn({ sailboxId, err: String(err) }, "could not close connections to the guest"))
+      .finally(() => this.closing.delete(closing));
+    this.closing.add(closing);
     void this.api
       .run("show sess all")
       .then((sessions) => {
@@ -124,9 +135,9 @@ export class HaproxyGateway implements RouteSubscriber {
       .catch((err) => this.log.warn({ sailboxId, err: String(err) }, "could not drop HAProxy sessions"));
   }
 
-  /** Resolves once HAProxy routes by every change applied so far. */
-  synced(): Promise<void> {
-    return this.api.drained();
+  /** Resolves once HAProxy routes by every change applied so far, and holds no connection to a box that stopped running. */
+  async synced(): Promise<void> {
+    await Promise.all([this.api.drained(), ...this.closing]);
   }
 
   /** Counters since the last call (connections, requests, bytes), from HAProxy's frontend statistics. */
@@ -178,7 +189,7 @@ export class HaproxyGateway implements RouteSubscriber {
   }
 
   async close(): Promise<void> {
-    this.closing = true;
+    this.stopping = true;
     clearInterval(this.activityTimer);
     const child = this.child;
     if (!child || child.exitCode !== null) return;
@@ -239,10 +250,10 @@ export class HaproxyGateway implements RouteSubscriber {
     });
     child.once("exit", (code, signal) => {
       if (this.child === child) this.child = undefined;
-      if (this.closing) return;
+      if (this.stopping) return;
       this.log.error({ code, signal, output: output.slice(-5) }, "HAProxy exited; restarting it");
       setTimeout(() => {
-        if (this.closing) return;
+        if (this.stopping) return;
         this.spawn().then(
           () => (this.restartDelayMs = RESTART_FIRST_MS),
           (err) => this.log.error({ err: String(err) }, "HAProxy restart failed"),
@@ -356,4 +367,16 @@ function stopOrphan(pidFile: string, config: string): void {
   } catch {
     // gone meanwhile
   }
+}
+
+/**
+ * Abort every TCP connection of the host to these addresses (`ss -K`, the kernel's
+ * SOCK_DESTROY): HAProxy's idle ones among them, which no runtime-API command reaches by
+ * destination. The peer gets a reset.
+ */
+function closeTcpTo(addresses: string[]): Promise<void> {
+  const filter = addresses.flatMap((address, i) => [...(i ? ["or"] : []), "dst", address]);
+  return new Promise((resolve, reject) => {
+    execFile("ss", ["-K", "-t", "-n", ...filter], { timeout: 5000 }, (err) => (err ? reject(err) : resolve()));
+  });
 }
