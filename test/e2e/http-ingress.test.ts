@@ -85,6 +85,24 @@ describe("HTTP and WebSocket ingress", () => {
     assert.equal((await handshake(first.session)).reused, true);
   });
 
+  test("the gateway chooses AES-128-GCM over the client's AES-256 preference, and refuses TLS 1.2 without forward secrecy", async () => {
+    const { url } = await boxWithServer();
+    const { hostname, port } = new URL(url);
+    const negotiate = (options: { ciphers?: string; maxVersion?: "TLSv1.2" }) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = tlsConnect({ host: "127.0.0.1", port: Number(port), servername: hostname, ca, ...options });
+        socket.once("secureConnect", () => {
+          resolve(socket.getCipher().standardName);
+          socket.destroy();
+        });
+        socket.on("error", reject);
+      });
+    // Node, like curl and Python (OpenSSL), lists TLS_AES_256_GCM_SHA384 first
+    assert.equal(await negotiate({}), "TLS_AES_128_GCM_SHA256");
+    assert.equal(await negotiate({ maxVersion: "TLSv1.2" }), "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256");
+    await assert.rejects(negotiate({ maxVersion: "TLSv1.2", ciphers: "AES128-GCM-SHA256" }), /handshake failure|alert/i);
+  });
+
   test("requests carry X-Forwarded-* set by the gateway; client-supplied ones are dropped", async () => {
     const { url } = await boxWithServer();
     const res = await get(`${url}/headers`, { headers: { "x-forwarded-for": "6.6.6.6", "x-forwarded-host": "evil.example", forwarded: "for=6.6.6.6", "x-custom": "kept" } });

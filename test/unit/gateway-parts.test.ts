@@ -74,9 +74,11 @@ describe("the HAProxy configuration", () => {
     assert.match(head, new RegExp(`content-length: ${Buffer.byteLength(body)}`));
   });
 
-  test("resumption by session tickets only; --tls-session-resumption off: no tickets either, so every handshake is a full one", () => {
+  test("resumption by session tickets only, AEAD suites with forward secrecy, AES-128 first; --tls-session-resumption off: no tickets either, so every handshake is a full one", () => {
     assert.doesNotMatch(config, /no-tls-tickets/);
     assert.match(config, /tune\.ssl\.cachesize 0\n/);
+    assert.match(config, /ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256:/);
+    for (const cipher of config.match(/ssl-default-bind-ciphers (.*)/)![1]!.split(":")) assert.match(cipher, /^ECDHE-(ECDSA|RSA)-(AES\d+-GCM-SHA\d+|CHACHA20-POLY1305)$/);
     const off = haproxyConfig({ dir: "/g", host: "0.0.0.0", port: 8443, threads: 2, maxConnections: 8000, memoryMiB: 1024, timeouts: DEFAULT_TIMEOUTS, sessionResumption: false });
     assert.match(off, /ssl-default-bind-options ssl-min-ver TLSv1\.2 no-tls-tickets\n/);
     assert.match(off, /tune\.ssl\.cachesize 0\n/);
