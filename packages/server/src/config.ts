@@ -77,6 +77,9 @@ const listen = (value: string) => {
     return (err as Error).message;
   }
 };
+/** on|off; anything else passes through for onOffCheck to name. */
+const onOff = (value: string) => (value === "on" ? true : value === "off" ? false : (value as unknown as boolean));
+const onOffCheck = (value: boolean) => (typeof value === "boolean" ? undefined : "must be on or off");
 const list = (value: string) =>
   value
     .split(",")
@@ -210,8 +213,8 @@ export const DAEMON_OPTIONS = [
     arg: "on|off",
     help: "let clients resume TLS sessions (session tickets): a resumed handshake costs a fraction of a full one",
     default: true,
-    parse: (v) => (v === "on" ? true : v === "off" ? false : (v as unknown as boolean)),
-    check: (v) => (typeof v === "boolean" ? undefined : "must be on or off"),
+    parse: onOff,
+    check: onOffCheck,
   }),
   option({ key: "tcpWorkers", flag: "tcp-workers", arg: "n", help: "processes serving raw TCP (default: one per core)", default: undefined, parse: integer, check: inRange(1, 64, "") }),
   option({
@@ -275,8 +278,8 @@ export const DAEMON_OPTIONS = [
     arg: "on|off",
     help: "let boxes open connections beyond the host (each box's policy applies inside; off: none does)",
     default: true,
-    parse: (v) => (v === "on" ? true : v === "off" ? false : (v as unknown as boolean)),
-    check: (v) => (typeof v === "boolean" ? undefined : "must be on or off"),
+    parse: onOff,
+    check: onOffCheck,
   }),
   option({
     key: "outboundPrivate",
@@ -330,8 +333,8 @@ export const DAEMON_OPTIONS = [
     arg: "on|off",
     help: "serve the web console at /console/ on --api-listen (`sail console` prints a login link)",
     default: true,
-    parse: (v) => (v === "on" ? true : v === "off" ? false : (v as unknown as boolean)),
-    check: (v) => (typeof v === "boolean" ? undefined : "must be on or off"),
+    parse: onOff,
+    check: onOffCheck,
   }),
   option({
     key: "clientConfigPath",
