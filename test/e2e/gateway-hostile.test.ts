@@ -14,7 +14,7 @@ import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { describe, test } from "node:test";
 import { Agent, fetch } from "undici";
 import type { Sailbox } from "@sail/sdk";
-import { gatewayAgent, HTTPS_PORT, loopbackLookup, METRICS_PORT, REPO, useTestDaemon } from "./harness.js";
+import { gatewayAgent, HTTPS_PORT, loopbackLookup, METRICS_PORT, REPO, startPython, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon({
   upArgs: ["--client-idle-timeout", "3", "--head-timeout", "3", "--response-timeout", "3", "--https-max-connections", "50"],
@@ -27,9 +27,7 @@ let ca = "";
 /** A box running test/fixtures/hostile-guest.py on port 3000; its URL. */
 async function hostileBox(options: { idleTimeout?: number } = {}): Promise<{ sb: Sailbox; url: string; host: string }> {
   const sb = await pool.create({ ingressPorts: [3000], ...options });
-  const script = readFileSync(join(REPO, "test/fixtures/hostile-guest.py"), "utf8");
-  await sb.exec(`cat > /srv-hostile.py <<'SAIL_EOF'\n${script}\nSAIL_EOF`).wait();
-  await sb.exec("python3 /srv-hostile.py 3000", { background: true }).wait();
+  await startPython(sb, "hostile", readFileSync(join(REPO, "test/fixtures/hostile-guest.py"), "utf8"), "3000");
   const url = (await sb.listener(3000).wait({ timeout: 60 })).endpoint.url;
   return { sb, url, host: new URL(url).hostname };
 }

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { Image, IngressPort } from "@sail/sdk";
-import { HTTPS_PORT, startGuestServer, useTestDaemon } from "./harness.js";
+import { HTTPS_PORT, startGuestServer, startPython, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon({
   setup: async (daemon) => {
@@ -59,8 +59,7 @@ describe("protocols through the gateway", () => {
       "server.start()",
       "server.wait_for_termination()",
     ].join("\n");
-    await sb.exec(`cat > /srv-grpc.py <<'SAIL_EOF'\n${server}\nSAIL_EOF`).wait();
-    await sb.exec("python3 /srv-grpc.py", { background: true }).wait();
+    await startPython(sb, "grpc-echo", server); // not grpc.py: its own directory comes first on sys.path
     const listener = await sb.listener(50051).wait({ timeout: 60 });
     const host = new URL(listener.endpoint.url).hostname;
     // grpc-js resolves names itself: dial the gateway's address, and name the box for TLS (SNI) and :authority
@@ -108,8 +107,7 @@ describe("protocols through the gateway", () => {
       "    src = str(ipaddress.ip_address(body[0:4])) + ':' + str(int.from_bytes(body[8:10], 'big'))",
       "    c.sendall(src.encode() + b'|' + c.recv(100)); c.close()",
     ].join("\n");
-    await sb.exec(`cat > /srv-proxy.py <<'SAIL_EOF'\n${guest}\nSAIL_EOF`).wait();
-    await sb.exec("python3 /srv-proxy.py", { background: true }).wait();
+    await startPython(sb, "proxy", guest);
     const { port } = (await sb.listener(7070).wait({ timeout: 60 })).endpoint;
     const answer = await new Promise<{ text: string; localPort: number }>((resolve, reject) => {
       let localPort = 0;
@@ -144,8 +142,7 @@ describe("protocols through the gateway", () => {
       "            if d: c.send(d)",
       "            else: sel.unregister(c); c.close()",
     ].join("\n");
-    await sb.exec(`cat > /srv-many.py <<'SAIL_EOF'\n${guest}\nSAIL_EOF`).wait();
-    await sb.exec("python3 /srv-many.py", { background: true }).wait();
+    await startPython(sb, "many", guest);
     const { port } = (await sb.listener(7070).wait({ timeout: 60 })).endpoint;
     const threadsBefore = tcpWorkerPids().reduce((n, pid) => n + threadsOf(pid), 0);
 

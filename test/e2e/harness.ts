@@ -214,12 +214,16 @@ export function loopbackLookup(_host: string, options: { all?: boolean }, callba
   else callback(null, "127.0.0.1", 4);
 }
 
+/** Write a Python program into the box as `/srv/<name>.py` and start it in the background with `args`. */
+export async function startPython(sb: Sailbox, name: string, script: string, args = ""): Promise<void> {
+  const write = await sb.exec(`mkdir -p /srv && cat > /srv/${name}.py <<'SAIL_EOF'\n${script}\nSAIL_EOF`).wait();
+  if (write !== 0) throw new Error(`could not write /srv/${name}.py in ${sb.id}`);
+  await sb.exec(`python3 /srv/${name}.py ${args}`, { background: true }).wait();
+}
+
 /** Put the test server (test/fixtures/guest-server.py) in a box and serve it on `port`. */
 export async function startGuestServer(sb: Sailbox, port: number, bind = "0.0.0.0"): Promise<void> {
-  const script = readFileSync(join(REPO, "test/fixtures/guest-server.py"), "utf8");
-  const write = await sb.exec(`mkdir -p /srv && cat > /srv/guest-server.py <<'SAIL_EOF'\n${script}\nSAIL_EOF`).wait();
-  if (write !== 0) throw new Error("could not write the guest server");
-  await sb.exec(`python3 /srv/guest-server.py ${port} ${bind}`, { background: true }).wait();
+  await startPython(sb, "guest-server", readFileSync(join(REPO, "test/fixtures/guest-server.py"), "utf8"), `${port} ${bind}`);
 }
 
 /** A TCP echo server in the box: logs each connection's first bytes, echoes, and on EOF says "BYE" and closes. */
@@ -242,8 +246,7 @@ export async function startTcpEcho(sb: Sailbox, port: number): Promise<void> {
     "while True:",
     "    c, _ = s.accept(); threading.Thread(target=handle, args=(c,), daemon=True).start()",
   ].join("\n");
-  await sb.exec(`cat > /srv-echo.py <<'SAIL_EOF'\n${script}\nSAIL_EOF`).wait();
-  await sb.exec("python3 /srv-echo.py", { background: true }).wait();
+  await startPython(sb, "echo", script);
 }
 
 /**
