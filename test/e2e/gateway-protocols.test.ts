@@ -46,7 +46,7 @@ describe("protocols through the gateway", () => {
     assert.equal(body["x-forwarded-proto"], "https", "the guest gets HTTP/1.1 with the gateway's X-Forwarded-*");
   });
 
-  test("a gRPC server in a box answers through its HTTPS URL when its listener asks for h2c", async () => {
+  test("a gRPC server in a box answers through its HTTPS URL when its listener asks for h2c, also the call that wakes it", async () => {
     const sb = await pool.create({ image: Image.debian.aptInstall("python3-grpcio"), ingressPorts: [new IngressPort(50051, "http", { h2c: true })] });
     const server = [
       "import grpc",
@@ -67,17 +67,22 @@ describe("protocols through the gateway", () => {
       "grpc.ssl_target_name_override": host,
       "grpc.default_authority": `${host}:${HTTPS_PORT}`,
     });
-    try {
-      const reply = await new Promise<Buffer>((resolve, reject) =>
+    const echo = (text: string) =>
+      new Promise<Buffer>((resolve, reject) =>
         client.makeUnaryRequest(
           "/sail.Echo/Echo",
           (b: Buffer) => b,
           (b: Buffer) => b,
-          Buffer.from("hello grpc"),
+          Buffer.from(text),
           (err, value) => (err ? reject(err) : resolve(value!)),
         ),
       );
-      assert.equal(reply.toString(), "echo:hello grpc");
+    try {
+      assert.equal((await echo("hello grpc")).toString(), "echo:hello grpc");
+      // asleep, the call goes through the slow path, which wakes the box and must speak h2c to it too
+      await sb.sleep();
+      assert.equal((await echo("wake up")).toString(), "echo:wake up");
+      assert.equal(await sb.status(), "running");
     } finally {
       client.close();
     }

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { frontendStats, sessionsTo, stickTableEntries } from "../../packages/server/src/gateway/haproxy.js";
-import { errorFile, haproxyConfig, DEFAULT_TIMEOUTS } from "../../packages/server/src/gateway/haproxy-config.js";
+import { CLIENT_ADDRESS_FIELDS, errorFile, haproxyConfig, DEFAULT_TIMEOUTS } from "../../packages/server/src/gateway/haproxy-config.js";
 import { proxyV2Header } from "../../packages/server/src/wire/proxy-protocol.js";
 
 describe("PROXY protocol v2 (HAProxy's proxy-protocol.txt §2.2)", () => {
@@ -59,9 +59,35 @@ describe("reading HAProxy's runtime API", () => {
 describe("the HAProxy configuration", () => {
   const config = haproxyConfig({ dir: "/var/lib/sail/gateway", host: "0.0.0.0", port: 8443, threads: 2, maxConnections: 8000, memoryMiB: 1024, timeouts: DEFAULT_TIMEOUTS, user: "haproxy" });
 
-  test("client-supplied X-Forwarded-* are dropped before HAProxy sets its own", () => {
-    for (const field of ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]) assert.match(config, new RegExp(`http-request del-header ${field}\\n`));
+  test("client-supplied X-Forwarded-*, client-IP fields and every field with an underscore are dropped before HAProxy sets its own", () => {
+    assert.ok(config.includes(`http-request del-header ${CLIENT_ADDRESS_FIELDS} -m reg\n`));
+    assert.ok(config.indexOf("del-header") < config.indexOf("set-header x-forwarded-proto"));
     assert.match(config, /option forwardfor/);
+    const dropped = new RegExp(CLIENT_ADDRESS_FIELDS);
+    for (const field of [
+      "x-forwarded-for",
+      "x-forwarded-proto",
+      "x-forwarded-host",
+      "x-forwarded-port",
+      "forwarded",
+      "x-real-ip",
+      "true-client-ip",
+      "x-client-ip",
+      "x_forwarded_for",
+      "x_real_ip",
+      "my_header",
+    ]) {
+      assert.ok(dropped.test(field), field);
+    }
+    for (const field of ["x-custom", "x-forwarded-fortune", "cookie", "authorization", "x-realip-note"]) assert.ok(!dropped.test(field), field);
+  });
+
+  test("the slow path's connections are never reused, and a Host with several values is answered by a rule", () => {
+    assert.match(config, /backend slow\n {2}http-reuse never\n/);
+    assert.match(
+      config,
+      /http-request return status 400 content-type "application\/json; charset=utf-8" file \/var\/lib\/sail\/gateway\/host-ambiguous\.json hdr x-sail-error SAIL_HOST_AMBIGUOUS [^\n]* if \{ req\.hdr_cnt\(host\) gt 1 \}/,
+    );
   });
 
   test("every phase has its limit, and the answers HAProxy gives for a failing guest carry Sail's codes", () => {

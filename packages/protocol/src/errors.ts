@@ -59,6 +59,7 @@ export const ERROR_CODES = {
   // the web console: a login link is single-use and short-lived; cookie requests must come from the console's own origin
   SAIL_CONSOLE_LINK_INVALID: { status: 401, kind: "Auth" },
   SAIL_ORIGIN_FORBIDDEN: { status: 403, kind: "Auth" },
+  SAIL_SESSION_FORBIDDEN: { status: 403, kind: "Auth" },
   // lookups
   SAIL_ROUTE_NOT_FOUND: { status: 404, kind: "NotFound" },
   SAIL_APP_NOT_FOUND: { status: 404, kind: "NotFound" },
@@ -79,6 +80,7 @@ export const ERROR_CODES = {
   SAIL_UNAVAILABLE: { status: 503, kind: "Internal", from: "sdk" },
   // the HTTPS gateway's own answers (x-sail-error), for traffic to published ports
   SAIL_ROUTE_UNKNOWN: { status: 404, kind: "NotFound", from: "gateway" },
+  SAIL_HOST_AMBIGUOUS: { status: 400, kind: "InvalidArgument", from: "gateway" },
   SAIL_NOTHING_LISTENING: { status: 502, kind: "Conflict", from: "gateway" },
   SAIL_UPSTREAM_FAILED: { status: 502, kind: "Internal", from: "gateway" },
   SAIL_WAKE_TIMEOUT: { status: 503, kind: "Timeout", from: "gateway" },

@@ -12,6 +12,13 @@ export interface GatewayError {
   retryAfterSeconds?: number;
 }
 
+/** A Host field with several values: which box is meant is ambiguous (RFC 9112 §3.2: 400). HAProxy answers it; the slow path too. */
+export const HOST_AMBIGUOUS: GatewayError = {
+  status: 400,
+  code: "SAIL_HOST_AMBIGUOUS",
+  message: "The request names several hosts (a Host with several values, or several Host fields): send exactly one",
+};
+
 /**
  * The page for an answer the gateway gives itself: JSON for clients that ask for it
  * (`Accept: application/json`), a short HTML page otherwise; `x-sail-error` names the code.

@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import { HOST_AMBIGUOUS, renderError, type GatewayError } from "./error-pages.js";
 
 /** What the daemon tells HAProxy; every limit a public edge needs has a name and a unit here. */
 export interface HaproxySettings {
@@ -57,8 +58,30 @@ export const HAPROXY_ERRORS: Array<[status: number, code: string, text: string]>
   [504, "SAIL_UPSTREAM_TIMEOUT", "The process in the sailbox did not answer in time."],
 ];
 
+/** Answers HAProxy gives from its own rules (`http-request return`), as Sail's pages: JSON for clients that ask, HTML otherwise. */
+export const HAPROXY_RETURNS: Array<[file: string, error: GatewayError]> = [["host-ambiguous", HOST_AMBIGUOUS]];
+
+/** The body files of HAPROXY_RETURNS: `<file>.json` and `<file>.html`. */
+export function returnBodies(): Array<[file: string, body: string]> {
+  return HAPROXY_RETURNS.flatMap(([file, error]) => [
+    [`${file}.json`, renderError("application/json", error).body],
+    [`${file}.html`, renderError(undefined, error).body],
+  ]);
+}
+
+/** `http-request return` rules answering `error` when `condition` holds. */
+function returnRules(dir: string, file: string, error: GatewayError, condition: string): string[] {
+  const answer = (type: string, ext: string) =>
+    `  http-request return status ${error.status} content-type "${type}; charset=utf-8" file ${join(dir, `${file}.${ext}`)} hdr x-sail-error ${error.code} hdr cache-control no-store`;
+  return [`${answer("application/json", "json")} if ${condition} { req.hdr(accept) -m sub application/json }`, `${answer("text/html", "html")} if ${condition}`];
+}
+
 const TLS13_SUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 const TLS12_CIPHERS = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+/** Request fields the gateway drops (case-insensitive names; HAProxy compares them lower-cased). */
+export const CLIENT_ADDRESS_FIELDS =
+  "^(x-forwarded-(for|proto|host|port)|forwarded|x-real-ip|true-client-ip|x-client-ip|x-cluster-client-ip|client-ip|x-originating-ip|cf-connecting-ip|fastly-client-ip)$|_";
 
 const seconds = (ms: number) => `${Math.max(1, Math.round(ms))}ms`;
 
@@ -141,11 +164,12 @@ export function haproxyConfig(settings: HaproxySettings): string {
     `  bind ${settings.host.includes(":") ? `[${settings.host}]` : settings.host}:${settings.port} ssl crt ${paths.pem} alpn h2,http/1.1`,
     `  maxconn ${settings.maxConnections}`,
     "  option forwardfor",
-    "  http-request del-header x-forwarded-for",
-    "  http-request del-header x-forwarded-proto",
-    "  http-request del-header x-forwarded-host",
-    "  http-request del-header x-forwarded-port",
-    "  http-request del-header forwarded",
+    // one Host: `Host: a, b` or two Host lines would be routed by one value while the guest sees another (RFC 9112 §3.2)
+    ...returnRules(settings.dir, "host-ambiguous", HOST_AMBIGUOUS, "{ req.hdr_cnt(host) gt 1 }"),
+    // what a client says of its own address never reaches a guest: the forwarding family, the
+    // client-IP headers proxies and CDNs use, and every field with an underscore, which CGI-style
+    // servers read as its dashed twin (X_Forwarded_For = X-Forwarded-For), as nginx drops by default
+    `  http-request del-header ${CLIENT_ADDRESS_FIELDS} -m reg`,
     "  http-request set-header x-forwarded-proto https",
     "  http-request set-header x-forwarded-host %[req.hdr(host)]",
     `  http-request set-var(txn.route) req.hdr(host),field(1,:),lower,map(${paths.routes})`,
@@ -163,6 +187,8 @@ export function haproxyConfig(settings: HaproxySettings): string {
     ...guests("guests", ""),
     ...guests("guests_h2", " proto h2"),
     "backend slow",
+    // defence in depth: a connection to the slow path never serves two requests (issue 26, the hijack)
+    "  http-reuse never",
     `  server slow unix@${paths.slowPath}`,
     "",
     "frontend metrics",

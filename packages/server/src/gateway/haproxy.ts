@@ -7,7 +7,7 @@ import { parseHttpLabel } from "@sail/protocol";
 import type { ActivityReport } from "../boxes/idle.js";
 import type { HttpRoute, RouteChange, RouteSubscriber } from "../boxes/routes.js";
 import type { CounterDelta } from "./counters.js";
-import { errorFile, gatewayPaths, HAPROXY_ERRORS, haproxyConfig, type HaproxySettings } from "./haproxy-config.js";
+import { errorFile, gatewayPaths, HAPROXY_ERRORS, haproxyConfig, returnBodies, type HaproxySettings } from "./haproxy-config.js";
 import { RefusalLog } from "./refusal-log.js";
 import { RuntimeApi } from "./runtime-api.js";
 import type { TlsMaterial } from "./tls.js";
@@ -74,6 +74,7 @@ export class HaproxyGateway implements RouteSubscriber {
       chownSync(this.paths.pem, 0, group);
     }
     for (const [status, code, text] of HAPROXY_ERRORS) writeFileSync(join(this.settings.dir, `${status}.http`), errorFile(status, code, text));
+    for (const [file, body] of returnBodies()) writeFileSync(join(this.settings.dir, file), body);
     writeFileSync(this.paths.config, haproxyConfig(this.settings));
     this.writeMap();
     stopOrphan(this.paths.pid, this.paths.config);

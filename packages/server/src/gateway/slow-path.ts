@@ -1,5 +1,6 @@
 import { chmodSync, rmSync } from "node:fs";
 import { setTimeout as delay } from "node:timers/promises";
+import { connect as http2Connect, constants as h2 } from "node:http2";
 import { createServer, request, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
@@ -8,7 +9,7 @@ import type { HttpRoute, RouteChange, RouteSubscriber } from "../boxes/routes.js
 import { ActivityMeter } from "./activity.js";
 import { GatewayCounters } from "./counters.js";
 import { dialWithRetries } from "./dial.js";
-import { errorResponse, renderError } from "./error-pages.js";
+import { errorResponse, HOST_AMBIGUOUS, renderError, type GatewayError } from "./error-pages.js";
 import { RefusalLog } from "./refusal-log.js";
 
 interface Logger {
@@ -51,7 +52,7 @@ export class SlowPath implements RouteSubscriber {
 
   constructor(
     private readonly options: SlowPathOptions,
-    private readonly log: Logger,
+    log: Logger,
   ) {
     this.suffix = `.${options.domain}`;
     this.refusals = new RefusalLog(log);
@@ -87,7 +88,10 @@ export class SlowPath implements RouteSubscriber {
 
   async synced(): Promise<void> {}
 
-  private route(req: IncomingMessage): { host: string; route: HttpRoute | undefined } {
+  /** The route of the request's Host; `host` undefined when it names several (HAProxy refuses those first). */
+  private route(req: IncomingMessage): { host: string | undefined; route: HttpRoute | undefined } {
+    const hosts = req.rawHeaders.filter((_, i) => i % 2 === 0 && req.rawHeaders[i]!.toLowerCase() === "host").length;
+    if (hosts > 1 || (req.headers.host ?? "").includes(",")) return { host: undefined, route: undefined };
     const host = (req.headers.host ?? "").replace(/:\d+$/, "").toLowerCase();
     return { host, route: this.table.get(host) };
   }
@@ -102,6 +106,7 @@ export class SlowPath implements RouteSubscriber {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const { host, route } = this.route(req);
+    if (host === undefined) return this.refuse(req, manyHosts(), (page) => res.writeHead(page.status, page.headers).end(page.body));
     // HAProxy counts the requests of running listeners (its stick table); one that wakes a box is only seen here
     const waking = route?.status === "sleeping" ? { sailboxId: route.sailboxId, port: route.port } : undefined;
     const decision = await this.decide(host, route);
@@ -114,30 +119,37 @@ export class SlowPath implements RouteSubscriber {
     this.counters.add("requests", 1, waking);
     upstream.setTimeout(this.options.responseMs, () => upstream.destroy());
     res.on("close", () => upstream.destroy()); // answered, or HAProxy gave up: this connection is done either way
+    const failed = () => {
+      if (res.headersSent) return void res.destroy();
+      const page = renderError(req.headers.accept, upstreamFailed(target));
+      res.writeHead(page.status, page.headers).end(page.body);
+    };
+    if (target.h2c) return forwardH2c(req, res, upstream, host, failed);
     const forwarded = request({ method: req.method, path: req.url, headers: forwardable(req.headers), createConnection: () => upstream, setHost: false }, (answer) => {
       res.writeHead(answer.statusCode ?? 502, answer.statusMessage, forwardable(answer.headers));
-      answer.pipe(res);
-      answer.on("end", () => answer.trailers && Object.keys(answer.trailers).length && res.addTrailers(answer.trailers));
+      // trailers (gRPC-Web, chunked APIs) go after the body, so the body must not end the response by itself
+      answer.pipe(res, { end: false });
+      answer.on("end", () => {
+        if (answer.trailers && Object.keys(answer.trailers).length) res.addTrailers(answer.trailers);
+        res.end();
+      });
     });
-    forwarded.on("error", () => {
-      if (!res.headersSent) {
-        const page = renderError(req.headers.accept, {
-          status: 502,
-          code: "SAIL_UPSTREAM_FAILED",
-          message: `The process on port ${target.port} in sailbox ${target.sailboxId} closed the connection without a valid answer`,
-          sailboxId: target.sailboxId,
-          port: target.port,
-        });
-        res.writeHead(page.status, page.headers).end(page.body);
-      } else res.destroy();
-    });
+    forwarded.on("error", failed);
     req.pipe(forwarded);
   }
 
-  /** An upgrade (WebSocket): the request head goes to the guest as it came, then bytes flow both ways untouched. */
+  /**
+   * An upgrade (WebSocket). The guest's answer is parsed (llhttp) before any byte of it goes
+   * back: only a 101 makes the connection a tunnel, which HAProxy then never reuses. Any other
+   * answer is passed on as an HTTP response that closes the connection. A guest that answered
+   * an upgrade with a complete 200 and had its bytes piped would leave HAProxy holding a
+   * seemingly idle keep-alive connection to the guest, which its pool then hands to the next
+   * slow-path request, whoever it is for (issue 26: the cross-tenant hijack).
+   */
   private async upgrade(req: IncomingMessage, client: Socket, head: Buffer): Promise<void> {
     client.on("error", () => client.destroy());
     const { host, route } = this.route(req);
+    if (host === undefined) return this.refuse(req, manyHosts(), () => client.end(errorResponse(req.headers.accept, manyHosts())));
     const decision = await this.decide(host, route);
     if (decision.action === "refuse") return this.refuse(req, decision, () => client.end(errorResponse(req.headers.accept, decision)));
     const target = this.table.get(host) ?? route!;
@@ -147,15 +159,37 @@ export class SlowPath implements RouteSubscriber {
     this.counters.add("tunnels");
     this.track(target.sailboxId, client);
     this.track(target.sailboxId, upstream);
-    const lines = [`${req.method} ${req.url} HTTP/1.1`];
-    for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
-    upstream.write(`${lines.join("\r\n")}\r\n\r\n`);
-    if (head.length) upstream.write(head);
-    upstream.on("error", () => client.destroy());
-    upstream.on("close", () => client.destroy());
     client.on("close", () => upstream.destroy());
-    client.pipe(upstream);
-    upstream.pipe(client);
+    upstream.setTimeout(this.options.responseMs, () => upstream.destroy());
+    const forwarded = request({ method: req.method, path: req.url, headers: req.rawHeaders, createConnection: () => upstream, setHost: false });
+    forwarded.on("upgrade", (answer: IncomingMessage, tunnel: Duplex, early: Buffer) => {
+      upstream.setTimeout(0); // a quiet tunnel is HAProxy's to time out (timeout tunnel)
+      client.write(`HTTP/1.1 101 ${answer.statusMessage || "Switching Protocols"}\r\n${rawHead(answer.rawHeaders)}\r\n`);
+      if (early.length) client.write(early);
+      if (head.length) tunnel.write(head);
+      tunnel.on("error", () => client.destroy());
+      tunnel.on("close", () => client.destroy());
+      client.pipe(tunnel);
+      tunnel.pipe(client);
+    });
+    forwarded.on("response", (answer: IncomingMessage) => {
+      // not an upgrade: an HTTP answer, framed by the connection's end, and the connection is not reused
+      const headers = forwardable(answer.headers);
+      if (!answer.headers["content-length"]) delete headers["content-length"];
+      client.write(
+        `HTTP/1.1 ${answer.statusCode} ${answer.statusMessage ?? ""}\r\n${rawHead(
+          Object.entries(headers)
+            .flatMap(([name, value]) => (Array.isArray(value) ? value.map((v) => [name, v]) : [[name, String(value)]]))
+            .flat(),
+        )}connection: close\r\n\r\n`,
+      );
+      answer.pipe(client);
+      answer.on("error", () => client.destroy());
+    });
+    forwarded.on("error", () => {
+      if (!client.destroyed) client.end(errorResponse(req.headers.accept, upstreamFailed(target)));
+    });
+    forwarded.end();
   }
 
   private refuse(req: IncomingMessage, refusal: IngressRefusal, answer: (page: ReturnType<typeof renderError>) => void): void {
@@ -183,6 +217,28 @@ export class SlowPath implements RouteSubscriber {
   }
 }
 
+/** `name: value` lines of a raw header list ([name, value, name, value…]), each ending in CRLF. */
+function rawHead(raw: readonly string[]): string {
+  let text = "";
+  for (let i = 0; i + 1 < raw.length; i += 2) text += `${raw[i]}: ${raw[i + 1]}\r\n`;
+  return text;
+}
+
+/** The guest closed or broke the exchange before a valid answer. */
+function upstreamFailed(target: HttpRoute): GatewayError {
+  return {
+    status: 502,
+    code: "SAIL_UPSTREAM_FAILED",
+    message: `The process on port ${target.port} in sailbox ${target.sailboxId} closed the connection without a valid answer`,
+    sailboxId: target.sailboxId,
+    port: target.port,
+  };
+}
+
+function manyHosts(): IngressRefusal {
+  return { action: "refuse", reason: HOST_AMBIGUOUS.code, ...HOST_AMBIGUOUS };
+}
+
 /** Fields to pass on: all but hop-by-hop ones and those the Connection field names (RFC 9110 §7.6.1). */
 function forwardable(headers: IncomingHttpHeaders): IncomingHttpHeaders {
   const named = new Set(
@@ -193,4 +249,39 @@ function forwardable(headers: IncomingHttpHeaders): IncomingHttpHeaders {
       .filter(Boolean),
   );
   return Object.fromEntries(Object.entries(headers).filter(([name]) => !HOP_BY_HOP.has(name) && !named.has(name)));
+}
+
+/**
+ * Forward one request to a guest that speaks cleartext HTTP/2 (an h2c listener: gRPC) over the
+ * dialed connection. HAProxy speaks HTTP/1.1 to the slow path, with trailers in the chunked
+ * body, so gRPC's status trailers travel both ways.
+ */
+function forwardH2c(req: IncomingMessage, res: ServerResponse, upstream: Socket, authority: string, failed: () => void): void {
+  const session = http2Connect(`http://${authority}`, { createConnection: () => upstream });
+  session.on("error", failed);
+  res.on("close", () => session.destroy());
+  const headers: Record<string, string | string[]> = {
+    [h2.HTTP2_HEADER_METHOD]: req.method ?? "GET",
+    [h2.HTTP2_HEADER_PATH]: req.url ?? "/",
+    [h2.HTTP2_HEADER_AUTHORITY]: authority,
+    [h2.HTTP2_HEADER_SCHEME]: "http",
+  };
+  for (const [name, value] of Object.entries(forwardable(req.headers))) if (name !== "host" && value !== undefined) headers[name] = value;
+  if (/\btrailers\b/i.test(String(req.headers.te ?? ""))) headers.te = "trailers"; // the one TE value HTTP/2 allows (RFC 9113 §8.2.2)
+  const stream = session.request(headers);
+  stream.on("error", failed);
+  stream.on("response", (answer) => {
+    const status = Number(answer[h2.HTTP2_HEADER_STATUS]) || 502;
+    res.writeHead(status, Object.fromEntries(Object.entries(answer).filter(([name]) => !name.startsWith(":"))));
+  });
+  let trailers: Record<string, string | string[] | undefined> | undefined;
+  stream.on("trailers", (t) => (trailers = Object.fromEntries(Object.entries(t).filter(([name]) => !name.startsWith(":"))) as Record<string, string | string[]>));
+  stream.pipe(res, { end: false });
+  stream.on("end", () => {
+    if (!res.headersSent) return failed();
+    if (trailers && Object.keys(trailers).length) res.addTrailers(trailers as Record<string, string>);
+    res.end();
+    session.close();
+  });
+  req.pipe(stream);
 }
