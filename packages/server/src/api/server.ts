@@ -103,9 +103,12 @@ export function createApiServer(
     [
       "POST",
       /^\/v1\/tokens$/,
-      async ({ org, req, res }) => {
+      async ({ org, auth, req, res }) => {
         const body = await readJsonBody(req);
         onlyFields(body, ["label", "org"]);
+        // a session is the console's 12-hour login: a token made from it would outlive it, its
+        // token's revocation and a stolen cookie's theft (issue 26)
+        if (!auth.bearer) throw sailError("SAIL_SESSION_FORBIDDEN", "A console session cannot create API tokens: use `sail token create` with the API token");
         sendJson(res, 201, tokens.create(org, body as CreateTokenRequest));
       },
     ],
