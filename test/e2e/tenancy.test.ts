@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, test } from "node:test";
-import { AuthError, NotFoundError, SailClient, Sailbox, Tokens, type SailError } from "@sail/sdk";
-import { runCli, useTestDaemon } from "./harness.js";
+import { App, AuthError, LimitExceededError, NotFoundError, Orgs, SailClient, Sailbox, Tokens, type SailError } from "@sail/sdk";
+import { join } from "node:path";
+import { CLI, REPO, runCli, runProcess, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon();
 
@@ -82,5 +83,47 @@ describe("tenancy", () => {
     const unknown = await runCli(daemon, ["token", "revoke", "tok-doesnotexist"]);
     assert.equal(unknown.code, 1);
     assert.match(unknown.stderr, /SAIL_TOKEN_NOT_FOUND/);
+  });
+
+  test("the operator caps a tenant's live boxes, cores and memory: past a cap the SDKs and the CLI are refused and nothing is made", async () => {
+    const tenant = `tenant-d-${randomBytes(4).toString("hex")}`;
+    const { token } = await Tokens.create({ org: tenant, label: "limits test", client: daemon.client() });
+    const t = clientFor(token);
+    const tenantEnv = { ...daemon.env, SAIL_API_URL: daemon.credentials().apiUrl, SAIL_TOKEN: token, PYTHONPATH: join(REPO, "sdks/python") };
+    await assert.rejects(Orgs.setLimits(tenant, { sailboxes: 100 }, { client: t }), (e: SailError) => e.code === "SAIL_FORBIDDEN", "a tenant cannot raise its own limits");
+    const set = await runCli(daemon, ["org", "limit", tenant, "--boxes", "1", "--memory", "1024"]);
+    assert.equal(set.code, 0, set.stderr);
+    assert.match(set.stdout, /sailboxes\s+1\s+0/);
+
+    const app = await App.find({ name: "capped", mintIfMissing: true, client: t });
+    const first = await Sailbox.create({ app, memory: 512 });
+    try {
+      await first.sleep(); // a sleeping box still holds its memory: it counts
+      await assert.rejects(Sailbox.create({ app, memory: 256 }), (e: SailError) => e instanceof LimitExceededError && e.code === "SAIL_ORG_LIMIT_EXCEEDED" && e.details.limit === "sailboxes");
+      const cli = await runProcess(process.execPath, [CLI, "box", "create", "--app", "capped"], tenantEnv);
+      assert.equal(cli.code, 1);
+      assert.match(cli.stderr, /^sail: SAIL_ORG_LIMIT_EXCEEDED: Org "tenant-d-[0-9a-f]+" may have 1 live sailboxes at once and has 1\. /);
+      const py = await runProcess(
+        "python3",
+        ["-c", "import sail\ntry:\n    sail.Sailbox.create(app=sail.App.find(name='capped'), image=sail.Image.debian)\nexcept sail.LimitExceededError as e:\n    print(e.code, e.details['limit'])"],
+        tenantEnv,
+      );
+      assert.equal(py.stdout.trim(), "SAIL_ORG_LIMIT_EXCEEDED sailboxes", py.stderr);
+      const cleared = await runCli(daemon, ["org", "limit", tenant, "--boxes", "none"]);
+      assert.equal(cleared.code, 0, cleared.stderr);
+      assert.match(cleared.stdout, /sailboxes\s+none\s+1/);
+      await assert.rejects(Sailbox.create({ app, memory: 1024 }), (e: SailError) => e.code === "SAIL_ORG_LIMIT_EXCEEDED" && e.details.limit === "memory" && e.details.inUse === 512);
+      assert.deepEqual(
+        (await Sailbox.list({ app })).map((sb) => sb.id),
+        [first.id],
+        "the refused creates made nothing",
+      );
+      const shown = await Orgs.limits(tenant, { client: t });
+      assert.deepEqual([shown.limits.sailboxes, shown.limits.memoryMiB, shown.usage.sailboxes, shown.usage.memoryMiB], [null, 1024, 1, 512]);
+    } finally {
+      await first.terminate();
+    }
+    const second = await Sailbox.create({ app, memory: 1024 });
+    await second.terminate();
   });
 });

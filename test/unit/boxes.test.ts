@@ -321,6 +321,50 @@ describe("domain rules", () => {
     await create({ ingressPorts: tcp(42000, 29) });
   });
 
+  test("an org's caps on live boxes, cores and memory refuse the box past them, count sleeping and paused boxes, and free on terminate", async () => {
+    const tenant = store.createOrg("tenant");
+    const tenantApp = store.mintApp(tenant.id, "t").id;
+    const make = (cpu: number, memoryMiB: number) => boxes.creator.create(tenant, { appId: tenantApp, image: { name: "debian" }, cpu, memoryMiB });
+    assert.equal(await codeOf(Promise.resolve().then(() => boxes.orgLimits.set(tenant, "tenant", { sailboxes: 1 }))), "SAIL_FORBIDDEN", "a tenant cannot set its own limits");
+    boxes.orgLimits.set(org, "tenant", { sailboxes: 2, cpu: 1.5, memoryMiB: 700 });
+    const a = await make(0.5, 192);
+    await boxes.power.sleep(tenant, a.id);
+    await assert.rejects(
+      make(1.5, 128),
+      (e: SailError) => e.code === "SAIL_ORG_LIMIT_EXCEEDED" && e.details.limit === "cpu" && /may use 1.5 cores in live sailboxes; they use 0.5 and this one asks for 1.5/.test(e.message),
+    );
+    await assert.rejects(make(0.5, 512), (e: SailError) => e.code === "SAIL_ORG_LIMIT_EXCEEDED" && e.details.limit === "memory" && e.details.inUse === 192 && e.details.requested === 512);
+    const b = await make(1, 444);
+    await boxes.power.pause(tenant, b.id);
+    await assert.rejects(make(0.25, 64), (e: SailError) => e.code === "SAIL_ORG_LIMIT_EXCEEDED" && e.details.limit === "sailboxes" && e.details.max === 2);
+    assert.equal(store.listSailboxes({ orgId: tenant.id, liveOnly: true }).length, 2, "refusals made nothing");
+    assert.deepEqual(boxes.orgLimits.get(tenant, "tenant").usage, { sailboxes: 2, cpu: 1.5, memoryMiB: 636, tcpEndpoints: 0 });
+    await boxes.endings.terminate(tenant, b.id);
+    await make(1, 444);
+    boxes.orgLimits.set(org, "tenant", { sailboxes: null, cpu: null, memoryMiB: null });
+    await make(1, 1024);
+    assert.equal(boxes.orgLimits.get(org, "default").limits.sailboxes, null, "other orgs are untouched");
+  });
+
+  test("org limits are checked as numbers before anything changes", () => {
+    for (const bad of [{ sailboxes: -1 }, { sailboxes: 1.5 }, { cpu: "2" }, { memoryMiB: Infinity }, { disk: 1 }, null]) {
+      const code = (() => {
+        try {
+          boxes.orgLimits.set(org, "default", bad);
+          return "changed";
+        } catch (err) {
+          return (err as SailError).code;
+        }
+      })();
+      assert.match(code, /^SAIL_(INVALID_ARGUMENT|UNKNOWN_FIELD)$/, JSON.stringify(bad));
+    }
+    assert.deepEqual(boxes.orgLimits.get(org, "default").limits, { sailboxes: null, cpu: null, memoryMiB: null, tcpEndpoints: null });
+    assert.throws(
+      () => boxes.orgLimits.get(org, "nobody"),
+      (e: SailError) => e.code === "SAIL_ORG_NOT_FOUND",
+    );
+  });
+
   test("ssh publishes port 22 as raw TCP unless the request already does", async () => {
     const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBd0fiDtYyCBqN3qqwJ0pXoDAtXJfjxd9FbZvUwm7n3N";
     const box = await create({ ssh: { publicKey: key } });

@@ -2,6 +2,7 @@
 import { Command } from "commander";
 import { registerApp, registerBox, registerCa } from "./box.js";
 import { registerConsole } from "./console.js";
+import { registerOrg } from "./org.js";
 import { failWith } from "./output.js";
 import { registerToken } from "./token.js";
 import { registerUp } from "./up.js";
@@ -21,6 +22,7 @@ registerApp(program);
 registerBox(program);
 registerCa(program);
 registerToken(program);
+registerOrg(program);
 registerConsole(program);
 
 program.parseAsync(process.argv).catch(failWith);

@@ -56,6 +56,7 @@ export const ERROR_CODES = {
   SAIL_AUTH_INVALID: { status: 401, kind: "Auth" },
   SAIL_FORBIDDEN: { status: 403, kind: "Auth" },
   SAIL_TOKEN_NOT_FOUND: { status: 404, kind: "NotFound" },
+  SAIL_ORG_NOT_FOUND: { status: 404, kind: "NotFound" },
   // the web console: a login link is single-use and short-lived; cookie requests must come from the console's own origin
   SAIL_CONSOLE_LINK_INVALID: { status: 401, kind: "Auth" },
   SAIL_ORIGIN_FORBIDDEN: { status: 403, kind: "Auth" },
@@ -72,6 +73,7 @@ export const ERROR_CODES = {
   SAIL_SAILBOX_PAUSED: { status: 409, kind: "SailboxPaused", from: ["api", "gateway"], gatewayStatus: 503 },
   SAIL_LIMIT_EXCEEDED: { status: 429, kind: "LimitExceeded" },
   SAIL_TCP_LIMIT_EXCEEDED: { status: 429, kind: "LimitExceeded" },
+  SAIL_ORG_LIMIT_EXCEEDED: { status: 429, kind: "LimitExceeded" },
   SAIL_TIMEOUT: { status: 504, kind: "Timeout", from: "sdk" },
   SAIL_LISTENER_TIMEOUT: { status: 504, kind: "Timeout" },
   // ours

@@ -3,7 +3,7 @@
  * functions and stays authoritative.
  */
 import { sailError } from "./errors.js";
-import type { Architecture, ExecRequest, IngressPortSpec } from "./types.js";
+import type { Architecture, ExecRequest, IngressPortSpec, SetOrgLimitsRequest } from "./types.js";
 
 /** App and sailbox names: DNS-label-like, so they can appear in URLs later. */
 const NAME_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -39,6 +39,28 @@ export function checkResources(cpu: unknown, memoryMiB: unknown, hostCpus: numbe
       field: "memory",
     });
   }
+}
+
+/** Largest value an org limit may have: far above any host, so a typo is caught. */
+export const ORG_LIMIT_MAX = 1_000_000;
+
+/** A `PUT /v1/orgs/{name}/limits` body: each field a non-negative number (whole but cpu), null, or absent. */
+export function checkOrgLimits(request: unknown): SetOrgLimitsRequest {
+  if (typeof request !== "object" || request === null || Array.isArray(request)) throw sailError("SAIL_INVALID_ARGUMENT", "limits must be an object", { field: "limits" });
+  const fields = ["sailboxes", "cpu", "memoryMiB", "tcpEndpoints"] as const;
+  const unknown = Object.keys(request).find((key) => !(fields as readonly string[]).includes(key));
+  if (unknown) throw sailError("SAIL_UNKNOWN_FIELD", `Unknown field ${JSON.stringify(unknown)}: org limits are ${fields.join(", ")}`, { field: unknown });
+  const checked: SetOrgLimitsRequest = {};
+  for (const field of fields) {
+    const value = (request as Record<string, unknown>)[field];
+    if (value === undefined) continue;
+    const whole = field !== "cpu";
+    if (value !== null && (typeof value !== "number" || !Number.isFinite(value) || value < 0 || value > ORG_LIMIT_MAX || (whole && !Number.isInteger(value)))) {
+      throw sailError("SAIL_INVALID_ARGUMENT", `${field} must be ${whole ? "a whole number" : "a number"} from 0 to ${ORG_LIMIT_MAX}, or null for no limit; got ${JSON.stringify(value)}`, { field });
+    }
+    checked[field] = value as number | null;
+  }
+  return checked;
 }
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;

@@ -137,6 +137,29 @@ export interface CreatedToken extends TokenInfo {
   token: string;
 }
 
+/**
+ * What an operator caps for one org, over its live boxes (sleeping and paused ones hold their
+ * memory, so they count). null: no cap; for tcpEndpoints, the daemon's `--tcp-limit`.
+ */
+export interface OrgLimits {
+  sailboxes: number | null;
+  cpu: number | null;
+  memoryMiB: number | null;
+  tcpEndpoints: number | null;
+}
+
+/** An org's limits and what its live boxes use now (`GET /v1/orgs/{name}/limits`). */
+export interface OrgLimitsInfo {
+  org: string;
+  limits: OrgLimits;
+  /** tcpEndpoints as it applies: the org's own or the daemon's default. */
+  effective: { tcpEndpoints: number };
+  usage: { sailboxes: number; cpu: number; memoryMiB: number; tcpEndpoints: number };
+}
+
+/** `PUT /v1/orgs/{name}/limits`: the fields to change (null clears one); omitted ones stay. */
+export type SetOrgLimitsRequest = Partial<OrgLimits>;
+
 export interface CreateTokenRequest {
   label?: string;
   /** Another org (created if missing): only the operator's org may ask. */

@@ -10,6 +10,7 @@ export { ExecProcess, BackgroundProcess, type ExecOutput } from "./exec.js";
 export { PtySession, type PtyOptions } from "./pty.js";
 export { SailClient } from "./client.js";
 export { Tokens } from "./tokens.js";
+export { Orgs } from "./orgs.js";
 export { clientConfigPath, type ConnectionOptions } from "./config.js";
 export {
   SailError,
@@ -29,6 +30,9 @@ export {
   type ListenerInfo,
   type TokenInfo,
   type CreatedToken,
+  type OrgLimits,
+  type OrgLimitsInfo,
+  type SetOrgLimitsRequest,
   type ConsoleLoginLink,
   type SailboxTraffic,
   type ListenerTraffic,

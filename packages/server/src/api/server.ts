@@ -113,6 +113,8 @@ export function createApiServer(
       },
     ],
     ["DELETE", /^\/v1\/tokens\/([^/]+)$/, ({ org, params, res }) => sendJson(res, 200, tokens.revoke(org, params[0]!))],
+    ["GET", /^\/v1\/orgs\/([^/]+)\/limits$/, ({ org, params, res }) => sendJson(res, 200, boxes.orgLimits.get(org, params[0]!))],
+    ["PUT", /^\/v1\/orgs\/([^/]+)\/limits$/, async ({ org, params, req, res }) => sendJson(res, 200, boxes.orgLimits.set(org, params[0]!, await readJsonBody(req)))],
     ["GET", /^\/v1\/apps$/, ({ org, res }) => sendJson(res, 200, { apps: boxes.apps.list(org) })],
     ["GET", /^\/v1\/apps\/([^/]+)$/, ({ org, params, res }) => sendJson(res, 200, boxes.apps.find(org, params[0]!))],
     [

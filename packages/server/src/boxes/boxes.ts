@@ -11,6 +11,7 @@ import { Execs } from "./execs.js";
 import { IdleSleeper } from "./idle.js";
 import { Lifecycle } from "./lifecycle.js";
 import { Listeners } from "./listeners.js";
+import { OrgLimitsRoom } from "./org-limits.js";
 import { Outbound, type OutboundSettings } from "./outbound.js";
 import type { Logger } from "./logger.js";
 import { Power } from "./power.js";
@@ -45,6 +46,7 @@ export function createBoxes(store: Store, runtime: Runtime, settings: BoxesSetti
     power,
     idle,
     apps: new Apps(store),
+    orgLimits: new OrgLimitsRoom(store, settings.tcp.defaultLimitPerOrg, log),
     outbound,
     creator: new BoxCreator(store, lifecycle, runtime, settings.defaults, settings.tcp, outbound, describe, log),
     endings: new Endings(store, lifecycle, runtime, describe, log),

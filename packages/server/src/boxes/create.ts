@@ -21,6 +21,7 @@ import type { Lifecycle } from "./lifecycle.js";
 import type { Logger } from "./logger.js";
 import { rulesOf, type Outbound } from "./outbound.js";
 import { installSshdScript } from "./sshd.js";
+import { checkOrgCapacity } from "./org-limits.js";
 import { checkTcpQuota } from "./tcp-quota.js";
 
 export interface BoxDefaults {
@@ -121,12 +122,13 @@ export class BoxCreator {
   }
 
   /**
-   * The row in `creating`, with its address and public TCP ports. The quota check and the
+   * The row in `creating`, with its address and public TCP ports. The org's caps, the quota check and the
    * insert run in one synchronous stretch (no await between them) in the one daemon that owns
    * the data dir, so two creates cannot both take the last endpoint.
    */
   private insert(org: OrgRow, box: Parameters<Store["insertSailbox"]>[0], appName: string) {
     const tcpPorts = (box.ports ?? []).filter((p) => p.protocol === "tcp").length;
+    checkOrgCapacity(this.store, org, box);
     checkTcpQuota(this.store, org, tcpPorts, this.tcp.defaultLimitPerOrg);
     try {
       return this.store.insertSailbox(box, this.defaults.maxBoxes, this.tcp);

@@ -91,4 +91,10 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE sailboxes ADD COLUMN network_policy TEXT NOT NULL DEFAULT '{"outbound":"blocked","allowOut":[],"denyOut":[]}';
   `,
+  // 9: the operator's caps on an org's live boxes (NULL: none)
+  `
+  ALTER TABLE orgs ADD COLUMN sailbox_limit INTEGER;
+  ALTER TABLE orgs ADD COLUMN cpu_limit REAL;
+  ALTER TABLE orgs ADD COLUMN memory_limit_mib INTEGER;
+  `,
 ];

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import Database from "better-sqlite3";
-import type { Architecture, IngressPortSpec, SailboxStatus } from "@sail/protocol";
+import type { Architecture, IngressPortSpec, OrgLimits, SailboxStatus } from "@sail/protocol";
 import { MIGRATIONS } from "./migrations.js";
 
 export interface OrgRow {
@@ -290,6 +290,30 @@ export class Store {
   /** Override the raw-TCP endpoint limit of one org (null: back to the daemon's default). */
   setOrgTcpLimit(orgId: string, limit: number | null): void {
     this.db.prepare("UPDATE orgs SET tcp_limit = ? WHERE id = ?").run(limit, orgId);
+  }
+
+  /** The operator's caps on one org (null: none). */
+  orgLimits(orgId: string): OrgLimits {
+    const row = this.db.prepare("SELECT sailbox_limit AS sailboxes, cpu_limit AS cpu, memory_limit_mib AS memoryMiB, tcp_limit AS tcpEndpoints FROM orgs WHERE id = ?").get(orgId) as
+      OrgLimits | undefined;
+    return row ?? { sailboxes: null, cpu: null, memoryMiB: null, tcpEndpoints: null };
+  }
+
+  /** Change the given caps of one org, in one statement; omitted fields stay. */
+  setOrgLimits(orgId: string, limits: Partial<OrgLimits>): void {
+    const columns: Record<keyof OrgLimits, string> = { sailboxes: "sailbox_limit", cpu: "cpu_limit", memoryMiB: "memory_limit_mib", tcpEndpoints: "tcp_limit" };
+    const set = (Object.keys(limits) as Array<keyof OrgLimits>).filter((key) => limits[key] !== undefined);
+    if (!set.length) return;
+    this.db.prepare(`UPDATE orgs SET ${set.map((key) => `${columns[key]} = ?`).join(", ")} WHERE id = ?`).run(...set.map((key) => limits[key] ?? null), orgId);
+  }
+
+  /** What the org's live sailboxes hold: their number, cores and MiB. */
+  orgUsage(orgId: string): { sailboxes: number; cpu: number; memoryMiB: number } {
+    return this.db.prepare("SELECT COUNT(*) AS sailboxes, COALESCE(SUM(cpu), 0) AS cpu, COALESCE(SUM(memory_mib), 0) AS memoryMiB FROM sailboxes WHERE live = 1 AND org_id = ?").get(orgId) as {
+      sailboxes: number;
+      cpu: number;
+      memoryMiB: number;
+    };
   }
 
   getSailbox(id: string): SailboxRow | undefined {
