@@ -36,6 +36,11 @@ describe("the sail CLI", () => {
 
     const exec = await runCli(daemon, ["box", "exec", "cli-box", "--app", "cli", "--", "echo out; echo err >&2; exit 3"]);
     assert.deepEqual(exec, { code: 3, stdout: "out\n", stderr: "err\n" });
+    // several words after -- are one program and its arguments, as docker exec and kubectl exec take them
+    const argv = await runCli(daemon, ["box", "exec", "cli-box", "--app", "cli", "--", "sh", "-c", 'echo "[$0] [$1]"; echo two words; exit 4', "it's", "a b"]);
+    assert.deepEqual(argv, { code: 4, stdout: "[it's] [a b]\ntwo words\n", stderr: "" });
+    const printf = await runCli(daemon, ["box", "exec", "cli-box", "--app", "cli", "--", "printf", "%s|", "$HOME", "*", ""]);
+    assert.equal(printf.stdout, "$HOME|*||", "no word is expanded by the box's shell");
 
     const term = await runCli(daemon, ["box", "terminate", box.id]);
     assert.equal(term.code, 0);

@@ -89,6 +89,14 @@ describe("interactive exec (PTY)", () => {
     await tmux.waitFor(/^EXIT=7$/m);
   });
 
+  test("sail box exec -it -- sh -c SCRIPT passes the script as one argument, as docker exec -it does", async (t) => {
+    const tmux = new Tmux();
+    t.after(() => tmux.dispose());
+    tmux.start(`${process.execPath} ${CLI} box exec -it ${box.id} -- sh -c 'echo "[$1]"; stty size; tty; exit 3' zero 'one two'`, daemon.env, 90, 20);
+    await tmux.waitFor(/^\[one two\]\n20 90\n\/dev\/pts\/\d+\n/m);
+    await tmux.waitFor(/^EXIT=3$/m);
+  });
+
   test("sail box exec -it -- CMD runs the command on a terminal and returns its exit code", async (t) => {
     const tmux = new Tmux();
     t.after(() => tmux.dispose());

@@ -177,11 +177,24 @@ export function registerBox(program: Command): void {
     .option("-t, --tty", "run it on a terminal in the box, like docker exec -it: raw mode, Ctrl-C reaches the box, resizes follow your window")
     .addHelpText(
       "after",
-      "\nExamples:\n  sail box exec sb-abc123 -- ls -la /\n  sail box exec web-demo --cwd /srv -- python3 -m http.server 3000 --background\n  sail box exec -it web-demo              # a login shell in the box; exit (or Ctrl-D) ends it\n  sail box exec -it web-demo -- top       # any full-screen program",
+      [
+        "",
+        "Options go before --; everything after -- is the command. Several words after -- are one command and",
+        "its arguments, passed as given (each word quoted for the box's shell, as docker exec and kubectl exec do);",
+        "a single word is a shell line, so pipes, ; and $(...) in it run in the box.",
+        "",
+        "Examples:",
+        "  sail box exec sb-abc123 -- ls -la /",
+        "  sail box exec demo -- sh -c 'stty size; tty; exit 3'   # sh gets -c and one script",
+        "  sail box exec demo -- 'echo $(hostname) | tr a-z A-Z'  # one word: a shell line, run in the box",
+        "  sail box exec web-demo --cwd /srv --background -- python3 -m http.server 3000",
+        "  sail box exec -it web-demo              # a login shell in the box; exit (or Ctrl-D) ends it",
+        "  sail box exec -it web-demo -- top       # any full-screen program",
+      ].join("\n"),
     )
     .action(async (idOrName: string, cmd: string[], opts: { app: string; cwd?: string; env?: string[]; background?: boolean; interactive?: boolean; tty?: boolean }) => {
       const env = Object.fromEntries((opts.env ?? []).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
-      const command = cmd.join(" ");
+      const command = shellLine(cmd);
       if (opts.interactive || opts.tty) {
         if (opts.background) throw new InvalidArgumentError("SAIL_INVALID_ARGUMENT", "--background and -it do not go together: a background exec has no terminal", { field: "background" });
         const sb = await resolveBox(idOrName, opts.app);
@@ -286,4 +299,19 @@ export function registerApp(program: Command): void {
         ["id", "name"],
       );
     });
+}
+
+/**
+ * The command for /bin/sh -c from the words after `--`: one word is a shell line as given
+ * (`-- 'echo $(hostname)'`); several are a program and its arguments, each quoted for the
+ * shell, so `-- sh -c 'stty size; exit 3'` runs sh with two arguments, as docker exec does.
+ */
+export function shellLine(words: readonly string[]): string {
+  if (words.length <= 1) return words[0] ?? "";
+  return words.map(shellQuote).join(" ");
+}
+
+/** A word the shell reads back as itself: bare when it has no special character, else in single quotes. */
+function shellQuote(word: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }
