@@ -18,6 +18,7 @@ from .errors import (
     AuthError,
     ConflictError,
     InternalError,
+    UnavailableError,
     InvalidArgumentError,
     LimitExceededError,
     NotFoundError,
@@ -57,4 +58,5 @@ __all__ = [
     "AuthError",
     "SailboxPausedError",
     "InternalError",
+    "UnavailableError",
 ]

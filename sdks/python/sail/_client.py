@@ -13,7 +13,7 @@ import urllib.request
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from . import _websocket
-from .errors import AuthError, InternalError, TimeoutError, error_from_wire
+from .errors import AuthError, TimeoutError, UnavailableError, error_from_wire
 
 __all__ = ["SailClient", "client_config_path"]
 
@@ -133,7 +133,7 @@ class SailClient:
         except _SOCKET_TIMEOUTS:
             raise TimeoutError("SAIL_TIMEOUT", f"GET {path} got no answer from {self.api_url} within {self.request_timeout} s") from None
         except (OSError, _websocket.ProtocolError) as unreachable:
-            raise InternalError("SAIL_UNAVAILABLE", f"Cannot open a WebSocket to the Sail daemon at {self.api_url} ({unreachable}): is `sail up` running?") from None
+            raise UnavailableError("SAIL_UNAVAILABLE", f"Cannot open a WebSocket to the Sail daemon at {self.api_url} ({unreachable}): is `sail up` running?") from None
 
     def _send(self, method: str, path: str, body: Any, timeout: Optional[float]) -> Any:
         data = None if body is None else json.dumps(body).encode("utf-8")
@@ -160,7 +160,7 @@ class SailClient:
                 if isinstance(reason, _SOCKET_TIMEOUTS):
                     raise TimeoutError("SAIL_TIMEOUT", f"{method} {path} got no answer from {self.api_url} within {timeout} s") from None
                 if attempt + 1 >= attempts:
-                    raise InternalError(
+                    raise UnavailableError(
                         "SAIL_UNAVAILABLE",
                         f"Cannot reach the Sail daemon at {self.api_url} ({reason}): is `sail up` running?",
                     ) from None

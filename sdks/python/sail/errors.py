@@ -3,10 +3,16 @@
 Every error carries a stable ``code`` (``SAIL_PORT_RESERVED``, ...): match on it, not on
 the message. The class is chosen from the same code table the TypeScript SDK and the
 server use (``_error_codes.py`` is generated from ``@sail/protocol``).
+
+Each class also derives from the builtin a plain Python handler would name, so
+``except TimeoutError`` (the builtin) catches Sail's timeouts, ``except ConnectionError`` an
+unreachable daemon, ``except PermissionError`` a refused token, ``except ValueError`` bad
+input and ``except LookupError`` something that does not exist.
 """
 
 from __future__ import annotations
 
+import builtins
 from typing import Any, Dict, Mapping, Optional, Type
 
 from ._error_codes import ERROR_CODES
@@ -21,6 +27,7 @@ __all__ = [
     "AuthError",
     "SailboxPausedError",
     "InternalError",
+    "UnavailableError",
     "error_class_for",
     "error_from_wire",
 ]
@@ -60,11 +67,11 @@ class SailError(Exception):
         return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
 
 
-class InvalidArgumentError(SailError):
+class InvalidArgumentError(SailError, ValueError):
     """Bad input: the request was refused and nothing changed."""
 
 
-class NotFoundError(SailError):
+class NotFoundError(SailError, LookupError):
     """The app, sailbox, listener or exec does not exist (or is not yours)."""
 
 
@@ -76,12 +83,12 @@ class LimitExceededError(SailError):
     """A quota would be exceeded; the message names the limit and the usage."""
 
 
-class TimeoutError(SailError):  # noqa: A001 - the name users expect next to the others
-    """Something did not happen in the time allowed (a listener, an API answer)."""
+class TimeoutError(SailError, builtins.TimeoutError):  # noqa: A001 - the name users expect next to the others
+    """Something did not happen in the time allowed (a listener, an API answer); also the builtin ``TimeoutError``."""
 
 
-class AuthError(SailError):
-    """The token is missing, wrong or revoked."""
+class AuthError(SailError, PermissionError):
+    """The token is missing, wrong or revoked (or may not do this); also a ``PermissionError``."""
 
 
 class SailboxPausedError(SailError):
@@ -90,6 +97,10 @@ class SailboxPausedError(SailError):
 
 class InternalError(SailError):
     """Sail itself failed, or cannot be reached; the message says what it was doing."""
+
+
+class UnavailableError(InternalError, ConnectionError):
+    """The daemon cannot be reached (``SAIL_UNAVAILABLE``); also a ``ConnectionError``."""
 
 
 _CLASS_OF_KIND: Dict[str, Type[SailError]] = {
@@ -104,8 +115,14 @@ _CLASS_OF_KIND: Dict[str, Type[SailError]] = {
 }
 
 
+#: Codes whose class is narrower than their kind's.
+_CLASS_OF_CODE: Dict[str, Type[SailError]] = {"SAIL_UNAVAILABLE": UnavailableError}
+
+
 def error_class_for(code: str) -> Type[SailError]:
     """The class an error code maps to (``SailError`` itself for a code this SDK does not know)."""
+    if code in _CLASS_OF_CODE:
+        return _CLASS_OF_CODE[code]
     entry = ERROR_CODES.get(code)
     return _CLASS_OF_KIND[entry[1]] if entry else SailError
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import socket
 
@@ -27,10 +28,36 @@ CLASS_OF_KIND = {
 def test_every_code_the_server_answers_maps_to_its_class(code):
     status, kind = ERROR_CODES[code]
     err = error_from_wire({"error": {"code": code, "message": "m", "sailboxId": "sb-x", "port": 5432}}, status)
-    assert type(err) is CLASS_OF_KIND[kind]
+    assert type(err) is error_class_for(code) and issubclass(error_class_for(code), CLASS_OF_KIND[kind])
     assert isinstance(err, sail.SailError)
     assert (err.code, err.status, err.message, err.sailbox_id, err.port) == (code, status, "m", "sb-x", 5432)
-    assert error_class_for(code) is CLASS_OF_KIND[kind]
+
+
+#: The builtin a plain handler names for each kind (``except TimeoutError:`` must catch Sail's).
+BUILTIN_OF_KIND = {"InvalidArgument": ValueError, "NotFound": LookupError, "Timeout": builtins.TimeoutError, "Auth": PermissionError}
+
+
+@pytest.mark.parametrize("code", sorted(ERROR_CODES))
+def test_plain_python_handlers_catch_sails_errors(code):
+    status, kind = ERROR_CODES[code]
+    err = error_from_wire({"error": {"code": code, "message": "m"}}, status)
+    if kind in BUILTIN_OF_KIND:
+        assert isinstance(err, BUILTIN_OF_KIND[kind])
+    assert isinstance(err, ConnectionError) == (code == "SAIL_UNAVAILABLE")
+    assert str(err) == f"{code}: m"
+
+
+def test_except_timeout_error_catches_a_daemon_that_does_not_answer():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)  # accepts into the backlog, never answers
+        client = sail.SailClient(api_url=f"http://127.0.0.1:{listener.getsockname()[1]}", token="t", request_timeout=0.5)
+        try:
+            sail.App.find(name="web-demo", client=client)
+        except builtins.TimeoutError as err:
+            assert isinstance(err, sail.TimeoutError) and err.code == "SAIL_TIMEOUT"
+        else:
+            raise AssertionError("no timeout")
 
 
 def test_the_table_has_the_codes_users_match_on():
@@ -80,8 +107,9 @@ def test_an_unreachable_daemon_is_a_clear_error():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens once closed
     client = sail.SailClient(api_url=f"http://127.0.0.1:{port}", token="t")
-    with pytest.raises(sail.InternalError) as err:
+    with pytest.raises(ConnectionError) as err:
         sail.App.find(name="web-demo", client=client)
+    assert isinstance(err.value, sail.InternalError) and isinstance(err.value, sail.UnavailableError)
     assert err.value.code == "SAIL_UNAVAILABLE" and "sail up" in err.value.message
 
 
