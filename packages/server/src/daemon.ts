@@ -199,7 +199,12 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
     undo.push(
       () =>
         new Promise<void>((resolve) => {
-          server.close(() => resolve());
+          // requests in flight finish; a connection whose answer is out closes then, not after its keep-alive
+          const sweep = setInterval(() => server.closeIdleConnections(), 50);
+          server.close(() => {
+            clearInterval(sweep);
+            resolve();
+          });
           server.closeIdleConnections();
         }),
     );

@@ -281,6 +281,11 @@ export function createApiServer(
       refuseUpgrade(socket, error);
     }
   });
+  // an idle kept-alive connection is the client's to close (undici after 4 s): a server that
+  // closes first (Node's default 5 s) races the client's next request on it, which a client
+  // whose event loop was busy for a few seconds then sees fail as a reset (UND_ERR_SOCKET)
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
   return server;
 }
 
