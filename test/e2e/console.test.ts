@@ -10,7 +10,7 @@ import WebSocket from "ws";
 import type { SailboxTraffic } from "@sail/protocol";
 import { App, IngressPort, Sailbox } from "@sail/sdk";
 import { launchBrowser, loginLink, newProfile, openConsole, terminalShows, typeInTerminal } from "./console-browser.js";
-import { gatewayAgent, runCli, sshOptions, startGuestServer, useTestDaemon, type TestDaemon } from "./harness.js";
+import { eventually, gatewayAgent, runCli, sshOptions, startGuestServer, useTestDaemon, type TestDaemon } from "./harness.js";
 
 /** Boxes made through the console's form are not the pool's: this app holds them, and teardown ends them. */
 const CONSOLE_APP = "console-e2e";
@@ -393,15 +393,6 @@ describe("the web console", () => {
     assert.equal(res.status, 401);
   });
 });
-
-/** Look again every 100 ms until `probe` holds (what is asserted is what appears, never how fast). */
-async function eventually(what: string, probe: () => Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 1800; i++) {
-    if (await probe()) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  assert.fail(`never: ${what}`);
-}
 
 /** The answer to a WebSocket upgrade: 101, or the refusal's status and error code. */
 function upgradeStatus(url: string, headers: Record<string, string>): Promise<{ status: number; code?: string }> {

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { fetch } from "undici";
 import { App, AuthError, SailClient, Sailbox, type SailError } from "@sail/sdk";
-import { CLI, DATA_DIR, gatewayAgent, leftoversOf, runProcess, useTestDaemon } from "./harness.js";
+import { CLI, DATA_DIR, eventually, gatewayAgent, leftoversOf, runProcess, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon();
 const NOSTART_DIR = "/var/lib/sail-test-nostart";
@@ -50,8 +50,8 @@ describe("the daemon", () => {
 
   test("SIGTERM lets in-flight API requests finish before the daemon exits", async () => {
     const sb = await pool.create({});
-    const running = sb.exec("sleep 1; echo finished").output();
-    await new Promise((r) => setTimeout(r, 300)); // the exec is under way
+    const running = sb.exec("touch /tmp/under-way; sleep 1; echo finished").output();
+    await eventually("the exec is under way", async () => (await sb.exec("test -e /tmp/under-way").wait()) === 0);
     const stopped = daemon.stop("SIGTERM");
     const out = await running;
     assert.deepEqual(out, { exitCode: 0, stdout: "finished\n", stderr: "" });

@@ -9,7 +9,7 @@ import { createServer, type Server } from "node:net";
 import { describe, test } from "node:test";
 import { fetch } from "undici";
 import { InvalidArgumentError, IngressPort, Sailbox, type SailError } from "@sail/sdk";
-import { API_PORT, gatewayAgent, HTTPS_PORT, METRICS_PORT, runCli, startGuestServer, useTestDaemon } from "./harness.js";
+import { eventually, API_PORT, gatewayAgent, HTTPS_PORT, METRICS_PORT, runCli, startGuestServer, useTestDaemon } from "./harness.js";
 import { DNS_SERVER, FAKE_RANGES, FakeInternet, HOST_SIDE, WEB_A, WEB_B } from "../fixtures/fake-internet.js";
 
 const internet = new FakeInternet();
@@ -274,10 +274,4 @@ python3 /tmp/hold.py > /tmp/hold.log 2>&1`,
   });
 });
 
-async function waitFor(check: () => Promise<boolean>, what = "the condition"): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    if (await check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  assert.fail(`${what} did not happen`);
-}
+const waitFor = (check: () => Promise<boolean>, what = "the condition") => eventually(what, check, { intervalMs: 200 });

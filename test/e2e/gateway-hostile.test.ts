@@ -14,7 +14,7 @@ import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { describe, test } from "node:test";
 import { Agent, fetch } from "undici";
 import type { Sailbox } from "@sail/sdk";
-import { gatewayAgent, HTTPS_PORT, loopbackLookup, METRICS_PORT, REPO, startPython, useTestDaemon } from "./harness.js";
+import { eventually, gatewayAgent, HTTPS_PORT, loopbackLookup, METRICS_PORT, REPO, startPython, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon({
   upArgs: ["--client-idle-timeout", "3", "--head-timeout", "3", "--response-timeout", "3", "--https-max-connections", "50"],
@@ -61,16 +61,19 @@ function tls(host: string): Promise<TLSSocket> {
 /**
  * Resolves once the gateway has closed its side of the connection. A paused socket never
  * emits "close" while unread data waits, so the kernel's view is read instead: the
- * connection in CLOSE-WAIT (the peer's FIN arrived) or gone. The test's timeout bounds the wait.
+ * connection in CLOSE-WAIT (the peer's FIN arrived) or gone.
  */
 async function closedByGateway(socket: Socket): Promise<void> {
   socket.on("error", () => {});
   const port = socket.localPort;
-  for (;;) {
-    const state = execFileSync("ss", ["-Htn", "state", "all", `( sport = :${port} )`], { encoding: "utf8" }).trim();
-    if (!state || /^(CLOSE-WAIT|CLOSED|TIME-WAIT|LAST-ACK)/m.test(state)) return;
-    await new Promise((r) => setTimeout(r, 250));
-  }
+  await eventually(
+    `the gateway closes the connection from port ${port}`,
+    () => {
+      const state = execFileSync("ss", ["-Htn", "state", "all", `( sport = :${port} )`], { encoding: "utf8" }).trim();
+      return !state || /^(CLOSE-WAIT|CLOSED|TIME-WAIT|LAST-ACK)/m.test(state);
+    },
+    { intervalMs: 250 },
+  );
 }
 
 describe("the gateway between a hostile guest and hostile clients", () => {
@@ -132,10 +135,7 @@ describe("the gateway between a hostile guest and hostile clients", () => {
       await Promise.all(uploads.map(closedByGateway));
       // a slow reader's session ends in HAProxy too (its FIN waits behind the unread bytes in the
       // kernel): nothing holds the box busy any more, and it falls asleep while the clients hang on
-      for (let i = 0; (await sb.status()) !== "sleeping"; i++) {
-        assert.ok(i < 120, "the box fell asleep once its stuck connections were cut");
-        await new Promise((r) => setTimeout(r, 500));
-      }
+      await eventually("the box fell asleep once its stuck connections were cut", async () => (await sb.status()) === "sleeping", { intervalMs: 500 });
     } finally {
       for (const socket of [...readers, ...uploads]) socket.destroy();
     }
@@ -147,9 +147,9 @@ describe("the gateway between a hostile guest and hostile clients", () => {
     const before = haproxyPid();
     const flood = Array.from({ length: 150 }, () => tcpConnect({ host: "127.0.0.1", port: HTTPS_PORT }));
     await Promise.all(flood.map((s) => new Promise((resolve) => s.once("connect", resolve).once("error", resolve))));
-    await new Promise((r) => setTimeout(r, 500));
-    const metrics = await (await fetch(`http://127.0.0.1:${METRICS_PORT}/metrics`)).text();
-    const current = Number(/^haproxy_process_current_connections (\d+)/m.exec(metrics)?.[1]);
+    const held = async () => Number(/^haproxy_process_current_connections (\d+)/m.exec(await (await fetch(`http://127.0.0.1:${METRICS_PORT}/metrics`)).text())?.[1]);
+    // the flood fills HAProxy up to its cap, and no further (the rest wait in the kernel's backlog)
+    const current = await eventually("HAProxy holds its cap of 50 connections", async () => ((await held()) >= 50 ? held() : false));
     assert.ok(current <= 50, `at most 50 connections at once (HAProxy holds ${current})`);
     for (const s of flood) s.destroy();
     const res = await fetch(`${url}/normal`, { dispatcher: gatewayAgent(ca) });

@@ -43,6 +43,7 @@ export class TestDaemon {
   }
 
   async start(): Promise<void> {
+    this.log = ""; // "Sail is up" from an earlier start must not count
     const child = spawn(
       process.execPath,
       [
@@ -278,4 +279,26 @@ export function gatewayAgent(ca: string): Agent {
 /** OpenSSH options for a test login with `identity` to a throwaway box: no host key check, no prompt, only errors printed. */
 export function sshOptions(identity: string): string[] {
   return ["-i", identity, "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"];
+}
+
+/**
+ * Look again every `intervalMs` until `probe` gives something other than false, undefined or
+ * null, and return it. What a test asserts is what appears, never how fast: `attempts` only
+ * keeps a broken feature from hanging the run (3 minutes at the defaults), and the failure
+ * says what never happened and what the probe saw last.
+ */
+export async function eventually<T>(
+  what: string,
+  probe: () => Promise<T | false | undefined | null> | T | false | undefined | null,
+  options: { intervalMs?: number; attempts?: number } = {},
+): Promise<T> {
+  const intervalMs = options.intervalMs ?? 100;
+  const attempts = options.attempts ?? Math.ceil(180_000 / intervalMs);
+  let last: unknown;
+  for (let i = 0; i < attempts; i++) {
+    last = await probe();
+    if (last !== false && last !== undefined && last !== null) return last as T;
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+  throw new Error(`never happened: ${what} (last seen: ${JSON.stringify(last)})`);
 }

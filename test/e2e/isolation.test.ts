@@ -8,7 +8,7 @@ import { describe, test } from "node:test";
 import { fetch, type Agent } from "undici";
 import type { Sailbox } from "@sail/sdk";
 import { BOX_CAPABILITIES } from "../../packages/server/src/runtime/oci.js";
-import { API_PORT, gatewayAgent, leftoversOf, startGuestServer, useTestDaemon } from "./harness.js";
+import { eventually, API_PORT, gatewayAgent, leftoversOf, startGuestServer, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon({
   setup: async (daemon) => {
@@ -67,17 +67,16 @@ async function guestAddress(sb: Sailbox): Promise<string> {
   return (await sh(sb, "ip -4 -o addr show eth0")).stdout.split(/\s+/)[3]!.split("/")[0]!;
 }
 
-/** Whether something accepts on host:port within ~10 s (servers started in the background need a moment). */
+/** Resolves once something accepts on host:port (servers started in the background need a moment). */
 async function waitForPort(host: string, port: number): Promise<boolean> {
-  for (let i = 0; i < 100; i++) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect({ host, port }, () => (s.destroy(), resolve(true)));
-      s.on("error", () => resolve(false));
-    });
-    if (ok) return true;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return false;
+  return eventually(
+    `something accepts on ${host}:${port}`,
+    () =>
+      new Promise<boolean>((resolve) => {
+        const s = connect({ host, port }, () => (s.destroy(), resolve(true)));
+        s.on("error", () => resolve(false));
+      }),
+  );
 }
 
 /** A host service on every address (0.0.0.0 and [::]) that counts who reached it. */

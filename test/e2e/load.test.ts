@@ -10,7 +10,7 @@ import { describe, test } from "node:test";
 import { Agent, fetch } from "undici";
 import WebSocket from "ws";
 import { IngressPort } from "@sail/sdk";
-import { loopbackLookup, METRICS_PORT, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
+import { eventually, loopbackLookup, METRICS_PORT, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
 
 const { pool } = useTestDaemon({
   setup: async (daemon) => {
@@ -25,16 +25,22 @@ const TCP = Number(process.env.SAIL_LOAD_TCP ?? 300);
 /** Rounds of traffic over every held connection while the churn runs. */
 const ROUNDS = 5;
 
-/** Resident memory of each gateway worker, then of the daemon (which runs the TCP gateway), from /metrics. */
-async function workerRss(): Promise<number[]> {
-  for (let attempt = 0; ; attempt++) {
-    const text = await (await fetch(`http://127.0.0.1:${METRICS_PORT}/metrics`)).text();
-    const workers = [...text.matchAll(/^sail_gateway_worker_rss_bytes\{worker="\d+"\} (\d+)/gm)].map((m) => Number(m[1]));
-    const daemon = Number(/^sail_daemon_process_resident_memory_bytes (\d+)/m.exec(text)?.[1] ?? 0);
-    // workers report once a second: wait for the first reports
-    if (workers.length || attempt > 40) return [...workers, daemon];
-    await new Promise((r) => setTimeout(r, 250));
-  }
+/**
+ * Resident memory of each data-path process (HAProxy, every TCP worker) and of the daemon, by
+ * name, from /metrics. The TCP workers report once a second: wait until HAProxy and every
+ * worker have reported, so a missing label fails here instead of checking less.
+ */
+async function processRss(): Promise<Map<string, number>> {
+  return eventually(
+    "HAProxy and the TCP workers report their memory",
+    async () => {
+      const text = await (await fetch(`http://127.0.0.1:${METRICS_PORT}/metrics`)).text();
+      const rss = new Map([...text.matchAll(/^sail_gateway_worker_rss_bytes\{worker="([^"]+)"\} (\d+)/gm)].map((m) => [m[1]!, Number(m[2])]));
+      rss.set("daemon", Number(/^sail_daemon_process_resident_memory_bytes (\d+)/m.exec(text)?.[1] ?? 0));
+      return rss.has("haproxy") && [...rss.keys()].some((name) => name.startsWith("tcp-")) && rss;
+    },
+    { intervalMs: 250 },
+  );
 }
 
 /** A TCP connection to the echo server that answers each line: send one, wait for it back. */
@@ -74,7 +80,7 @@ describe("load", () => {
     const httpUrl = (await httpBox.listener(3000).wait({ timeout: 60 })).endpoint.url;
     const wsUrl = (await wsBox.listener(3000).wait({ timeout: 60 })).endpoint.url.replace(/^https/, "wss");
     const tcpPort = (await tcpBox.listener(7070).wait({ timeout: 60 })).endpoint.port;
-    const rssBefore = await workerRss();
+    const rssBefore = await processRss();
 
     const agent = new Agent({ connections: HTTP, pipelining: 1, keepAliveTimeout: 60_000, connect: { ca, lookup: loopbackLookup as never } });
     const failures: string[] = [];
@@ -99,7 +105,7 @@ describe("load", () => {
         if (res.status !== 200) throw new Error(`HTTP ${res.status} ${res.headers.get("x-sail-error") ?? ""}`.trim());
       };
       await Promise.all(Array.from({ length: HTTP }, (_, i) => httpOnce(i))); // opens the HTTP connections
-      const rssHeld = await workerRss();
+      const rssHeld = await processRss();
 
       // churn around them: create, sleep, wake (exec), terminate other boxes
       let churning = true;
@@ -138,19 +144,18 @@ describe("load", () => {
       }
       churning = false;
       const cycles = await churn;
-      const rssAfter = await workerRss();
+      const rssAfter = await processRss();
       sockets.forEach((ws) => ws.close(1000));
       tcps.forEach((c) => c.socket.destroy());
 
       assert.deepEqual(failures.slice(0, 5), [], `${failures.length} failed exchanges`);
       assert.equal(exchanges, rounds * (HTTP + WS + TCP));
       assert.ok(cycles >= 2, "boxes were created, slept, woken and terminated meanwhile");
-      const mb = (xs: number[]) => xs.map((x) => `${(x / 2 ** 20).toFixed(0)} MB`).join(", ");
-      console.error(
-        `RSS of the gateway workers and the daemon: before ${mb(rssBefore)}; holding ${HTTP + WS + TCP} connections ${mb(rssHeld)}; after ${rounds} rounds ${mb(rssAfter)}; ${cycles} churn cycles`,
-      );
-      // bounded: holding and using 1,000 connections costs each worker well under 256 MB more
-      for (const [i, rss] of rssAfter.entries()) assert.ok(rss - (rssBefore[i] ?? 0) < 256 * 2 ** 20, `worker ${i}: ${mb([rssBefore[i] ?? 0])} -> ${mb([rss])}`);
+      const mb = (rss: Map<string, number>) => [...rss].map(([name, bytes]) => `${name} ${(bytes / 2 ** 20).toFixed(0)} MB`).join(", ");
+      console.error(`RSS: before ${mb(rssBefore)}; holding ${HTTP + WS + TCP} connections ${mb(rssHeld)}; after ${rounds} rounds ${mb(rssAfter)}; ${cycles} churn cycles`);
+      // bounded: holding and using 1,000 connections costs HAProxy, each TCP worker and the daemon well under 256 MB more
+      assert.deepEqual([...rssAfter.keys()].sort(), [...rssBefore.keys()].sort(), "the same processes report before and after");
+      for (const [name, rss] of rssAfter) assert.ok(rss - rssBefore.get(name)! < 256 * 2 ** 20, `${name}: ${mb(new Map([[name, rssBefore.get(name)!]]))} -> ${(rss / 2 ** 20).toFixed(0)} MB`);
     } finally {
       await agent.close();
     }

@@ -3,7 +3,7 @@ import { connect } from "node:net";
 import { describe, test } from "node:test";
 import { fetch, type Agent } from "undici";
 import { IngressPort } from "@sail/sdk";
-import { gatewayAgent, HTTPS_PORT, METRICS_PORT, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
+import { eventually, gatewayAgent, HTTPS_PORT, METRICS_PORT, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon({
   setup: async (daemon) => {
@@ -26,15 +26,16 @@ function value(text: string, series: string): number {
   return line ? Number(line.slice(series.length + 1)) : 0;
 }
 
-/** Workers report once a second: scrape until `ready` holds (or give up after ~15 s and return the last scrape). */
+/** Workers report once a second: scrape until `ready` holds. */
 async function scrapeUntil(ready: (text: string) => boolean): Promise<string> {
-  let text = "";
-  for (let i = 0; i < 60; i++) {
-    text = await scrape();
-    if (ready(text)) return text;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  return text;
+  return eventually(
+    "the metrics show the traffic",
+    async () => {
+      const text = await scrape();
+      return ready(text) && text;
+    },
+    { intervalMs: 250 },
+  );
 }
 
 function tcpExchange(port: number, localAddress: string): Promise<string> {

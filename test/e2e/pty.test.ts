@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import WebSocket from "ws";
 import { SailboxPausedError, type Sailbox } from "@sail/sdk";
-import { CLI, runCli, useTestDaemon } from "./harness.js";
+import { eventually, CLI, runCli, useTestDaemon } from "./harness.js";
 
 /**
  * `sail box exec -it` in a real pseudo-terminal: tmux (on its own socket) runs the CLI the way
@@ -39,12 +39,9 @@ class Tmux {
 
   /** Poll the screen until it matches (no timing is asserted: only what appears). */
   async waitFor(pattern: RegExp): Promise<RegExpMatchArray> {
-    for (let i = 0; i < 600; i++) {
-      const match = this.screen().match(pattern);
-      if (match) return match;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    throw new Error(`the terminal never showed ${pattern}; it shows:\n${this.screen()}`);
+    return eventually(`the terminal shows ${pattern}`, () => this.screen().match(pattern)).catch((err: Error) => {
+      throw new Error(`${err.message}; it shows:\n${this.screen()}`);
+    });
   }
 
   dispose(): void {
@@ -126,12 +123,7 @@ describe("interactive exec (PTY)", () => {
     pty.close();
     await assert.rejects(pty.wait());
     // the hangup ended the sleep: the box's process table no longer has it
-    for (let i = 0; i < 100; i++) {
-      const { stdout } = await box.exec("ps -eo args= | grep -qx 'sleep 600' && echo alive || echo gone").output();
-      if (stdout.trim() === "gone") return;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    assert.fail("the sleep survived the hangup");
+    await eventually("the hangup ends the sleep", async () => (await box.exec("ps -eo args= | grep -qx 'sleep 600' && echo alive || echo gone").output()).stdout.trim() === "gone");
   });
 
   test("a terminal wakes a sleeping box; a paused box refuses it with SailboxPausedError from the SDK and the CLI", async (t) => {

@@ -8,7 +8,7 @@ import { describe, test } from "node:test";
 import { fetch, type Agent } from "undici";
 import WebSocket from "ws";
 import { IngressPort, Sailbox, SailboxPausedError, type SailError } from "@sail/sdk";
-import { gatewayAgent, loopbackLookup, runCli, sshOptions, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
+import { eventually, gatewayAgent, loopbackLookup, runCli, sshOptions, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon({
   setup: async (daemon) => {
@@ -181,18 +181,15 @@ describe("pause", () => {
 });
 
 describe("idle auto-sleep", () => {
-  /** Poll the status until it is `wanted` (a guard against hanging, not a timing assertion). */
-  async function eventually(sb: Sailbox, wanted: string): Promise<void> {
-    for (let i = 0; i < 600 && (await sb.status()) !== wanted; i++) await new Promise((r) => setTimeout(r, 100));
-    assert.equal(await sb.status(), wanted);
-  }
+  /** Poll the status until it is `wanted` (what appears, not how fast). */
+  const statusBecomes = (sb: Sailbox, wanted: string) => eventually(`${sb.id} is ${wanted}`, async () => (await sb.status()) === wanted);
 
   test("an idle box sleeps by itself after idleTimeout, and a request wakes it", async () => {
     const sb = await pool.create({ ingressPorts: [3000], idleTimeout: 1 });
     assert.equal(sb.describe().idleTimeout, 1);
     await startGuestServer(sb, 3000);
     const url = (await sb.listener(3000).wait({ timeout: 60 })).endpoint.url;
-    await eventually(sb, "sleeping");
+    await statusBecomes(sb, "sleeping");
     assert.ok(frozen(sb.id));
     assert.equal((await get(`${url}/headers`)).status, 200);
     assert.equal(await sb.status(), "running");
@@ -214,7 +211,7 @@ describe("idle auto-sleep", () => {
     assert.equal(await sb.status(), "running"); // 5 s with an active connection, idleTimeout 2 s
     ws.close();
     await closed;
-    await eventually(sb, "sleeping");
+    await statusBecomes(sb, "sleeping");
   });
 
   test("idleTimeout must be whole seconds", async () => {

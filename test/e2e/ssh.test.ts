@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { before, describe, test } from "node:test";
 import { IngressPort, InvalidArgumentError, Sailbox, type SailError } from "@sail/sdk";
-import { runCli, sshOptions, useTestDaemon } from "./harness.js";
+import { eventually, runCli, sshOptions, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon();
 const keys = mkdtempSync(join(tmpdir(), "sail-ssh-"));
@@ -63,12 +63,7 @@ describe("SSH into a Sailbox with the user's own OpenSSH client", () => {
     const localPort = 20000 + Math.floor(Math.random() * 5000) + 10000;
     const tunnel = spawn("ssh", [...sshOptions(key), "-N", "-o", "ExitOnForwardFailure=yes", "-L", `127.0.0.1:${localPort}:127.0.0.1:8000`, "-p", String(port), "root@127.0.0.1"], { stdio: "ignore" });
     try {
-      let body = "";
-      for (let i = 0; i < 100 && body !== "forwarded\n"; i++) {
-        body = spawnSync("curl", ["-s", `http://127.0.0.1:${localPort}/f.txt`], { encoding: "utf8" }).stdout;
-        if (body !== "forwarded\n") await new Promise((r) => setTimeout(r, 100));
-      }
-      assert.equal(body, "forwarded\n");
+      await eventually("the file arrives through the SSH tunnel", () => spawnSync("curl", ["-s", `http://127.0.0.1:${localPort}/f.txt`], { encoding: "utf8" }).stdout === "forwarded\n");
     } finally {
       tunnel.kill();
     }
