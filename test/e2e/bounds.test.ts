@@ -1,14 +1,19 @@
 /**
  * What happens when the host gets in the way, on a real daemon with real boxes: a public TCP
- * port another program holds.
+ * port another program holds, HAProxy refusing a route change. (A freeze that cannot complete is
+ * tested on a real cgroup in test/unit/freezer.test.ts.)
  */
 import assert from "node:assert/strict";
 import { connect, createServer, type Server } from "node:net";
+import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { IngressPort, SailError } from "@sail/sdk";
-import { runCli, startTcpEcho, TCP_PORTS, useTestDaemon } from "./harness.js";
+import { fetch, type Agent } from "undici";
+import { IngressPort, SailError, type Sailbox } from "@sail/sdk";
+import { RuntimeApi } from "../../packages/server/src/gateway/runtime-api.js";
+import { DATA_DIR, gatewayAgent, runCli, startTcpEcho, TCP_PORTS, useTestDaemon } from "./harness.js";
 
-const { daemon, pool } = useTestDaemon();
+let agent: Agent;
+const { daemon, pool } = useTestDaemon({ setup: async (d) => void (agent = gatewayAgent(await d.caCert())) });
 
 /** Bind every free port of the daemon's TCP range, as another program would: the next box's port is among them. */
 async function holdTcpRange(): Promise<Map<number, Server>> {
@@ -88,5 +93,51 @@ describe("a public TCP port another program holds", () => {
       "an exchange through the public port",
     );
     assert.equal(echoed, "through at last\nBYE\n");
+  });
+});
+
+/** A box serving /srv/who.txt (its name) on port 8000 over HTTP. */
+async function namedBox(name: string): Promise<{ sb: Sailbox; url: string }> {
+  const sb = await pool.create({ ingressPorts: [8000] });
+  assert.equal(await sb.exec(`mkdir -p /srv && echo ${name} > /srv/who.txt`).wait(), 0);
+  await sb.exec("python3 -m http.server 8000 --directory /srv", { background: true }).wait();
+  const listener = await sb.listener(8000).wait({ timeout: 60 });
+  return { sb, url: listener.endpoint.url };
+}
+
+const who = async (url: string) => {
+  const res = await fetch(`${url}/who.txt`, { dispatcher: agent });
+  return res.ok ? (await res.text()).trim() : `HTTP ${res.status}`;
+};
+
+describe("HAProxy refuses a route change", () => {
+  test("the refusal is detected and the whole map replaced, so each box's URL reaches its own box again", async () => {
+    const a = await namedBox("box-a");
+    const b = await namedBox("box-b");
+    assert.equal(await who(a.url), "box-a");
+    assert.equal(await who(b.url), "box-b");
+
+    // another writer at HAProxy's admin socket (an operator, a script): A's route goes, B's points at A's guest
+    const api = new RuntimeApi(join(DATA_DIR, "gateway", "admin.sock"));
+    const map = join(DATA_DIR, "gateway", "routes.map");
+    const entries = new Map(
+      (await api.run(`show map ${map}`))
+        .split("\n")
+        .filter(Boolean)
+        .map((line) => line.split(" ").slice(1) as [string, string]),
+    );
+    const hostA = new URL(a.url).hostname;
+    const hostB = new URL(b.url).hostname;
+    await api.change([`del map ${map} ${hostA}`, `set map ${map} ${hostB} ${entries.get(hostA)!}`]);
+    assert.equal(await who(b.url), "box-a", "B's URL reaches the wrong box now");
+
+    // A sleeps: the daemon deletes A's route, which HAProxy no longer has ("Key not found.")
+    await a.sb.sleep();
+    await eventually(
+      () => who(b.url),
+      (answer) => answer === "box-b",
+      "B's URL reaches B again",
+    );
+    assert.equal(await who(a.url), "box-a", "A wakes on its URL");
   });
 });
