@@ -5,7 +5,7 @@ import { describe, test } from "node:test";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { Image, IngressPort, InvalidArgumentError, LimitExceededError, Sailbox, type SailError } from "@sail/sdk";
-import { runCli, startTcpEcho, useTestDaemon } from "./harness.js";
+import { runCli, startTcpEcho, TCP_PORTS, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon();
 
@@ -50,7 +50,8 @@ describe("raw TCP ingress", () => {
     const { listener } = await tcpBox({ allowPublic: true });
     assert.equal(listener.protocol, "tcp");
     assert.equal(listener.endpoint.host, "localhost");
-    assert.ok(listener.endpoint.port >= 21000 && listener.endpoint.port <= 21999);
+    const [first, last] = TCP_PORTS.split("-").map(Number) as [number, number];
+    assert.ok(listener.endpoint.port >= first && listener.endpoint.port <= last, `${listener.endpoint.port} is in --tcp-ports ${TCP_PORTS}`);
 
     const small = Buffer.from("hello over tcp\n");
     const echoed = await exchange(listener.endpoint.port, small);

@@ -9,7 +9,7 @@ import { beforeEach, describe, test } from "node:test";
 import { canTransition, SAILBOX_TRANSITIONS, SailError, type SailboxStatus } from "@sail/protocol";
 import { createBoxes, type Boxes } from "../../packages/server/src/boxes/boxes.js";
 import type { RouteChange, RouteSubscriber } from "../../packages/server/src/boxes/routes.js";
-import type { BoxNetwork, BoxSpec, OutboundRules, Runtime, RuntimeState } from "../../packages/server/src/runtime/runtime.js";
+import { FreezeError, type BoxNetwork, type BoxSpec, type OutboundRules, type Runtime, type RuntimeState } from "../../packages/server/src/runtime/runtime.js";
 import { Store, type OrgRow } from "../../packages/server/src/store/store.js";
 
 const STATUSES = Object.keys(SAILBOX_TRANSITIONS) as SailboxStatus[];
@@ -21,6 +21,10 @@ class FakeRuntime implements Runtime {
   readonly boxes = new Map<string, BoxNetwork>();
   failCreate = false;
   thawDelayMs = 0;
+  /** "stuck": freeze waits until its signal aborts (then thaws, as the real freezer); "refuse": it fails at once. */
+  freezeMode: "ok" | "stuck" | "refuse" = "ok";
+  /** The signal the last freeze got. */
+  freezeSignal: AbortSignal | undefined;
 
   async prepareImage(arch: string) {
     this.calls.push(`prepareImage ${arch}`);
@@ -71,8 +75,13 @@ class FakeRuntime implements Runtime {
   async listeningAddresses() {
     return [];
   }
-  async freeze(id: string) {
+  async freeze(id: string, signal?: AbortSignal) {
     this.calls.push(`freeze ${id}`);
+    this.freezeSignal = signal;
+    if (this.freezeMode === "refuse") throw new FreezeError(`sailbox ${id} could not be frozen: still FREEZING after 1000 attempts; thawed it again`);
+    if (this.freezeMode === "stuck") {
+      await new Promise((_, reject) => signal!.addEventListener("abort", () => reject(new FreezeError(`could not freeze ${id}: ${String(signal!.reason)}`)), { once: true }));
+    }
   }
   async thaw(id: string) {
     this.calls.push(`thaw ${id}`);
@@ -194,6 +203,81 @@ describe("the lifecycle table", () => {
     await boxes.power.resume(org, box.id);
     await boxes.endings.terminate(org, box.id);
     assert.deepEqual(heard, ["creating→running:running", "running→sleeping:sleeping", "sleeping→running:running", "running→paused:paused", "paused→running:running", "running→terminated:terminated"]);
+  });
+});
+
+describe("steps past their deadline", () => {
+  test("a stuck step before a change releases the box's lock with SAIL_RUNTIME_TIMEOUT, aborts its signal, and changes nothing", async () => {
+    const box = await create();
+    let stepSignal: AbortSignal | undefined;
+    const stuck = boxes.lifecycle.transition(box.id, "sleeping", {
+      action: "sleep",
+      deadlineMs: 50,
+      before: (_box, signal) => {
+        stepSignal = signal;
+        return new Promise(() => {}); // never settles, and ignores its signal
+      },
+    });
+    const error = await stuck.catch((err: unknown) => err);
+    assert.ok(error instanceof SailError);
+    assert.equal(error.code, "SAIL_RUNTIME_TIMEOUT");
+    assert.match(error.message, new RegExp(`Sailbox ${box.id}: sleep did not finish within 0.1 s`));
+    assert.equal(stepSignal?.aborted, true, "the step was told to stop (its runtime commands are killed)");
+    assert.equal(boxes.views.get(org, box.id).status, "running", "a stuck step before the change leaves the status as it was");
+    // the lock is free: terminate proceeds although the stuck step never settles
+    assert.equal((await boxes.endings.terminate(org, box.id)).status, "terminated");
+  });
+
+  test("terminate preempts a freeze that is stuck: the sleep gives up at once and the box ends", async () => {
+    const box = await create();
+    runtime.freezeMode = "stuck";
+    const sleeping = boxes.power.sleep(org, box.id).catch((err: unknown) => err);
+    while (!runtime.calls.includes(`freeze ${box.id}`)) await new Promise((r) => setTimeout(r, 1));
+    assert.equal((await boxes.endings.terminate(org, box.id)).status, "terminated");
+    assert.equal(runtime.freezeSignal?.aborted, true);
+    const error = await sleeping;
+    assert.ok(error instanceof SailError);
+    assert.match(error.message, /being terminated/);
+    assert.equal(boxes.views.get(org, box.id).status, "terminated");
+  });
+
+  test("a freeze that fails: the box runs again (thawed, routes say running), and the error names it", async () => {
+    const routes = new RecordingSubscriber();
+    boxes.routes.subscribe(routes);
+    const box = await create({ ingressPorts: [3000] });
+    runtime.freezeMode = "refuse";
+    const error = await boxes.power.sleep(org, box.id).catch((err: unknown) => err);
+    assert.ok(error instanceof SailError);
+    assert.equal(error.code, "SAIL_RUNTIME_FAILED");
+    assert.match(error.message, new RegExp(`Sailbox ${box.id} could not sleep: .*still FREEZING.*It is running again`));
+    assert.equal(boxes.views.get(org, box.id).status, "running");
+    assert.equal(runtime.calls.at(-1), `thaw ${box.id}`);
+    assert.deepEqual([...routes.http.values()], ["running"]);
+    runtime.freezeMode = "ok";
+    assert.equal((await boxes.power.sleep(org, box.id)).status, "sleeping", "a later sleep works");
+  });
+
+  test("a failed wake is logged with the box id", async () => {
+    const logged: Array<[object, string]> = [];
+    const log = { info() {}, warn() {}, error: (obj: object, msg: string) => logged.push([obj, msg]) };
+    boxes = createBoxes(
+      store,
+      runtime,
+      {
+        defaults: { cpu: 1, memoryMiB: 512, pidsLimit: 64, hostCpus: 2, maxBoxes: 8 },
+        tcp: { firstPort: 20000, lastPort: 20099, defaultLimitPerOrg: 32 },
+        addresses: { domain: "sail.localhost", publicHttpsPort: 8443, publicHost: "localhost" },
+        outbound: { enabled: true, privateAllowed: [], only: null, boxSubnet: "10.9.0.0/16" },
+      },
+      log,
+    );
+    const box = await create();
+    await boxes.power.sleep(org, box.id);
+    runtime.thaw = async () => {
+      throw new Error("crun resume exited 1");
+    };
+    assert.equal(await boxes.power.wakeOnIngress(box.id), "sleeping");
+    assert.deepEqual(logged.at(-1), [{ sailboxId: box.id, err: "Error: crun resume exited 1" }, "wake on ingress failed"]);
   });
 });
 

@@ -31,8 +31,8 @@ const RULES: Array<[string, RegExp, string]> = [
   ["server/src/api/", /\.\.\/(store|runtime|gateway)\//, "the API goes through boxes"],
   [
     "server/src/gateway/",
-    /\.\.\/(store|runtime|api)\/|\.\.\/boxes\/(?!(routes|idle|cidr|ingress-policy)\.js$)/,
-    "the gateway follows boxes' routes and asks its ingress policy; it reaches nothing else",
+    /\.\.\/(store|runtime|api)\/|\.\.\/boxes\/(?!(routes|idle|cidr|ingress-policy|tcp-binds)\.js$)/,
+    "the gateway follows boxes' routes, asks its ingress policy and reports which TCP ports it holds; it reaches nothing else",
   ],
   ["server/src/egress/", /\.\.\/(store|runtime|api|gateway)\/|\.\.\/boxes\/(?!(outbound|logger)\.js$)/, "the resolver asks boxes' outbound policy; it reaches nothing else"],
   ["server/src/wire/", /^\.\.?\//, "wire formats depend on no room"],

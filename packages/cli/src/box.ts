@@ -29,6 +29,8 @@ const listenerRow = (l: Listener) => ({
   port: l.port,
   protocol: l.protocol,
   endpoint: l.protocol === "http" ? l.endpoint.url : `${l.endpoint.host}:${l.endpoint.port}`,
+  // an unbound TCP port says why (another program holds it) and that Sail retries
+  state: l.unbound ? `unbound: ${l.unbound.code} since ${l.unbound.since} (retrying)` : l.state,
 });
 
 const sshCommand = (l: Listener) => `ssh -p ${l.endpoint.port} root@${l.endpoint.host}`;
@@ -226,7 +228,7 @@ export function registerBox(program: Command): void {
       const sb = await resolveBox(idOrName, opts.app);
       const rows = (await sb.listeners()).map(listenerRow);
       if (opts.json) return printJson(rows);
-      printTable(rows, ["port", "protocol", "endpoint"]);
+      printTable(rows, ["port", "protocol", "endpoint", "state"]);
     });
 
   box

@@ -78,6 +78,10 @@ export const ERROR_CODES = {
   SAIL_LISTENER_TIMEOUT: { status: 504, kind: "Timeout" },
   // ours
   SAIL_RUNTIME_FAILED: { status: 500, kind: "Internal" },
+  // a runtime step (thaw, freeze, create, destroy) passed its deadline: it was stopped, the box's lock released
+  SAIL_RUNTIME_TIMEOUT: { status: 504, kind: "Timeout" },
+  // the host could not bind a TCP listener's public port (another program holds it): the gateway keeps retrying
+  SAIL_LISTENER_UNBOUND: { status: 503, kind: "Internal" },
   SAIL_INTERNAL: { status: 500, kind: "Internal" },
   SAIL_UNAVAILABLE: { status: 503, kind: "Internal", from: "sdk" },
   // the HTTPS gateway's own answers (x-sail-error), for traffic to published ports

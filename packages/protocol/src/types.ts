@@ -101,10 +101,29 @@ export interface ExecRequest {
   background?: boolean;
 }
 
+/**
+ * Whether the host holds a TCP listener's public port: `bound`; `pending` (being bound now);
+ * `unbound` when the host could not bind it (`reason` says why, e.g. `EADDRINUSE`: another
+ * program holds it) — the gateway keeps retrying, and `listener.wait()` fails with
+ * `SAIL_LISTENER_UNBOUND` meanwhile.
+ */
+export type TcpListenerState = "bound" | "pending" | "unbound";
+
 /** A published port: HTTP listeners have a URL, TCP listeners a host and port. */
 export type ListenerInfo =
   | { sailboxId: string; port: number; protocol: "http"; endpoint: { url: string; host: string; port: number }; h2c: boolean }
-  | { sailboxId: string; port: number; protocol: "tcp"; endpoint: { host: string; port: number }; cidrAllowlist: string[]; allowPublic: boolean; proxyProtocol: boolean };
+  | {
+      sailboxId: string;
+      port: number;
+      protocol: "tcp";
+      endpoint: { host: string; port: number };
+      cidrAllowlist: string[];
+      allowPublic: boolean;
+      proxyProtocol: boolean;
+      state: TcpListenerState;
+      /** Why it is unbound: the OS's error code and message, and since when (ISO 8601). */
+      unbound?: { code: string; message: string; since: string };
+    };
 
 /** One line of the NDJSON stream a foreground exec answers with. */
 export type ExecEvent = { stream: "stdout" | "stderr"; data: string } | { exitCode: number } | { error: { code: string; message: string; [detail: string]: unknown } };

@@ -1,4 +1,4 @@
-import { NotFoundError, type IngressPortSpec, type IngressProtocol, type ListenerInfo } from "@sail/protocol";
+import { NotFoundError, type IngressPortSpec, type IngressProtocol, type ListenerInfo, type TcpListenerState } from "@sail/protocol";
 import type { SailClient } from "./client.js";
 
 /**
@@ -111,10 +111,27 @@ export class Listener {
   }
 
   /**
+   * TCP: whether this Sail host holds the public port — `"bound"`, `"pending"`, or `"unbound"`
+   * (another program holds it; Sail keeps retrying, `unbound` says why). HTTP listeners share
+   * the gateway's port: always `"bound"`.
+   */
+  get state(): TcpListenerState {
+    const info = this.known();
+    return info.protocol === "tcp" ? info.state : "bound";
+  }
+
+  /** TCP, when `state` is `"unbound"`: the OS's `code` (e.g. `EADDRINUSE`), its `message`, and `since` when. */
+  get unbound(): { code: string; message: string; since: string } | undefined {
+    const info = this.known();
+    return info.protocol === "tcp" ? info.unbound : undefined;
+  }
+
+  /**
    * Wait until a process in the Sailbox accepts connections on this port and the
    * public endpoint routes to it. Resolves to this listener; rejects with a
    * `TimeoutError` naming the box and port (and saying so when the process
-   * listens on 127.0.0.1 only).
+   * listens on 127.0.0.1 only), or with `SAIL_LISTENER_UNBOUND` (an `InternalError`)
+   * when this Sail host could not bind a TCP listener's public port.
    */
   async wait(options: { timeout?: number; signal?: AbortSignal } = {}): Promise<this> {
     const timeoutMs = Math.round((options.timeout ?? 60) * 1000);

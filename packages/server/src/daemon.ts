@@ -24,6 +24,7 @@ import { ensureLocalTls, loadGivenTls } from "./gateway/tls.js";
 import { createBoxes } from "./boxes/boxes.js";
 import type { ActivityReport } from "./boxes/idle.js";
 import type { RouteSubscriber } from "./boxes/routes.js";
+import type { TcpBind } from "./boxes/tcp-binds.js";
 import { parseListen, parsePortRange, resolveConfig, type DaemonConfig } from "./config.js";
 import { preflight } from "./preflight.js";
 import { LocalRuntime } from "./runtime/local-runtime.js";
@@ -105,6 +106,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
         boxes.idle.noteActivity(source, report);
         if (source.startsWith("tcp-")) traffic.noteTcpActivity(source, report);
       },
+      noteTcpBind: (publicPort: number, bind: TcpBind | undefined) => boxes.tcpBinds.note(publicPort, bind),
     };
 
     await runtime.start();

@@ -49,6 +49,8 @@ ERROR_CODES: Dict[str, Tuple[int, str]] = {
     "SAIL_TIMEOUT": (504, "Timeout"),
     "SAIL_LISTENER_TIMEOUT": (504, "Timeout"),
     "SAIL_RUNTIME_FAILED": (500, "Internal"),
+    "SAIL_RUNTIME_TIMEOUT": (504, "Timeout"),
+    "SAIL_LISTENER_UNBOUND": (503, "Internal"),
     "SAIL_INTERNAL": (500, "Internal"),
     "SAIL_UNAVAILABLE": (503, "Internal"),
     "SAIL_ROUTE_UNKNOWN": (404, "NotFound"),

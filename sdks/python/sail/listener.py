@@ -145,6 +145,18 @@ class Listener:
         """TCP: the sources allowed to connect (empty: any)."""
         return list(self._known().get("cidrAllowlist", []))
 
+    @property
+    def state(self) -> str:
+        """TCP: whether this Sail host holds the public port: ``"bound"``, ``"pending"``, or
+        ``"unbound"`` (another program holds it; Sail keeps retrying, see ``unbound``).
+        HTTP listeners share the gateway's port: always ``"bound"``."""
+        return str(self._known().get("state", "bound"))
+
+    @property
+    def unbound(self) -> Optional[Dict[str, str]]:
+        """TCP, when ``state`` is ``"unbound"``: the OS's ``code`` (e.g. ``EADDRINUSE``), its ``message`` and ``since``."""
+        return self._known().get("unbound")
+
     def wait(self, timeout: float = 60) -> "Listener":
         """Wait until a process in the Sailbox accepts connections on this port and the public
         endpoint routes to it; returns this listener.
@@ -156,6 +168,8 @@ class Listener:
             sail.TimeoutError: nothing served the port in time (the message says so when the
                 server listens on 127.0.0.1 only).
             sail.NotFoundError: the Sailbox does not publish this port.
+            sail.InternalError: ``SAIL_LISTENER_UNBOUND``, this Sail host could not bind the
+                TCP listener's public port (the message names it and the OS's reason).
         """
         wait_ms = max(0, round(timeout * 1000))
         path = f"/v1/sailboxes/{self.sailbox_id}/listeners/{self.port}?waitMs={wait_ms}"

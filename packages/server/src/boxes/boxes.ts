@@ -17,6 +17,7 @@ import type { Logger } from "./logger.js";
 import { Power } from "./power.js";
 import { RoutePublisher } from "./routes.js";
 import { SailboxViews } from "./views.js";
+import { TcpBinds } from "./tcp-binds.js";
 
 export interface BoxesSettings {
   defaults: BoxDefaults;
@@ -34,7 +35,8 @@ export function createBoxes(store: Store, runtime: Runtime, settings: BoxesSetti
   const lifecycle = new Lifecycle(store);
   const routes = new RoutePublisher(store, runtime, lifecycle);
   const routesSynced = () => routes.synced();
-  const views = new SailboxViews(store, lifecycle, runtime.hostArch, settings.addresses);
+  const tcpBinds = new TcpBinds();
+  const views = new SailboxViews(store, lifecycle, runtime.hostArch, settings.addresses, tcpBinds);
   const describe = views.describe.bind(views);
   const outbound = new Outbound(store, lifecycle, runtime, settings.outbound, describe, log);
   const power = new Power(lifecycle, runtime, routesSynced, describe, log);
@@ -42,6 +44,7 @@ export function createBoxes(store: Store, runtime: Runtime, settings: BoxesSetti
   return {
     lifecycle,
     routes,
+    tcpBinds,
     views,
     power,
     idle,
@@ -51,7 +54,7 @@ export function createBoxes(store: Store, runtime: Runtime, settings: BoxesSetti
     creator: new BoxCreator(store, lifecycle, runtime, settings.defaults, settings.tcp, outbound, describe, log),
     endings: new Endings(store, lifecycle, runtime, describe, log),
     execs: new Execs(store, lifecycle, power, idle, runtime),
-    listeners: new Listeners(store, lifecycle, power, idle, runtime, routesSynced, settings.addresses),
+    listeners: new Listeners(store, lifecycle, power, idle, runtime, routesSynced, settings.addresses, tcpBinds),
   };
 }
 

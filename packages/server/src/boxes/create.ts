@@ -24,6 +24,12 @@ import { installSshdScript } from "./sshd.js";
 import { checkOrgCapacity } from "./org-limits.js";
 import { checkTcpQuota } from "./tcp-quota.js";
 
+/**
+ * A start: the container (`crun run`, up to 60 s), its network and firewall (seconds), sshd
+ * when asked for (an exec). Images are built before, outside the lock.
+ */
+const CREATE_DEADLINE_MS = 120_000;
+
 export interface BoxDefaults {
   cpu: number;
   memoryMiB: number;
@@ -91,23 +97,28 @@ export class BoxCreator {
     );
     try {
       const running = await this.lifecycle.transition(id, "running", {
-        before: async () => {
-          await this.runtime.create({
-            id,
-            hostname: name ?? id,
-            arch,
-            aptPackages,
-            cpu: box.cpu,
-            memoryMiB: box.memoryMiB,
-            pidsLimit: this.defaults.pidsLimit,
-            netSlot: box.netSlot,
-            outbound: rulesOf(network),
-          });
+        action: "start",
+        deadlineMs: CREATE_DEADLINE_MS,
+        before: async (_box, signal) => {
+          await this.runtime.create(
+            {
+              id,
+              hostname: name ?? id,
+              arch,
+              aptPackages,
+              cpu: box.cpu,
+              memoryMiB: box.memoryMiB,
+              pidsLimit: this.defaults.pidsLimit,
+              netSlot: box.netSlot,
+              outbound: rulesOf(network),
+            },
+            signal,
+          );
           try {
             await this.outbound.install(id, network, { rulesInPlace: true });
             if (sshKey) await runScript(this.runtime, id, installSshdScript(sshKey), "set up sshd");
           } catch (err) {
-            await this.runtime.destroy(id);
+            await this.runtime.destroy(id, { signal });
             throw err;
           }
         },
@@ -115,7 +126,9 @@ export class BoxCreator {
       this.log.info({ sailboxId: id, app: app.name, name }, "sailbox running");
       return this.describe(running);
     } catch (err) {
-      this.store.deleteSailbox(id); // the runtime removed what it made: the box never existed
+      // the runtime removed what it made; a start stopped at its deadline may still be undoing it
+      await this.runtime.destroy(id).catch((cleanup) => this.log.error({ sailboxId: id, err: String(cleanup) }, "cleanup of a failed create failed"));
+      this.store.deleteSailbox(id); // the box never existed
       this.log.error({ sailboxId: id, err: String(err) }, "sailbox create failed");
       throw sailError("SAIL_RUNTIME_FAILED", `Could not start sailbox ${name ?? id}: ${(err as Error).message}`, { sailboxId: id });
     }

@@ -1,5 +1,6 @@
 import { httpLabel, type ListenerInfo } from "@sail/protocol";
 import type { ListenerRow } from "../store/store.js";
+import type { TcpBinds } from "./tcp-binds.js";
 
 /** Where published ports are reachable from outside. */
 export interface PublicAddresses {
@@ -13,10 +14,12 @@ export interface PublicAddresses {
 
 /**
  * A listener's public endpoint: derived from the box id, the port and the daemon's settings,
- * never stored, so URLs are known at create and survive sleep, wake and restarts.
+ * never stored, so URLs are known at create and survive sleep, wake and restarts. A TCP
+ * listener also says whether the host holds its public port (`binds`).
  */
-export function listenerInfo(listener: ListenerRow, at: PublicAddresses): ListenerInfo {
+export function listenerInfo(listener: ListenerRow, at: PublicAddresses, binds?: TcpBinds): ListenerInfo {
   if (listener.protocol === "tcp") {
+    const bind = binds?.of(listener.publicPort!) ?? { state: "pending" };
     return {
       sailboxId: listener.sailboxId,
       port: listener.port,
@@ -25,6 +28,8 @@ export function listenerInfo(listener: ListenerRow, at: PublicAddresses): Listen
       cidrAllowlist: listener.cidrAllowlist,
       allowPublic: listener.allowPublic,
       proxyProtocol: listener.proxyProtocol,
+      state: bind.state,
+      ...(bind.unbound ? { unbound: bind.unbound } : {}),
     };
   }
   const host = `${httpLabel(listener.sailboxId, listener.port)}.${at.domain}`;

@@ -10,15 +10,28 @@ export interface Transition {
 }
 
 export interface TransitionSteps {
-  /** Runs holding the lock, before the status changes; if it throws, nothing changes (e.g. thaw before "running"). */
-  before?: (box: SailboxRow) => Promise<void>;
-  /** Runs holding the lock, once the store has the new status and subscribers heard it (e.g. freeze after "sleeping"). */
-  after?: (box: SailboxRow, from: SailboxStatus) => Promise<void>;
+  /**
+   * Runs holding the lock, before the status changes; if it throws or passes the deadline, the
+   * status does not change (e.g. thaw before "running"). `signal` aborts at the deadline (and when
+   * terminate preempts the step): pass it to the runtime, whose commands are then killed.
+   */
+  before?: (box: SailboxRow, signal: AbortSignal) => Promise<void>;
+  /** Runs holding the lock, once the store has the new status and subscribers heard it (e.g. freeze after "sleeping"); the status stays changed if it fails. */
+  after?: (box: SailboxRow, from: SailboxStatus, signal: AbortSignal) => Promise<void>;
   /** Why (kept with a failure, logged). */
   reason?: string;
   /** What the user asked for, for the refusal's message ("sleep", "resume"). */
   action?: string;
+  /** The most `before` and `after` may take together; default `STEP_DEADLINE_MS`. */
+  deadlineMs?: number;
 }
+
+/**
+ * How long a transition's steps may hold a box's lock unless they say otherwise: a thaw takes
+ * milliseconds, a freeze gives up by itself after ≈ 5 s (runtime/freezer.ts), pushing routes to
+ * the data paths takes milliseconds. Past it the lock is released with `SAIL_RUNTIME_TIMEOUT`.
+ */
+export const STEP_DEADLINE_MS = 30_000;
 
 /**
  * The lifecycle core: the only place a box's status changes. `transition(id, to)` takes the
@@ -29,6 +42,8 @@ export interface TransitionSteps {
  */
 export class Lifecycle {
   private readonly locks = new Map<string, Promise<unknown>>();
+  /** Per box: aborts the work holding its lock now (terminate preempts it). */
+  private readonly holders = new Map<string, AbortController>();
   private readonly subscribers: Array<(change: Transition) => void> = [];
 
   constructor(private readonly store: Store) {}
@@ -54,31 +69,75 @@ export class Lifecycle {
    * Move the box to `to`. Moving to the status it has is a no-op that returns it (sleep,
    * pause, resume and terminate are idempotent); a change the table forbids is a
    * `SAIL_SAILBOX_NOT_RUNNING` conflict that names the status and what would allow it.
+   * The steps are bounded by `deadlineMs`: past it the lock is released with a
+   * `SAIL_RUNTIME_TIMEOUT` naming the box and the step, the step's signal aborts (its runtime
+   * commands are killed), and the status is what the step had reached: unchanged when `before`
+   * was stuck, the new one when `after` was (docs/architecture.md, "Steps past their deadline").
    */
   transition(id: string, to: SailboxStatus, steps: TransitionSteps = {}): Promise<SailboxRow> {
-    return this.withLock(id, async () => {
-      const box = this.store.getSailbox(id);
-      if (!box) throw sailError("SAIL_SAILBOX_NOT_FOUND", `No sailbox ${id}`, { sailboxId: id });
-      if (box.status === to) return box;
-      if (!canTransition(box.status, to)) throw refusal(box, to, steps.action);
-      await steps.before?.(box);
-      this.store.setStatus(id, to, steps.reason ?? null);
-      const changed = this.store.getSailbox(id)!;
-      for (const subscriber of this.subscribers) subscriber({ box: changed, from: box.status, to, reason: steps.reason });
-      await steps.after?.(changed, box.status);
-      return changed;
-    });
+    const what = steps.action ?? `become ${to}`;
+    return this.withLock(
+      id,
+      async (signal) => {
+        const box = this.store.getSailbox(id);
+        if (!box) throw sailError("SAIL_SAILBOX_NOT_FOUND", `No sailbox ${id}`, { sailboxId: id });
+        if (box.status === to) return box;
+        if (!canTransition(box.status, to)) throw refusal(box, to, steps.action);
+        await steps.before?.(box, signal);
+        signal.throwIfAborted(); // past the deadline the status must not change any more
+        this.store.setStatus(id, to, steps.reason ?? null);
+        const changed = this.store.getSailbox(id)!;
+        for (const subscriber of this.subscribers) subscriber({ box: changed, from: box.status, to, reason: steps.reason });
+        await steps.after?.(changed, box.status, signal);
+        return changed;
+      },
+      { deadlineMs: steps.deadlineMs, what },
+    );
   }
 
-  /** Run `work` holding the box's lock (for work that changes no status, e.g. removing a failed box's leftovers). */
-  async withLock<T>(id: string, work: () => Promise<T>): Promise<T> {
+  /**
+   * Run `work` holding the box's lock (for work that changes no status, e.g. removing a failed
+   * box's leftovers), bounded like a transition's steps: past the deadline, or when `preempt`
+   * is called, `signal` aborts and the lock is released at once with that reason, whether or
+   * not `work` has noticed yet.
+   */
+  async withLock<T>(id: string, work: (signal: AbortSignal) => Promise<T>, options: { deadlineMs?: number; what?: string } = {}): Promise<T> {
     const previous = this.locks.get(id) ?? Promise.resolve();
-    const next = previous.catch(() => {}).then(work);
+    const next = previous.catch(() => {}).then(() => this.bounded(id, work, options.deadlineMs ?? STEP_DEADLINE_MS, options.what ?? "its operation"));
     this.locks.set(id, next);
     try {
       return await next;
     } finally {
       if (this.locks.get(id) === next) this.locks.delete(id);
+    }
+  }
+
+  /**
+   * Abort whatever holds the box's lock now (terminate must never wait behind a stuck step);
+   * returns whether something did.
+   */
+  preempt(id: string, why: string): boolean {
+    const holder = this.holders.get(id);
+    if (!holder) return false;
+    holder.abort(sailError("SAIL_SAILBOX_NOT_RUNNING", `Sailbox ${id}: ${why}`, { sailboxId: id }));
+    return true;
+  }
+
+  private async bounded<T>(id: string, work: (signal: AbortSignal) => Promise<T>, deadlineMs: number, what: string): Promise<T> {
+    const controller = new AbortController();
+    this.holders.set(id, controller);
+    const timer = setTimeout(() => {
+      const seconds = Math.round(deadlineMs / 100) / 10;
+      controller.abort(sailError("SAIL_RUNTIME_TIMEOUT", `Sailbox ${id}: ${what} did not finish within ${seconds} s; it was stopped`, { sailboxId: id, deadlineMs }));
+    }, deadlineMs);
+    const released = new Promise<never>((_, reject) => controller.signal.addEventListener("abort", () => reject(controller.signal.reason as Error), { once: true }));
+    const running = work(controller.signal);
+    running.catch(() => {}); // once released, what the stuck work ends with is nobody's answer
+    try {
+      return await Promise.race([running, released]);
+    } finally {
+      clearTimeout(timer);
+      if (this.holders.get(id) === controller) this.holders.delete(id);
     }
   }
 

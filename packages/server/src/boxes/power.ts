@@ -1,5 +1,5 @@
-import { sailError, type SailboxInfo, type SailboxStatus } from "@sail/protocol";
-import type { Runtime } from "../runtime/runtime.js";
+import { SailError, sailError, type SailboxInfo, type SailboxStatus } from "@sail/protocol";
+import { FreezeError, type Runtime } from "../runtime/runtime.js";
 import type { OrgRow, SailboxRow } from "../store/store.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { Logger } from "./logger.js";
@@ -29,27 +29,54 @@ export class Power {
 
   /** Sleep a running box (idle auto-sleep calls this too); a sleeping one stays as it is. */
   async sleepBox(id: string, reason: string): Promise<SailboxRow> {
-    return this.lifecycle.transition(id, "sleeping", {
-      action: "sleep",
-      after: async () => {
-        await this.routesSynced();
-        await this.runtime.freeze(id);
-        this.log.info({ sailboxId: id, reason }, "sailbox sleeping");
-      },
-    });
+    try {
+      return await this.lifecycle.transition(id, "sleeping", {
+        action: "sleep",
+        after: async (_box, _from, signal) => {
+          await this.routesSynced();
+          await this.runtime.freeze(id, signal);
+          this.log.info({ sailboxId: id, reason }, "sailbox sleeping");
+        },
+      });
+    } catch (err) {
+      throw await this.unfrozen(id, "sleep", err);
+    }
   }
 
   async pause(org: OrgRow, id: string): Promise<SailboxInfo> {
     this.lifecycle.owned(org, id);
-    const box = await this.lifecycle.transition(id, "paused", {
-      action: "pause",
-      after: async (_box, from) => {
-        await this.routesSynced();
-        if (from === "running") await this.runtime.freeze(id); // a sleeping box is frozen already
-        this.log.info({ sailboxId: id }, "sailbox paused");
-      },
-    });
+    let box: SailboxRow;
+    try {
+      box = await this.lifecycle.transition(id, "paused", {
+        action: "pause",
+        after: async (_box, from, signal) => {
+          await this.routesSynced();
+          if (from === "running") await this.runtime.freeze(id, signal); // a sleeping box is frozen already
+          this.log.info({ sailboxId: id }, "sailbox paused");
+        },
+      });
+    } catch (err) {
+      throw await this.unfrozen(id, "pause", err);
+    }
     return this.describe(box);
+  }
+
+  /**
+   * A sleep or pause whose freeze failed or passed its deadline: the freezer thawed the box
+   * again, so it is running, and says so (routes, idle tracking: an idle box is tried again
+   * after its idleTimeout). Returns the error to throw, naming the box.
+   */
+  private async unfrozen(id: string, action: "sleep" | "pause", err: unknown): Promise<unknown> {
+    if (!(err instanceof FreezeError) && !(err instanceof SailError && err.code === "SAIL_RUNTIME_TIMEOUT")) return err;
+    this.log.error({ sailboxId: id, action, err: String(err) }, "sailbox could not be frozen; it runs again");
+    const status = this.lifecycle.current(id)?.status;
+    if (status === "sleeping" || status === "paused") {
+      await this.lifecycle
+        .transition(id, "running", { action: `undo ${action}`, before: (_box, signal) => this.runtime.thaw(id, signal), reason: `could not ${action}` })
+        .catch((undo) => this.log.error({ sailboxId: id, err: String(undo) }, `could not undo the failed ${action}`));
+    }
+    if (err instanceof SailError) return err;
+    return sailError("SAIL_RUNTIME_FAILED", `Sailbox ${id} could not ${action}: ${(err as Error).message}. It is running again; try again later`, { sailboxId: id });
   }
 
   /** Bring a sleeping or paused box back (a running one is left as it is). */
@@ -65,7 +92,7 @@ export class Power {
    */
   async wakeOnIngress(id: string): Promise<SailboxStatus | undefined> {
     const box = this.lifecycle.current(id);
-    if (box?.status === "sleeping") await this.thaw(id, "wake").catch(() => {});
+    if (box?.status === "sleeping") await this.thaw(id, "wake").catch((err) => this.log.error({ sailboxId: id, err: String(err) }, "wake on ingress failed"));
     return this.lifecycle.current(id)?.status;
   }
 
@@ -75,7 +102,12 @@ export class Power {
    */
   async awake(org: OrgRow, id: string): Promise<SailboxRow> {
     let box = this.lifecycle.owned(org, id);
-    if (box.status === "sleeping") box = await this.thaw(id, "wake").catch(() => this.lifecycle.owned(org, id));
+    if (box.status === "sleeping") {
+      box = await this.thaw(id, "wake").catch((err) => {
+        this.log.error({ sailboxId: id, err: String(err) }, "wake for an API call failed");
+        return this.lifecycle.owned(org, id);
+      });
+    }
     if (box.status === "paused") throw sailError("SAIL_SAILBOX_PAUSED", `Sailbox ${id} is paused: call resume() first`, { sailboxId: id });
     if (box.status !== "running") {
       throw sailError("SAIL_SAILBOX_NOT_RUNNING", `Sailbox ${id} is ${box.status}${box.failureReason ? ` (${box.failureReason})` : ""}: create a new one`, { sailboxId: id, status: box.status });
@@ -94,10 +126,10 @@ export class Power {
     let from: SailboxStatus | undefined;
     const box = await this.lifecycle.transition(id, "running", {
       action,
-      before: async (box) => {
+      before: async (box, signal) => {
         if (action === "wake" && box.status !== "sleeping") throw sailError("SAIL_SAILBOX_PAUSED", `Sailbox ${id} is ${box.status}: only resume() brings it back`, { sailboxId: id });
         from = box.status;
-        await this.runtime.thaw(id);
+        await this.runtime.thaw(id, signal);
       },
       after: () => this.routesSynced(),
     });

@@ -3,6 +3,7 @@ import type { OrgRow, SailboxRow, Store } from "../store/store.js";
 import { listenerInfo, type PublicAddresses } from "./endpoints.js";
 import type { Lifecycle } from "./lifecycle.js";
 import { networkPolicyOf } from "./outbound.js";
+import type { TcpBinds } from "./tcp-binds.js";
 
 /** What the API shows of sailboxes: SailboxInfo, with its published endpoints and wake count. */
 export class SailboxViews {
@@ -14,6 +15,7 @@ export class SailboxViews {
     private readonly lifecycle: Lifecycle,
     private readonly hostArch: Architecture,
     private readonly addresses: PublicAddresses,
+    private readonly binds?: TcpBinds,
   ) {
     lifecycle.onTransition(({ box, from, to }) => {
       if (from === "sleeping" && to === "running") this.wakes.set(box.id, (this.wakes.get(box.id) ?? 0) + 1);
@@ -42,7 +44,7 @@ export class SailboxViews {
       wakes: this.wakes.get(box.id) ?? 0,
       createdAt: box.createdAt,
       // an ended box publishes nothing: its public ports may belong to another box now
-      listeners: isLive(box.status) ? this.store.listListeners(box.id).map((l) => listenerInfo(l, this.addresses)) : [],
+      listeners: isLive(box.status) ? this.store.listListeners(box.id).map((l) => listenerInfo(l, this.addresses, this.binds)) : [],
       network: networkPolicyOf(box),
       ...(box.failureReason ? { failureReason: box.failureReason } : {}),
     };

@@ -9,7 +9,7 @@ import type { HttpRoute, RouteChange, RouteSubscriber } from "../boxes/routes.js
 import type { CounterDelta } from "./counters.js";
 import { errorFile, gatewayPaths, HAPROXY_ERRORS, haproxyConfig, returnBodies, type HaproxySettings } from "./haproxy-config.js";
 import { RefusalLog } from "./refusal-log.js";
-import { RuntimeApi } from "./runtime-api.js";
+import { RuntimeApi, splitAnswers } from "./runtime-api.js";
 import type { TlsMaterial } from "./tls.js";
 
 interface Logger {
@@ -39,6 +39,13 @@ export class HaproxyGateway implements RouteSubscriber {
   private readonly routes = new Map<string, HttpRoute>();
   private child: ChildProcess | undefined;
   private stopping = false;
+  /** Route changes for HAProxy, in order; never rejects (a failure resynchronises or restarts). */
+  private pushing: Promise<void> = Promise.resolve();
+  /** Bumped at each write of routes.map; `loaded` is the write the running HAProxy started from. */
+  private mapWrites = 0;
+  private loaded = -1;
+  /** Resolves once an HAProxy runs and answers (replaced when it dies): synced() waits for one. */
+  private up = deferred();
   /** Idle guest connections being closed (dropConnections), which synced() waits for. */
   private readonly closing = new Set<Promise<void>>();
   private restartDelayMs = RESTART_FIRST_MS;
@@ -52,30 +59,18 @@ export class HaproxyGateway implements RouteSubscriber {
   private readonly haproxyLog: RefusalLog;
 
   constructor(
-    private readonly settings: HaproxySettings & { domain: string; tls: TlsMaterial },
+    private readonly settings: HaproxySettings & { domain: string; tls: TlsMaterial; runtimeApiTimeoutMs?: number },
     private readonly log: Logger,
     private readonly onActivity: (report: ActivityReport) => void,
   ) {
     this.paths = gatewayPaths(settings.dir);
-    this.api = new RuntimeApi(this.paths.admin);
+    this.api = new RuntimeApi(this.paths.admin, settings.runtimeApiTimeoutMs);
     this.haproxyLog = new RefusalLog(log);
   }
 
   /** Write the config, certificate and map; start HAProxy; resolve once it answers on its admin socket. */
   async start(): Promise<void> {
-    // HAProxy's user creates its sockets here and reads the certificate; nobody else may look
-    mkdirSync(this.settings.dir, { recursive: true });
-    const group = this.settings.user ? systemIds(this.settings.user)?.gid : undefined;
-    chmodSync(this.settings.dir, 0o770);
-    writeFileSync(this.paths.pem, `${this.settings.tls.cert.trim()}\n${this.settings.tls.key.trim()}\n`, { mode: 0o640 });
-    chmodSync(this.paths.pem, 0o640); // the mode above applies only to a new file
-    if (group !== undefined) {
-      chownSync(this.settings.dir, 0, group);
-      chownSync(this.paths.pem, 0, group);
-    }
-    for (const [status, code, text] of HAPROXY_ERRORS) writeFileSync(join(this.settings.dir, `${status}.http`), errorFile(status, code, text));
-    for (const [file, body] of returnBodies()) writeFileSync(join(this.settings.dir, file), body);
-    writeFileSync(this.paths.config, haproxyConfig(this.settings));
+    writeGatewayFiles(this.settings);
     this.writeMap();
     stopOrphan(this.paths.pid, this.paths.config);
     // HAProxy creates its sockets as its own user: one left by an earlier run (maybe root's) must go
@@ -85,6 +80,12 @@ export class HaproxyGateway implements RouteSubscriber {
     this.activityTimer.unref();
   }
 
+  /**
+   * Follow a route change: routes.map is rewritten (a restarted HAProxy loads it), then the
+   * difference goes to the running HAProxy through the runtime API, each answer checked. If
+   * HAProxy refuses any of it (its map is not what the daemon thinks), the whole map is
+   * replaced atomically; if that fails too, HAProxy is restarted with the file.
+   */
   apply(change: RouteChange): void {
     if (change.reset) {
       this.routes.clear();
@@ -110,8 +111,42 @@ export class HaproxyGateway implements RouteSubscriber {
       else if (old !== value) commands.push(`set map ${this.paths.routes} ${host} ${value}`);
     }
     if (!commands.length) return;
-    this.writeMap(); // a restarted HAProxy loads the routes as they are now
-    if (this.child) void this.api.run(...commands).catch((err) => this.log.error({ err: String(err) }, "could not update HAProxy's routes"));
+    const write = this.writeMap(); // a restarted HAProxy loads the routes as they are now
+    const boxes = changedBoxes(change);
+    this.pushing = this.pushing.then(() => this.push(commands, write, boxes));
+  }
+
+  private async push(commands: string[], write: number, sailboxIds: string[]): Promise<void> {
+    // no HAProxy, or one started from this write or a later one: it has these routes from the file
+    if (!this.child || this.loaded >= write) return;
+    try {
+      await this.api.change(commands);
+    } catch (err) {
+      this.log.error({ sailboxIds, err: String(err) }, "HAProxy refused a route change; replacing its whole map");
+      await this.resync(sailboxIds);
+    }
+  }
+
+  /** Make HAProxy's map the daemon's, atomically; restart HAProxy (which loads routes.map) if even that fails. */
+  private async resync(sailboxIds: string[]): Promise<void> {
+    try {
+      await this.api.replaceMap(this.paths.routes, [...this.map]);
+      this.log.warn({ sailboxIds, routes: this.map.size }, "HAProxy's routes resynchronised");
+    } catch (err) {
+      this.log.error({ sailboxIds, err: String(err) }, "could not resynchronise HAProxy's routes; restarting it");
+      await this.restart();
+    }
+  }
+
+  /** Kill HAProxy; the supervisor starts another from routes.map. Resolves once it answers. */
+  private async restart(): Promise<void> {
+    const child = this.child;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGKILL");
+      await exited;
+    }
+    await this.up.promise;
   }
 
   /**
@@ -129,16 +164,26 @@ export class HaproxyGateway implements RouteSubscriber {
     this.closing.add(closing);
     void this.api
       .run("show sess all")
-      .then((sessions) => {
+      .then(async (sessions) => {
         const ids = sessionsTo(sessions, addresses);
-        if (ids.length) return this.api.run(...ids.map((id) => `shutdown session ${id}`));
+        if (!ids.length) return;
+        const answers = splitAnswers(await this.api.run(...ids.map((id) => `shutdown session ${id}`)));
+        // a session that ended meanwhile is "No such session": the goal is reached anyway
+        const refused = answers.filter((a) => a !== "" && !a.startsWith("No such session"));
+        if (answers.length < ids.length || refused.length)
+          this.log.warn({ sailboxId, answers: refused.slice(0, 3), expected: ids.length, got: answers.length }, "HAProxy did not shut every session down");
       })
       .catch((err) => this.log.warn({ sailboxId, err: String(err) }, "could not drop HAProxy sessions"));
   }
 
-  /** Resolves once HAProxy routes by every change applied so far, and holds no connection to a box that stopped running. */
+  /**
+   * Resolves once HAProxy routes by every change applied so far — its answers checked, or its
+   * map replaced, or a new HAProxy started from routes.map — and holds no connection to a box
+   * that stopped running.
+   */
   async synced(): Promise<void> {
-    await Promise.all([this.api.drained(), ...this.closing]);
+    await this.pushing;
+    await Promise.all([this.up.promise, ...this.closing]);
   }
 
   /** Counters since the last call (connections, requests, bytes), from HAProxy's frontend statistics. */
@@ -203,10 +248,12 @@ export class HaproxyGateway implements RouteSubscriber {
     return `${label}.${this.settings.domain}`;
   }
 
-  private writeMap(): void {
+  /** Returns which write this was. */
+  private writeMap(): number {
     const text = [...this.map].map(([host, value]) => `${host} ${value}\n`).join("");
     writeFileSync(`${this.paths.routes}.tmp`, text);
     renameSync(`${this.paths.routes}.tmp`, this.paths.routes);
+    return ++this.mapWrites;
   }
 
   /** Start HAProxy in the foreground (-db); resolve once its admin socket answers, reject with what it printed if it exits first. */
@@ -221,6 +268,7 @@ export class HaproxyGateway implements RouteSubscriber {
       stdio: ["ignore", "pipe", "pipe"],
     });
     this.child = child;
+    this.loaded = this.mapWrites; // every write so far is in the file it reads
     if (child.pid) writeFileSync(this.paths.pid, String(child.pid));
     const output: string[] = [];
     for (const stream of [child.stdout!, child.stderr!]) {
@@ -242,8 +290,10 @@ export class HaproxyGateway implements RouteSubscriber {
               () => true,
               () => false,
             ))
-          )
+          ) {
+            this.up.resolve();
             return resolve();
+          }
           await new Promise((r) => setTimeout(r, 20));
         }
       };
@@ -251,6 +301,7 @@ export class HaproxyGateway implements RouteSubscriber {
     });
     child.once("exit", (code, signal) => {
       if (this.child === child) this.child = undefined;
+      if (this.up.settled) this.up = deferred();
       if (this.stopping) return;
       this.log.error({ code, signal, output: output.slice(-5) }, "HAProxy exited; restarting it");
       setTimeout(() => {
@@ -339,6 +390,47 @@ export function frontendStats(csv: string, frontend: string): Record<string, num
       .split(",") ?? [];
   const row = lines.find((l) => l.startsWith(`${frontend},FRONTEND,`))?.split(",") ?? [];
   return Object.fromEntries(header.map((name, i) => [name, Number(row[i] ?? 0) || 0]));
+}
+
+/**
+ * What HAProxy reads in `settings.dir`: the config, the certificate with its key, the error
+ * pages. HAProxy's user creates its sockets there and reads the certificate; nobody else may look.
+ */
+export function writeGatewayFiles(settings: HaproxySettings & { tls: TlsMaterial }): void {
+  const paths = gatewayPaths(settings.dir);
+  mkdirSync(settings.dir, { recursive: true });
+  const group = settings.user ? systemIds(settings.user)?.gid : undefined;
+  chmodSync(settings.dir, 0o770);
+  writeFileSync(paths.pem, `${settings.tls.cert.trim()}\n${settings.tls.key.trim()}\n`, { mode: 0o640 });
+  chmodSync(paths.pem, 0o640); // the mode above applies only to a new file
+  if (group !== undefined) {
+    chownSync(settings.dir, 0, group);
+    chownSync(paths.pem, 0, group);
+  }
+  for (const [status, code, text] of HAPROXY_ERRORS) writeFileSync(join(settings.dir, `${status}.http`), errorFile(status, code, text));
+  for (const [file, body] of returnBodies()) writeFileSync(join(settings.dir, file), body);
+  writeFileSync(paths.config, haproxyConfig(settings));
+}
+
+/** The boxes a route change is about (for logs). */
+function changedBoxes(change: RouteChange): string[] {
+  const ids = new Set(change.http.set.map(([, route]) => route.sailboxId));
+  for (const label of change.http.remove) {
+    const id = parseHttpLabel(label)?.sailboxId;
+    if (id) ids.add(id);
+  }
+  return [...ids];
+}
+
+/** A promise with its resolve, and whether it was called. */
+function deferred(): { promise: Promise<void>; resolve: () => void; settled: boolean } {
+  let resolve!: () => void;
+  const d = { promise: new Promise<void>((r) => (resolve = r)), resolve: () => {}, settled: false };
+  d.resolve = () => {
+    d.settled = true;
+    resolve();
+  };
+  return d;
 }
 
 /** uid and gid of a system user, from /etc/passwd. */

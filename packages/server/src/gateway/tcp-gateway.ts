@@ -53,6 +53,8 @@ export class TcpGateway implements RouteSubscriber {
     private readonly log: Logger,
     private readonly pumps?: SplicePumps,
     private readonly wakeBudgetMs = WAKE_BUDGET_MS,
+    /** A port that could not be bound (the cluster's primary found it free a moment before). */
+    private readonly onBindError?: (publicPort: number, err: NodeJS.ErrnoException) => void,
   ) {
     this.refusals = new RefusalLog(log);
   }
@@ -114,8 +116,9 @@ export class TcpGateway implements RouteSubscriber {
       const b: Bound = { route, allowed: cidrMatcher(route.cidrAllowlist), server: createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }) };
       b.server.on("connection", (client) => this.accept(b, client));
       await new Promise<void>((resolve) => {
-        b.server.once("error", (err) => {
+        b.server.once("error", (err: NodeJS.ErrnoException) => {
           this.log.error({ sailboxId: route.sailboxId, port: route.port, publicPort: port, err: String(err) }, "could not bind TCP listener");
+          this.onBindError?.(port, err);
           resolve();
         });
         b.server.listen(port, this.host, () => {

@@ -19,6 +19,7 @@ export type FromTcpWorker =
   | { type: "ready" }
   | { type: "routes-applied"; version: number }
   | { type: "report"; activity: ActivityReport; counters: CounterDelta; open: number; rss: number }
+  | { type: "bind-failed"; publicPort: number; code: string; message: string }
   | { type: "wake"; requestId: number; sailboxId: string };
 
 const REPORT_MS = 1000;
@@ -45,7 +46,14 @@ process.on("message", (message: ToTcpWorker) => {
     const loaded = SplicePumps.load();
     pumps = loaded.pumps;
     if (!pumps) log.warn({ why: loaded.why }, "the native TCP pump is not available: raw TCP is piped by Node streams (slower)");
-    gateway = new TcpGateway({ subscribe: (s) => (subscriber = s), wakeOnIngress }, message.host, log, pumps, message.wakeBudgetMs);
+    gateway = new TcpGateway({ subscribe: (s) => (subscriber = s), wakeOnIngress }, message.host, log, pumps, message.wakeBudgetMs, (publicPort, err) => {
+      // the primary found the port free, then lost it before binding it for us. Node's cluster
+      // cannot bind the same key again in this process (internal/cluster/child keeps the failed
+      // handle and asserts on the next one): report, and let the primary start a fresh worker
+      send({ type: "bind-failed", publicPort, code: err.code ?? "EUNKNOWN", message: err.message });
+      log.error({ publicPort }, "a TCP worker whose shared bind failed exits; the primary starts another");
+      setTimeout(() => process.exit(1), 100);
+    });
     void gateway.start();
     setInterval(() => {
       if (!gateway) return;

@@ -76,7 +76,7 @@ export class EgressFirewall {
    * Install or replace a box's rules, atomically (one nft transaction). `resolved` are the
    * addresses its allowed names answered with, and for how long, which stay allowed.
    */
-  async apply(id: string, guest: string, host: string, rules: OutboundRules, resolved: ReadonlyArray<{ address: string; seconds: number }> = []): Promise<void> {
+  async apply(id: string, guest: string, host: string, rules: OutboundRules, resolved: ReadonlyArray<{ address: string; seconds: number }> = [], signal?: AbortSignal): Promise<void> {
     const t = `inet ${this.table}`;
     const x = ident(id);
     const accept = `counter name "out_${x}" accept`;
@@ -111,7 +111,7 @@ export class EgressFirewall {
     if (mode === "deny") lines.push(`add rule ${t} box_${x} ip daddr @cidrs_${x} goto refuse_${x}`, `add rule ${t} box_${x} ${accept}`);
     lines.push(`add rule ${t} box_${x} goto refuse_${x}`);
     if (!this.installed.has(id)) lines.push(`add element ${t} boxes { ${guest} : jump box_${x} }`, `add element ${t} resolvers { ${guest} . ${host} }`);
-    await mustRun("nft", ["-f", "-"], { input: lines.join("\n") + "\n" });
+    await mustRun("nft", ["-f", "-"], { input: lines.join("\n") + "\n", signal });
     this.installed.add(id);
   }
 
@@ -133,7 +133,7 @@ export class EgressFirewall {
   }
 
   /** Remove a box's chain, sets and counters. Idempotent. */
-  async remove(id: string, guest: string, host: string): Promise<void> {
+  async remove(id: string, guest: string, host: string, signal?: AbortSignal): Promise<void> {
     const t = `inet ${this.table}`;
     const x = ident(id);
     const steps = [
@@ -147,8 +147,8 @@ export class EgressFirewall {
       `delete counter ${t} refused_${x}`,
     ];
     this.installed.delete(id);
-    const all = await runCommand("nft", ["-f", "-"], { input: steps.join("\n") + "\n" });
-    if (all.code !== 0) for (const step of steps) await runCommand("nft", ["-f", "-"], { input: step + "\n" });
+    const all = await runCommand("nft", ["-f", "-"], { input: steps.join("\n") + "\n", signal });
+    if (all.code !== 0) for (const step of steps) await runCommand("nft", ["-f", "-"], { input: step + "\n", signal });
   }
 
   /** Boxes lose their way out (the daemon stops while they keep running): their packets meet the final drop. */

@@ -1,9 +1,9 @@
-import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { copyFileSync, existsSync, readFileSync, readdirSync, renameSync, rmSync, mkdirSync, writeFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { Architecture } from "@sail/protocol";
+import { COMMAND_DEADLINES_MS, spawnBounded } from "./commands.js";
 import { ImageBuildError, type ImageProgress } from "./runtime.js";
 
 /** The base image: Debian bookworm minbase plus what the product's features need. */
@@ -69,7 +69,7 @@ function debootstrap(target: string, options: ImageBuildOptions): Promise<void> 
     target,
     options.mirror,
   ];
-  return runLogged("debootstrap", args, (code, tail) => new Error(`debootstrap exited ${code} while building the base image:\n${tail}`), debootstrapProgress(options));
+  return runLogged("debootstrap", args, COMMAND_DEADLINES_MS.imageBuild, (code, tail) => new Error(`debootstrap exited ${code} while building the base image:\n${tail}`), debootstrapProgress(options));
 }
 
 /** debootstrap's "I: <phase> <detail>" lines as progress; retrieved packages are counted. */
@@ -95,6 +95,7 @@ function secondStage(target: string, options: ImageBuildOptions): Promise<void> 
   return runLogged(
     "unshare",
     ["--mount", "--propagation", "private", "chroot", target, "/debootstrap/debootstrap", "--second-stage"],
+    COMMAND_DEADLINES_MS.imageBuild,
     (code, tail) => new Error(`debootstrap's second stage (under ${options.arch} emulation) exited ${code}:\n${tail}`),
     debootstrapProgress(options),
   );
@@ -151,7 +152,7 @@ export async function ensurePackageImage(baseRootfs: string, packages: readonly 
 
 async function buildPackageRootfs(baseRootfs: string, packages: readonly string[], partial: string, onProgress: ImageBuildOptions["onProgress"]): Promise<void> {
   onProgress?.({ phase: "copying", detail: "base image" });
-  await runLogged("cp", ["-a", "--reflink=auto", baseRootfs, join(partial, "rootfs")], buildError("copy the base image"));
+  await runLogged("cp", ["-a", "--reflink=auto", baseRootfs, join(partial, "rootfs")], COMMAND_DEADLINES_MS.imageStep, buildError("copy the base image"));
   const root = join(partial, "rootfs");
   writeFileSync(join(root, "usr/sbin/policy-rc.d"), "#!/bin/sh\nexit 101\n", { mode: 0o755 });
   const apt = "DEBIAN_FRONTEND=noninteractive apt-get -q -o Dpkg::Use-Pty=0";
@@ -162,7 +163,7 @@ async function buildPackageRootfs(baseRootfs: string, packages: readonly string[
     `mount --bind /etc/resolv.conf ${root}/etc/resolv.conf`,
     `chroot ${root} sh -c '${apt} update && ${apt} install -y --no-install-recommends ${packages.join(" ")} && apt-get clean && rm -rf /var/lib/apt/lists/*'`,
   ].join("\n");
-  await runLogged("unshare", ["--mount", "--propagation", "private", "sh", "-c", script], buildError(`install ${packages.join(", ")}`), (line) => {
+  await runLogged("unshare", ["--mount", "--propagation", "private", "sh", "-c", script], COMMAND_DEADLINES_MS.imageBuild, buildError(`install ${packages.join(", ")}`), (line) => {
     const match = /^(Get:\d+|Unpacking|Setting up) (\S+)/.exec(line);
     if (match) onProgress?.({ phase: match[1]!.startsWith("Get") ? "retrieving" : match[1]!.toLowerCase(), detail: match[2] });
   });
@@ -174,10 +175,14 @@ async function buildPackageRootfs(baseRootfs: string, packages: readonly string[
 /** A package image step failed: the user's package list is the usual cause. */
 const buildError = (what: string) => (code: number | null, tail: string) => new ImageBuildError(`could not ${what} (exit ${code}):\n${tail}`);
 
-/** Run a build step, passing each line it prints to `onLine`; on failure, `fail` gets the last lines (apt's or debootstrap's reason). */
-function runLogged(command: string, args: string[], fail: (code: number | null, tail: string) => Error, onLine?: (line: string) => void): Promise<void> {
+/**
+ * Run a build step, passing each line it prints to `onLine`; on failure, `fail` gets the last lines
+ * (apt's or debootstrap's reason). Past `timeoutMs` the step and its helpers are killed: a mirror
+ * that stops answering mid-download must not hold a build (and every create waiting for it) forever.
+ */
+function runLogged(command: string, args: string[], timeoutMs: number, fail: (code: number | null, tail: string) => Error, onLine?: (line: string) => void): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const { child, stopped } = spawnBounded(command, args, { stdio: ["ignore", "pipe", "pipe"], timeoutMs });
     const tail: string[] = [];
     const keep = (line: string) => {
       tail.push(line);
@@ -187,6 +192,7 @@ function runLogged(command: string, args: string[], fail: (code: number | null, 
     createInterface({ input: child.stdout! }).on("line", keep);
     createInterface({ input: child.stderr! }).on("line", keep);
     child.on("error", reject);
-    child.on("close", (code) => (code === 0 ? resolve() : reject(fail(code, tail.join("\n")))));
+    child.on("exit", () => stopped() && reject(fail(null, `${stopped()!.message}\n${tail.join("\n")}`)));
+    child.on("close", (code) => (code === 0 && !stopped() ? resolve() : reject(fail(code, tail.join("\n")))));
   });
 }

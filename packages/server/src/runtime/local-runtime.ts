@@ -1,9 +1,10 @@
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
-import { readFile, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Architecture } from "@sail/protocol";
 import { mustRun, runCommand, signalNumber } from "./commands.js";
 import { Crun } from "./crun.js";
+import { FreezeError, freezeCgroupV1 } from "./freezer.js";
 import { ensureEmulation } from "./emulation.js";
 import { ensureBaseImage, ensurePackageImage, removePartialBuilds } from "./image.js";
 import { EgressFirewall, type OutboundBounds } from "./egress.js";
@@ -137,15 +138,15 @@ export class LocalRuntime implements Runtime {
     return network;
   }
 
-  async create(spec: BoxSpec): Promise<BoxNetwork> {
+  async create(spec: BoxSpec, signal?: AbortSignal): Promise<BoxNetwork> {
     const lower = spec.aptPackages.length ? await this.packageImage(spec.arch, spec.aptPackages) : await this.baseImage(spec.arch);
     const dir = this.boxDir(spec.id);
     const rootfs = join(dir, "rootfs");
     try {
       for (const sub of ["upper", "work", "rootfs", "execs"]) mkdirSync(join(dir, sub), { recursive: true });
       const [network] = await Promise.all([
-        this.networks.create(spec.id, spec.netSlot),
-        mustRun("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${lower},upperdir=${dir}/upper,workdir=${dir}/work`, rootfs]),
+        this.networks.create(spec.id, spec.netSlot, signal),
+        mustRun("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${lower},upperdir=${dir}/upper,workdir=${dir}/work`, rootfs], { signal }),
       ]);
       writeFileSync(join(dir, "network.json"), JSON.stringify(network));
       this.addresses.set(spec.id, network);
@@ -156,9 +157,9 @@ export class LocalRuntime implements Runtime {
       try {
         // all run to their end before a failure is handled: cleaning up while `crun run` still works would leave its container behind
         const [run, ...rules] = await Promise.allSettled([
-          this.crun.run(spec.id, dir, consoleLog),
-          this.networks.configureInside(spec.id, network),
-          this.networks.egress.apply(spec.id, network.guestAddress, network.hostAddress, spec.outbound),
+          this.crun.run(spec.id, dir, consoleLog, signal),
+          this.networks.configureInside(spec.id, network, signal),
+          this.networks.egress.apply(spec.id, network.guestAddress, network.hostAddress, spec.outbound, [], signal),
         ]);
         if (run.status === "rejected") throw run.reason;
         for (const r of rules) if (r.status === "rejected") throw r.reason;
@@ -183,19 +184,28 @@ export class LocalRuntime implements Runtime {
   /**
    * The freezer state file when there is a v1 freezer: writing it is what `crun pause` and
    * `crun resume` do, without spawning a process (≈ 5-10 ms here), and `crun state` still
-   * reports it. Elsewhere (cgroup v2) crun does it.
+   * reports it; retried a bounded number of times and thawed on failure (`freezeCgroupV1`).
+   * Elsewhere (cgroup v2) crun does it, within its deadline, and a failed pause is resumed.
    */
-  async freeze(id: string): Promise<void> {
-    const state = `/sys/fs/cgroup/freezer/sail/${id}/freezer.state`;
-    if (!existsSync(state)) return this.crun.pause(id);
-    await writeFile(state, "FROZEN");
-    // FREEZING until every task stopped (kernel docs: cgroup-v1/freezer-subsystem)
-    while ((await readFile(state, "utf8")).trim() !== "FROZEN") await new Promise((r) => setTimeout(r, 1));
+  async freeze(id: string, signal?: AbortSignal): Promise<void> {
+    const dir = `/sys/fs/cgroup/freezer/sail/${id}`;
+    if (existsSync(join(dir, "freezer.state"))) {
+      await freezeCgroupV1(dir, { signal }).catch((err: Error) => {
+        throw new FreezeError(`sailbox ${id} could not be frozen: ${err.message}`, { cause: err });
+      });
+      return;
+    }
+    try {
+      await this.crun.pause(id, signal);
+    } catch (err) {
+      await this.crun.resume(id).catch(() => {});
+      throw new FreezeError(`sailbox ${id} could not be frozen: ${(err as Error).message}; resumed it again`, { cause: err });
+    }
   }
 
-  async thaw(id: string): Promise<void> {
+  async thaw(id: string, signal?: AbortSignal): Promise<void> {
     const state = `/sys/fs/cgroup/freezer/sail/${id}/freezer.state`;
-    if (!existsSync(state)) return this.crun.resume(id);
+    if (!existsSync(state)) return this.crun.resume(id, signal);
     await writeFile(state, "THAWED");
   }
 
@@ -244,11 +254,7 @@ export class LocalRuntime implements Runtime {
     const logPath = this.execLogPath(id, execId);
     const log = openSync(logPath, "a");
     try {
-      const child = this.crun.exec(id, ["/bin/sh", "-c", spec.cmd], { cwd: spec.cwd ?? DEFAULT_CWD, env: spec.env, detach: true, stdio: ["ignore", log, log] });
-      const code = await new Promise<number>((resolve, reject) => {
-        child.on("error", reject);
-        child.on("exit", (c) => resolve(c ?? 1));
-      });
+      const code = await this.crun.execDetached(id, ["/bin/sh", "-c", spec.cmd], { cwd: spec.cwd ?? DEFAULT_CWD, env: spec.env, stdio: ["ignore", log, log] });
       if (code !== 0) throw new Error(`could not start the command: ${readFileSync(logPath, "utf8").trim().slice(-500) || `crun exec exited ${code}`}`);
     } finally {
       closeSync(log);
@@ -282,19 +288,20 @@ export class LocalRuntime implements Runtime {
     });
   }
 
-  async destroy(id: string, options: { afterCrash?: boolean } = {}): Promise<void> {
+  async destroy(id: string, options: { afterCrash?: boolean; signal?: AbortSignal } = {}): Promise<void> {
+    const { signal } = options;
     if (options.afterCrash) await settleStrays(id);
     const dir = this.boxDir(id);
     const network = this.addresses.get(id) ?? this.readNetwork(id);
-    if (network) await this.networks.egress.remove(id, network.guestAddress, network.hostAddress);
+    if (network) await this.networks.egress.remove(id, network.guestAddress, network.hostAddress, signal);
     this.addresses.delete(id);
-    await this.crun.delete(id);
+    await this.crun.delete(id, signal);
     const rootfs = join(dir, "rootfs");
-    if ((await runCommand("mountpoint", ["-q", rootfs])).code === 0) {
-      const plain = await runCommand("umount", [rootfs]);
-      if (plain.code !== 0) await mustRun("umount", ["-l", rootfs]);
+    if ((await runCommand("mountpoint", ["-q", rootfs], { signal })).code === 0) {
+      const plain = await runCommand("umount", [rootfs], { signal });
+      if (plain.code !== 0) await mustRun("umount", ["-l", rootfs], { signal });
     }
-    await this.networks.destroy(id);
+    await this.networks.destroy(id, signal);
     for (const controller of CGROUP_V1_CONTROLLERS) {
       const path = `/sys/fs/cgroup/${controller}/sail/${id}`;
       if (existsSync(path)) rmdirSync(path);

@@ -104,7 +104,7 @@ export interface Runtime {
   start(): Promise<void>;
   shutdown(): Promise<void>;
   /** Start a box; on failure everything it created is removed before the error is thrown. */
-  create(spec: BoxSpec): Promise<BoxNetwork>;
+  create(spec: BoxSpec, signal?: AbortSignal): Promise<BoxNetwork>;
   /** The addresses of a box the runtime started (also after a daemon restart, once `state` was asked). */
   network(id: string): BoxNetwork;
   state(id: string): Promise<RuntimeState>;
@@ -121,9 +121,13 @@ export interface Runtime {
   probePort(id: string, port: number, greeting?: Buffer): Promise<boolean>;
   /** Addresses something in the box listens on for `port` (e.g. "127.0.0.1" when bound to loopback only). */
   listeningAddresses(id: string, port: number): Promise<string[]>;
-  /** Freeze every process of the box (cgroup freezer); memory stays resident. */
-  freeze(id: string): Promise<void>;
-  thaw(id: string): Promise<void>;
+  /**
+   * Freeze every process of the box (cgroup freezer); memory stays resident. Bounded: a box that
+   * cannot be frozen (a task that cannot stop) is thawed again and `FreezeError` thrown; so is
+   * one whose `signal` aborts.
+   */
+  freeze(id: string, signal?: AbortSignal): Promise<void>;
+  thaw(id: string, signal?: AbortSignal): Promise<void>;
   /**
    * Enforce a box's outbound rules (replacing the previous ones) on new connections;
    * `resolved` are addresses its allowed names answered with and their remaining seconds.
@@ -143,8 +147,10 @@ export interface Runtime {
    * running (a `crun run` finishing the container): let them end first, or they recreate
    * what was just removed.
    */
-  destroy(id: string, options?: { afterCrash?: boolean }): Promise<void>;
+  destroy(id: string, options?: { afterCrash?: boolean; signal?: AbortSignal }): Promise<void>;
 }
+
+export { FreezeError } from "./freezer.js";
 
 /** A package image that could not be built: the user's package list is the usual cause. */
 export class ImageBuildError extends Error {}
