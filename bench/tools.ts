@@ -1,5 +1,5 @@
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -10,12 +10,37 @@ export interface WrkResult {
   errors: number;
 }
 
-/** wrk with latency percentiles; HTTPS targets are given a Host header for routing. */
-export function wrk(url: string, options: { host?: string; seconds?: number; connections?: number; threads?: number; headers?: string[] } = {}): WrkResult {
+/**
+ * A client's command line, run where `names` resolve to 127.0.0.1: a private mount namespace
+ * with its own /etc/hosts (util-linux `unshare -m` makes mounts private, so the host's file is
+ * untouched). The load generators then put the box's name in the URL and send it as the TLS SNI
+ * and the Host, as a browser does: wrk sends the URL's host as SNI even when it is an address, and
+ * a proxy that picks its certificate by SNI (Caddy) has none for 127.0.0.1.
+ */
+export function withLoopbackNames(names: string[], argv: string[]): string[] {
+  return ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', hostsFile(names), ...argv];
+}
+
+const hostsFiles = new Map<string, string>();
+function hostsFile(names: string[]): string {
+  const key = names.join(" ");
+  if (!hostsFiles.has(key)) {
+    const file = join(mkdtempSync(join(tmpdir(), "sail-bench-hosts-")), "hosts");
+    writeFileSync(file, ["127.0.0.1 localhost", ...names.map((name) => `127.0.0.1 ${name}`)].join("\n") + "\n");
+    hostsFiles.set(key, file);
+  }
+  return hostsFiles.get(key)!;
+}
+
+/** A load generator's output; past `timeoutMs` it is killed and this throws (ETIMEDOUT). */
+const run = (argv: string[], timeoutMs: number) => execFileSync(argv[0]!, argv.slice(1), { encoding: "utf8", timeout: timeoutMs, killSignal: "SIGKILL" });
+
+/** wrk with latency percentiles; errors are non-2xx/3xx answers plus socket errors. `names`: see withLoopbackNames. */
+export function wrk(url: string, options: { names?: string[]; seconds?: number; connections?: number; threads?: number; headers?: string[] } = {}): WrkResult {
   const args = [`-t${options.threads ?? 2}`, `-c${options.connections ?? 64}`, `-d${options.seconds ?? 8}s`, "--latency"];
-  if (options.host) args.push("-H", `Host: ${options.host}`);
   for (const header of options.headers ?? []) args.push("-H", header);
-  const out = execFileSync("wrk", [...args, url], { encoding: "utf8" });
+  const argv = ["wrk", ...args, url];
+  const out = run(options.names ? withLoopbackNames(options.names, argv) : argv, ((options.seconds ?? 8) + 60) * 1000);
   const unit = (value: string, u: string) => Number(value) * ({ us: 0.001, ms: 1, s: 1000 } as Record<string, number>)[u]!;
   const pct = (p: string) => {
     const m = new RegExp(`^\\s*${p}%\\s+([\\d.]+)(us|ms|s)`, "m").exec(out);
@@ -31,22 +56,58 @@ export function wrk(url: string, options: { host?: string; seconds?: number; con
   };
 }
 
-/** A throwaway nginx with the given http{} body: `worker_processes auto`, as its users run it. */
-export function startNginx(httpBlock: string, options: { netns?: string; workers?: string } = {}): { stop(): void } {
-  const dir = mkdtempSync(join(tmpdir(), "sail-bench-nginx-"));
-  const conf = join(dir, "nginx.conf");
-  writeFileSync(
-    conf,
-    `worker_processes ${options.workers ?? "auto"};\ndaemon off;\npid ${dir}/nginx.pid;\nerror_log ${dir}/error.log warn;\nevents { worker_connections 4096; }\n` +
-      `http {\n access_log off;\n client_body_temp_path ${dir}/body;\n proxy_temp_path ${dir}/proxy;\n fastcgi_temp_path ${dir}/fcgi;\n uwsgi_temp_path ${dir}/uwsgi;\n scgi_temp_path ${dir}/scgi;\n${httpBlock}\n}\n`,
-  );
-  const argv = ["nginx", "-c", conf, "-p", dir];
-  const child: ChildProcess = options.netns ? spawn("ip", ["netns", "exec", options.netns, ...argv], { stdio: "inherit" }) : spawn(argv[0]!, argv.slice(1), { stdio: "inherit" });
+/** A child process the bench started; stop() ends it by its PID and waits, so its ports are free again. */
+export interface Started {
+  stop(): Promise<void>;
+}
+
+function started(child: ChildProcess, name: string): Started {
+  let exited = child.exitCode !== null;
+  child.once("exit", () => (exited = true));
   return {
-    stop() {
+    async stop() {
+      if (exited) return;
+      const exit = new Promise((resolve) => child.once("exit", resolve));
       child.kill("SIGTERM");
+      const timer = setTimeout(() => {
+        console.error(`${name} (pid ${child.pid}) ignored SIGTERM for 5 s; killing it`);
+        child.kill("SIGKILL");
+      }, 5000);
+      await exit;
+      clearTimeout(timer);
     },
   };
+}
+
+/**
+ * A throwaway nginx with the given http{} body: `worker_processes auto`, as its users run it.
+ * `modules`: dynamic modules to load (Debian ships ngx_http_lua as one, after its NDK dependency).
+ */
+export function startNginx(httpBlock: string, options: { netns?: string; workers?: string; modules?: string[] } = {}): Started {
+  const dir = mkdtempSync(join(tmpdir(), "sail-bench-nginx-"));
+  const conf = join(dir, "nginx.conf");
+  const modules = (options.modules ?? []).map((name) => `load_module /usr/lib/nginx/modules/${name}.so;\n`).join("");
+  writeFileSync(
+    conf,
+    `${modules}worker_processes ${options.workers ?? "auto"};\ndaemon off;\npid ${dir}/nginx.pid;\nerror_log ${dir}/error.log warn;\nevents { worker_connections 4096; }\n` +
+      `http {\n access_log off;\n client_body_temp_path ${dir}/body;\n proxy_temp_path ${dir}/proxy;\n fastcgi_temp_path ${dir}/fcgi;\n uwsgi_temp_path ${dir}/uwsgi;\n scgi_temp_path ${dir}/scgi;\n${httpBlock}\n}\n`,
+  );
+  // errors go to stderr until the config is read, then to error.log: a bad config shows in the bench's output
+  const argv = ["nginx", "-c", conf, "-p", dir];
+  const child = options.netns ? spawn("ip", ["netns", "exec", options.netns, ...argv], { stdio: "inherit" }) : spawn(argv[0]!, argv.slice(1), { stdio: "inherit" });
+  return started(child, `nginx ${conf}`);
+}
+
+/**
+ * A throwaway Caddy with the given JSON config (`caddy run`, no Caddyfile adapter in between). Its
+ * state (autosaved config, storage) stays in a temporary directory instead of the user's home.
+ */
+export function startCaddy(config: object): Started {
+  const dir = mkdtempSync(join(tmpdir(), "sail-bench-caddy-"));
+  const file = join(dir, "caddy.json");
+  writeFileSync(file, JSON.stringify(config, null, 1));
+  const child = spawn("caddy", ["run", "--config", file], { stdio: "inherit", env: { ...process.env, HOME: dir, XDG_CONFIG_HOME: dir, XDG_DATA_HOME: dir } });
+  return started(child, `caddy ${file}`);
 }
 
 export interface H2loadResult {
@@ -55,11 +116,17 @@ export interface H2loadResult {
   failed: number;
 }
 
-/** h2load (nghttp2-client): HTTP/2 over TLS, `clients` connections with `streams` concurrent streams each. */
-export function h2load(url: string, options: { requests?: number; clients?: number; streams?: number; host?: string } = {}): H2loadResult {
-  const args = ["-n", String(options.requests ?? 200_000), "-c", String(options.clients ?? 64), "-m", String(options.streams ?? 10), "-t", "2"];
-  if (options.host) args.push("-H", `:authority: ${options.host}`);
-  const out = execFileSync("h2load", [...args, url], { encoding: "utf8" });
+/**
+ * h2load (nghttp2-client): `requests` over HTTP/2 with TLS, `clients` connections with `streams`
+ * concurrent streams each. h2load counts as failed a request without an answer or with a 4xx/5xx
+ * one; a connection silent for 10 s is closed and its requests fail. A request count, not a
+ * duration (-D): on a busy machine h2load 1.52's duration began before its last clients had
+ * connected, and one of them went on sending after "Stopped all clients" (12 minutes into a 2 s run).
+ */
+export function h2load(url: string, options: { requests?: number; clients?: number; streams?: number; names?: string[] } = {}): H2loadResult {
+  const args = ["-n", String(options.requests ?? 200_000), "-c", String(options.clients ?? 64), "-m", String(options.streams ?? 10), "-t", "2", "-N", "10"];
+  const argv = ["h2load", ...args, url];
+  const out = run(options.names ? withLoopbackNames(options.names, argv) : argv, 15 * 60_000);
   const unit = (value: string, u: string) => Number(value) * ({ us: 0.001, ms: 1, s: 1000 } as Record<string, number>)[u]!;
   const mean = /time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)/.exec(out);
   return {
@@ -69,10 +136,32 @@ export function h2load(url: string, options: { requests?: number; clients?: numb
   };
 }
 
-export async function waitForPort(check: () => Promise<boolean>): Promise<void> {
+/**
+ * CPU seconds (user + system, all threads) used so far by the processes listening on 127.0.0.1:`port`
+ * in this network namespace: nginx's master and workers, Caddy, HAProxy. Per request, it is what a
+ * proxy costs, which a busy machine disturbs less than throughput: there a multi-threaded process
+ * can simply get a larger share of the CPU.
+ */
+export function cpuSecondsListening(port: number): number {
+  const sockets = execFileSync("ss", ["-ltnpH", `src 127.0.0.1:${port}`], { encoding: "utf8" });
+  const pids = new Set([...sockets.matchAll(/pid=(\d+)/g)].map((m) => m[1]!));
+  if (!pids.size) throw new Error(`no process listens on 127.0.0.1:${port}`);
+  let ticks = 0;
+  for (const pid of pids) {
+    // proc(5): utime and stime are fields 14 and 15, counted after the ")" that ends the command name
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return ticks / CLOCK_TICKS_PER_SECOND;
+}
+
+/** USER_HZ: 100 on every Linux architecture Sail runs on (getconf CLK_TCK). */
+const CLOCK_TICKS_PER_SECOND = 100;
+
+export async function waitForPort(check: () => Promise<boolean>, what = "benchmark target"): Promise<void> {
   for (let i = 0; i < 100; i++) {
     if (await check()) return;
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error("benchmark target never came up");
+  throw new Error(`${what} never came up (its own errors are above)`);
 }

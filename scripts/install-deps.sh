@@ -7,14 +7,15 @@ cd "$(dirname "$0")/.."
 # gcc, libc6-dev and libssl-dev build the native data paths (packages/server/native: the raw-TCP
 # pump and the HTTPS engine);
 # haproxy is the HTTPS gateway; wrk, h2load (nghttp2-client), iperf3 and nginx-light are the benchmarks' load
-# generators and baselines (haproxy in tcp mode too); psql (postgresql-client)
+# generators and baselines (haproxy in tcp mode too), and libnginx-mod-http-lua (nginx with a Lua balancer)
+# and caddy the proxies that route by Host as the gateway does (bench/proxies.ts); psql (postgresql-client)
 # talks to a real PostgreSQL in a box in the tests; qemu-user-static runs boxes of the other
 # architecture (Image.debian_arm64 on amd64); python3-pip installs the Python SDK, whose tests
 # run on Debian's pytest and websocket client; conntrack cuts a box's open connections when its
 # outbound policy stops allowing them; tmux is the real terminal `sail box exec -it` is tested
 # in, and chromium (with fonts-dejavu-core) the real browser the console's tests drive with playwright-core
 APT_PACKAGES=(crun debootstrap tini gcc libc6-dev libssl-dev iproute2 nftables util-linux curl ca-certificates openssl openssh-client postgresql-client wrk nginx-light haproxy
-  qemu-user-static python3 python3-pip python3-pytest python3-websocket iperf3 nghttp2-client conntrack tmux chromium fonts-dejavu-core)
+  libnginx-mod-http-lua caddy qemu-user-static python3 python3-pip python3-pytest python3-websocket iperf3 nghttp2-client conntrack tmux chromium fonts-dejavu-core)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -23,6 +24,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "Installing Debian packages: ${missing[*]}"
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  # Debian's caddy enables a caddy.service that serves :80 (and its admin API on :2019); the bench
+  # starts its own Caddy, so a Caddy installed here for it does not stay running as a service
+  if [[ " ${missing[*]} " == *" caddy "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now caddy.service
+  fi
 fi
 
 # Node.js 24 LTS: Node 20 is past its end of life (April 2026), and a daemon on the internet must
