@@ -1,7 +1,7 @@
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import type { Architecture } from "@sail/protocol";
+import type { Architecture, Ipv4Range } from "@sail/protocol";
 import { mustRun, runCommand, signalNumber } from "./commands.js";
 import { Crun } from "./crun.js";
 import { ensureEmulation } from "./emulation.js";
@@ -25,6 +25,8 @@ export interface LocalRuntimeOptions {
   nofileLimit: number;
   /** What boxes may reach beyond the host at all; off when omitted. */
   outbound?: OutboundBounds;
+  /** Where the runtime reports what happens on its own (the host's networks changing, a helper process dying). */
+  log?: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
 }
 
 /** Cgroup v1 hierarchies crun creates `/sail/<id>` in; removed on destroy if crun left any. */
@@ -50,7 +52,7 @@ export class LocalRuntime implements Runtime {
   constructor(private readonly options: LocalRuntimeOptions) {
     this.hostArch = options.hostArch;
     this.crun = new Crun(options.crunRoot);
-    this.networks = new BoxNetworks(options.boxSubnet, options.outbound, forwardingMark(options.crunRoot, options.dataDir));
+    this.networks = new BoxNetworks(options.boxSubnet, options.outbound, forwardingMark(options.crunRoot, options.dataDir), options.log);
   }
 
   get maxBoxes(): number {
@@ -280,6 +282,10 @@ export class LocalRuntime implements Runtime {
       const id = byGuest.get(guest);
       return id ? [{ id, ...refusal }] : [];
     });
+  }
+
+  connectedNetworks(): readonly Ipv4Range[] {
+    return this.networks.egress.connectedRanges;
   }
 
   async destroy(id: string, options: { afterCrash?: boolean } = {}): Promise<void> {
