@@ -145,8 +145,10 @@ export class EgressFirewall {
   /**
    * Follow the host's directly connected networks (`prefixes`, see HostNetworkWatch): the
    * `connected` set is replaced in one nft transaction, then boxes' connections into ranges
-   * that joined it are cut (established ones would go on, now to a neighbour on the host's
-   * LAN). Returns the ranges that joined and left, or undefined when nothing changed.
+   * that joined it are cut. The kernel ends a masqueraded flow whose way out changed interface,
+   * but not one that keeps it (the host took another address on the link it already used):
+   * that one would go on, now to a neighbour on the host's LAN. Returns the ranges that joined
+   * and left, or undefined when nothing changed.
    */
   async setConnected(prefixes: readonly string[]): Promise<{ joined: Ipv4Range[]; left: Ipv4Range[] } | undefined> {
     const next = mergeRanges(connectedIpv4Ranges(prefixes, this.bounds.privateAllowed, this.subnet));
