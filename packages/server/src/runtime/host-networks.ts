@@ -3,12 +3,7 @@ import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { parseIpv4Cidr, rangeCovered, type Ipv4Range } from "@sail/protocol";
 import { mustRun } from "./commands.js";
-
-interface Logger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
+import type { RuntimeLogger } from "./runtime.js";
 
 /** Each `ip` dump of the host's addresses or routes gets this long (a host with 2,000 boxes lists 2,000 of each). */
 const DUMP_TIMEOUT_MS = 10_000;
@@ -101,7 +96,7 @@ export class HostNetworkWatch {
   constructor(
     private readonly ignored: readonly Ipv4Range[],
     private readonly onChange: (prefixes: string[]) => Promise<void>,
-    private readonly log: Logger,
+    private readonly log: RuntimeLogger,
   ) {}
 
   /**

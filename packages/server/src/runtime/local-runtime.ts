@@ -12,7 +12,7 @@ import { ociConfig } from "./oci.js";
 import { listeningAddresses, probeTcp } from "./ports.js";
 import { startPty, type RunningPty } from "./pty.js";
 import { settleStrays } from "./strays.js";
-import type { BoxNetwork, BoxSpec, ExecSpec, ImageProgress, OutboundCounters, OutboundRefusal, OutboundRules, PtySpec, Runtime, RuntimeState, RunningExec } from "./runtime.js";
+import type { BoxNetwork, BoxSpec, ExecSpec, ImageProgress, OutboundCounters, OutboundRefusal, OutboundRules, PtySpec, Runtime, RuntimeLogger, RuntimeState, RunningExec } from "./runtime.js";
 
 export interface LocalRuntimeOptions {
   dataDir: string;
@@ -26,7 +26,7 @@ export interface LocalRuntimeOptions {
   /** What boxes may reach beyond the host at all; off when omitted. */
   outbound?: OutboundBounds;
   /** Where the runtime reports what happens on its own (the host's networks changing, a helper process dying). */
-  log?: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
+  log?: RuntimeLogger;
 }
 
 /** Cgroup v1 hierarchies crun creates `/sail/<id>` in; removed on destroy if crun left any. */

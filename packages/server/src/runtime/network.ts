@@ -5,17 +5,11 @@ import { cidrRanges, forbiddenIpv4Ranges } from "@sail/protocol";
 import { mustRun, runCommand } from "./commands.js";
 import { EgressFirewall, rangeTexts, type OutboundBounds } from "./egress.js";
 import { HostNetworkWatch } from "./host-networks.js";
-import type { BoxNetwork } from "./runtime.js";
+import type { BoxNetwork, RuntimeLogger } from "./runtime.js";
 
 const IP_FORWARD = "/proc/sys/net/ipv4/ip_forward";
 
-interface Logger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
-
-const SILENT: Logger = { info() {}, warn() {}, error() {} };
+const SILENT: RuntimeLogger = { info() {}, warn() {}, error() {} };
 
 /**
  * One network namespace per box with a routed veth pair: a /30 per box carved
@@ -43,7 +37,7 @@ export class BoxNetworks {
     subnet: string,
     bounds: OutboundBounds = { enabled: false, privateAllowed: [], only: null },
     private readonly forwardingMark?: string,
-    private readonly log: Logger = SILENT,
+    private readonly log: RuntimeLogger = SILENT,
   ) {
     this.outboundEnabled = bounds.enabled;
     const [address, prefix] = ipaddr.IPv4.parseCIDR(subnet);

@@ -40,6 +40,13 @@ export interface OutboundRefusal {
   port: number;
 }
 
+/** Where the runtime reports what happens on its own (the slice of pino it uses). */
+export interface RuntimeLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
 export interface BoxNetwork {
   /** The guest's veth address: where the gateway dials the box's ports. */
   guestAddress: string;
