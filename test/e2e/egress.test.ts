@@ -243,7 +243,7 @@ python3 /tmp/hold.py > /tmp/hold.log 2>&1`,
     await refused({ allowOut: ["not a host!"] }, "SAIL_NETWORK_ENTRY_INVALID", /"not a host!"/);
     await refused({ allowOut: ["2001:db8::/32"] }, "SAIL_NETWORK_ENTRY_INVALID", /IPv4 only/);
     await refused({ allowOut: ["10.1.0.0/16"] }, "SAIL_NETWORK_ENTRY_REFUSED", /never reach.*--outbound-private/);
-    await refused({ allowOut: ["192.0.2.0/24"] }, "SAIL_NETWORK_ENTRY_REFUSED", /only 198\.51\.100\.0\/24/);
+    await refused({ allowOut: ["192.0.2.0/24"] }, "SAIL_NETWORK_ENTRY_REFUSED", /only 198\.51\.100\.0\/25/);
     await refused({ blockNetwork: true, allowOut: [WEB_A] }, "SAIL_NETWORK_POLICY_CONFLICT", /blockNetwork and allowOut/);
     // the server says the same to a client that skips the SDK's checks
     const raw = daemon.client();

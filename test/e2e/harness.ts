@@ -22,8 +22,8 @@ export const HTTPS_PORT = Number(process.env.SAIL_TEST_HTTPS_PORT ?? 18443);
 export const TCP_PORTS = process.env.SAIL_TEST_TCP_PORTS ?? "21000-21999";
 
 export class TestDaemon {
-  /** More `sail up` options (the benchmarks try gateway settings). */
-  constructor(private readonly upArgs: string[] = []) {}
+  /** More `sail up` options (the benchmarks try gateway settings; a test may change them before a restart). */
+  constructor(public upArgs: string[] = []) {}
 
   readonly configDir = mkdtempSync(join(tmpdir(), "sail-test-"));
   readonly configPath = join(this.configDir, "config.json");

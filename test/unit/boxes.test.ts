@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { PassThrough } from "node:stream";
 import { beforeEach, describe, test } from "node:test";
-import { canTransition, SAILBOX_TRANSITIONS, SailError, type SailboxStatus } from "@sail/protocol";
+import { canTransition, parseIpv4Cidr, SAILBOX_TRANSITIONS, SailError, type Ipv4Range, type SailboxStatus } from "@sail/protocol";
 import { createBoxes, type Boxes } from "../../packages/server/src/boxes/boxes.js";
 import type { RouteChange, RouteSubscriber } from "../../packages/server/src/boxes/routes.js";
 import { FreezeError, type BoxNetwork, type BoxSpec, type OutboundRules, type Runtime, type RuntimeState } from "../../packages/server/src/runtime/runtime.js";
@@ -110,6 +110,11 @@ class FakeRuntime implements Runtime {
   }
   async outboundRefusals() {
     return [];
+  }
+  /** The host's directly connected networks, as the runtime would follow them. */
+  connected: Ipv4Range[] = [];
+  connectedNetworks() {
+    return this.connected;
   }
 }
 
@@ -571,5 +576,21 @@ describe("outbound policy", () => {
     assert.deepEqual(boxes.views.get(org, box.id).network.allowOut, ["198.51.100.0/24"]);
     await boxes.endings.terminate(org, box.id);
     assert.equal(await codeOf(boxes.outbound.set(org, box.id, {})), "SAIL_SAILBOX_NOT_RUNNING");
+  });
+
+  test("an entry on a network the host is directly connected to is refused while the host is on it, and a change cuts connections into it", async () => {
+    runtime.connected = [parseIpv4Cidr("192.0.2.0/24")!.range];
+    await assert.rejects(create({ allowOut: ["192.0.2.7"] }), (e: SailError) => e.code === "SAIL_NETWORK_ENTRY_REFUSED" && /directly connected.*--outbound-private 192\.0\.2\.7\/32/.test(e.message));
+    assert.equal(await codeOf(create({ allowOut: ["192.0.2.0/25"] })), "SAIL_NETWORK_ENTRY_REFUSED");
+    assert.equal(await codeOf(create({ allowOut: ["192.0.0.0/16"] })), "resolved", "partly reachable is fine");
+    const box = await create({});
+    runtime.open.set(box.id, ["192.0.2.7", "198.51.100.7"]);
+    let cut: string[] = [];
+    const cutOutbound = runtime.cutOutbound.bind(runtime);
+    runtime.cutOutbound = async (id, keep) => (cut = await cutOutbound(id, keep));
+    await boxes.outbound.set(org, box.id, {});
+    assert.deepEqual(cut, ["192.0.2.7"], "an open policy keeps nothing on the host's LAN");
+    runtime.connected = []; // the host left that network
+    assert.equal(await codeOf(create({ allowOut: ["192.0.2.7"] })), "resolved");
   });
 });

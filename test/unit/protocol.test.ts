@@ -20,6 +20,7 @@ import {
   ipv4ToInt,
   mergeRanges,
   forbiddenIpv4Ranges,
+  connectedIpv4Ranges,
   rangesContain,
   NETWORK_ENTRIES_MAX,
   NEVER_REACHED_IPV4,
@@ -182,5 +183,24 @@ describe("outbound network rules", () => {
     const inside = (address: string) => rangesContain(forbidden, ipv4ToInt(address)!);
     assert.ok(inside("10.1.2.2") && !inside("10.1.2.3") && inside("10.1.2.4"));
     assert.ok(inside("169.254.169.254") && inside("192.0.2.9") && !inside("192.0.3.9") && !inside("198.51.100.10"));
+  });
+
+  test("the clouds' host endpoints are never reached: Azure's wire server on its public address, metadata in link-local and CGNAT", () => {
+    const forbidden = forbiddenIpv4Ranges([], "10.200.0.0/16");
+    const inside = (address: string) => rangesContain(forbidden, ipv4ToInt(address)!);
+    for (const endpoint of ["168.63.129.16", "169.254.169.254", "169.254.170.2", "100.100.100.200", "100.100.2.136", "192.0.0.192"]) assert.ok(inside(endpoint), endpoint);
+    assert.ok(!inside("168.63.129.15") && !inside("168.63.129.17"), "only the wire server itself, not Azure's public neighbours");
+    const opened = forbiddenIpv4Ranges(["168.63.129.16/32"], "10.200.0.0/16");
+    assert.ok(!rangesContain(opened, ipv4ToInt("168.63.129.16")!), "an operator may open it with --outbound-private");
+  });
+
+  test("the host's directly connected networks boxes are refused: less the box subnet, what is refused already and what the operator opened", () => {
+    const text = (ranges: Array<readonly [number, number]>) => ranges.map(([a, b]) => `${intToIpv4(a)}-${intToIpv4(b)}`);
+    // a LAN, a link-scope route, the box subnet's /30s, loopback, a private LAN, and one the operator opened
+    const prefixes = ["192.0.2.0/24", "203.0.113.0/26", "10.200.0.0/30", "127.0.0.0/8", "192.168.1.0/24", "198.51.100.120/30"];
+    assert.deepEqual(text(connectedIpv4Ranges(prefixes, ["198.51.100.120/30"], "10.200.0.0/16")), ["192.0.2.0-192.0.2.255", "203.0.113.0-203.0.113.63"]);
+    // part of a connected network opened: the rest stays refused
+    assert.deepEqual(text(connectedIpv4Ranges(["192.0.2.0/24"], ["192.0.2.128/25"], "10.200.0.0/16")), ["192.0.2.0-192.0.2.127"]);
+    assert.deepEqual(connectedIpv4Ranges([], [], "10.200.0.0/16"), []);
   });
 });

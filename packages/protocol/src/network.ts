@@ -12,15 +12,24 @@ export const NETWORK_ENTRIES_MAX = 256;
 /**
  * Destinations a box never reaches, whatever its policy (an operator may open some with
  * `sail up --outbound-private`): "this network", RFC 1918, shared address space (CGNAT),
- * loopback, link-local (cloud metadata at 169.254.169.254), IETF protocol assignments,
- * benchmarking, multicast, reserved and broadcast. The host itself and other boxes are
- * refused separately (they are not reached by forwarding).
+ * loopback, link-local, IETF protocol assignments, benchmarking, multicast, reserved and
+ * broadcast, and the clouds' host endpoints: services a VM reaches without credentials
+ * because of where it stands. Most sit in those ranges already: instance metadata at
+ * 169.254.169.254 (AWS, GCP, Azure, Oracle, OpenStack, DigitalOcean, Hetzner), AWS's DNS
+ * 169.254.169.253, time 169.254.169.123 and ECS task metadata 169.254.170.2, Scaleway's
+ * 169.254.42.42, Tencent's 169.254.0.23, Alibaba's metadata 100.100.100.200 and DNS
+ * 100.100.2.136 (CGNAT), Oracle Classic's 192.0.0.192; Azure's wire server 168.63.129.16
+ * (VM agent, DHCP, DNS, health probes: a public address) is listed on its own. The host
+ * itself and other boxes are refused separately (they are not reached by forwarding), and so
+ * are the networks the host is directly connected to (they change at run time:
+ * connectedIpv4Ranges).
  */
 export const NEVER_REACHED_IPV4: readonly string[] = [
   "0.0.0.0/8",
   "10.0.0.0/8",
   "100.64.0.0/10",
   "127.0.0.0/8",
+  "168.63.129.16/32",
   "169.254.0.0/16",
   "172.16.0.0/12",
   "192.0.0.0/24",
@@ -110,6 +119,18 @@ export function cidrRanges(cidrs: readonly string[]): Ipv4Range[] {
  */
 export function forbiddenIpv4Ranges(privateAllowed: readonly string[], boxSubnet: string): Ipv4Range[] {
   return mergeRanges([...subtractRanges(cidrRanges(NEVER_REACHED_IPV4), cidrRanges(privateAllowed)), ...cidrRanges([boxSubnet])]);
+}
+
+/**
+ * The part of the host's directly connected networks (`prefixes`: its addresses' networks and
+ * its routes without a gateway) that a daemon's boxes are refused beyond `forbiddenIpv4Ranges`:
+ * less what is refused already (the box subnet, loopback, private ranges) and less what its
+ * operator opened with `--outbound-private`. A directly connected network is the host's LAN:
+ * its neighbours and its gateway, reached without a router in between, even when the range is
+ * public.
+ */
+export function connectedIpv4Ranges(prefixes: readonly string[], privateAllowed: readonly string[], boxSubnet: string): Ipv4Range[] {
+  return subtractRanges(cidrRanges(prefixes), [...forbiddenIpv4Ranges(privateAllowed, boxSubnet), ...cidrRanges(privateAllowed)]);
 }
 
 const LABEL = /^(?!-)[a-z0-9_-]{1,63}(?<!-)$/;

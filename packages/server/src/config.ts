@@ -285,7 +285,7 @@ export const DAEMON_OPTIONS = [
     key: "outboundPrivate",
     flag: "outbound-private",
     arg: "cidr,...",
-    help: "private ranges boxes may reach anyway (never reached otherwise: RFC 1918, 100.64/10, loopback, link-local, multicast), e.g. a package mirror",
+    help: "ranges boxes may reach anyway, e.g. a package mirror (never reached otherwise: RFC 1918, 100.64/10, loopback, link-local, multicast, cloud host endpoints, the host's directly connected networks)",
     default: [],
     parse: list,
     check: cidrs,

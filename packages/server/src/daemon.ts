@@ -76,6 +76,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
       crunRoot: config.crunRoot,
       nofileLimit: 20_000,
       outbound: outboundBounds,
+      log,
     });
     const tls = config.tlsCert && config.tlsKey ? loadGivenTls(config.tlsCert, config.tlsKey) : ensureLocalTls(join(config.dataDir, "tls"), config.domain);
     const httpsListen = parseListen(config.httpsListen);

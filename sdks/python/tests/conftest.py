@@ -80,9 +80,13 @@ def ssh_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 FAKE_INTERNET_NS = "sail-pytest-net"
 FAKE_INTERNET_HOST_IF = "sptnet0"
-# documentation ranges (RFC 5737): the host's side .1, the "internet" clients beyond it
-HOST_SIDE = ["203.0.113.1/24", "198.51.100.1/24"]
-CLIENT_SIDE = ["203.0.113.10/24", "198.51.100.7/24", "198.51.100.8/24"]
+# A transit /30 of the fake internet's half of 198.51.100.0/24 (RFC 5737; the upper half is the
+# cluster's), and clients beyond it, each routed from the host as a /32: 203.0.113.0/24 is a
+# real range on some hosts (this workplace's package mirror sits in it), so the host routes
+# only the one client address the seed's allowlist needs, never the range.
+HOST_SIDE = "198.51.100.105"
+TRANSIT = ("198.51.100.105/30", "198.51.100.106/30")
+CLIENTS = ["203.0.113.10", "198.51.100.7", "198.51.100.8"]
 
 
 def _ip(*args: str, check: bool = True) -> None:
@@ -91,20 +95,24 @@ def _ip(*args: str, check: bool = True) -> None:
 
 @pytest.fixture
 def fake_internet() -> Iterator["FakeInternet"]:
-    """A network namespace this test owns, holding addresses from the documentation ranges,
-    routed to the host over a veth pair: clients "on the internet" at 203.0.113.10,
-    198.51.100.7 and 198.51.100.8 dial the host's 203.0.113.1. Removed afterwards."""
+    """A network namespace this test owns, holding documentation addresses, routed to the host
+    over a veth pair: clients "on the internet" at 203.0.113.10, 198.51.100.7 and 198.51.100.8
+    dial the host at 198.51.100.105. Removed afterwards."""
     _ip("netns", "del", FAKE_INTERNET_NS, check=False)
+    _ip("link", "del", FAKE_INTERNET_HOST_IF, check=False)
     _ip("netns", "add", FAKE_INTERNET_NS)
     try:
         _ip("link", "add", FAKE_INTERNET_HOST_IF, "type", "veth", "peer", "name", "eth0", "netns", FAKE_INTERNET_NS)
-        for address in HOST_SIDE:
-            _ip("addr", "add", address, "dev", FAKE_INTERNET_HOST_IF)
+        _ip("addr", "add", TRANSIT[0], "dev", FAKE_INTERNET_HOST_IF)
         _ip("link", "set", FAKE_INTERNET_HOST_IF, "up")
-        for address in CLIENT_SIDE:
-            _ip("-n", FAKE_INTERNET_NS, "addr", "add", address, "dev", "eth0")
+        _ip("-n", FAKE_INTERNET_NS, "addr", "add", TRANSIT[1], "dev", "eth0")
+        for address in CLIENTS:
+            _ip("-n", FAKE_INTERNET_NS, "addr", "add", f"{address}/32", "dev", "eth0")
         _ip("-n", FAKE_INTERNET_NS, "link", "set", "eth0", "up")
         _ip("-n", FAKE_INTERNET_NS, "link", "set", "lo", "up")
+        _ip("-n", FAKE_INTERNET_NS, "route", "add", "default", "via", HOST_SIDE)
+        for address in CLIENTS:
+            _ip("route", "add", f"{address}/32", "via", TRANSIT[1].split("/")[0], "dev", FAKE_INTERNET_HOST_IF)
         yield FakeInternet()
     finally:
         _ip("netns", "del", FAKE_INTERNET_NS, check=False)
@@ -112,7 +120,7 @@ def fake_internet() -> Iterator["FakeInternet"]:
 
 
 class FakeInternet:
-    host_address = "203.0.113.1"
+    host_address = HOST_SIDE
 
     def tcp_exchange(self, source: str, port: int, payload: bytes) -> bytes:
         """Dial the host's `port` from `source` inside the namespace, send `payload`, half-close,

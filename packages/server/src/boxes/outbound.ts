@@ -68,7 +68,7 @@ export class Outbound implements ResolverDirectory {
   constructor(
     private readonly store: Store,
     private readonly lifecycle: Lifecycle,
-    private readonly runtime: Pick<Runtime, "network" | "setOutbound" | "allowResolved" | "cutOutbound" | "outboundCounters" | "outboundRefusals">,
+    private readonly runtime: Pick<Runtime, "network" | "setOutbound" | "allowResolved" | "cutOutbound" | "outboundCounters" | "outboundRefusals" | "connectedNetworks">,
     private readonly settings: OutboundSettings,
     private readonly describe: (box: SailboxRow) => SailboxInfo,
     private readonly log: Logger,
@@ -86,7 +86,10 @@ export class Outbound implements ResolverDirectory {
   /**
    * A create's or a change's policy, checked: the shape (normalizeNetworkPolicy), then what
    * depends on this host. An allowOut entry boxes can never reach here is refused rather than
-   * silently doing nothing.
+   * silently doing nothing: the fixed rules first, then the networks the host is directly
+   * connected to as they are now. Those change at run time, and the firewall follows them
+   * whatever was checked: an entry accepted before the host joined its network is refused
+   * from then on, one refused here may work once the host has left it.
    */
   check(request: NetworkPolicyRequest): NetworkInfo {
     const policy = normalizeNetworkPolicy(request);
@@ -96,12 +99,19 @@ export class Outbound implements ResolverDirectory {
       if (rangeCovered(parsed.range, this.forbidden)) {
         throw sailError(
           "SAIL_NETWORK_ENTRY_REFUSED",
-          `allowOut has ${cidr}, which boxes never reach on this host (private, loopback, link-local, multicast or other boxes' ranges); an operator can open a private range with sail up --outbound-private`,
+          `allowOut has ${cidr}, which boxes never reach on this host (private, loopback, link-local, multicast, cloud host endpoints or other boxes' ranges); an operator can open a private range with sail up --outbound-private`,
           { field: "allowOut", entry: cidr },
         );
       }
       if (this.only && !subtractRanges([parsed.range], subtractRanges([parsed.range], this.only)).length) {
         throw sailError("SAIL_NETWORK_ENTRY_REFUSED", `allowOut has ${cidr}, but this host lets boxes reach only ${this.settings.only!.join(", ")}`, { field: "allowOut", entry: cidr });
+      }
+      if (rangeCovered(parsed.range, [...this.forbidden, ...this.runtime.connectedNetworks()])) {
+        throw sailError(
+          "SAIL_NETWORK_ENTRY_REFUSED",
+          `allowOut has ${cidr}, which is on a network this host is directly connected to (its own LAN: neighbours and gateway), which boxes never reach; an operator can open it with sail up --outbound-private ${cidr}`,
+          { field: "allowOut", entry: cidr },
+        );
       }
     }
     return policy;
@@ -219,7 +229,8 @@ export class Outbound implements ResolverDirectory {
   /** Whether `policy` lets the box keep a connection to `address` (a resolved name's address counts while its time lasts). */
   private addressAllowed(id: string, policy: NetworkInfo, address: string): boolean {
     const n = ipv4ToInt(address);
-    if (n === undefined || !this.settings.enabled || rangesContain(this.forbidden, n) || (this.only && !rangesContain(this.only, n))) return false;
+    if (n === undefined || !this.settings.enabled || rangesContain(this.forbidden, n) || rangesContain(this.runtime.connectedNetworks(), n) || (this.only && !rangesContain(this.only, n)))
+      return false;
     const inList = (entries: string[]) =>
       entries.some((entry) => {
         const parsed = parseIpv4Cidr(entry);

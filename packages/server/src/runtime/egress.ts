@@ -1,4 +1,4 @@
-import { cidrRanges, forbiddenIpv4Ranges, intToIpv4, mergeRanges, type Ipv4Range } from "@sail/protocol";
+import { cidrRanges, connectedIpv4Ranges, forbiddenIpv4Ranges, intToIpv4, mergeRanges, parseIpv4Cidr, rangesContain, subtractRanges, ipv4ToInt, type Ipv4Range } from "@sail/protocol";
 import { mustRun, runCommand } from "./commands.js";
 import type { OutboundCounters, OutboundRefusal, OutboundRules } from "./runtime.js";
 
@@ -6,7 +6,7 @@ import type { OutboundCounters, OutboundRefusal, OutboundRules } from "./runtime
 export interface OutboundBounds {
   /** Off: no box reaches beyond the host, whatever its policy. */
   enabled: boolean;
-  /** Ranges boxes may reach although they are private (e.g. a package mirror on 10.1.2.3/32). */
+  /** Ranges boxes may reach although they are private or directly connected (e.g. a package mirror on 10.1.2.3/32). */
   privateAllowed: readonly string[];
   /** When set, the only ranges boxes may reach. */
   only: readonly string[] | null;
@@ -14,25 +14,28 @@ export interface OutboundBounds {
 
 /** How long a refused destination is remembered (so it is logged once per this time). */
 const REFUSED_MEMORY_SECONDS = 60;
+/** Each nft or conntrack call that follows the host's networks gets this long (it runs without a request waiting). */
+const COMMAND_TIMEOUT_MS = 10_000;
 
-/** An interval set's elements: "a.b.c.d-e.f.g.h" per merged range. */
-const elements = (list: readonly Ipv4Range[]): string =>
-  mergeRanges(list)
-    .map(([first, last]) => (first === last ? intToIpv4(first) : `${intToIpv4(first)}-${intToIpv4(last)}`))
-    .join(", ");
+/** Merged ranges as nft writes an interval set's elements (and the logs show them): "a.b.c.d" or "a.b.c.d-e.f.g.h". */
+export const rangeTexts = (list: readonly Ipv4Range[]): string[] => mergeRanges(list).map(([first, last]) => (first === last ? intToIpv4(first) : `${intToIpv4(first)}-${intToIpv4(last)}`));
+const elements = (list: readonly Ipv4Range[]): string => rangeTexts(list).join(", ");
 /** nft identifiers for a box (ids are [a-z0-9-]). */
 const ident = (id: string) => id.replace(/[^a-z0-9]/g, "_");
 
 /**
  * Outbound traffic of boxes, in the daemon's nftables table: each box's packets reach a chain
  * of its own (a verdict map keyed by its address, which the reverse-path check makes
- * unspoofable) that refuses the never-reached ranges, the operator's bounds and then applies
- * the box's policy. New connections only: an established one goes on until `cut` ends it.
- * Refused attempts are counted per box and remembered in a set the daemon reads to log them.
+ * unspoofable) that refuses the never-reached ranges, the networks the host is directly
+ * connected to, the operator's bounds and then applies the box's policy. New connections only:
+ * an established one goes on until `cut` ends it. Refused attempts are counted per box and
+ * remembered in a set the daemon reads to log them.
  */
 export class EgressFirewall {
   /** Boxes whose chain exists in this table (the table is rebuilt at each daemon start). */
   private readonly installed = new Set<string>();
+  /** What the `connected` set holds: the host's directly connected networks, less what is refused anyway or opened. */
+  private connected: Ipv4Range[] = [];
 
   constructor(
     private readonly table: string,
@@ -46,6 +49,7 @@ export class EgressFirewall {
     const only = this.bounds.only;
     return [
       `  set forbidden { type ipv4_addr; flags interval; elements = { ${elements(forbidden)} } }`,
+      '  set connected { type ipv4_addr; flags interval; comment "the networks the host is directly connected to (its LAN), followed at run time"; }',
       only ? `  set only { type ipv4_addr; flags interval;${only.length ? ` elements = { ${elements(cidrRanges(only))} }` : ""} }` : "",
       "  set resolvers { type ipv4_addr . ipv4_addr; }",
       `  set refused { type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags dynamic, timeout; timeout ${REFUSED_MEMORY_SECONDS}s; size 4096; }`,
@@ -103,6 +107,7 @@ export class EgressFirewall {
       `add rule ${t} refuse_${x} reject with icmpx admin-prohibited`,
       `add rule ${t} box_${x} ct state established,related ${accept}`,
       `add rule ${t} box_${x} ip daddr @forbidden goto refuse_${x}`,
+      `add rule ${t} box_${x} ip daddr @connected goto refuse_${x}`,
     );
     if (this.bounds.only) lines.push(`add rule ${t} box_${x} ip daddr != @only goto refuse_${x}`);
     const mode = this.bounds.enabled ? rules.mode : "blocked";
@@ -130,6 +135,47 @@ export class EgressFirewall {
     const renew = addresses.renew.length ? `delete element ${set} { ${addresses.renew.join(", ")} }\n` : "";
     const done = await runCommand("nft", ["-f", "-"], { input: `${renew}add element ${set} { ${timed} }\n` });
     if (done.code !== 0) await mustRun("nft", ["-f", "-"], { input: `add element ${set} { ${timed} }\n` });
+  }
+
+  /** The ranges in the `connected` set. */
+  get connectedRanges(): readonly Ipv4Range[] {
+    return this.connected;
+  }
+
+  /**
+   * Follow the host's directly connected networks (`prefixes`, see HostNetworkWatch): the
+   * `connected` set is replaced in one nft transaction, then boxes' connections into ranges
+   * that joined it are cut. The kernel ends a masqueraded flow whose way out changed interface,
+   * but not one that keeps it (the host took another address on the link it already used):
+   * that one would go on, now to a neighbour on the host's LAN. Returns the ranges that joined
+   * and left, or undefined when nothing changed.
+   */
+  async setConnected(prefixes: readonly string[]): Promise<{ joined: Ipv4Range[]; left: Ipv4Range[] } | undefined> {
+    const next = mergeRanges(connectedIpv4Ranges(prefixes, this.bounds.privateAllowed, this.subnet));
+    const joined = subtractRanges(next, this.connected);
+    const left = subtractRanges(this.connected, next);
+    if (!joined.length && !left.length) return undefined;
+    const set = `inet ${this.table} connected`;
+    await mustRun("nft", ["-f", "-"], { input: `flush set ${set}\n${next.length ? `add element ${set} { ${elements(next)} }\n` : ""}`, timeoutMs: COMMAND_TIMEOUT_MS });
+    this.connected = next;
+    if (joined.length) await this.cutInto(joined);
+    return { joined, left };
+  }
+
+  /** Delete the conntrack entries of this daemon's boxes to destinations in `ranges` (their next packet meets the chain). */
+  private async cutInto(ranges: readonly Ipv4Range[]): Promise<void> {
+    const subnet = parseIpv4Cidr(this.subnet)!;
+    const mask = intToIpv4((2 ** 32 - (subnet.range[1] - subnet.range[0] + 1)) >>> 0);
+    const listed = await runCommand("conntrack", ["-L", "-s", intToIpv4(subnet.range[0]), "--mask-src", mask], { timeoutMs: COMMAND_TIMEOUT_MS });
+    const pairs = new Set<string>();
+    for (const line of listed.stdout.split("\n")) {
+      const m = /\bsrc=(\d+\.\d+\.\d+\.\d+) dst=(\d+\.\d+\.\d+\.\d+)/.exec(line);
+      if (m && rangesContain(ranges, ipv4ToInt(m[2]!)!)) pairs.add(`${m[1]} ${m[2]}`);
+    }
+    for (const pair of pairs) {
+      const [src, dst] = pair.split(" ");
+      await runCommand("conntrack", ["-D", "-s", src!, "-d", dst!], { timeoutMs: COMMAND_TIMEOUT_MS });
+    }
   }
 
   /** Remove a box's chain, sets and counters. Idempotent. */

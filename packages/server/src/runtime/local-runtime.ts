@@ -1,7 +1,7 @@
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import type { Architecture } from "@sail/protocol";
+import type { Architecture, Ipv4Range } from "@sail/protocol";
 import { mustRun, runCommand, signalNumber } from "./commands.js";
 import { Crun } from "./crun.js";
 import { FreezeError, freezeCgroupV1 } from "./freezer.js";
@@ -13,7 +13,7 @@ import { ociConfig } from "./oci.js";
 import { listeningAddresses, probeTcp } from "./ports.js";
 import { startPty, type RunningPty } from "./pty.js";
 import { settleStrays } from "./strays.js";
-import type { BoxNetwork, BoxSpec, ExecSpec, ImageProgress, OutboundCounters, OutboundRefusal, OutboundRules, PtySpec, Runtime, RuntimeState, RunningExec } from "./runtime.js";
+import type { BoxNetwork, BoxSpec, ExecSpec, ImageProgress, OutboundCounters, OutboundRefusal, OutboundRules, PtySpec, Runtime, RuntimeLogger, RuntimeState, RunningExec } from "./runtime.js";
 
 export interface LocalRuntimeOptions {
   dataDir: string;
@@ -26,6 +26,8 @@ export interface LocalRuntimeOptions {
   nofileLimit: number;
   /** What boxes may reach beyond the host at all; off when omitted. */
   outbound?: OutboundBounds;
+  /** Where the runtime reports what happens on its own (the host's networks changing, a helper process dying). */
+  log?: RuntimeLogger;
 }
 
 /** Cgroup v1 hierarchies crun creates `/sail/<id>` in; removed on destroy if crun left any. */
@@ -51,7 +53,7 @@ export class LocalRuntime implements Runtime {
   constructor(private readonly options: LocalRuntimeOptions) {
     this.hostArch = options.hostArch;
     this.crun = new Crun(options.crunRoot);
-    this.networks = new BoxNetworks(options.boxSubnet, options.outbound, forwardingMark(options.crunRoot, options.dataDir));
+    this.networks = new BoxNetworks(options.boxSubnet, options.outbound, forwardingMark(options.crunRoot, options.dataDir), options.log);
   }
 
   get maxBoxes(): number {
@@ -286,6 +288,10 @@ export class LocalRuntime implements Runtime {
       const id = byGuest.get(guest);
       return id ? [{ id, ...refusal }] : [];
     });
+  }
+
+  connectedNetworks(): readonly Ipv4Range[] {
+    return this.networks.egress.connectedRanges;
   }
 
   async destroy(id: string, options: { afterCrash?: boolean; signal?: AbortSignal } = {}): Promise<void> {

@@ -1,11 +1,15 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import ipaddr from "ipaddr.js";
+import { cidrRanges, forbiddenIpv4Ranges } from "@sail/protocol";
 import { mustRun, runCommand } from "./commands.js";
-import { EgressFirewall, type OutboundBounds } from "./egress.js";
-import type { BoxNetwork } from "./runtime.js";
+import { EgressFirewall, rangeTexts, type OutboundBounds } from "./egress.js";
+import { HostNetworkWatch } from "./host-networks.js";
+import type { BoxNetwork, RuntimeLogger } from "./runtime.js";
 
 const IP_FORWARD = "/proc/sys/net/ipv4/ip_forward";
+
+const SILENT: RuntimeLogger = { info() {}, warn() {}, error() {} };
 
 /**
  * One network namespace per box with a routed veth pair: a /30 per box carved
@@ -21,6 +25,8 @@ export class BoxNetworks {
   /** Whether this daemon turned the host's IPv4 forwarding on (then it forwards for boxes only). */
   private forwardingOurs = false;
   private readonly outboundEnabled: boolean;
+  /** Follows the host's directly connected networks into the firewall, while boxes may go out. */
+  private readonly hostNetworks: HostNetworkWatch;
 
   /**
    * `forwardingMark` is a host-wide file (under /run, so a reboot forgets it with the setting)
@@ -31,6 +37,7 @@ export class BoxNetworks {
     subnet: string,
     bounds: OutboundBounds = { enabled: false, privateAllowed: [], only: null },
     private readonly forwardingMark?: string,
+    private readonly log: RuntimeLogger = SILENT,
   ) {
     this.outboundEnabled = bounds.enabled;
     const [address, prefix] = ipaddr.IPv4.parseCIDR(subnet);
@@ -39,6 +46,9 @@ export class BoxNetworks {
     this.slots = 2 ** (32 - prefix) / 4;
     this.subnet = `${fromInt(this.base)}/${prefix}`;
     this.egress = new EgressFirewall(this.firewallTable, this.subnet, bounds);
+    // changes inside what boxes are refused anyway (the box subnet: every box start) or what the operator opened change nothing
+    const ignored = [...forbiddenIpv4Ranges(bounds.privateAllowed, this.subnet), ...cidrRanges(bounds.privateAllowed)];
+    this.hostNetworks = new HostNetworkWatch(ignored, (prefixes) => this.followHostNetworks(prefixes), log);
   }
 
   addresses(slot: number): BoxNetwork {
@@ -56,6 +66,23 @@ export class BoxNetworks {
     await mustRun("ip", ["route", "replace", "unreachable", this.subnet]);
     this.forwardingOurs = this.outboundEnabled && this.enableForwarding();
     await this.firewall();
+    if (!this.outboundEnabled) return; // every box's chain refuses everything: nothing to follow
+    try {
+      await this.hostNetworks.start();
+    } catch (err) {
+      await this.hostNetworks.stop();
+      throw err;
+    }
+  }
+
+  /** The host's directly connected networks changed (or were read at start): into the firewall's `connected` set. */
+  private async followHostNetworks(prefixes: string[]): Promise<void> {
+    const changed = await this.egress.setConnected(prefixes);
+    if (!changed) return;
+    this.log.info(
+      { refused: rangeTexts(this.egress.connectedRanges), joined: rangeTexts(changed.joined), left: rangeTexts(changed.left) },
+      "boxes are refused the networks the host is directly connected to",
+    );
   }
 
   /**
@@ -65,6 +92,7 @@ export class BoxNetworks {
    * daemon with outbound on remains (their tables say so).
    */
   async unfenceSubnet(boxesRemain: boolean): Promise<void> {
+    await this.hostNetworks.stop();
     if (boxesRemain) {
       await this.egress.closeAll();
       return;

@@ -1,5 +1,5 @@
 import type { Readable } from "node:stream";
-import type { Architecture } from "@sail/protocol";
+import type { Architecture, Ipv4Range } from "@sail/protocol";
 import type { RunningPty } from "./pty.js";
 
 /** What the runtime needs to start one box; nothing about orgs, apps or URLs. */
@@ -38,6 +38,13 @@ export interface OutboundRefusal {
   address: string;
   protocol: string;
   port: number;
+}
+
+/** Where the runtime reports what happens on its own (the slice of pino it uses). */
+export interface RuntimeLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
 }
 
 export interface BoxNetwork {
@@ -141,6 +148,12 @@ export interface Runtime {
   outboundCounters(): Promise<Map<string, OutboundCounters>>;
   /** Destinations boxes were refused recently (each once a minute at most). */
   outboundRefusals(): Promise<OutboundRefusal[]>;
+  /**
+   * The networks the host is directly connected to that boxes are refused (its LAN), beyond the
+   * never-reached ranges and less what the operator opened: as last seen, for they follow the
+   * host's addresses and routes at run time.
+   */
+  connectedNetworks(): readonly Ipv4Range[];
   /**
    * Remove the container, netns, veth, mounts, cgroups and directories of a box. Idempotent.
    * `afterCrash`: a previous daemon may have died mid-step, leaving its commands for this box
