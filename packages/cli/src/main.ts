@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command } from "commander";
-import { registerApp, registerBox, registerCa } from "./box.js";
+import { registerApp, registerBox, registerCa, registerImage } from "./box.js";
 import { registerConsole } from "./console.js";
 import { failWith } from "./output.js";
 import { registerToken } from "./token.js";
@@ -19,6 +19,7 @@ program
 registerUp(program);
 registerApp(program);
 registerBox(program);
+registerImage(program);
 registerCa(program);
 registerToken(program);
 registerConsole(program);

@@ -18,6 +18,7 @@ __all__ = [
     "ConflictError",
     "LimitExceededError",
     "TimeoutError",
+    "AbortedError",
     "AuthError",
     "SailboxPausedError",
     "InternalError",
@@ -80,6 +81,10 @@ class TimeoutError(SailError):  # noqa: A001 - the name users expect next to the
     """Something did not happen in the time allowed (a listener, an API answer)."""
 
 
+class AbortedError(SailError):
+    """The call was cancelled by its caller (the TypeScript SDK's ``signal``; kept so both SDKs share one table)."""
+
+
 class AuthError(SailError):
     """The token is missing, wrong or revoked."""
 
@@ -98,6 +103,7 @@ _CLASS_OF_KIND: Dict[str, Type[SailError]] = {
     "Conflict": ConflictError,
     "LimitExceeded": LimitExceededError,
     "Timeout": TimeoutError,
+    "Aborted": AbortedError,
     "Auth": AuthError,
     "SailboxPaused": SailboxPausedError,
     "Internal": InternalError,
