@@ -101,6 +101,8 @@ class SailClient:
                 with self._open(method, path, body, deadline.remaining(), {}) as response:
                     text = response.read()
                 return json.loads(text) if text else None
+            except _SOCKET_TIMEOUTS:
+                raise deadline.timed_out() from None
             except _AnswerLost as lost:
                 attempt.failed(lost)
         raise AssertionError("unreachable")
@@ -121,6 +123,8 @@ class SailClient:
             try:
                 with self._open("GET", path, None, deadline.remaining(), {}) as response:
                     return response.read().decode("utf-8", errors="replace")
+            except _SOCKET_TIMEOUTS:
+                raise deadline.timed_out() from None
             except _AnswerLost as lost:
                 attempt.failed(lost)
         raise AssertionError("unreachable")
@@ -167,6 +171,8 @@ class SailClient:
         deadline = _Deadline(timeout, "POST", path, self.api_url)
         try:
             response = self._open("POST", path, body, deadline.remaining(), {})
+        except _SOCKET_TIMEOUTS:
+            raise deadline.timed_out() from None
         except _AnswerLost as lost:
             raise deadline.unavailable(lost) from None
 
@@ -179,8 +185,7 @@ class SailClient:
                             yield json.loads(line)
                         deadline.check()
                 except _SOCKET_TIMEOUTS:
-                    deadline.check()
-                    raise
+                    raise deadline.timed_out() from None
 
         return events()
 
@@ -202,7 +207,7 @@ class SailClient:
 
     def _open(self, method: str, path: str, body: Any, timeout: Optional[float], extra_headers: Dict[str, str]) -> Any:
         """One HTTP exchange: the open response, the typed error of a refusal, ``_AnswerLost``
-        when the daemon could not be reached, or ``sail.TimeoutError``."""
+        when the daemon could not be reached, or a socket timeout (for the caller's deadline)."""
         data = None if body is None else json.dumps(body).encode("utf-8")
         headers = {"authorization": f"Bearer {self.__token}", "accept": "application/json", **extra_headers}
         if data is not None:
@@ -221,12 +226,10 @@ class SailClient:
             if 502 <= refused.code <= 504 and not (isinstance(parsed, dict) and "error" in parsed):
                 raise _AnswerLost(f"HTTP {refused.code}") from None
             raise error_from_wire(parsed, refused.code) from None
-        except _SOCKET_TIMEOUTS:
-            raise TimeoutError("SAIL_TIMEOUT", f"{method} {path} got no answer from {self.api_url} within {timeout} s") from None
         except (urllib.error.URLError, ConnectionError) as unreachable:
             reason = getattr(unreachable, "reason", unreachable)
             if isinstance(reason, _SOCKET_TIMEOUTS):
-                raise TimeoutError("SAIL_TIMEOUT", f"{method} {path} got no answer from {self.api_url} within {timeout} s") from None
+                raise reason from None  # the caller's deadline names it
             raise _AnswerLost(str(reason)) from None
 
     def _attempts(self, retry: bool, deadline: "_Deadline") -> Iterator["_Attempt"]:
@@ -272,7 +275,10 @@ class _Deadline:
 
     def check(self) -> None:
         if self.at is not None and time.monotonic() >= self.at:
-            raise TimeoutError("SAIL_TIMEOUT", f"{self.what} got no answer from {self.api_url} within {self.timeout} s")
+            raise self.timed_out()
+
+    def timed_out(self) -> TimeoutError:
+        return TimeoutError("SAIL_TIMEOUT", f"{self.what} got no answer from {self.api_url} within {self.timeout} s")
 
     def unavailable(self, lost: _AnswerLost) -> InternalError:
         return InternalError("SAIL_UNAVAILABLE", f"Cannot reach the Sail daemon at {self.api_url} ({lost}): is `sail up` running?")

@@ -97,8 +97,9 @@ export class BoxCreator {
    * away (`signal`) during a build leaves nothing (the build goes on and is cached). Gone
    * later, its box is removed again before this rejects with `CreateAbandonedError`.
    */
-  async run(plan: CreatePlan, { signal, onProgress, startedAt = Date.now() }: RunOptions = {}): Promise<SailboxInfo> {
+  async run(plan: CreatePlan, { signal, onProgress, startedAt = Date.now(), notBefore }: RunOptions = {}): Promise<SailboxInfo> {
     await this.images.prepare(plan.image, onProgress, startedAt);
+    await notBefore;
     if (signal?.aborted) throw new CreateAbandonedError("the caller went away before its box was made");
 
     const { org, app, name, image, network, sshKey } = plan;
@@ -198,6 +199,8 @@ export interface RunOptions {
   onProgress?: ProgressSink;
   /** When the caller's request began (progress counts from it). */
   startedAt?: number;
+  /** Insert only after this settles: an abandoned create of the same key, still being undone. */
+  notBefore?: Promise<unknown>;
 }
 
 /** TCP allowlists in canonical form (a bare address becomes /32 or /128); a bad entry refuses the create. */

@@ -81,30 +81,26 @@ export class Creates {
     const requestSha256 = hashRequest(request);
     this.store.forgetIdempotentCreates(new Date(Date.now() - this.keepMs).toISOString());
     const slot = `${org.id} ${key}`;
-    for (;;) {
-      const done = this.store.findIdempotentCreate(org.id, key);
-      const box = done && this.store.getSailbox(done.sailboxId);
-      if (done && box) {
-        this.checkSameRequest(done.requestSha256, requestSha256, key);
-        return answered(this.describe(box));
-      }
-      const inFlight = this.pending.get(slot);
-      if (!inFlight) break;
-      this.checkSameRequest(inFlight.requestSha256, requestSha256, key);
-      if (!inFlight.signal.aborted) return inFlight.ticket();
-      // every caller had left it: let its undo finish (its name frees up), then start afresh
-      await inFlight.result.catch(() => {});
+    const done = this.store.findIdempotentCreate(org.id, key);
+    const box = done && this.store.getSailbox(done.sailboxId);
+    if (done && box) {
+      this.checkSameRequest(done.requestSha256, requestSha256, key);
+      return answered(this.describe(box));
     }
-    return this.start(org, request, startedAt, { key, requestSha256 }).ticket();
+    const inFlight = this.pending.get(slot);
+    if (inFlight) this.checkSameRequest(inFlight.requestSha256, requestSha256, key);
+    if (inFlight && !inFlight.signal.aborted) return inFlight.ticket();
+    // every caller had left the one in flight: start afresh, inserting only once its undo is done (its name frees up)
+    return this.start(org, request, startedAt, { key, requestSha256 }, inFlight?.result).ticket();
   }
 
-  private start(org: OrgRow, request: Record<string, unknown>, startedAt: number, idempotency?: { key: string; requestSha256: string }): PendingCreate {
+  private start(org: OrgRow, request: Record<string, unknown>, startedAt: number, idempotency?: { key: string; requestSha256: string }, abandoned?: Promise<unknown>): PendingCreate {
     const plan = this.creator.plan(org, request as unknown as CreateSailboxRequest);
     const pending = new PendingCreate(idempotency?.requestSha256 ?? "");
     const slot = idempotency && `${org.id} ${idempotency.key}`;
     if (slot) this.pending.set(slot, pending);
     pending.result = this.creator
-      .run(plan, { signal: pending.signal, onProgress: pending.progress.emit, startedAt })
+      .run(plan, { signal: pending.signal, onProgress: pending.progress.emit, startedAt, notBefore: abandoned?.catch(() => {}) })
       .then((info) => {
         // before any caller hears of the box: a retry from now on gets it from the store
         if (idempotency) this.store.rememberIdempotentCreate(org.id, idempotency.key, idempotency.requestSha256, info.id);
