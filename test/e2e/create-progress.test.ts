@@ -115,10 +115,7 @@ describe("long creates", () => {
     await assert.rejects(client.request("GET", waitPath, undefined, { timeoutMs: 300 }), (e: SailError) => e instanceof TimeoutError && e.code === "SAIL_TIMEOUT" && /within 300 ms/.test(e.message));
     const cancel = new AbortController();
     setTimeout(() => cancel.abort(new Error("the user pressed Ctrl-C")), 300);
-    await assert.rejects(
-      client.request("GET", waitPath, undefined, { signal: cancel.signal }),
-      (e: SailError) => e instanceof AbortedError && e.code === "SAIL_ABORTED" && /Ctrl-C/.test(e.message),
-    );
+    await assert.rejects(client.request("GET", waitPath, undefined, { signal: cancel.signal }), (e: SailError) => e instanceof AbortedError && e.code === "SAIL_ABORTED" && /Ctrl-C/.test(e.message));
     await assert.rejects(sb.listener(3000).wait({ timeout: 60, signal: AbortSignal.abort() }), (e: SailError) => e instanceof AbortedError);
     await assert.rejects(Sailbox.create({ app, name: "never", signal: AbortSignal.abort() }), (e: SailError) => e instanceof AbortedError);
     assert.deepEqual(

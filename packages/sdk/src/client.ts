@@ -104,6 +104,8 @@ export class SailClient {
             if (response.status >= 502 && response.status <= 504 && !(parsed as { error?: unknown } | undefined)?.error) throw new AnswerLost(`HTTP ${response.status}`);
             throw errorFromWire(parsed, response.status);
           }
+          // a daemon from before streaming answers with the one JSON document
+          if (!response.headers.get("content-type")?.includes("application/x-ndjson")) return (await response.json()) as T;
           for await (const line of ndjsonLines(response)) {
             idle.reset();
             const event = JSON.parse(line) as Record<string, unknown>;

@@ -144,6 +144,8 @@ class SailClient:
             try:
                 idle = _STREAM_IDLE if timeout is None else min(_STREAM_IDLE, deadline.remaining() or _STREAM_IDLE)
                 with self._open("POST", path, body, idle, headers) as response:
+                    if "application/x-ndjson" not in (response.headers.get("content-type") or ""):
+                        return json.loads(response.read())  # a daemon from before streaming: the one JSON document
                     for raw in response:
                         line = raw.strip()
                         if not line:
