@@ -17,13 +17,17 @@ import { DATA_DIR, eventually, forgetPackageImages, packageImages, REPO, runCli,
 const PACKAGES = { cli: "sl", sdk: "hello", abandoned: "tree", prebuilt: "units" };
 forgetPackageImages(Object.values(PACKAGES).map((p) => [p]));
 
+/** Apps of this run only: a list shows an app's terminated boxes too, and the data dir outlives runs. */
+const RUN = Date.now().toString(36);
+const appName = (what: string) => `progress-${what}-${RUN}`;
+
 const boxDirs = () => (existsSync(join(DATA_DIR, "boxes")) ? readdirSync(join(DATA_DIR, "boxes")) : []);
 
 describe("long creates", () => {
   const { daemon, pool } = useTestDaemon({ upArgs: ["--prebuild-image", `debian+${PACKAGES.prebuilt}`] });
 
   test("sail box create shows an image build's steps on stderr, a line each, then prints the box", async () => {
-    const create = await runCli(daemon, ["box", "create", "--app", "progress", "--apt", PACKAGES.cli, "--json"]);
+    const create = await runCli(daemon, ["box", "create", "--app", appName("cli"), "--apt", PACKAGES.cli, "--json"]);
     assert.equal(create.code, 0, create.stderr);
     const box = JSON.parse(create.stdout) as SailboxInfo;
     pool.adopt(box.id);
@@ -35,7 +39,7 @@ describe("long creates", () => {
 
   test("a create that builds outlasts a 1 s headers timeout and prints its progress (the SDK), where the one-answer create of before failed and left no box", async () => {
     const client = daemon.client();
-    const app = await App.find({ name: "progress-old", mintIfMissing: true, client });
+    const app = await App.find({ name: appName("old"), mintIfMissing: true, client });
     // the SDK, in its own process whose HTTP client waits 1 s for an answer's headers
     const sdk = runProcess(process.execPath, ["--import", "tsx", join(REPO, "test/fixtures/create-under-headers-timeout.ts"), `debian+${PACKAGES.sdk}`], { ...daemon.env, HEADERS_TIMEOUT_MS: "1000" });
     // the same create as the SDK sent it before streaming: one JSON answer at the end, under the same 1 s
@@ -61,7 +65,7 @@ describe("long creates", () => {
 
   test("a client that leaves mid-build leaves no box; its retry with the same Idempotency-Key makes exactly one, again and again; another body with the key is refused", async () => {
     const client = daemon.client();
-    const app = await App.find({ name: "progress-keyed", mintIfMissing: true, client });
+    const app = await App.find({ name: appName("keyed"), mintIfMissing: true, client });
     const before = boxDirs();
     const key = randomUUID();
     const body = { appId: app.id, cpu: 1, image: { name: "debian", aptPackages: [PACKAGES.abandoned] } };
@@ -108,7 +112,7 @@ describe("long creates", () => {
 
   test("timeoutMs and signal end any call with the SDK's typed error; a create cancelled before it starts makes nothing", async () => {
     const client = daemon.client();
-    const app = await App.find({ name: "progress-cancel", mintIfMissing: true, client });
+    const app = await App.find({ name: appName("cancel"), mintIfMissing: true, client });
     const sb = await pool.create({ app, ingressPorts: [3000] });
     // the daemon holds a listener wait up to waitMs: the client's own limits end it first
     const waitPath = `/v1/sailboxes/${sb.id}/listeners/3000?waitMs=60000`;

@@ -6,10 +6,14 @@ retries and the CLI)."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
 import sail
+
+# apps of this run only: a list shows an app's terminated boxes too, and the data dir outlives runs
+RUN = format(int(time.time() * 1000), "x")
 
 # one small package per test, so each create is the one that builds
 BUILT_WITH_PROGRESS = "bc"
@@ -17,7 +21,7 @@ BUILT_PAST_TIMEOUT = "pv"
 
 
 def test_a_create_that_builds_an_image_prints_its_steps_to_stderr(daemon, capsys):
-    app = sail.App.find(name="py-progress", mint_if_missing=True)
+    app = sail.App.find(name=f"py-progress-{RUN}", mint_if_missing=True)
     sb = sail.Sailbox.create(app=app, image=sail.Image.debian.apt_install(BUILT_WITH_PROGRESS))
     err = capsys.readouterr().err
     assert re.search(rf"^sail: building debian\+{BUILT_WITH_PROGRESS}: copying base image \(\d+ s\)$", err, re.M), err
@@ -30,7 +34,7 @@ def test_a_create_that_builds_an_image_prints_its_steps_to_stderr(daemon, capsys
 
 
 def test_a_create_past_its_timeout_raises_sail_timeout_error_and_leaves_no_box(daemon):
-    app = sail.App.find(name="py-progress-late", mint_if_missing=True)
+    app = sail.App.find(name=f"py-progress-late-{RUN}", mint_if_missing=True)
     image = sail.Image.debian.apt_install(BUILT_PAST_TIMEOUT)
     with pytest.raises(sail.TimeoutError) as late:
         sail.Sailbox.create(app=app, image=image, timeout=2, on_progress=False)
@@ -42,7 +46,7 @@ def test_a_create_past_its_timeout_raises_sail_timeout_error_and_leaves_no_box(d
 
 
 def test_timeout_ends_any_call_with_sail_timeout_error(daemon):
-    app = sail.App.find(name="py-progress-late", mint_if_missing=True)
+    app = sail.App.find(name=f"py-progress-calls-{RUN}", mint_if_missing=True)
     sb = sail.Sailbox.create(app=app, ingress_ports=[3000])
     # the daemon would hold this wait for a minute (nothing listens): the client's limit ends it
     with pytest.raises(sail.TimeoutError) as late:
