@@ -8,7 +8,7 @@ const camel = (flag: string) => flag.replace(/-([a-z])/g, (_, c: string) => c.to
 export function registerUp(program: Command): void {
   const up = program
     .command("up")
-    .description("Start the Sail daemon in the foreground (needs root). The first start builds the Debian base image (about a minute) and writes the client config the SDK and CLI read.");
+    .description("Start the Sail daemon in the foreground (needs root). The first start builds the Debian base image (minutes, with progress) and writes the client config the SDK and CLI read.");
   for (const option of DAEMON_OPTIONS) {
     if (!option.flag) continue;
     // checked as it is parsed, so commander names the flag and the value that is wrong
