@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Sailbox } from "@sail/sdk";
-import { CLI, runCli, runProcess, terminateLeftovers, TestDaemon } from "./harness.js";
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { CLI, DATA_DIR, runCli, runProcess, terminateLeftovers, TestDaemon } from "./harness.js";
 
 const daemon = new TestDaemon();
 const created: string[] = [];
@@ -48,10 +50,16 @@ describe("the sail CLI", () => {
     assert.deepEqual(JSON.parse(after.stdout), []);
   });
 
-  test("box create --arch runs the other architecture under emulation, and box ls says so", async () => {
+  test("box create --arch runs the other architecture under emulation, and box ls says so", async (t) => {
     const foreign = process.arch === "arm64" ? "amd64" : "arm64";
+    // on a fresh data dir this create builds the image under emulation (minutes): it must show its steps, and no timeout may cut it short
+    const images = join(DATA_DIR, "images");
+    const built = existsSync(images) && readdirSync(images).some((dir) => dir.startsWith(`debian-${foreign}-`) && existsSync(join(images, dir, "complete")));
+    const started = Date.now();
     const create = await runCli(daemon, ["box", "create", "--app", "cli", "--name", "cli-foreign", "--arch", foreign, "--json"]);
+    t.diagnostic(`create --arch ${foreign}: ${Math.round((Date.now() - started) / 1000)} s, the image ${built ? "cached" : "built"}; ${create.stderr.trim().split("\n").slice(-2).join(" | ")}`);
     assert.equal(create.code, 0, create.stderr);
+    if (!built) assert.match(create.stderr, new RegExp(`^sail: building debian_${foreign}: retrieving \\(${foreign}, emulated\\)`, "m"));
     const box = JSON.parse(create.stdout) as { id: string; image: { arch: string; emulated: boolean } };
     created.push(box.id);
     assert.deepEqual(box.image, { name: "debian", arch: foreign, aptPackages: [], emulated: true });

@@ -4,7 +4,7 @@
  * The data dir persists between runs so the base image is built once.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
@@ -190,6 +190,25 @@ export function leftoversOf(id: string): string[] {
     // crun knows nothing of it: good
   }
   return found;
+}
+
+/** The directories of the test data dir's built package images, with their package lists. */
+export function packageImages(): Array<{ dir: string; packages: string[] }> {
+  const images = join(DATA_DIR, "images");
+  if (!existsSync(images)) return [];
+  return readdirSync(images)
+    .filter((entry) => entry.startsWith("apt-") && existsSync(join(images, entry, "complete")))
+    .map((entry) => ({ dir: join(images, entry), packages: (JSON.parse(readFileSync(join(images, entry, "complete"), "utf8")) as { packages: string[] }).packages }));
+}
+
+/**
+ * Remove the cached images of these package sets, so the next create of one builds it (a test
+ * of build progress needs a build). Call it before the daemon uses them: a daemon remembers
+ * what it built.
+ */
+export function forgetPackageImages(sets: string[][]): void {
+  const wanted = new Set(sets.map((set) => [...set].sort().join(" ")));
+  for (const image of packageImages()) if (wanted.has(image.packages.join(" "))) rmSync(image.dir, { recursive: true, force: true });
 }
 
 /** Run the CLI against the test daemon; never throws, returns what it printed and its exit code. */

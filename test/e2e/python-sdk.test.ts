@@ -7,13 +7,14 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { REPO, useTestDaemon } from "./harness.js";
+import { forgetPackageImages, REPO, useTestDaemon } from "./harness.js";
 
 /** Debian's interpreter: python3-pytest and python3-websocket are installed for it. */
 const PYTHON = process.env.SAIL_TEST_PYTHON ?? "/usr/bin/python3";
 
 describe("the Python SDK", () => {
-  const { daemon } = useTestDaemon();
+  // sdks/python/tests/test_progress.py needs these images to be built by its creates
+  const { daemon } = useTestDaemon({ setup: () => forgetPackageImages([["bc"], ["pv"]]) });
 
   test("pytest passes sdks/python/tests (the product page run as printed, on arm64 under emulation)", async (t) => {
     const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {

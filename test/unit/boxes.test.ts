@@ -9,7 +9,9 @@ import { beforeEach, describe, test } from "node:test";
 import { canTransition, parseIpv4Cidr, SAILBOX_TRANSITIONS, SailError, type Ipv4Range, type SailboxStatus } from "@sail/protocol";
 import { createBoxes, type Boxes } from "../../packages/server/src/boxes/boxes.js";
 import type { RouteChange, RouteSubscriber } from "../../packages/server/src/boxes/routes.js";
-import { FreezeError, type BoxNetwork, type BoxSpec, type OutboundRules, type Runtime, type RuntimeState } from "../../packages/server/src/runtime/runtime.js";
+import { CreateAbandonedError } from "../../packages/server/src/boxes/create.js";
+import { Creates } from "../../packages/server/src/boxes/creates.js";
+import { FreezeError, type BoxNetwork, type BoxSpec, type ImageProgress, type OutboundRules, type Runtime, type RuntimeState } from "../../packages/server/src/runtime/runtime.js";
 import { Store, type OrgRow } from "../../packages/server/src/store/store.js";
 
 const STATUSES = Object.keys(SAILBOX_TRANSITIONS) as SailboxStatus[];
@@ -25,17 +27,24 @@ class FakeRuntime implements Runtime {
   freezeMode: "ok" | "stuck" | "refuse" = "ok";
   /** The signal the last freeze got. */
   freezeSignal: AbortSignal | undefined;
+  /** While set, a package build reports its first step and waits for it; so does create. */
+  buildGate: Promise<void> | undefined;
+  createGate: Promise<void> | undefined;
 
   async prepareImage(arch: string) {
     this.calls.push(`prepareImage ${arch}`);
   }
-  async preparePackageImage(arch: string, packages: readonly string[]) {
+  async preparePackageImage(arch: string, packages: readonly string[], onProgress?: (progress: ImageProgress) => void) {
     this.calls.push(`preparePackageImage ${arch} ${packages.join(" ")}`);
+    onProgress?.({ phase: "retrieving", detail: packages[0] });
+    await this.buildGate;
+    onProgress?.({ phase: "ready", done: true });
   }
   async start() {}
   async shutdown() {}
   async create(spec: BoxSpec): Promise<BoxNetwork> {
     this.calls.push(`create ${spec.id}`);
+    await this.createGate;
     if (this.failCreate) throw new Error("crun run exited 1");
     const network = { hostAddress: `10.9.0.${spec.netSlot * 4 + 1}`, guestAddress: `10.9.0.${spec.netSlot * 4 + 2}` };
     this.boxes.set(spec.id, network);
@@ -592,5 +601,88 @@ describe("outbound policy", () => {
     assert.deepEqual(cut, ["192.0.2.7"], "an open policy keeps nothing on the host's LAN");
     runtime.connected = []; // the host left that network
     assert.equal(await codeOf(create({ allowOut: ["192.0.2.7"] })), "resolved");
+  });
+});
+
+/** A gate a test opens when it wants the runtime to go on. */
+function gate(): { promise: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const promise = new Promise<void>((resolve) => (open = resolve));
+  return { promise, open };
+}
+
+describe("creates by Idempotency-Key, and creates nobody waits for", () => {
+  const request = (extra: object = {}) => ({ appId, image: { name: "debian" }, ...extra });
+
+  test("a retry with the same key and body gets the same box (in any key order); another body with the key is a 422, and the key is per org", async () => {
+    const first = await boxes.creates.begin(org, request({ name: "web", cpu: 1 }), "key-1");
+    const box = await first.result;
+    const again = await boxes.creates.begin(org, { cpu: 1, name: "web", image: { name: "debian" }, appId }, "key-1");
+    assert.equal(again.replayed, true);
+    assert.equal((await again.result).id, box.id);
+    await assert.rejects(boxes.creates.begin(org, request({ name: "other" }), "key-1"), (e: SailError) => e.code === "SAIL_IDEMPOTENCY_KEY_REUSED" && e.status === 422);
+    assert.equal(store.listSailboxes({ orgId: org.id }).length, 1);
+    const tenant = store.createOrg("acme");
+    const theirs = await boxes.creates.begin(tenant, { appId: store.mintApp(tenant.id, "demo").id, image: { name: "debian" } }, "key-1");
+    assert.notEqual((await theirs.result).id, box.id);
+  });
+
+  test("a bad key is refused with SAIL_IDEMPOTENCY_KEY_INVALID and makes nothing", async () => {
+    await assert.rejects(boxes.creates.begin(org, request(), "has a space"), (e: SailError) => e.code === "SAIL_IDEMPOTENCY_KEY_INVALID");
+    assert.deepEqual(store.listSailboxes({ orgId: org.id }), []);
+  });
+
+  test("a retry while the first is still building joins it: it hears the build's step at once, and both get one box", async () => {
+    const build = gate();
+    runtime.buildGate = build.promise;
+    const body = request({ image: { name: "debian", aptPackages: ["sl"] } });
+    const first = await boxes.creates.begin(org, body, "key-2");
+    const retry = await boxes.creates.begin(org, body, "key-2");
+    const heard: string[] = [];
+    retry.listen((p) => heard.push(`${p.phase} ${p.image} ${p.step}`));
+    assert.deepEqual(heard, ["image debian+sl retrieving"]);
+    first.leave(); // the first caller's connection dropped: the retry still waits, so the create goes on
+    build.open();
+    const [a, b] = await Promise.all([first.result, retry.result]);
+    assert.equal(a.id, b.id);
+    assert.equal(runtime.calls.filter((c) => c.startsWith("create ")).length, 1);
+  });
+
+  test("a create whose every caller left during its build makes no box; the build itself goes on", async () => {
+    const build = gate();
+    runtime.buildGate = build.promise;
+    const ticket = await boxes.creates.begin(org, request({ image: { name: "debian", aptPackages: ["sl"] } }));
+    ticket.leave();
+    build.open();
+    await assert.rejects(ticket.result, CreateAbandonedError);
+    assert.deepEqual(store.listSailboxes({ orgId: org.id }), []);
+    assert.deepEqual(runtime.calls, ["preparePackageImage amd64 sl"]);
+  });
+
+  test("a caller that leaves while its box starts gets it removed again: no row, the runtime's box destroyed", async () => {
+    const starting = gate();
+    runtime.createGate = starting.promise;
+    const ticket = await boxes.creates.begin(org, request({ name: "gone" }), "key-3");
+    let id = "";
+    ticket.listen((p) => (id = p.sailboxId ?? id));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.match(id, /^sb-/);
+    ticket.leave();
+    starting.open();
+    await assert.rejects(ticket.result, CreateAbandonedError);
+    assert.deepEqual(store.listSailboxes({ orgId: org.id }), []);
+    assert.ok(runtime.calls.includes(`destroy ${id}`));
+    assert.equal(runtime.boxes.size, 0);
+    // the key was not spent on it: a retry makes the box, named as asked
+    const retry = await boxes.creates.begin(org, request({ name: "gone" }), "key-3");
+    assert.equal((await retry.result).name, "gone");
+  });
+
+  test("a key is kept for a bounded time: after it, the same key makes a new box", async () => {
+    const shortMemory = new Creates(store, boxes.creator, (row) => boxes.views.describe(row), silent, 5);
+    const first = await (await shortMemory.begin(org, request(), "key-4")).result;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const later = await (await shortMemory.begin(org, request(), "key-4")).result;
+    assert.notEqual(later.id, first.id);
   });
 });

@@ -1,8 +1,12 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import {
+  AbortedError,
   AuthError,
   checkAptPackages,
+  checkIdempotencyKey,
+  imageName,
+  parseImageName,
   checkExec,
   checkName,
   checkResources,
@@ -120,6 +124,47 @@ describe("apt packages", () => {
         JSON.stringify(bad),
       );
     }
+  });
+});
+
+describe("image names and idempotency keys", () => {
+  test("an image's name is the SDKs' (debian_arm64+postgresql,redis-server), and parses back", () => {
+    const cases: Array<[string, object]> = [
+      ["debian", { name: "debian" }],
+      ["debian_amd64", { name: "debian", arch: "amd64" }],
+      ["debian_arm64+postgresql,g++", { name: "debian", arch: "arm64", aptPackages: ["g++", "postgresql"] }],
+    ];
+    for (const [text, ref] of cases) {
+      assert.deepEqual(parseImageName(text), ref, text);
+      assert.equal(imageName(parseImageName(text)), text.replace("postgresql,g++", "g++,postgresql"));
+    }
+    assert.deepEqual(parseImageName("debian_arm64", ["sl"]), { name: "debian", arch: "arm64", aptPackages: ["sl"] });
+    for (const bad of ["ubuntu", "debian_sparc", "debian-arm64", "", "+sl"])
+      assert.throws(
+        () => parseImageName(bad),
+        (e: SailError) => e.code === "SAIL_IMAGE_UNKNOWN",
+        bad,
+      );
+    assert.throws(
+      () => parseImageName("debian+Bad"),
+      (e: SailError) => e.code === "SAIL_IMAGE_PACKAGES_INVALID",
+    );
+  });
+
+  test("an Idempotency-Key is 1-255 visible ASCII characters", () => {
+    assert.equal(checkIdempotencyKey("0b5e6f9c-2f1e-4a53-9d6c-5b1e2c3d4e5f"), "0b5e6f9c-2f1e-4a53-9d6c-5b1e2c3d4e5f");
+    for (const bad of ["", "has space", "x".repeat(256), "é", 7, undefined])
+      assert.throws(
+        () => checkIdempotencyKey(bad),
+        (e: SailError) => e.code === "SAIL_IDEMPOTENCY_KEY_INVALID" && e.status === 400,
+      );
+  });
+
+  test("a key reused for another request is a 422 ConflictError; an abort is the SDK's AbortedError", () => {
+    const reused = errorFromWire({ error: { code: "SAIL_IDEMPOTENCY_KEY_REUSED", message: "x" } }, 422);
+    assert.ok(reused instanceof ConflictError);
+    assert.equal(reused.status, 422);
+    assert.ok(errorFromWire({ error: { code: "SAIL_ABORTED", message: "x" } }, 499) instanceof AbortedError);
   });
 });
 

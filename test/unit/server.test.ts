@@ -87,6 +87,7 @@ describe("daemon config", () => {
   test("unknown options are refused, and every value is checked against the schema, naming its flag", () => {
     assert.equal(resolveConfig({}).apiListen, "127.0.0.1:7070");
     assert.deepEqual(resolveConfig({}), DEFAULT_CONFIG);
+    assert.deepEqual(resolveConfig({ prebuildImages: ["debian_arm64", "debian+postgresql,g++"] }).prebuildImages, ["debian_arm64", "debian+postgresql,g++"]);
     assert.throws(() => resolveConfig({ dataDirr: "/x" } as never), /unknown daemon option "dataDirr"/);
     const refusals: Array<[Partial<DaemonConfig>, RegExp]> = [
       [{ apiListen: "7070" }, /--api-listen "7070" listen address "7070" must be host:port/],
@@ -99,6 +100,8 @@ describe("daemon config", () => {
       [{ gatewayThreads: 0 }, /--gateway-threads 0 must be a whole number from 1 to 64/],
       [{ boxMemoryMiB: 10 }, /boxMemoryMiB 10 must be a whole number from 64/],
       [{ tlsCert: "/etc/cert.pem" }, /give both --tls-cert and --tls-key/],
+      [{ prebuildImages: ["debian_sparc"] }, /--prebuild-image \["debian_sparc"\] has "debian_sparc": Unknown image/],
+      [{ prebuildImages: ["debian+Bad Name"] }, /--prebuild-image .* is not a Debian package name/],
     ];
     for (const [options, message] of refusals) assert.throws(() => resolveConfig(options), message);
   });

@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { App, Image, IngressPort, InvalidArgumentError, SailClient, Sailbox, type Listener, type SailboxInfo } from "@sail/sdk";
 import { runInteractive } from "./interactive.js";
+import { cliProgress } from "./progress.js";
 import { printJson, printTable } from "./output.js";
 
 /** "debian/arm64 (emulated)", "debian/amd64+postgresql". */
@@ -72,7 +73,10 @@ export function registerBox(program: Command): void {
     .option("--allow <cidr>", "only these sources may connect to the --tcp ports (repeatable)", collectStrings, [] as string[])
     .option("--allow-public", "confirm a well-known unauthenticated --tcp port (e.g. 5432) may be reached from anywhere")
     .option("--proxy-protocol", "send the --tcp ports' servers a PROXY protocol v2 header with the client's address")
-    .option("--arch <arch>", "amd64 or arm64 (default: the host's); the other one runs under emulation, and its first create builds its image (minutes)")
+    .option(
+      "--arch <arch>",
+      "amd64 or arm64 (default: the host's); the other one runs under emulation, and its first create builds its image (minutes, with progress on stderr; or ahead: sail image build)",
+    )
     .option("--apt <package>", "Debian package to install in the image, e.g. postgresql (repeatable; built once, then cached)", collectStrings, [] as string[])
     .option("--block-network", "let nothing out of the box (DNS included); published ports still work")
     .option("--allow-out <dest>", "let the box reach only these: IPv4 address or CIDR, domain, *.domain (repeatable)", collectStrings, [] as string[])
@@ -111,10 +115,10 @@ export function registerBox(program: Command): void {
         const ssh = opts.sshKey ?? (opts.enableSsh ? true : undefined);
         const base = imageForArch(opts.arch);
         const image = opts.apt.length ? base.aptInstall(opts.apt) : base;
-        if (opts.apt.length) console.error(`Preparing an image with ${opts.apt.join(", ")} (the first time, this takes as long as apt-get install)...`);
-        else if (opts.arch) console.error(`Preparing the ${opts.arch} image (the first time under emulation, this takes a few minutes)...`);
         const network = { blockNetwork: opts.blockNetwork, allowOut: opts.allowOut.length ? opts.allowOut : undefined, denyOut: opts.denyOut.length ? opts.denyOut : undefined };
-        const sb = await Sailbox.create({ app, name: opts.name, image, cpu: opts.cpu, memory: opts.memory, ingressPorts, ssh, ...network });
+        // the first create of an image waits for its build: its steps go to stderr as they happen
+        const progress = cliProgress();
+        const sb = await Sailbox.create({ app, name: opts.name, image, cpu: opts.cpu, memory: opts.memory, ingressPorts, ssh, ...network, onProgress: progress.onProgress }).finally(progress.end);
         const listeners = await sb.listeners();
         if (opts.json) return printJson({ ...sb.describe(), listeners: listeners.map(listenerRow) });
         console.log(`Created sailbox ${sb.id}${sb.name ? ` (${sb.name})` : ""} in app ${app.name}: ${sb.describe().status}`);
@@ -271,6 +275,24 @@ export function registerBox(program: Command): void {
       const sb = await resolveBox(idOrName, opts.app);
       await sb.terminate();
       console.log(`Terminated ${sb.id}`);
+    });
+}
+
+export function registerImage(program: Command): void {
+  const image = program.command("image").description("Images boxes start from: build one ahead, so no create waits for it");
+  image
+    .command("build")
+    .description("Build an image on the daemon now (or find it built); progress on stderr. A first emulated build takes minutes")
+    .argument("<image>", "debian, debian_amd64 or debian_arm64, as the SDKs name it (optionally +package,package)")
+    .option("--apt <package>", "Debian package to add to the image (repeatable)", collectStrings, [] as string[])
+    .option("--json", "print the image as JSON")
+    .addHelpText("after", "\nExamples:\n  sail image build debian_arm64\n  sail image build debian --apt postgresql --apt redis-server\n  sail image build debian_arm64+python3-numpy")
+    .action(async (name: string, opts: { apt: string[]; json?: boolean }) => {
+      const progress = cliProgress();
+      const started = Date.now();
+      const built = await Image.fromName(name).aptInstall(opts.apt).build({ onProgress: progress.onProgress }).finally(progress.end);
+      if (opts.json) return printJson(built);
+      console.log(`Image ${imageLabel(built)} is ready (${Math.round((Date.now() - started) / 1000)} s)`);
     });
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command } from "commander";
-import { registerApp, registerBox, registerCa } from "./box.js";
+import { registerApp, registerBox, registerCa, registerImage } from "./box.js";
 import { registerConsole } from "./console.js";
 import { registerOrg } from "./org.js";
 import { failWith } from "./output.js";
@@ -20,6 +20,7 @@ program
 registerUp(program);
 registerApp(program);
 registerBox(program);
+registerImage(program);
 registerCa(program);
 registerToken(program);
 registerOrg(program);

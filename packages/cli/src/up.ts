@@ -8,7 +8,7 @@ const camel = (flag: string) => flag.replace(/-([a-z])/g, (_, c: string) => c.to
 export function registerUp(program: Command): void {
   const up = program
     .command("up")
-    .description("Start the Sail daemon in the foreground (needs root). The first start builds the Debian base image (about a minute) and writes the client config the SDK and CLI read.");
+    .description("Start the Sail daemon in the foreground (needs root). The first start builds the Debian base image (minutes, with progress) and writes the client config the SDK and CLI read.");
   for (const option of DAEMON_OPTIONS) {
     if (!option.flag) continue;
     // checked as it is parsed, so commander names the flag and the value that is wrong
@@ -18,7 +18,9 @@ export function registerUp(program: Command): void {
       if (wrong) throw new InvalidArgumentError(wrong);
       return parsed;
     };
-    const flag = new Option(`--${option.flag} <${option.arg}>`, option.help).argParser(parse);
+    const flag = new Option(`--${option.flag} <${option.arg}>`, option.help).argParser(
+      "repeatable" in option ? (value: string, previous: unknown) => [...((previous as unknown[] | undefined) ?? []), ...(parse(value) as unknown[])] : parse,
+    );
     // booleans are spelled on/off on the command line, and so in --help
     if (option.default !== undefined) {
       const shown = typeof option.default === "boolean" ? (option.default ? "on" : "off") : Array.isArray(option.default) ? option.default.join(",") || "none" : JSON.stringify(option.default);
@@ -28,7 +30,7 @@ export function registerUp(program: Command): void {
   }
   up.addHelpText(
     "after",
-    "\nExamples:\n  sail up\n  sail up --data-dir /srv/sail --api-listen 127.0.0.1:7171\n  sail up --domain sail.example.com --tls-cert /etc/sail/wildcard.pem --tls-key /etc/sail/wildcard.key --public-https-port 443\n\nThe client config goes to $SAIL_CONFIG, else ~/.sail/config.json.",
+    "\nExamples:\n  sail up\n  sail up --data-dir /srv/sail --api-listen 127.0.0.1:7171\n  sail up --domain sail.example.com --tls-cert /etc/sail/wildcard.pem --tls-key /etc/sail/wildcard.key --public-https-port 443\n  sail up --prebuild-image debian_arm64 --prebuild-image debian+postgresql   # build these in the background after start\n\nThe client config goes to $SAIL_CONFIG, else ~/.sail/config.json.",
   ).action(async (opts: Record<string, unknown>) => {
     const config = Object.fromEntries(DAEMON_OPTIONS.filter((o) => o.flag).map((o) => [o.key, opts[camel(o.flag!)]])) as Partial<DaemonConfig>;
     const { startDaemon } = await import("@sail/server");

@@ -5,7 +5,7 @@
  */
 
 /** The families users `instanceof` on; each maps to one SDK class. */
-export type ErrorKind = "InvalidArgument" | "NotFound" | "Conflict" | "LimitExceeded" | "Timeout" | "Auth" | "SailboxPaused" | "Internal";
+export type ErrorKind = "InvalidArgument" | "NotFound" | "Conflict" | "LimitExceeded" | "Timeout" | "Aborted" | "Auth" | "SailboxPaused" | "Internal";
 
 /** Who answers with a code: the API, the HTTPS gateway (its own error pages), or the SDK itself. */
 export type ErrorSource = "api" | "gateway" | "sdk";
@@ -36,6 +36,9 @@ export const ERROR_CODES = {
   SAIL_IMAGE_BUILD_FAILED: { status: 400, kind: "InvalidArgument" },
   SAIL_RESOURCES_INVALID: { status: 400, kind: "InvalidArgument" },
   SAIL_EXEC_INVALID: { status: 400, kind: "InvalidArgument" },
+  // creates carry an Idempotency-Key (draft-ietf-httpapi-idempotency-key-header): a reuse with another body is 422 there
+  SAIL_IDEMPOTENCY_KEY_INVALID: { status: 400, kind: "InvalidArgument" },
+  SAIL_IDEMPOTENCY_KEY_REUSED: { status: 422, kind: "Conflict" },
   // ingress rules (rules.ts)
   SAIL_PORT_INVALID: { status: 400, kind: "InvalidArgument" },
   SAIL_PORT_DUPLICATE: { status: 400, kind: "InvalidArgument" },
@@ -75,6 +78,8 @@ export const ERROR_CODES = {
   SAIL_TCP_LIMIT_EXCEEDED: { status: 429, kind: "LimitExceeded" },
   SAIL_ORG_LIMIT_EXCEEDED: { status: 429, kind: "LimitExceeded" },
   SAIL_TIMEOUT: { status: 504, kind: "Timeout", from: "sdk" },
+  // the caller's own AbortSignal ended the call (499: nginx's "client closed request"; never on the wire)
+  SAIL_ABORTED: { status: 499, kind: "Aborted", from: "sdk" },
   SAIL_LISTENER_TIMEOUT: { status: 504, kind: "Timeout" },
   // ours
   SAIL_RUNTIME_FAILED: { status: 500, kind: "Internal" },
@@ -164,6 +169,10 @@ export class LimitExceededError extends SailError {
 export class TimeoutError extends SailError {
   override readonly name = "TimeoutError";
 }
+/** The caller's AbortSignal ended the call; `cause` is the signal's reason. */
+export class AbortedError extends SailError {
+  override readonly name = "AbortedError";
+}
 /** The token is missing, wrong or revoked. */
 export class AuthError extends SailError {
   override readonly name = "AuthError";
@@ -183,6 +192,7 @@ const CLASS_OF_KIND: Record<ErrorKind, new (code: string, message: string, detai
   Conflict: ConflictError,
   LimitExceeded: LimitExceededError,
   Timeout: TimeoutError,
+  Aborted: AbortedError,
   Auth: AuthError,
   SailboxPaused: SailboxPausedError,
   Internal: InternalError,

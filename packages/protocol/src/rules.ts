@@ -3,7 +3,7 @@
  * functions and stays authoritative.
  */
 import { sailError } from "./errors.js";
-import type { Architecture, ExecRequest, IngressPortSpec, SetOrgLimitsRequest } from "./types.js";
+import type { Architecture, ExecRequest, ImageRef, IngressPortSpec, SetOrgLimitsRequest } from "./types.js";
 
 /** App and sailbox names: DNS-label-like, so they can appear in URLs later. */
 const NAME_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -243,6 +243,40 @@ export function checkAptPackages(value: unknown): string[] {
     }
   }
   return [...new Set(value as string[])].sort();
+}
+
+/**
+ * An image's name as the SDKs print it and the CLI takes it: the base (`debian`,
+ * `debian_amd64`, `debian_arm64`), then `+` and its packages, comma-separated:
+ * "debian_arm64+postgresql,redis-server" (the first `+` ends the base; package names have no `,`).
+ */
+export function imageName(ref: { arch?: Architecture; aptPackages?: readonly string[] }): string {
+  const base = ref.arch ? `debian_${ref.arch}` : "debian";
+  return ref.aptPackages?.length ? `${base}+${ref.aptPackages.join(",")}` : base;
+}
+
+/** The image an `imageName` names; `extraPackages` are added (the CLI's `--apt`). */
+export function parseImageName(text: string, extraPackages: readonly string[] = []): ImageRef {
+  const plus = text.indexOf("+");
+  const base = plus < 0 ? text : text.slice(0, plus);
+  const match = /^debian(?:_(amd64|arm64))?$/.exec(base);
+  if (!match) {
+    throw sailError("SAIL_IMAGE_UNKNOWN", `Unknown image ${JSON.stringify(text.slice(0, 100))}: use debian, debian_amd64 or debian_arm64, optionally with +package,package`, { field: "image" });
+  }
+  const listed = plus < 0 ? [] : text.slice(plus + 1).split(",");
+  const aptPackages = checkAptPackages([...listed, ...extraPackages]);
+  return { name: "debian", ...(match[1] ? { arch: match[1] as Architecture } : {}), ...(aptPackages.length ? { aptPackages } : {}) };
+}
+
+/**
+ * An `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header): 1-255 visible
+ * ASCII characters, e.g. a UUID. The SDKs make one per create call.
+ */
+export function checkIdempotencyKey(value: unknown): string {
+  if (typeof value !== "string" || !/^[\x21-\x7e]{1,255}$/.test(value)) {
+    throw sailError("SAIL_IDEMPOTENCY_KEY_INVALID", "The Idempotency-Key header must be 1-255 visible ASCII characters (no spaces), e.g. a UUID", { field: "Idempotency-Key" });
+  }
+  return value;
 }
 
 /** Token labels: free text for people, one line, at most 100 characters. */

@@ -1,4 +1,5 @@
 /** Wire types of the `/v1` API. The API document is docs/api.md. */
+import type { WireError } from "./errors.js";
 
 /** Where a sailbox is in its life; the allowed changes are `SAILBOX_TRANSITIONS` (lifecycle.ts). */
 export type SailboxStatus = "creating" | "running" | "sleeping" | "paused" | "terminated" | "failed";
@@ -184,3 +185,34 @@ export interface CreateTokenRequest {
   /** Another org (created if missing): only the operator's org may ask. */
   org?: string;
 }
+
+/** An image as the daemon has it built: `POST /v1/images` answers with it. */
+export type ImageInfo = SailboxImage;
+
+/**
+ * One step of a create or an image build, streamed as a `{"progress": …}` line (docs/api.md,
+ * "Streamed answers"): `image` while an image is built (or while the call waits for a build
+ * another call started), `starting` while the box's container starts.
+ */
+export interface BuildProgress {
+  phase: "image" | "starting";
+  /** The image as the SDKs name it: "debian", "debian_arm64", "debian+postgresql". */
+  image: string;
+  /** The build's own step: "retrieving", "configuring (arm64, emulated)", "copying", "finishing", "ready". */
+  step?: string;
+  detail?: string;
+  /** Milliseconds since the call began. */
+  elapsedMs: number;
+  /** `starting` only: the box being started (it is yours once the final `sailbox` line arrives). */
+  sailboxId?: string;
+}
+
+/**
+ * The lines of a streamed create (`Accept: application/x-ndjson`): progress, a heartbeat every
+ * few seconds while nothing else is said, then exactly one `sailbox` or `error` line.
+ * Clients ignore lines they do not know.
+ */
+export type CreateEvent = { progress: BuildProgress } | { heartbeat: { elapsedMs: number } } | { sailbox: SailboxInfo } | WireError;
+
+/** The lines of a streamed image build: as a create's, ending with `image` or `error`. */
+export type ImageBuildEvent = { progress: BuildProgress } | { heartbeat: { elapsedMs: number } } | { image: ImageInfo } | WireError;

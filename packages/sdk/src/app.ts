@@ -1,7 +1,7 @@
 import { checkName, type AppInfo } from "@sail/protocol";
-import { SailClient } from "./client.js";
+import { SailClient, type CallOptions } from "./client.js";
 
-export interface FindAppOptions {
+export interface FindAppOptions extends CallOptions {
   name: string;
   /** Create the app when it does not exist yet. @default false */
   mintIfMissing?: boolean;
@@ -35,14 +35,15 @@ export class App {
     const name = checkName("app", options.name);
     const client = options.client ?? SailClient.default();
     const path = `/v1/apps/${encodeURIComponent(name)}`;
-    const info = options.mintIfMissing ? await client.request<AppInfo>("PUT", path, {}) : await client.request<AppInfo>("GET", path);
+    const call = { signal: options.signal, timeoutMs: options.timeoutMs };
+    const info = options.mintIfMissing ? await client.request<AppInfo>("PUT", path, {}, call) : await client.request<AppInfo>("GET", path, undefined, call);
     return App.fromInfo(client, info);
   }
 
   /** Every app of your org. */
-  static async list(options: { client?: SailClient } = {}): Promise<App[]> {
+  static async list(options: CallOptions & { client?: SailClient } = {}): Promise<App[]> {
     const client = options.client ?? SailClient.default();
-    const { apps } = await client.request<{ apps: AppInfo[] }>("GET", "/v1/apps");
+    const { apps } = await client.request<{ apps: AppInfo[] }>("GET", "/v1/apps", undefined, options);
     return apps.map((info) => App.fromInfo(client, info));
   }
 

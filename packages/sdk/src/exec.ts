@@ -1,5 +1,5 @@
 import { errorFromWire, type BackgroundExecInfo, type ExecEvent } from "@sail/protocol";
-import type { SailClient } from "./client.js";
+import type { CallOptions, SailClient } from "./client.js";
 import { Queue } from "./queue.js";
 
 export interface ExecOutput {
@@ -96,8 +96,8 @@ export class BackgroundProcess {
   }
 
   /** Everything the command has written to stdout and stderr so far. */
-  async log(): Promise<string> {
+  async log(options: CallOptions = {}): Promise<string> {
     const info = await this.started;
-    return this.#client.text(`/v1/sailboxes/${info.sailboxId}/execs/${info.execId}/log`);
+    return this.#client.text(`/v1/sailboxes/${info.sailboxId}/execs/${info.execId}/log`, options);
   }
 }

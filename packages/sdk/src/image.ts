@@ -1,4 +1,6 @@
-import { checkAptPackages, type Architecture, type ImageRef } from "@sail/protocol";
+import { checkAptPackages, imageName, parseImageName, type Architecture, type ImageInfo, type ImageRef } from "@sail/protocol";
+import { SailClient, type CallOptions, type ProgressEvent } from "./client.js";
+import { printBuildProgress } from "./progress.js";
 
 /**
  * A base image for a Sailbox: Debian 12 (bookworm) with python3, openssh-server,
@@ -44,8 +46,28 @@ export class Image {
     return new Image({ ...this.ref, aptPackages });
   }
 
+  /** The image a name names, as `toString()` and the CLI write it: "debian_arm64", "debian+postgresql,redis-server". */
+  static fromName(name: string): Image {
+    return new Image(parseImageName(name));
+  }
+
+  /**
+   * Build this image on the daemon now (or find it built), so creates of it do not wait: for an
+   * emulated architecture the first build takes minutes. Progress goes to stderr unless
+   * `onProgress` says otherwise (`false`: quiet; a function: every step). A cancelled or timed-out
+   * call does not stop the build: it goes on and is cached.
+   *
+   * @example
+   * await Image.debian_arm64.build();
+   * await Image.debian.aptInstall("postgresql").build({ onProgress: false });
+   */
+  async build(options: CallOptions & { client?: SailClient; onProgress?: ((event: ProgressEvent) => void) | false } = {}): Promise<ImageInfo> {
+    const client = options.client ?? SailClient.default();
+    const onEvent = options.onProgress === false ? undefined : (options.onProgress ?? printBuildProgress());
+    return client.longCall<ImageInfo>("/v1/images", this.ref, "image", { signal: options.signal, timeoutMs: options.timeoutMs, onEvent });
+  }
+
   toString(): string {
-    const base = this.ref.arch ? `${this.ref.name}_${this.ref.arch}` : this.ref.name;
-    return this.aptPackages.length ? `${base}+${this.aptPackages.join(",")}` : base;
+    return imageName(this.ref);
   }
 }

@@ -8,7 +8,8 @@ export { Image } from "./image.js";
 export { IngressPort, Listener, HttpEndpoint, TcpEndpoint, type IngressPortOptions } from "./listener.js";
 export { ExecProcess, BackgroundProcess, type ExecOutput } from "./exec.js";
 export { PtySession, type PtyOptions } from "./pty.js";
-export { SailClient } from "./client.js";
+export { SailClient, type CallOptions, type ProgressEvent } from "./client.js";
+export { describeProgress, printBuildProgress } from "./progress.js";
 export { Tokens } from "./tokens.js";
 export { Orgs } from "./orgs.js";
 export { clientConfigPath, type ConnectionOptions } from "./config.js";
@@ -19,6 +20,7 @@ export {
   ConflictError,
   LimitExceededError,
   TimeoutError,
+  AbortedError,
   AuthError,
   SailboxPausedError,
   InternalError,
@@ -36,4 +38,6 @@ export {
   type ConsoleLoginLink,
   type SailboxTraffic,
   type ListenerTraffic,
+  type BuildProgress,
+  type ImageInfo,
 } from "@sail/protocol";

@@ -131,11 +131,13 @@ export class Listener {
    * public endpoint routes to it. Resolves to this listener; rejects with a
    * `TimeoutError` naming the box and port (and saying so when the process
    * listens on 127.0.0.1 only), or with `SAIL_LISTENER_UNBOUND` (an `InternalError`)
-   * when this Sail host could not bind a TCP listener's public port.
+   * when this Sail host could not bind a TCP listener's public port. `timeout` is in seconds
+   * (`timeoutMs` in milliseconds, if you prefer); `signal` cancels the wait with `AbortedError`.
    */
-  async wait(options: { timeout?: number; signal?: AbortSignal } = {}): Promise<this> {
-    const timeoutMs = Math.round((options.timeout ?? 60) * 1000);
-    this.info = await this.#client.request<ListenerInfo>("GET", `/v1/sailboxes/${this.sailboxId}/listeners/${this.port}?waitMs=${timeoutMs}`, undefined, options.signal, timeoutMs + 30_000);
+  async wait(options: { timeout?: number; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<this> {
+    const timeoutMs = options.timeoutMs ?? Math.round((options.timeout ?? 60) * 1000);
+    const path = `/v1/sailboxes/${this.sailboxId}/listeners/${this.port}?waitMs=${timeoutMs}`;
+    this.info = await this.#client.request<ListenerInfo>("GET", path, undefined, { signal: options.signal, timeoutMs: timeoutMs + 30_000 });
     return this;
   }
 

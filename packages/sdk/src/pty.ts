@@ -1,6 +1,6 @@
 import { checkPtyRequest, errorFromWire, InternalError, ptyQuery, type PtyRequest, type PtyServerMessage } from "@sail/protocol";
 import type WebSocket from "ws";
-import type { SailClient } from "./client.js";
+import type { CallOptions, SailClient } from "./client.js";
 import { Queue } from "./queue.js";
 
 export interface PtyOptions {
@@ -88,8 +88,8 @@ export class PtySession {
 }
 
 /** Open the PTY WebSocket; resolves once it is open (refusals before the upgrade reject with their typed error). */
-export async function openPty(client: SailClient, sailboxId: string, options: PtyOptions): Promise<PtySession> {
+export async function openPty(client: SailClient, sailboxId: string, options: PtyOptions & CallOptions): Promise<PtySession> {
   const request: PtyRequest = { cols: options.cols ?? 80, rows: options.rows ?? 24, cmd: options.cmd, cwd: options.cwd, env: options.env };
   checkPtyRequest(request);
-  return client.webSocket(`/v1/sailboxes/${encodeURIComponent(sailboxId)}/pty?${ptyQuery(request)}`, (ws) => new PtySession(ws));
+  return client.webSocket(`/v1/sailboxes/${encodeURIComponent(sailboxId)}/pty?${ptyQuery(request)}`, (ws) => new PtySession(ws), { signal: options.signal, timeoutMs: options.timeoutMs });
 }

@@ -14,17 +14,15 @@ import {
   type SailboxStatus,
 } from "@sail/protocol";
 import { App } from "./app.js";
-import { SailClient } from "./client.js";
+import { SailClient, type CallOptions, type ProgressEvent } from "./client.js";
 import { BackgroundProcess, ExecProcess } from "./exec.js";
 import { Image } from "./image.js";
 import { IngressPort, Listener } from "./listener.js";
+import { printBuildProgress } from "./progress.js";
 import { openPty, type PtyOptions, type PtySession } from "./pty.js";
 import { resolveSshKey } from "./ssh.js";
 
-/** How long a create that builds an image may take (apt, or a foreign architecture's base under emulation). */
-const IMAGE_BUILD_TIMEOUT_MS = 15 * 60_000;
-
-export interface CreateSailboxOptions {
+export interface CreateSailboxOptions extends CallOptions {
   app: App;
   /** @default Image.debian */
   image?: Image;
@@ -59,19 +57,24 @@ export interface CreateSailboxOptions {
   allowOut?: string[];
   /** Every destination but these. */
   denyOut?: string[];
+  /**
+   * The create's progress: the first create of an image waits for its build (minutes for
+   * another architecture under emulation). By default a build prints its steps to stderr;
+   * `false` keeps quiet; a function gets every step and heartbeat instead.
+   */
+  onProgress?: ((event: ProgressEvent) => void) | false;
 }
 
 /** A new outbound policy for `setNetwork`: the same three options as at create; none of them means open. */
 export type NetworkOptions = NetworkPolicyRequest;
 
-export interface ExecOptions {
+export interface ExecOptions extends CallOptions {
   /** Working directory inside the Sailbox (absolute). @default "/root" */
   cwd?: string;
   /** Extra environment variables. */
   env?: Record<string, string>;
   /** Start the command and return at once; its output goes to a log. @default false */
   background?: boolean;
-  signal?: AbortSignal;
 }
 
 /**
@@ -110,7 +113,13 @@ export class Sailbox {
     return this.info.appId;
   }
 
-  /** Create a Sailbox and wait until it runs. A refused create creates nothing. */
+  /**
+   * Create a Sailbox and wait until it runs. A refused create creates nothing, and so does one
+   * whose `signal` or `timeoutMs` ends it first. The create carries an Idempotency-Key: if its
+   * answer is lost (a reset connection), the SDK asks again with the same key and gets the box
+   * the daemon made, never a second one. No time limit unless `timeoutMs`: the daemon streams
+   * progress (and a heartbeat) while an image builds.
+   */
   static async create(options: CreateSailboxOptions): Promise<Sailbox> {
     if (!(options.app instanceof App)) throw new TypeError("Sailbox.create needs { app }: get one with App.find({ name, mintIfMissing: true })");
     if (options.name !== undefined) checkName("sailbox", options.name);
@@ -133,22 +142,21 @@ export class Sailbox {
       idleTimeout: options.idleTimeout,
       ...network,
     };
-    // the first create with a new package set, or a foreign architecture, waits for its image build
-    const timeoutMs = image.aptPackages.length || image.arch ? IMAGE_BUILD_TIMEOUT_MS : undefined;
-    const info = await client.request<SailboxInfo>("POST", "/v1/sailboxes", body, undefined, timeoutMs);
+    const onEvent = options.onProgress === false ? undefined : (options.onProgress ?? printBuildProgress());
+    const info = await client.longCall<SailboxInfo>("/v1/sailboxes", body, "sailbox", { signal: options.signal, timeoutMs: options.timeoutMs, onEvent });
     return new Sailbox(client, info);
   }
 
-  static async fromId(id: string, options: { client?: SailClient } = {}): Promise<Sailbox> {
+  static async fromId(id: string, options: CallOptions & { client?: SailClient } = {}): Promise<Sailbox> {
     const client = options.client ?? SailClient.default();
-    return new Sailbox(client, await client.request<SailboxInfo>("GET", `/v1/sailboxes/${encodeURIComponent(id)}`));
+    return new Sailbox(client, await client.request<SailboxInfo>("GET", `/v1/sailboxes/${encodeURIComponent(id)}`, undefined, options));
   }
 
   /** The live Sailbox called `name` in `app` (a `NotFoundError` if there is none). */
-  static async fromName(app: App, name: string): Promise<Sailbox> {
+  static async fromName(app: App, name: string, options: CallOptions = {}): Promise<Sailbox> {
     checkName("sailbox", name);
     const query = `appId=${encodeURIComponent(app.id)}&name=${encodeURIComponent(name)}&live=true`;
-    const { sailboxes } = await app.client.request<{ sailboxes: SailboxInfo[] }>("GET", `/v1/sailboxes?${query}`);
+    const { sailboxes } = await app.client.request<{ sailboxes: SailboxInfo[] }>("GET", `/v1/sailboxes?${query}`, undefined, options);
     const found = sailboxes[0];
     if (!found) {
       throw new NotFoundError("SAIL_SAILBOX_NOT_FOUND", `No live sailbox named "${name}" in app "${app.name}"`);
@@ -157,16 +165,16 @@ export class Sailbox {
   }
 
   /** The app's Sailboxes (terminated ones too, newest first), or all of the org's without `app`. */
-  static async list(options: { app?: App; client?: SailClient } = {}): Promise<Sailbox[]> {
+  static async list(options: CallOptions & { app?: App; client?: SailClient } = {}): Promise<Sailbox[]> {
     const client = options.app?.client ?? options.client ?? SailClient.default();
     const query = options.app ? `?appId=${encodeURIComponent(options.app.id)}` : "";
-    const { sailboxes } = await client.request<{ sailboxes: SailboxInfo[] }>("GET", `/v1/sailboxes${query}`);
+    const { sailboxes } = await client.request<{ sailboxes: SailboxInfo[] }>("GET", `/v1/sailboxes${query}`, undefined, options);
     return sailboxes.map((info) => new Sailbox(client, info));
   }
 
   /** The current state, fetched from the daemon. */
-  async status(): Promise<SailboxStatus> {
-    this.info = await this.client.request<SailboxInfo>("GET", `/v1/sailboxes/${this.id}`);
+  async status(options: CallOptions = {}): Promise<SailboxStatus> {
+    this.info = await this.client.request<SailboxInfo>("GET", `/v1/sailboxes/${this.id}`, undefined, options);
     return this.info.status;
   }
 
@@ -188,14 +196,14 @@ export class Sailbox {
     if (options.background) {
       const started = Promise.resolve().then(() => {
         checkExec(request);
-        return this.client.request<BackgroundExecInfo>("POST", path, request, options.signal);
+        return this.client.request<BackgroundExecInfo>("POST", path, request, { signal: options.signal, timeoutMs: options.timeoutMs });
       });
       return new BackgroundProcess(this.client, started);
     }
     const client = this.client;
     async function* events() {
       checkExec(request);
-      yield* client.stream(path, request, options.signal);
+      yield* client.stream(path, request, { signal: options.signal, timeoutMs: options.timeoutMs });
     }
     return new ExecProcess(events());
   }
@@ -208,7 +216,7 @@ export class Sailbox {
    * const pty = await sb.pty({ cols: 100, rows: 30 });
    * pty.write("stty size\r");
    */
-  pty(options: PtyOptions = {}): Promise<PtySession> {
+  pty(options: PtyOptions & CallOptions = {}): Promise<PtySession> {
     return openPty(this.client, this.id, options);
   }
 
@@ -230,8 +238,8 @@ export class Sailbox {
   }
 
   /** Every published port of the Sailbox, with protocol and endpoint known. */
-  async listeners(): Promise<Listener[]> {
-    const { listeners } = await this.client.request<{ listeners: ListenerInfo[] }>("GET", `/v1/sailboxes/${this.id}/listeners`);
+  async listeners(options: CallOptions = {}): Promise<Listener[]> {
+    const { listeners } = await this.client.request<{ listeners: ListenerInfo[] }>("GET", `/v1/sailboxes/${this.id}/listeners`, undefined, options);
     return listeners.map((info) => new Listener(this.client, this.id, info.port, info));
   }
 
@@ -239,18 +247,18 @@ export class Sailbox {
    * Sleep: open connections are dropped and the box is frozen; the next inbound HTTP,
    * WebSocket or TCP connection (or an exec) wakes it. Memory stays resident.
    */
-  async sleep(): Promise<void> {
-    this.info = await this.client.request<SailboxInfo>("POST", `/v1/sailboxes/${this.id}/sleep`, {});
+  async sleep(options: CallOptions = {}): Promise<void> {
+    this.info = await this.client.request<SailboxInfo>("POST", `/v1/sailboxes/${this.id}/sleep`, {}, options);
   }
 
   /** Pause: frozen, keeps its state, and does not wake on traffic (HTTP gets 503, TCP is closed). */
-  async pause(): Promise<void> {
-    this.info = await this.client.request<SailboxInfo>("POST", `/v1/sailboxes/${this.id}/pause`, {});
+  async pause(options: CallOptions = {}): Promise<void> {
+    this.info = await this.client.request<SailboxInfo>("POST", `/v1/sailboxes/${this.id}/pause`, {}, options);
   }
 
   /** Bring a paused or sleeping box back. */
-  async resume(): Promise<void> {
-    this.info = await this.client.request<SailboxInfo>("POST", `/v1/sailboxes/${this.id}/resume`, {});
+  async resume(options: CallOptions = {}): Promise<void> {
+    this.info = await this.client.request<SailboxInfo>("POST", `/v1/sailboxes/${this.id}/resume`, {}, options);
   }
 
   /** Where the Sailbox may open connections (as of the last fetch; `status()` refreshes it). */
@@ -267,20 +275,20 @@ export class Sailbox {
    * await sb.setNetwork({ blockNetwork: true });
    * await sb.setNetwork({}); // open again
    */
-  async setNetwork(options: NetworkOptions): Promise<NetworkInfo> {
-    normalizeNetworkPolicy(options);
+  async setNetwork(options: NetworkOptions & CallOptions): Promise<NetworkInfo> {
     const body = { blockNetwork: options.blockNetwork, allowOut: options.allowOut, denyOut: options.denyOut };
-    this.info = await this.client.request<SailboxInfo>("PUT", `/v1/sailboxes/${this.id}/network`, body);
+    normalizeNetworkPolicy(body);
+    this.info = await this.client.request<SailboxInfo>("PUT", `/v1/sailboxes/${this.id}/network`, body, { signal: options.signal, timeoutMs: options.timeoutMs });
     return this.info.network;
   }
 
   /** Start the box's SSH server if it is not running; does nothing if it is (idempotent). */
-  async startSshd(): Promise<void> {
-    await this.client.request("POST", `/v1/sailboxes/${this.id}/sshd`, {});
+  async startSshd(options: CallOptions = {}): Promise<void> {
+    await this.client.request("POST", `/v1/sailboxes/${this.id}/sshd`, {}, options);
   }
 
   /** Stop the Sailbox and release everything it holds. Idempotent. */
-  async terminate(): Promise<void> {
-    this.info = await this.client.request<SailboxInfo>("DELETE", `/v1/sailboxes/${this.id}`);
+  async terminate(options: CallOptions = {}): Promise<void> {
+    this.info = await this.client.request<SailboxInfo>("DELETE", `/v1/sailboxes/${this.id}`, undefined, options);
   }
 }

@@ -1,5 +1,5 @@
 import { checkName, checkTokenLabel, type CreatedToken, type TokenInfo } from "@sail/protocol";
-import { SailClient } from "./client.js";
+import { SailClient, type CallOptions } from "./client.js";
 
 /**
  * API tokens of your org. A token is shown once, when it is created; revoking one refuses it
@@ -12,22 +12,22 @@ import { SailClient } from "./client.js";
  * await Tokens.revoke(id);
  */
 export class Tokens {
-  static async create(options: { label?: string; org?: string; client?: SailClient } = {}): Promise<CreatedToken> {
+  static async create(options: CallOptions & { label?: string; org?: string; client?: SailClient } = {}): Promise<CreatedToken> {
     const label = checkTokenLabel(options.label);
     if (options.org !== undefined) checkName("org", options.org);
     const client = options.client ?? SailClient.default();
-    return client.request<CreatedToken>("POST", "/v1/tokens", { label, org: options.org });
+    return client.request<CreatedToken>("POST", "/v1/tokens", { label, org: options.org }, { signal: options.signal, timeoutMs: options.timeoutMs });
   }
 
   /** Your org's tokens, revoked ones included (the operator may pass another `org`). */
-  static async list(options: { org?: string; client?: SailClient } = {}): Promise<TokenInfo[]> {
+  static async list(options: CallOptions & { org?: string; client?: SailClient } = {}): Promise<TokenInfo[]> {
     const client = options.client ?? SailClient.default();
     const query = options.org ? `?org=${encodeURIComponent(options.org)}` : "";
-    return (await client.request<{ tokens: TokenInfo[] }>("GET", `/v1/tokens${query}`)).tokens;
+    return (await client.request<{ tokens: TokenInfo[] }>("GET", `/v1/tokens${query}`, undefined, { signal: options.signal, timeoutMs: options.timeoutMs })).tokens;
   }
 
-  static async revoke(id: string, options: { client?: SailClient } = {}): Promise<TokenInfo> {
+  static async revoke(id: string, options: CallOptions & { client?: SailClient } = {}): Promise<TokenInfo> {
     const client = options.client ?? SailClient.default();
-    return client.request<TokenInfo>("DELETE", `/v1/tokens/${encodeURIComponent(id)}`);
+    return client.request<TokenInfo>("DELETE", `/v1/tokens/${encodeURIComponent(id)}`, undefined, { signal: options.signal, timeoutMs: options.timeoutMs });
   }
 }

@@ -1,6 +1,7 @@
 import { isIP } from "node:net";
 import { homedir } from "node:os";
 import { isAbsolute, join } from "node:path";
+import { parseImageName } from "@sail/protocol";
 
 /** Everything the daemon can be told: one schema (DAEMON_OPTIONS) gives its defaults, checks and `sail up --help`. */
 export interface DaemonConfig {
@@ -32,6 +33,7 @@ export interface DaemonConfig {
   outboundOnly?: string[];
   dnsUpstream?: string[];
   debianMirror: string;
+  prebuildImages: string[];
   clientConfigPath: string;
   crunRoot: string;
   boxCpu: number;
@@ -55,6 +57,8 @@ export interface DaemonOption<K extends Key = Key> {
   parse: (text: string) => DaemonConfig[K];
   /** Why the value is wrong, or undefined. */
   check: (value: NonNullable<DaemonConfig[K]>) => string | undefined;
+  /** The flag may be given more than once; `parse` returns a list, and the lists add up. */
+  repeatable?: true;
 }
 
 /** An option of any key (a union, so each entry's check takes its own value's type). */
@@ -317,6 +321,25 @@ export const DAEMON_OPTIONS = [
     default: "http://deb.debian.org/debian",
     parse: text,
     check: (v) => (/^https?:\/\/[^\s/]+/.test(v) ? undefined : "must be an http:// or https:// URL"),
+  }),
+  option({
+    key: "prebuildImages",
+    flag: "prebuild-image",
+    arg: "image",
+    help: "build this image in the background once the daemon is up (repeatable), so no create waits for it: debian_arm64, debian_amd64, debian+postgresql,redis-server; progress goes to the log",
+    default: [],
+    parse: (v) => [v],
+    repeatable: true,
+    check: (v) => {
+      for (const spec of v) {
+        try {
+          parseImageName(spec);
+        } catch (err) {
+          return `has ${JSON.stringify(spec)}: ${(err as Error).message}`;
+        }
+      }
+      return undefined;
+    },
   }),
   option({
     key: "logLevel",

@@ -8,7 +8,7 @@ import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pino, { type Logger } from "pino";
-import { debianArch, type ClientConfig } from "@sail/protocol";
+import { debianArch, parseImageName, type ClientConfig } from "@sail/protocol";
 import { createMetricsServer } from "./api/metrics-server.js";
 import { ConsoleSessions } from "./api/console-sessions.js";
 import { createApiServer } from "./api/server.js";
@@ -234,11 +234,33 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
       log.info({ metricsListen: config.metricsListen }, "metrics at GET /metrics");
     }
 
+    prebuildImages(boxes, config.prebuildImages, log);
     return { apiUrl, token, config, close: stopAll };
   } catch (err) {
     await stopAll().catch((cleanupErr) => log.error({ err: String(cleanupErr) }, "cleanup after a failed start failed"));
     throw err;
   }
+}
+
+/**
+ * `--prebuild-image`: build these one after the other (two builds at once only slow each other
+ * on a small host), after start, with progress in the log. A create that needs one meanwhile
+ * joins its build. A failure is logged; the daemon runs on.
+ */
+function prebuildImages(boxes: ReturnType<typeof createBoxes>, specs: readonly string[], log: Logger): void {
+  if (!specs.length) return;
+  log.info({ images: specs }, "prebuilding images in the background");
+  void (async () => {
+    for (const spec of specs) {
+      try {
+        const plan = boxes.images.check(parseImageName(spec));
+        await boxes.images.prepare(plan);
+        log.info({ image: plan.name }, "prebuilt image ready");
+      } catch (err) {
+        log.error({ image: spec, err: String((err as Error).message ?? err) }, "could not prebuild image");
+      }
+    }
+  })();
 }
 
 /** Where the box resolver forwards: --dns-upstream, else the host's own nameservers. */

@@ -15,6 +15,7 @@ Example::
 from ._client import SailClient, client_config_path
 from .app import App
 from .errors import (
+    AbortedError,
     AuthError,
     ConflictError,
     InternalError,
@@ -55,6 +56,7 @@ __all__ = [
     "ConflictError",
     "LimitExceededError",
     "TimeoutError",
+    "AbortedError",
     "AuthError",
     "SailboxPausedError",
     "InternalError",

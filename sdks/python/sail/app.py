@@ -25,7 +25,7 @@ class App:
         self.created_at: str = info["createdAt"]
 
     @classmethod
-    def find(cls, name: str, mint_if_missing: bool = False, client: Optional[SailClient] = None) -> "App":
+    def find(cls, name: str, mint_if_missing: bool = False, client: Optional[SailClient] = None, timeout: Optional[float] = None) -> "App":
         """Look an app up by name; with ``mint_if_missing=True`` it is created if absent.
 
         Raises:
@@ -34,14 +34,14 @@ class App:
         """
         client = client or SailClient.default()
         path = f"/v1/apps/{urllib.parse.quote(name, safe='')}"
-        info = client.request("PUT", path, {}) if mint_if_missing else client.request("GET", path)
+        info = client.request("PUT", path, {}, timeout=timeout) if mint_if_missing else client.request("GET", path, timeout=timeout)
         return cls(client, info)
 
     @classmethod
-    def list(cls, client: Optional[SailClient] = None) -> List["App"]:
+    def list(cls, client: Optional[SailClient] = None, timeout: Optional[float] = None) -> List["App"]:
         """Every app of your org."""
         client = client or SailClient.default()
-        return [cls(client, info) for info in client.request("GET", "/v1/apps")["apps"]]
+        return [cls(client, info) for info in client.request("GET", "/v1/apps", timeout=timeout)["apps"]]
 
     def __repr__(self) -> str:
         return f"<App {self.name} ({self.id})>"

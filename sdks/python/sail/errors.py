@@ -24,6 +24,7 @@ __all__ = [
     "ConflictError",
     "LimitExceededError",
     "TimeoutError",
+    "AbortedError",
     "AuthError",
     "SailboxPausedError",
     "InternalError",
@@ -87,6 +88,10 @@ class TimeoutError(SailError, builtins.TimeoutError):  # noqa: A001 - the name u
     """Something did not happen in the time allowed (a listener, an API answer); also the builtin ``TimeoutError``."""
 
 
+class AbortedError(SailError):
+    """The call was cancelled by its caller (the TypeScript SDK's ``signal``; kept so both SDKs share one table)."""
+
+
 class AuthError(SailError, PermissionError):
     """The token is missing, wrong or revoked (or may not do this); also a ``PermissionError``."""
 
@@ -109,6 +114,7 @@ _CLASS_OF_KIND: Dict[str, Type[SailError]] = {
     "Conflict": ConflictError,
     "LimitExceeded": LimitExceededError,
     "Timeout": TimeoutError,
+    "Aborted": AbortedError,
     "Auth": AuthError,
     "SailboxPaused": SailboxPausedError,
     "Internal": InternalError,

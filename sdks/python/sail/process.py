@@ -126,9 +126,9 @@ class BackgroundProcess:
         """Returns at once: the command has started (it keeps running in the background)."""
         return self
 
-    def log(self) -> str:
+    def log(self, timeout: Optional[float] = None) -> str:
         """Everything the command has written to stdout and stderr so far."""
-        return self._client.text(f"/v1/sailboxes/{self.sailbox_id}/execs/{self.id}/log")
+        return self._client.text(f"/v1/sailboxes/{self.sailbox_id}/execs/{self.id}/log", timeout=timeout)
 
     def __repr__(self) -> str:
         return f"<BackgroundProcess {self.id} in {self.sailbox_id}: {self.cmd!r}>"

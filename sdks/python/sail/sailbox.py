@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union, overload
 
 from ._client import SailClient
+from ._progress import ProgressCallback, progress_callback
 from ._ssh import resolve_ssh_key
 from .app import App
 from .errors import InvalidArgumentError, NotFoundError
@@ -16,10 +17,6 @@ from .process import BackgroundProcess, ExecProcess
 from .pty import PtySession, _check_size
 
 __all__ = ["Sailbox", "SailboxInfo"]
-
-# The first create with a new package set, or of a foreign architecture, builds an image:
-# allow it the time a build takes (seconds).
-_IMAGE_BUILD_TIMEOUT = 15 * 60
 
 
 @dataclass(frozen=True)
@@ -106,8 +103,16 @@ class Sailbox:
         block_network: Optional[bool] = None,
         allow_out: Optional[Sequence[str]] = None,
         deny_out: Optional[Sequence[str]] = None,
+        on_progress: Union[ProgressCallback, bool, None] = None,
+        timeout: Optional[float] = None,
     ) -> "Sailbox":
-        """Create a Sailbox and return once it runs. A refused create creates nothing.
+        """Create a Sailbox and return once it runs. A refused create creates nothing, and so
+        does one whose ``timeout`` ends it first.
+
+        The first create of an image waits for its build (minutes for another architecture
+        under emulation): the daemon streams its progress, printed to stderr by default. The
+        create carries an Idempotency-Key: if its answer is lost (a reset connection), the SDK
+        asks again with the same key and gets the box the daemon made, never a second one.
 
         Args:
             app: the app it belongs to (``App.find(name=..., mint_if_missing=True)``).
@@ -129,12 +134,16 @@ class Sailbox:
                 does not resolve.
             deny_out: every destination but these (same forms). Outbound is open by default,
                 never to private ranges, the host or other boxes; at most one of the three.
+            on_progress: ``None`` prints an image build's steps to stderr; ``False`` keeps
+                quiet; a callable gets every event (``{"progress": {...}}``, ``{"heartbeat": {...}}``).
+            timeout: seconds the create may take (default: no limit, it streams progress).
 
         Raises:
             sail.InvalidArgumentError: a port, CIDR, name, image, key or outbound entry is
                 refused (the message names the port or entry and the rule).
             sail.LimitExceededError: the org's raw-TCP endpoint limit (32) would be exceeded.
             sail.ConflictError: the app already has a live Sailbox of that name.
+            sail.TimeoutError: ``timeout`` passed first (no box was made).
         """
         if not isinstance(app, App):
             raise InvalidArgumentError(
@@ -157,75 +166,76 @@ class Sailbox:
         if ssh:
             body["ssh"] = {"publicKey": resolve_ssh_key(ssh)}
         body.update(_network_body(block_network, allow_out, deny_out))
-        slow = bool(image.apt_packages) or image.arch is not None
-        info = app.client.request("POST", "/v1/sailboxes", body, timeout=_IMAGE_BUILD_TIMEOUT if slow else None)
+        info = app.client.long_call("/v1/sailboxes", body, "sailbox", on_event=progress_callback(on_progress), timeout=timeout)
         return cls(app.client, info)
 
     @classmethod
-    def from_id(cls, sailbox_id: str, client: Optional[SailClient] = None) -> "Sailbox":
+    def from_id(cls, sailbox_id: str, client: Optional[SailClient] = None, timeout: Optional[float] = None) -> "Sailbox":
         """The Sailbox with this id (``sb-...``)."""
         client = client or SailClient.default()
-        return cls(client, client.request("GET", f"/v1/sailboxes/{urllib.parse.quote(sailbox_id, safe='')}"))
+        return cls(client, client.request("GET", f"/v1/sailboxes/{urllib.parse.quote(sailbox_id, safe='')}", timeout=timeout))
 
     @classmethod
-    def from_name(cls, app: App, name: str) -> "Sailbox":
+    def from_name(cls, app: App, name: str, timeout: Optional[float] = None) -> "Sailbox":
         """The live Sailbox called ``name`` in ``app``.
 
         Raises:
             sail.NotFoundError: there is none.
         """
         query = urllib.parse.urlencode({"appId": app.id, "name": name, "live": "true"})
-        found = app.client.request("GET", f"/v1/sailboxes?{query}")["sailboxes"]
+        found = app.client.request("GET", f"/v1/sailboxes?{query}", timeout=timeout)["sailboxes"]
         if not found:
             raise NotFoundError("SAIL_SAILBOX_NOT_FOUND", f'No live sailbox named "{name}" in app "{app.name}"', {"app": app.name, "name": name})
         return cls(app.client, found[0])
 
     @classmethod
-    def list(cls, app: Optional[App] = None, client: Optional[SailClient] = None) -> List["Sailbox"]:
+    def list(cls, app: Optional[App] = None, client: Optional[SailClient] = None, timeout: Optional[float] = None) -> List["Sailbox"]:
         """The app's Sailboxes (terminated ones too, newest first), or all of your org's without ``app``."""
         client = app.client if app is not None else client or SailClient.default()
         query = f"?appId={urllib.parse.quote(app.id)}" if app is not None else ""
-        return [cls(client, info) for info in client.request("GET", f"/v1/sailboxes{query}")["sailboxes"]]
+        return [cls(client, info) for info in client.request("GET", f"/v1/sailboxes{query}", timeout=timeout)["sailboxes"]]
 
     # --- state ---
 
-    def status(self) -> str:
+    def status(self, timeout: Optional[float] = None) -> str:
         """The current state, fetched from the daemon: ``"running"``, ``"sleeping"``,
         ``"paused"``, ``"terminated"`` or ``"failed"`` (``"creating"`` while it starts)."""
-        self._refresh(self._client.request("GET", f"/v1/sailboxes/{self.id}"))
+        self._refresh(self._client.request("GET", f"/v1/sailboxes/{self.id}", timeout=timeout))
         return self.info.status
 
-    def sleep(self) -> None:
+    def sleep(self, timeout: Optional[float] = None) -> None:
         """Sleep: open connections are dropped and the Sailbox is frozen; the next inbound HTTP,
         WebSocket or TCP connection (or an exec) wakes it."""
-        self._refresh(self._client.request("POST", f"/v1/sailboxes/{self.id}/sleep", {}))
+        self._refresh(self._client.request("POST", f"/v1/sailboxes/{self.id}/sleep", {}, timeout=timeout))
 
-    def pause(self) -> None:
+    def pause(self, timeout: Optional[float] = None) -> None:
         """Pause: frozen with its state kept; traffic does not wake it (HTTP gets 503, TCP is
         closed) until ``resume()``."""
-        self._refresh(self._client.request("POST", f"/v1/sailboxes/{self.id}/pause", {}))
+        self._refresh(self._client.request("POST", f"/v1/sailboxes/{self.id}/pause", {}, timeout=timeout))
 
-    def resume(self) -> None:
+    def resume(self, timeout: Optional[float] = None) -> None:
         """Bring a paused or sleeping Sailbox back."""
-        self._refresh(self._client.request("POST", f"/v1/sailboxes/{self.id}/resume", {}))
+        self._refresh(self._client.request("POST", f"/v1/sailboxes/{self.id}/resume", {}, timeout=timeout))
 
-    def terminate(self) -> None:
+    def terminate(self, timeout: Optional[float] = None) -> None:
         """Stop the Sailbox and release everything it holds, its listeners included. Idempotent."""
-        self._refresh(self._client.request("DELETE", f"/v1/sailboxes/{self.id}"))
+        self._refresh(self._client.request("DELETE", f"/v1/sailboxes/{self.id}", timeout=timeout))
 
-    def start_sshd(self) -> None:
+    def start_sshd(self, timeout: Optional[float] = None) -> None:
         """Start the Sailbox's SSH server if it is not running; does nothing if it is (idempotent)."""
-        self._client.request("POST", f"/v1/sailboxes/{self.id}/sshd", {})
+        self._client.request("POST", f"/v1/sailboxes/{self.id}/sshd", {}, timeout=timeout)
 
     # --- commands ---
 
     @overload
-    def exec(self, cmd: str, background: Literal[False] = False, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> ExecProcess: ...
+    def exec(self, cmd: str, background: Literal[False] = False, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None) -> ExecProcess: ...
 
     @overload
-    def exec(self, cmd: str, background: Literal[True], cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> BackgroundProcess: ...
+    def exec(self, cmd: str, background: Literal[True], cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None) -> BackgroundProcess: ...
 
-    def exec(self, cmd: str, background: bool = False, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> Union[ExecProcess, BackgroundProcess]:
+    def exec(
+        self, cmd: str, background: bool = False, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None
+    ) -> Union[ExecProcess, BackgroundProcess]:
         """Run ``cmd`` with ``/bin/sh -c`` inside the Sailbox, as root.
 
         In the foreground it returns an ``ExecProcess``: ``wait()`` gives the exit code,
@@ -236,6 +246,9 @@ class Sailbox:
         Args:
             cwd: working directory inside the Sailbox (absolute; default ``/root``).
             env: extra environment variables.
+            timeout: seconds the call may take: to start a background command; in the
+                foreground, until the command ends (then ``wait()`` raises ``sail.TimeoutError``
+                and the command is killed). Default: no limit in the foreground.
 
         Raises:
             sail.SailboxPausedError: the Sailbox is paused (a sleeping one is woken).
@@ -248,10 +261,12 @@ class Sailbox:
         path = f"/v1/sailboxes/{self.id}/exec"
         if background:
             body["background"] = True
-            return BackgroundProcess(self._client, self._client.request("POST", path, body))
-        return ExecProcess(self._client.stream(path, body))
+            return BackgroundProcess(self._client, self._client.request("POST", path, body, timeout=timeout))
+        return ExecProcess(self._client.stream(path, body, timeout=timeout))
 
-    def pty(self, cmd: Optional[str] = None, cols: int = 80, rows: int = 24, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> PtySession:
+    def pty(
+        self, cmd: Optional[str] = None, cols: int = 80, rows: int = 24, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None
+    ) -> PtySession:
         """Run ``cmd`` (default: root's login shell) on a pseudo-terminal in the Sailbox, as
         ``sail box exec -it`` does: see ``PtySession``. Wakes a sleeping Sailbox.
 
@@ -259,6 +274,7 @@ class Sailbox:
             cols, rows: the terminal's size in character cells (1-10000).
             cwd: working directory inside the Sailbox (absolute; default ``/root``).
             env: extra environment variables (``TERM`` is ``xterm-256color`` unless given).
+            timeout: seconds to open the terminal (default: the client's ``request_timeout``).
 
         Raises:
             sail.SailboxPausedError: the Sailbox is paused.
@@ -273,7 +289,7 @@ class Sailbox:
         for key, value in (env or {}).items():
             query.append(("env", f"{key}={value}"))
         path = f"/v1/sailboxes/{urllib.parse.quote(self.id, safe='')}/pty?{urllib.parse.urlencode(query)}"
-        return PtySession(self._client.websocket(path))
+        return PtySession(self._client.websocket(path, timeout=timeout))
 
     # --- outbound network ---
 
@@ -282,7 +298,9 @@ class Sailbox:
         """Where the Sailbox may open connections (as of the last fetch; ``status()`` refreshes it)."""
         return self.info.network
 
-    def set_network(self, block_network: Optional[bool] = None, allow_out: Optional[Sequence[str]] = None, deny_out: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    def set_network(
+        self, block_network: Optional[bool] = None, allow_out: Optional[Sequence[str]] = None, deny_out: Optional[Sequence[str]] = None, timeout: Optional[float] = None
+    ) -> Dict[str, Any]:
         """Replace the outbound policy: new connections follow it at once, open connections it
         no longer allows are cut. No argument opens it again.
 
@@ -291,7 +309,7 @@ class Sailbox:
             sb.set_network(allow_out=["*.debian.org", "198.51.100.0/24"])
             sb.set_network(block_network=True)
         """
-        self._refresh(self._client.request("PUT", f"/v1/sailboxes/{self.id}/network", _network_body(block_network, allow_out, deny_out)))
+        self._refresh(self._client.request("PUT", f"/v1/sailboxes/{self.id}/network", _network_body(block_network, allow_out, deny_out), timeout=timeout))
         return self.info.network
 
     # --- listeners ---
@@ -302,9 +320,9 @@ class Sailbox:
         known = next((l for l in self.info.listeners if l.get("port") == port), None)
         return Listener(self._client, self.id, port, known)
 
-    def listeners(self) -> List[Listener]:
+    def listeners(self, timeout: Optional[float] = None) -> List[Listener]:
         """Every published port of the Sailbox, with its protocol and endpoint."""
-        listeners = self._client.request("GET", f"/v1/sailboxes/{self.id}/listeners")["listeners"]
+        listeners = self._client.request("GET", f"/v1/sailboxes/{self.id}/listeners", timeout=timeout)["listeners"]
         return [Listener(self._client, self.id, info["port"], info) for info in listeners]
 
     def _refresh(self, info: Dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ CLASS_OF_KIND = {
     "Conflict": sail.ConflictError,
     "LimitExceeded": sail.LimitExceededError,
     "Timeout": sail.TimeoutError,
+    "Aborted": sail.AbortedError,
     "Auth": sail.AuthError,
     "SailboxPaused": sail.SailboxPausedError,
     "Internal": sail.InternalError,
@@ -236,3 +237,25 @@ def test_a_refused_upgrade_is_the_typed_error_of_its_body():
     server.join()
     listener.close()
     assert _websocket.WebSocketRefused(404, b"").status == 404
+
+
+def test_build_progress_prints_a_line_per_step_and_a_still_line_on_a_long_one(monkeypatch):
+    from sail import _progress
+
+    clock = [1000.0]
+    monkeypatch.setattr(_progress.time, "monotonic", lambda: clock[0])
+    lines = []
+    on_event = _progress.print_build_progress(lines.append)
+    step = lambda name, ms: {"progress": {"phase": "image", "image": "debian_arm64", "step": name, "detail": "libc6", "elapsedMs": ms}}  # noqa: E731
+    on_event({"progress": {"phase": "starting", "image": "debian", "sailboxId": "sb-x", "elapsedMs": 5}})  # no build: nothing
+    on_event(step("retrieving (arm64, emulated)", 1000))
+    on_event(step("retrieving (arm64, emulated)", 1500))
+    on_event(step("configuring (arm64, emulated)", 60_000))
+    on_event(step("configuring (arm64, emulated)", 61_000))  # the same step, soon after: no line
+    clock[0] += 30
+    on_event({"heartbeat": {"elapsedMs": 91_000}})  # 30 s on one step: a heartbeat says it still runs
+    assert lines == [
+        "sail: building debian_arm64: retrieving (arm64, emulated) libc6 (1 s)\n",
+        "sail: building debian_arm64: configuring (arm64, emulated) libc6 (60 s)\n",
+        "sail: still building debian_arm64: configuring (arm64, emulated) libc6 (91 s)\n",
+    ]

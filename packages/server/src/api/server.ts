@@ -5,7 +5,6 @@ import { StringDecoder } from "node:string_decoder";
 import {
   sailError,
   SailError,
-  type CreateSailboxRequest,
   type CreateTokenRequest,
   type ExecEvent,
   type ExecRequest,
@@ -17,9 +16,11 @@ import {
 import type { Boxes } from "../boxes/boxes.js";
 import type { Tokens } from "../boxes/tokens.js";
 import type { OrgRow } from "../boxes/boxes.js";
+import { ProgressRelay } from "../boxes/images.js";
 import { ConsoleAssets } from "./console-assets.js";
 import type { ConsoleSessions } from "./console-sessions.js";
 import { onlyFields, readJsonBody, sendError, sendJson } from "./http-util.js";
+import { answerLong } from "./long-answer.js";
 import { PtySockets } from "./pty-socket.js";
 
 interface Logger {
@@ -132,7 +133,28 @@ export function createApiServer(
         const body = await readJsonBody(req);
         onlyFields(body, ["appId", "name", "image", "cpu", "memoryMiB", "ingressPorts", "ssh", "idleTimeout", "blockNetwork", "allowOut", "denyOut"]);
         if (typeof body.appId !== "string") throw sailError("SAIL_INVALID_ARGUMENT", "appId must be the id of one of your apps", { field: "appId" });
-        sendJson(res, 201, await boxes.creator.create(org, body as unknown as CreateSailboxRequest));
+        const startedAt = Date.now();
+        const ticket = await boxes.creates.begin(org, body, idempotencyKeyOf(req));
+        await answerLong(
+          req,
+          res,
+          { result: ticket.result, listen: ticket.listen, onGone: ticket.leave, finalKey: "sailbox", status: 201, startedAt, headers: ticket.replayed ? { "idempotent-replayed": "true" } : undefined },
+          log,
+        );
+      },
+    ],
+    [
+      "POST",
+      /^\/v1\/images$/,
+      async ({ req, res }) => {
+        const body = await readJsonBody(req);
+        onlyFields(body, ["name", "arch", "aptPackages"]);
+        const plan = boxes.images.check(body, "body");
+        const startedAt = Date.now();
+        const progress = new ProgressRelay();
+        // a client that leaves does not stop the build: it is shared and cached for the next caller
+        const result = boxes.images.prepare(plan, progress.emit, startedAt).then(() => boxes.images.info(plan));
+        await answerLong(req, res, { result, listen: (sink) => progress.listen(sink), onGone: () => {}, finalKey: "image", status: 200, startedAt }, log);
       },
     ],
     [
@@ -295,6 +317,12 @@ function refuseUpgrade(socket: Duplex, err: SailError): void {
   socket.end(
     `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? "Error"}\r\nconnection: close\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
   );
+}
+
+/** The create's `Idempotency-Key` header, if it has one (checked by the boxes room). */
+function idempotencyKeyOf(req: IncomingMessage): string | undefined {
+  const key = req.headers["idempotency-key"];
+  return Array.isArray(key) ? key.join(", ") : key;
 }
 
 function decodePathSegment(segment: string): string {

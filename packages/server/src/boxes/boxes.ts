@@ -5,10 +5,12 @@ import type { Store } from "../store/store.js";
 export type { OrgRow } from "../store/store.js";
 import { Apps } from "./apps.js";
 import { BoxCreator, type BoxDefaults, type TcpSettings } from "./create.js";
+import { Creates } from "./creates.js";
 import type { PublicAddresses } from "./endpoints.js";
 import { Endings } from "./endings.js";
 import { Execs } from "./execs.js";
 import { IdleSleeper } from "./idle.js";
+import { Images } from "./images.js";
 import { Lifecycle } from "./lifecycle.js";
 import { Listeners } from "./listeners.js";
 import { OrgLimitsRoom } from "./org-limits.js";
@@ -41,6 +43,8 @@ export function createBoxes(store: Store, runtime: Runtime, settings: BoxesSetti
   const outbound = new Outbound(store, lifecycle, runtime, settings.outbound, describe, log);
   const power = new Power(lifecycle, runtime, routesSynced, describe, log);
   const idle = new IdleSleeper(store, lifecycle, (id, reason) => power.sleepBox(id, reason), log);
+  const images = new Images(runtime, log);
+  const creator = new BoxCreator(store, lifecycle, runtime, images, settings.defaults, settings.tcp, outbound, describe, log);
   return {
     lifecycle,
     routes,
@@ -51,7 +55,9 @@ export function createBoxes(store: Store, runtime: Runtime, settings: BoxesSetti
     apps: new Apps(store),
     orgLimits: new OrgLimitsRoom(store, settings.tcp.defaultLimitPerOrg, log),
     outbound,
-    creator: new BoxCreator(store, lifecycle, runtime, settings.defaults, settings.tcp, outbound, describe, log),
+    images,
+    creator,
+    creates: new Creates(store, creator, describe, log),
     endings: new Endings(store, lifecycle, runtime, describe, log),
     execs: new Execs(store, lifecycle, power, idle, runtime),
     listeners: new Listeners(store, lifecycle, power, idle, runtime, routesSynced, settings.addresses, tcpBinds),

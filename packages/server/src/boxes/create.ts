@@ -1,6 +1,4 @@
 import {
-  ARCHITECTURES,
-  checkAptPackages,
   checkIdleTimeout,
   checkName,
   checkResources,
@@ -8,15 +6,16 @@ import {
   normalizeIngressPorts,
   sailError,
   SSH_PORT,
-  type Architecture,
   type CreateSailboxRequest,
   type IngressPortSpec,
+  type NetworkInfo,
   type SailboxInfo,
 } from "@sail/protocol";
-import { EmulationUnavailableError, ImageBuildError, type ImageProgress, type Runtime } from "../runtime/runtime.js";
-import { NameTakenError, NetSlotsExhaustedError, newId, TcpPortsExhaustedError, type OrgRow, type Store, type TcpPortRange } from "../store/store.js";
+import type { Runtime } from "../runtime/runtime.js";
+import { NameTakenError, NetSlotsExhaustedError, newId, TcpPortsExhaustedError, type OrgRow, type SailboxRow, type Store, type TcpPortRange } from "../store/store.js";
 import { normalizeCidr } from "./cidr.js";
 import { runScript } from "./execs.js";
+import type { ImagePlan, Images, ProgressSink } from "./images.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { Logger } from "./logger.js";
 import { rulesOf, type Outbound } from "./outbound.js";
@@ -43,16 +42,34 @@ export interface TcpSettings extends TcpPortRange {
   defaultLimitPerOrg: number;
 }
 
+/** A create whose every rule was checked: what `run` makes. */
+export interface CreatePlan {
+  org: OrgRow;
+  app: { id: string; name: string };
+  name: string | null;
+  image: ImagePlan;
+  cpu: number;
+  memoryMiB: number;
+  ports: IngressPortSpec[];
+  idleTimeout: number | null;
+  network: NetworkInfo;
+  sshKey: string | undefined;
+}
+
+/** The caller of a create went away before it ended (`signal`): nothing of it is left. */
+export class CreateAbandonedError extends Error {}
+
 /**
- * Creating a box: every rule is checked and every image is ready before anything exists;
- * then the store row (name, address, public ports in one transaction), the runtime, sshd;
- * `creating → running` last. A refused or failed create leaves nothing behind.
+ * Creating a box: every rule is checked (`plan`) and every image is ready before anything
+ * exists; then the store row (name, address, public ports in one transaction), the runtime,
+ * sshd; `creating → running` last. A refused, failed or abandoned create leaves nothing behind.
  */
 export class BoxCreator {
   constructor(
     private readonly store: Store,
     private readonly lifecycle: Lifecycle,
     private readonly runtime: Runtime,
+    private readonly images: Images,
     private readonly defaults: BoxDefaults,
     private readonly tcp: TcpSettings,
     private readonly outbound: Pick<Outbound, "check" | "install">,
@@ -60,22 +77,39 @@ export class BoxCreator {
     private readonly log: Logger,
   ) {}
 
-  async create(org: OrgRow, request: CreateSailboxRequest): Promise<SailboxInfo> {
+  async create(org: OrgRow, request: CreateSailboxRequest, options: RunOptions = {}): Promise<SailboxInfo> {
+    return this.run(this.plan(org, request), options);
+  }
+
+  /** Every rule of the request, checked at once (no await): a refusal creates nothing. */
+  plan(org: OrgRow, request: CreateSailboxRequest): CreatePlan {
     const app = this.store.getApp(org.id, request.appId);
     if (!app) throw sailError("SAIL_APP_NOT_FOUND", `No app with id ${request.appId}`, { appId: request.appId });
     const name = request.name === undefined || request.name === null ? null : checkName("sailbox", request.name);
-    const arch = this.checkImage(request.image);
-    const aptPackages = checkAptPackages(request.image?.aptPackages);
+    const image = this.images.check(request.image);
     checkResources(request.cpu, request.memoryMiB, this.defaults.hostCpus);
-    const idleTimeout = checkIdleTimeout(request.idleTimeout);
+    const idleTimeout = checkIdleTimeout(request.idleTimeout) ?? null;
     const ports = normalizeIngressPorts(request.ingressPorts).map(withCanonicalCidrs);
     const network = this.outbound.check(request);
     const sshKey = request.ssh === undefined || request.ssh === null ? undefined : checkSshPublicKey((request.ssh as { publicKey?: unknown }).publicKey, "ssh.publicKey");
     // ssh publishes 22 as raw TCP, unless the user did so already (e.g. with a cidrAllowlist)
     if (sshKey && !ports.some((p) => p.port === SSH_PORT)) ports.push({ port: SSH_PORT, protocol: "tcp", cidrAllowlist: [], allowPublic: false });
+    const cpu = request.cpu ?? this.defaults.cpu;
+    const memoryMiB = request.memoryMiB ?? this.defaults.memoryMiB;
+    return { org, app: { id: app.id, name: app.name }, name, image, cpu, memoryMiB, ports, idleTimeout, network, sshKey };
+  }
 
-    await this.prepareImage(arch, aptPackages);
+  /**
+   * Make the planned box. The image comes first, before any row exists: a caller that goes
+   * away (`signal`) during a build leaves nothing (the build goes on and is cached). Gone
+   * later, its box is removed again before this rejects with `CreateAbandonedError`.
+   */
+  async run(plan: CreatePlan, { signal, onProgress, startedAt = Date.now(), notBefore }: RunOptions = {}): Promise<SailboxInfo> {
+    await this.images.prepare(plan.image, onProgress, startedAt);
+    await notBefore;
+    if (signal?.aborted) throw new CreateAbandonedError("the caller went away before its box was made");
 
+    const { org, app, name, image, network, sshKey } = plan;
     const id = newId("sb-");
     const box = this.insert(
       org,
@@ -85,53 +119,67 @@ export class BoxCreator {
         orgId: org.id,
         name,
         imageName: "debian",
-        imageArch: arch,
-        imagePackages: aptPackages.join(" "),
-        cpu: request.cpu ?? this.defaults.cpu,
-        memoryMiB: request.memoryMiB ?? this.defaults.memoryMiB,
-        ports,
-        idleTimeout,
+        imageArch: image.arch,
+        imagePackages: image.aptPackages.join(" "),
+        cpu: plan.cpu,
+        memoryMiB: plan.memoryMiB,
+        ports: plan.ports,
+        idleTimeout: plan.idleTimeout,
         networkPolicy: JSON.stringify(network),
       },
       app.name,
     );
+    onProgress?.({ phase: "starting", image: image.name, sailboxId: id, elapsedMs: Date.now() - startedAt });
+    let running: SailboxRow;
     try {
-      const running = await this.lifecycle.transition(id, "running", {
+      running = await this.lifecycle.transition(id, "running", {
         action: "start",
         deadlineMs: CREATE_DEADLINE_MS,
-        before: async (_box, signal) => {
+        before: async (_box, stepSignal) => {
           await this.runtime.create(
             {
               id,
               hostname: name ?? id,
-              arch,
-              aptPackages,
+              arch: image.arch,
+              aptPackages: image.aptPackages,
               cpu: box.cpu,
               memoryMiB: box.memoryMiB,
               pidsLimit: this.defaults.pidsLimit,
               netSlot: box.netSlot,
               outbound: rulesOf(network),
             },
-            signal,
+            stepSignal,
           );
           try {
             await this.outbound.install(id, network, { rulesInPlace: true });
             if (sshKey) await runScript(this.runtime, id, installSshdScript(sshKey), "set up sshd");
+            if (signal?.aborted) throw new CreateAbandonedError("the caller went away while its box started");
           } catch (err) {
-            await this.runtime.destroy(id, { signal });
+            await this.runtime.destroy(id, { signal: stepSignal });
             throw err;
           }
         },
       });
-      this.log.info({ sailboxId: id, app: app.name, name }, "sailbox running");
-      return this.describe(running);
     } catch (err) {
       // the runtime removed what it made; a start stopped at its deadline may still be undoing it
       await this.runtime.destroy(id).catch((cleanup) => this.log.error({ sailboxId: id, err: String(cleanup) }, "cleanup of a failed create failed"));
       this.store.deleteSailbox(id); // the box never existed
+      if (err instanceof CreateAbandonedError) throw err;
       this.log.error({ sailboxId: id, err: String(err) }, "sailbox create failed");
       throw sailError("SAIL_RUNTIME_FAILED", `Could not start sailbox ${name ?? id}: ${(err as Error).message}`, { sailboxId: id });
     }
+    if (signal?.aborted) {
+      await this.undo(id);
+      throw new CreateAbandonedError("the caller went away as its box came up");
+    }
+    this.log.info({ sailboxId: id, app: app.name, name }, "sailbox running");
+    return this.describe(running);
+  }
+
+  /** A box nobody will hear of: ended like a terminate, then forgotten like a failed create. */
+  private async undo(id: string): Promise<void> {
+    await this.lifecycle.transition(id, "terminated", { action: "terminate", before: () => this.runtime.destroy(id) });
+    this.store.deleteSailbox(id);
   }
 
   /**
@@ -158,52 +206,16 @@ export class BoxCreator {
       throw err;
     }
   }
+}
 
-  private checkImage(image: CreateSailboxRequest["image"]): Architecture {
-    if (!image || typeof image !== "object" || image.name !== "debian") {
-      throw sailError("SAIL_IMAGE_UNKNOWN", `Unknown image ${JSON.stringify(image)}: the available image is Image.debian (Debian 12)`, { field: "image" });
-    }
-    const unknown = Object.keys(image).filter((key) => !["name", "arch", "aptPackages"].includes(key));
-    if (unknown.length) throw sailError("SAIL_UNKNOWN_FIELD", `image has unknown field ${JSON.stringify(unknown[0])}: an image has name, arch and aptPackages`, { field: `image.${unknown[0]}` });
-    if (image.arch === undefined) return this.runtime.hostArch;
-    if (!ARCHITECTURES.includes(image.arch)) {
-      throw sailError("SAIL_IMAGE_UNKNOWN", `Unknown architecture ${JSON.stringify(image.arch)}: use ${ARCHITECTURES.join(" or ")}`, { field: "image" });
-    }
-    return image.arch;
-  }
-
-  /**
-   * Before anything is created: a foreign architecture the host cannot emulate, or a package
-   * set apt cannot install, refuses the create. The first create of each image waits for its
-   * build (logged as it goes); later ones find it cached.
-   */
-  private async prepareImage(arch: Architecture, aptPackages: string[]): Promise<void> {
-    const foreign = arch !== this.runtime.hostArch;
-    if (!foreign && !aptPackages.length) return;
-    const started = Date.now();
-    let lastLog = 0;
-    const onProgress = (progress: ImageProgress) => {
-      if (Date.now() - lastLog < 2000 && !progress.done) return;
-      lastLog = Date.now();
-      this.log.info({ arch, aptPackages, ...progress }, "building image");
-    };
-    const image = `Image.debian${foreign ? `_${arch}` : ""}${aptPackages.length ? `.aptInstall(${aptPackages.map((p) => JSON.stringify(p)).join(", ")})` : ""}`;
-    try {
-      if (aptPackages.length) await this.runtime.preparePackageImage(arch, aptPackages, onProgress);
-      else await this.runtime.prepareImage(arch, onProgress);
-    } catch (err) {
-      if (err instanceof EmulationUnavailableError) {
-        throw sailError(
-          "SAIL_IMAGE_ARCH_UNSUPPORTED",
-          `${image} needs ${arch} emulation on this ${this.runtime.hostArch} host, which is not available: ${err.message}. Or use Image.debian (the host's architecture)`,
-          { field: "image", requested: arch, host: this.runtime.hostArch },
-        );
-      }
-      if (err instanceof ImageBuildError) throw sailError("SAIL_IMAGE_BUILD_FAILED", `Could not build ${image}: ${err.message}`, { field: "image.aptPackages", aptPackages });
-      throw err;
-    }
-    if (Date.now() - started > 1000) this.log.info({ arch, aptPackages, ms: Date.now() - started }, "image ready");
-  }
+export interface RunOptions {
+  /** Aborted when nobody waits for the box any more. */
+  signal?: AbortSignal;
+  onProgress?: ProgressSink;
+  /** When the caller's request began (progress counts from it). */
+  startedAt?: number;
+  /** Insert only after this settles: an abandoned create of the same key, still being undone. */
+  notBefore?: Promise<unknown>;
 }
 
 /** TCP allowlists in canonical form (a bare address becomes /32 or /128); a bad entry refuses the create. */

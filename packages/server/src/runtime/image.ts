@@ -72,15 +72,19 @@ function debootstrap(target: string, options: ImageBuildOptions): Promise<void> 
   return runLogged("debootstrap", args, COMMAND_DEADLINES_MS.imageBuild, (code, tail) => new Error(`debootstrap exited ${code} while building the base image:\n${tail}`), debootstrapProgress(options));
 }
 
+/** debootstrap's lines of the download step (they alternate per package). */
+const DOWNLOAD_LINES = new Set(["Retrieving", "Validating", "Checking", "Resolving", "Found"]);
+
 /** debootstrap's "I: <phase> <detail>" lines as progress; retrieved packages are counted. */
 function debootstrapProgress(options: ImageBuildOptions): (line: string) => void {
   let retrieved = 0;
   return (line) => {
     const match = /^I: (Retrieving|Validating|Extracting|Unpacking|Configuring|Installing|Resolving|Checking|Found|Base system)\s*(.*)$/.exec(line);
     if (!match) return;
-    const phase = match[1]!.toLowerCase();
+    // one step for the whole download: debootstrap validates each package right after retrieving it
+    const phase = DOWNLOAD_LINES.has(match[1]!) ? "retrieving" : match[1]!.toLowerCase();
     // "I: Retrieving libc6 2.36-9" is a package; "I: Retrieving Packages" is an index
-    const isPackage = phase === "retrieving" && /\S+ \S+/.test(match[2]!);
+    const isPackage = match[1] === "Retrieving" && /\S+ \S+/.test(match[2]!);
     if (isPackage) retrieved++;
     options.onProgress?.({ phase: options.foreign ? `${phase} (${options.arch}, emulated)` : phase, detail: isPackage ? `package ${retrieved}: ${match[2]}` : match[2] });
   };

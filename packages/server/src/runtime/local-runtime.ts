@@ -39,6 +39,14 @@ const DEFAULT_CWD = "/root";
 /** An interactive exec without a command: root's login shell from the box's own /etc/passwd. */
 const LOGIN_SHELL = 'shell=$(getent passwd "$(id -u)" | cut -d: -f7); exec "${shell:-/bin/sh}" -l';
 
+/** A build in progress or done, and who listens to its progress. */
+interface SharedBuild {
+  done: Promise<string>;
+  listeners: Set<(progress: ImageProgress) => void>;
+  /** The step it is at (none once done): a caller that joins hears it at once. */
+  latest: ImageProgress | undefined;
+}
+
 /** Boxes as crun containers on an overlay rootfs, each in its own network namespace. */
 export class LocalRuntime implements Runtime {
   readonly hostArch: Architecture;
@@ -46,9 +54,9 @@ export class LocalRuntime implements Runtime {
   private readonly networks: BoxNetworks;
   private readonly addresses = new Map<string, BoxNetwork>();
   /** Base images by architecture: built or building. */
-  private readonly baseImages = new Map<Architecture, Promise<string>>();
+  private readonly baseImages = new Map<Architecture, SharedBuild>();
   /** Package images by architecture and sorted package list: built or building. */
-  private readonly packageImages = new Map<string, Promise<string>>();
+  private readonly packageImages = new Map<string, SharedBuild>();
 
   constructor(private readonly options: LocalRuntimeOptions) {
     this.hostArch = options.hostArch;
@@ -72,25 +80,55 @@ export class LocalRuntime implements Runtime {
   private async baseImage(arch: Architecture, onProgress?: (progress: ImageProgress) => void): Promise<string> {
     const foreign = arch !== this.hostArch;
     if (foreign) await ensureEmulation(arch);
-    return this.shareBuild(this.baseImages, arch, () =>
-      ensureBaseImage({ imagesDir: join(this.options.dataDir, "images"), arch, foreign, mirror: this.options.debianMirror, tiniPath: this.options.tiniPath, onProgress }),
+    return this.shareBuild(
+      this.baseImages,
+      arch,
+      (report) => ensureBaseImage({ imagesDir: join(this.options.dataDir, "images"), arch, foreign, mirror: this.options.debianMirror, tiniPath: this.options.tiniPath, onProgress: report }),
+      onProgress,
     );
   }
 
   private async packageImage(arch: Architecture, aptPackages: readonly string[], onProgress?: (progress: ImageProgress) => void): Promise<string> {
     const base = await this.baseImage(arch, onProgress);
-    return this.shareBuild(this.packageImages, `${arch} ${aptPackages.join(" ")}`, () => ensurePackageImage(base, aptPackages, { imagesDir: join(this.options.dataDir, "images"), onProgress }));
+    return this.shareBuild(
+      this.packageImages,
+      `${arch} ${aptPackages.join(" ")}`,
+      (report) => ensurePackageImage(base, aptPackages, { imagesDir: join(this.options.dataDir, "images"), onProgress: report }),
+      onProgress,
+    );
   }
 
-  /** Concurrent callers share one build; a failed build is forgotten, so the next call tries again (the mirror may be back). */
-  private shareBuild<K>(builds: Map<K, Promise<string>>, key: K, build: () => Promise<string>): Promise<string> {
-    let building = builds.get(key);
-    if (!building) {
-      building = build();
-      building.catch(() => builds.delete(key));
-      builds.set(key, building);
+  /**
+   * Concurrent callers share one build, and each hears its progress from when it joined (the
+   * latest step at once); a failed build is forgotten, so the next call tries again (the mirror
+   * may be back).
+   */
+  private shareBuild<K>(builds: Map<K, SharedBuild>, key: K, build: (report: (progress: ImageProgress) => void) => Promise<string>, onProgress?: (progress: ImageProgress) => void): Promise<string> {
+    let shared = builds.get(key);
+    if (!shared) {
+      const listeners = new Set<(progress: ImageProgress) => void>();
+      const entry: SharedBuild = { listeners, done: Promise.resolve(""), latest: undefined };
+      entry.done = build((progress) => {
+        entry.latest = progress.done ? undefined : progress;
+        for (const listener of listeners) listener(progress);
+      });
+      entry.done.then(
+        () => listeners.clear(),
+        () => builds.delete(key),
+      );
+      builds.set(key, entry);
+      shared = entry;
     }
-    return building;
+    if (onProgress && shared.latest) onProgress(shared.latest);
+    if (onProgress) {
+      shared.listeners.add(onProgress);
+      const listeners = shared.listeners;
+      shared.done.then(
+        () => listeners.delete(onProgress),
+        () => listeners.delete(onProgress),
+      );
+    }
+    return shared.done;
   }
 
   start(): Promise<void> {

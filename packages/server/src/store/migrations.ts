@@ -97,4 +97,16 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE orgs ADD COLUMN cpu_limit REAL;
   ALTER TABLE orgs ADD COLUMN memory_limit_mib INTEGER;
   `,
+  // 10: creates that answered with a box, by the org's Idempotency-Key, kept a bounded time (boxes/creates.ts)
+  `
+  CREATE TABLE idempotent_creates (
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    key TEXT NOT NULL,
+    request_sha256 TEXT NOT NULL,
+    sailbox_id TEXT NOT NULL REFERENCES sailboxes(id),
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (org_id, key)
+  );
+  CREATE INDEX idempotent_creates_age ON idempotent_creates(created_at);
+  `,
 ];

@@ -363,6 +363,23 @@ export class Store {
     })();
   }
 
+  // --- idempotent creates ---
+
+  /** The box a create with this key answered with, and the hash of that create's body. */
+  findIdempotentCreate(orgId: string, key: string): { requestSha256: string; sailboxId: string } | undefined {
+    return this.db.prepare("SELECT request_sha256 AS requestSha256, sailbox_id AS sailboxId FROM idempotent_creates WHERE org_id = ? AND key = ?").get(orgId, key) as
+      { requestSha256: string; sailboxId: string } | undefined;
+  }
+
+  rememberIdempotentCreate(orgId: string, key: string, requestSha256: string, sailboxId: string): void {
+    this.db.prepare("INSERT OR REPLACE INTO idempotent_creates (org_id, key, request_sha256, sailbox_id, created_at) VALUES (?, ?, ?, ?, ?)").run(orgId, key, requestSha256, sailboxId, now());
+  }
+
+  /** Forget keys older than `before` (ISO time); returns how many. */
+  forgetIdempotentCreates(before: string): number {
+    return this.db.prepare("DELETE FROM idempotent_creates WHERE created_at < ?").run(before).changes;
+  }
+
   // --- listeners ---
 
   listListeners(sailboxId: string): ListenerRow[] {
