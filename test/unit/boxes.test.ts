@@ -8,6 +8,7 @@ import { PassThrough } from "node:stream";
 import { beforeEach, describe, test } from "node:test";
 import { canTransition, SAILBOX_TRANSITIONS, SailError, type SailboxStatus } from "@sail/protocol";
 import { createBoxes, type Boxes } from "../../packages/server/src/boxes/boxes.js";
+import { decideName } from "../../packages/server/src/boxes/outbound.js";
 import type { RouteChange, RouteSubscriber } from "../../packages/server/src/boxes/routes.js";
 import type { BoxNetwork, BoxSpec, OutboundRules, Runtime, RuntimeState } from "../../packages/server/src/runtime/runtime.js";
 import { Store, type OrgRow } from "../../packages/server/src/store/store.js";
@@ -369,16 +370,42 @@ describe("domain rules", () => {
 });
 
 describe("outbound policy", () => {
-  test("a create hands the box's rules to the runtime with the box and tells the resolver; terminate tells it the box is gone", async () => {
+  test("a create hands the box's rules to the runtime with the box and tells the resolver its name rules; a change and terminate tell it too", async () => {
     const events: string[] = [];
-    boxes.outbound.subscribe({ added: (id, host, guest) => events.push(`added ${id} ${host} ${guest}`), removed: (id) => events.push(`removed ${id}`) });
+    boxes.outbound.subscribe({
+      added: (id, host, guest, names) => events.push(`added ${id} ${host} ${guest} ${JSON.stringify(names)}`),
+      changed: (id, names) => events.push(`changed ${id} ${JSON.stringify(names)}`),
+      removed: (id) => events.push(`removed ${id}`),
+    });
     const box = await create({ allowOut: ["198.51.100.0/24", "*.example.com"] });
     assert.deepEqual(box.network, { outbound: "allowlist", allowOut: ["198.51.100.0/24", "*.example.com"], denyOut: [] });
     assert.deepEqual(runtime.outbound.get(box.id)?.rules, { mode: "allow", cidrs: ["198.51.100.0/24"] });
-    assert.deepEqual(events, [`added ${box.id} 10.9.0.1 10.9.0.2`]);
+    assert.deepEqual(events, [`added ${box.id} 10.9.0.1 10.9.0.2 {"mode":"allowlist","domains":["*.example.com"]}`]);
+    await boxes.outbound.set(org, box.id, { blockNetwork: true });
+    assert.equal(events[1], `changed ${box.id} {"mode":"refuse"}`);
     await boxes.endings.terminate(org, box.id);
-    assert.equal(events[1], `removed ${box.id}`);
+    assert.equal(events[2], `removed ${box.id}`);
     assert.equal(boxes.outbound.decide(box.id, "www.example.com"), "refuse", "a gone box resolves nothing");
+  });
+
+  test("decideName, the rule the resolver's thread applies to its copy of a box's name rules", () => {
+    assert.equal(decideName(undefined, "pypi.org"), "refuse", "a box the resolver does not know");
+    assert.equal(decideName({ mode: "refuse" }, "pypi.org"), "refuse");
+    assert.equal(decideName({ mode: "open" }, "pypi.org"), "forward");
+    assert.equal(decideName({ mode: "allowlist", domains: ["*.example.com"] }, "A.Example.com."), "forward-and-allow");
+    assert.equal(decideName({ mode: "allowlist", domains: ["*.example.com"] }, "pypi.org"), "nxdomain");
+    assert.equal(decideName({ mode: "denylist", domains: ["evil.example"] }, "evil.example"), "nxdomain");
+    assert.equal(decideName({ mode: "denylist", domains: ["evil.example"] }, "good.example"), "forward");
+  });
+
+  test("an answer the resolver decided on an older copy of the policy opens nothing the policy no longer allows", async () => {
+    const box = await create({ allowOut: ["*.example.com"] });
+    await boxes.outbound.set(org, box.id, { allowOut: ["pypi.org"] });
+    const before = runtime.allowed.length;
+    await boxes.outbound.answered(box.id, "a.example.com", ["198.51.100.9"], 60);
+    assert.equal(runtime.allowed.length, before, "no firewall change for a name no longer allowed");
+    await boxes.outbound.answered(box.id, "pypi.org", ["198.51.100.10"], 60);
+    assert.deepEqual(runtime.allowed.at(-1), [box.id, { add: ["198.51.100.10"], renew: [] }, 60]);
   });
 
   test("the resolver's decisions follow the policy: open forwards, blocked refuses, lists allow or deny names", async () => {

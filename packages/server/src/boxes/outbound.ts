@@ -32,13 +32,34 @@ export interface OutboundSettings {
 /** What the resolver does with a name a box asks for. */
 export type NameDecision = "refuse" | "nxdomain" | "forward" | "forward-and-allow";
 
+/**
+ * What a box's policy says about names, as plain data: the resolver runs on a thread of its
+ * own and decides each name from a copy of this (`decideName`), so a query costs the daemon's
+ * main thread nothing.
+ */
+export type NameRules = { mode: "refuse" } | { mode: "open" } | { mode: "allowlist" | "denylist"; domains: string[] };
+
+/** Hears the boxes that need a resolver (a start, a create), each change of their policy, and those that ended. */
+export interface ResolverSubscriber {
+  added(id: string, hostAddress: string, guestAddress: string, names: NameRules): void;
+  changed(id: string, names: NameRules): void;
+  removed(id: string): void;
+}
+
 /** The resolver's view: which boxes exist, where they ask, and what their policy says. */
 export interface ResolverDirectory {
-  /** Hear boxes that need a resolver (a start, a create) and those that ended. */
-  subscribe(subscriber: { added(id: string, hostAddress: string, guestAddress: string): void; removed(id: string): void }): void;
-  decide(id: string, name: string): NameDecision;
+  subscribe(subscriber: ResolverSubscriber): void;
   /** An allowed name answered with these addresses: let the box reach them for `ttl` seconds; resolves once they are reachable. */
   answered(id: string, name: string, addresses: string[], ttl: number): Promise<void>;
+}
+
+/** What the resolver does with `name` under `rules` (no rules: a box the resolver does not know, refused). */
+export function decideName(rules: NameRules | undefined, name: string): NameDecision {
+  if (!rules || rules.mode === "refuse") return "refuse";
+  if (rules.mode === "open") return "forward";
+  const listed = rules.domains.some((entry) => domainMatches(entry, name));
+  if (rules.mode === "allowlist") return listed ? "forward-and-allow" : "nxdomain";
+  return listed ? "nxdomain" : "forward";
 }
 
 /** A resolved address stays allowed at least this long, whatever the answer's TTL (a TTL of 0 would expire before the connect). */
@@ -57,7 +78,7 @@ const REFUSALS_LOGGED_PER_CHECK = 20;
 export class Outbound implements ResolverDirectory {
   /** Per box: addresses its allowed names answered with, the names, and until when (ms). */
   private readonly resolved = new Map<string, Map<string, { names: Set<string>; until: number }>>();
-  private readonly subscribers: Array<Parameters<ResolverDirectory["subscribe"]>[0]> = [];
+  private readonly subscribers: ResolverSubscriber[] = [];
   private readonly forbidden: Ipv4Range[];
   private readonly only: Ipv4Range[] | null;
   /** Live boxes' policies (the resolver asks on every query). */
@@ -115,7 +136,7 @@ export class Outbound implements ResolverDirectory {
     this.policies.set(id, policy);
     if (!options.rulesInPlace) await this.runtime.setOutbound(id, rulesOf(policy));
     const { hostAddress, guestAddress } = this.runtime.network(id);
-    for (const s of this.subscribers) s.added(id, hostAddress, guestAddress);
+    for (const s of this.subscribers) s.added(id, hostAddress, guestAddress, this.nameRules(id));
   }
 
   /** After a daemon start: every live box's rules again (the table is rebuilt at start). */
@@ -151,6 +172,7 @@ export class Outbound implements ResolverDirectory {
       );
       this.store.setNetworkPolicy(id, JSON.stringify(policy));
       this.policies.set(id, policy);
+      for (const s of this.subscribers) s.changed(id, this.nameRules(id));
       const cut = await this.runtime.cutOutbound(id, (address) => this.addressAllowed(id, policy, address));
       this.log.info({ sailboxId: id, outbound: policy.outbound, cut }, "sailbox network policy changed");
     });
@@ -158,19 +180,27 @@ export class Outbound implements ResolverDirectory {
   }
 
   decide(id: string, name: string): NameDecision {
+    return decideName(this.nameRules(id), name);
+  }
+
+  /** A live box's policy about names, for the resolver (refuse all when outbound is off or the box is unknown). */
+  nameRules(id: string): NameRules {
     const box = this.policies.get(id);
-    if (!box || !this.settings.enabled || box.outbound === "blocked") return "refuse";
-    if (box.outbound === "allowlist") return this.nameAllowed(box, name) ? "forward-and-allow" : "nxdomain";
-    if (box.outbound === "denylist") return this.nameAllowed(box, name) ? "forward" : "nxdomain";
-    return "forward";
+    if (!box || !this.settings.enabled || box.outbound === "blocked") return { mode: "refuse" };
+    const names = (entries: string[]) => entries.filter((entry) => !parseIpv4Cidr(entry));
+    if (box.outbound === "allowlist") return { mode: "allowlist", domains: names(box.allowOut) };
+    if (box.outbound === "denylist") return { mode: "denylist", domains: names(box.denyOut) };
+    return { mode: "open" };
   }
 
   /**
    * An address already allowed for at least half the new time is left alone (no firewall
-   * change), so repeated lookups of a name cost nothing; others are added, or renewed.
+   * change), so repeated lookups of a name cost nothing; others are added, or renewed. The
+   * policy is asked again first: the resolver decided on its copy, which a change made just
+   * before may not have reached yet, and only this thread's policy opens the firewall.
    */
   async answered(id: string, name: string, addresses: string[], ttl: number): Promise<void> {
-    if (!addresses.length) return;
+    if (!addresses.length || this.decide(id, name) !== "forward-and-allow") return;
     const seconds = Math.min(Math.max(ttl, MIN_ALLOWED_SECONDS), MAX_ALLOWED_SECONDS);
     const byAddress = this.resolved.get(id) ?? new Map<string, { names: Set<string>; until: number }>();
     this.resolved.set(id, byAddress);
@@ -190,7 +220,7 @@ export class Outbound implements ResolverDirectory {
     if (add.length || renew.length) await this.runtime.allowResolved(id, { add, renew }, seconds);
   }
 
-  subscribe(subscriber: Parameters<ResolverDirectory["subscribe"]>[0]): void {
+  subscribe(subscriber: ResolverSubscriber): void {
     this.subscribers.push(subscriber);
   }
 
