@@ -136,20 +136,17 @@ let boxes: Boxes;
 let org: OrgRow;
 let appId: string;
 
+const SETTINGS = {
+  defaults: { cpu: 1, memoryMiB: 512, pidsLimit: 64, hostCpus: 2, maxBoxes: 8 },
+  tcp: { firstPort: 20000, lastPort: 20099, defaultLimitPerOrg: 32 },
+  addresses: { domain: "sail.localhost", publicHttpsPort: 8443, publicHost: "localhost" },
+  outbound: { enabled: true, privateAllowed: ["10.50.0.0/16"], only: null, boxSubnet: "10.9.0.0/16" },
+};
+
 beforeEach(() => {
   store = new Store(":memory:");
   runtime = new FakeRuntime();
-  boxes = createBoxes(
-    store,
-    runtime,
-    {
-      defaults: { cpu: 1, memoryMiB: 512, pidsLimit: 64, hostCpus: 2, maxBoxes: 8 },
-      tcp: { firstPort: 20000, lastPort: 20099, defaultLimitPerOrg: 32 },
-      addresses: { domain: "sail.localhost", publicHttpsPort: 8443, publicHost: "localhost" },
-      outbound: { enabled: true, privateAllowed: ["10.50.0.0/16"], only: null, boxSubnet: "10.9.0.0/16" },
-    },
-    silent,
-  );
+  boxes = createBoxes(store, runtime, SETTINGS, silent);
   org = store.createOrg("default", { operator: true });
   appId = store.mintApp(org.id, "demo").id;
 });
@@ -420,6 +417,24 @@ describe("outbound policy", () => {
     assert.equal(boxes.outbound.decide(allow.id, "example.com"), "nxdomain");
     assert.equal(boxes.outbound.decide(deny.id, "evil.example"), "nxdomain");
     assert.equal(boxes.outbound.decide(deny.id, "good.example"), "forward");
+  });
+
+  test("what a box's lookups may open is bounded: past its number of addresses or its rate a lookup fails and opens nothing; a renewal past the rate waits", async (t) => {
+    t.mock.timers.enable({ apis: ["Date"], now: 1_000_000 });
+    // 3 addresses at a time, 5 changes at once (and next to no refill)
+    const limited = createBoxes(store, runtime, { ...SETTINGS, outbound: { ...SETTINGS.outbound, resolvedLimits: { addressesPerBox: 3, perSecond: 0.001, burst: 5 } } }, silent);
+    const box = await limited.creator.create(org, { appId, image: { name: "debian" }, allowOut: ["*.example.com"] });
+    const changes = () => runtime.allowed.filter(([id]) => id === box.id).map(([, a]) => [...a.add, ...a.renew.map((r) => `renew ${r}`)]);
+    await limited.outbound.answered(box.id, "a.example.com", ["198.51.100.1", "198.51.100.2"], 60);
+    await limited.outbound.answered(box.id, "b.example.com", ["198.51.100.3"], 60);
+    await assert.rejects(limited.outbound.answered(box.id, "c.example.com", ["198.51.100.4"], 60), /has 3 addresses open by DNS, at most 3: c\.example\.com is not opened/);
+    t.mock.timers.tick(61_000); // the three expired: their places are free again
+    await limited.outbound.answered(box.id, "c.example.com", ["198.51.100.4"], 60);
+    await limited.outbound.answered(box.id, "d.example.com", ["198.51.100.5"], 60); // the 5th change: the burst is spent
+    await assert.rejects(limited.outbound.answered(box.id, "e.example.com", ["198.51.100.6"], 60), /opens addresses by DNS faster than 0\.001 a second/);
+    t.mock.timers.tick(40_000); // 198.51.100.4 has less than half its time left: a renewal, but past the rate
+    await limited.outbound.answered(box.id, "c.example.com", ["198.51.100.4"], 60);
+    assert.deepEqual(changes(), [["198.51.100.1", "198.51.100.2"], ["198.51.100.3"], ["198.51.100.4"], ["198.51.100.5"]], "no change for a refused lookup nor a renewal past the rate");
   });
 
   test("an answer to an allowed name opens its addresses for its TTL, at least 30 s; a change keeps those of names still allowed", async () => {

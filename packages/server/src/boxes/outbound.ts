@@ -20,6 +20,7 @@ import type { OutboundCounters, OutboundRules, Runtime } from "../runtime/runtim
 import type { OrgRow, SailboxRow, Store } from "../store/store.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { Logger } from "./logger.js";
+import { TokenBucket } from "./token-bucket.js";
 
 /** What the operator lets boxes reach at all (`sail up --outbound*`). */
 export interface OutboundSettings {
@@ -27,6 +28,8 @@ export interface OutboundSettings {
   privateAllowed: readonly string[];
   only: readonly string[] | null;
   boxSubnet: string;
+  /** What one box's lookups may open (tests make them small). */
+  resolvedLimits?: { addressesPerBox: number; perSecond: number; burst: number };
 }
 
 /** What the resolver does with a name a box asks for. */
@@ -65,6 +68,14 @@ export function decideName(rules: NameRules | undefined, name: string): NameDeci
 /** A resolved address stays allowed at least this long, whatever the answer's TTL (a TTL of 0 would expire before the connect). */
 const MIN_ALLOWED_SECONDS = 30;
 const MAX_ALLOWED_SECONDS = 24 * 3600;
+/**
+ * What one box's lookups may open (allowlist): 4096 addresses at once, and 20 new or renewed
+ * ones a second, 200 at once (each costs a firewall change). A box rarely holds more than a
+ * few dozen (a CDN answers a handful per name, each kept at least MIN_ALLOWED_SECONDS).
+ */
+const RESOLVED_LIMITS = { addressesPerBox: 4096, perSecond: 20, burst: 200 };
+/** Names remembered per opened address (a policy change keeps an address while one of them is still allowed). */
+const NAMES_PER_ADDRESS = 16;
 /** Refused destinations logged per check at most (the rest are summed up). */
 const REFUSALS_LOGGED_PER_CHECK = 20;
 
@@ -85,6 +96,9 @@ export class Outbound implements ResolverDirectory {
   private readonly policies = new Map<string, NetworkInfo>();
   /** Refused destinations already logged, and when (ms). */
   private readonly logged = new Map<string, number>();
+  /** Per box: the rate at which its lookups may change the firewall. */
+  private readonly resolveBudgets = new Map<string, TokenBucket>();
+  private readonly resolvedLimits: { addressesPerBox: number; perSecond: number; burst: number };
 
   constructor(
     private readonly store: Store,
@@ -96,9 +110,11 @@ export class Outbound implements ResolverDirectory {
   ) {
     this.forbidden = forbiddenIpv4Ranges(settings.privateAllowed, settings.boxSubnet);
     this.only = settings.only ? mergeRanges(cidrRanges(settings.only)) : null;
+    this.resolvedLimits = settings.resolvedLimits ?? RESOLVED_LIMITS;
     lifecycle.onTransition(({ box, to }) => {
       if (isLive(to)) return;
       this.resolved.delete(box.id);
+      this.resolveBudgets.delete(box.id);
       this.policies.delete(box.id);
       for (const s of this.subscribers) s.removed(box.id);
     });
@@ -206,18 +222,41 @@ export class Outbound implements ResolverDirectory {
     this.resolved.set(id, byAddress);
     const now = Date.now();
     const until = now + seconds * 1000;
-    const add: string[] = [];
-    const renew: string[] = [];
+    const add = addresses.filter((address) => (byAddress.get(address)?.until ?? 0) <= now);
+    let renew = addresses.filter((address) => {
+      const left = (byAddress.get(address)?.until ?? 0) - now;
+      return left > 0 && left < (seconds * 1000) / 2;
+    });
+    if (add.length) this.checkCanOpen(id, byAddress, name, add.length, now);
+    // past the box's rate a renewal waits for a later lookup: the address is still open for a while
+    if (renew.length && this.resolveBudget(id).take(renew.length) > 0) renew = [];
     for (const address of addresses) {
       const entry = byAddress.get(address);
-      if (!entry || entry.until <= now) add.push(address);
-      else if (entry.until < now + (seconds * 1000) / 2) renew.push(address);
       const kept = entry && entry.until > now ? entry : { names: new Set<string>(), until };
-      kept.names.add(name.toLowerCase());
+      if (kept.names.size < NAMES_PER_ADDRESS) kept.names.add(name.toLowerCase());
       if (add.includes(address) || renew.includes(address)) kept.until = until;
       byAddress.set(address, kept);
     }
     if (add.length || renew.length) await this.runtime.allowResolved(id, { add, renew }, seconds);
+  }
+
+  /**
+   * Whether a box's lookup may open `added` more addresses: within its rate, and within its
+   * bound (expired ones are forgotten first). If not, the lookup fails (the resolver answers
+   * SERVFAIL), so a box resolving ever-new addresses (a wildcard whose DNS it runs) costs the
+   * daemon bounded memory and nft work, and only its own lookups fail.
+   */
+  private checkCanOpen(id: string, byAddress: Map<string, { until: number }>, name: string, added: number, now: number): void {
+    const { addressesPerBox, perSecond } = this.resolvedLimits;
+    if (byAddress.size + added > addressesPerBox) for (const [address, entry] of byAddress) if (entry.until <= now) byAddress.delete(address);
+    if (byAddress.size + added > addressesPerBox) throw new Error(`sailbox ${id} has ${byAddress.size} addresses open by DNS, at most ${addressesPerBox}: ${name} is not opened`);
+    if (this.resolveBudget(id).take(added) > 0) throw new Error(`sailbox ${id} opens addresses by DNS faster than ${perSecond} a second: ${name} is not opened`);
+  }
+
+  private resolveBudget(id: string): TokenBucket {
+    let budget = this.resolveBudgets.get(id);
+    if (!budget) this.resolveBudgets.set(id, (budget = new TokenBucket(this.resolvedLimits.perSecond, this.resolvedLimits.burst)));
+    return budget;
   }
 
   subscribe(subscriber: ResolverSubscriber): void {

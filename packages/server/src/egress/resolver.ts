@@ -20,11 +20,11 @@
 import { randomInt } from "node:crypto";
 import dgram from "node:dgram";
 import net from "node:net";
-import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import dnsPacket from "dns-packet";
 import type { NameDecision } from "../boxes/outbound.js";
 import type { Logger } from "../boxes/logger.js";
+import { TokenBucket } from "../boxes/token-bucket.js";
 
 export interface Upstream {
   host: string;
@@ -76,6 +76,7 @@ const UDP_SEND_QUEUE = 64;
  */
 const ANSWERS_PER_SECOND = 200;
 const ANSWER_BURST = 400;
+const WARN_EVERY_MS = 10_000;
 
 interface BoxSockets {
   guest: string;
@@ -84,33 +85,8 @@ interface BoxSockets {
   inFlight: number;
   tcpOpen: number;
   answers: TokenBucket;
-}
-
-/** A token bucket: `ratePerSecond` tokens a second, at most `burst` saved up. */
-export class TokenBucket {
-  private tokens: number;
-  private at: number;
-
-  constructor(
-    private readonly ratePerSecond: number,
-    private readonly burst: number,
-    private readonly nowMs: () => number = () => performance.now(),
-  ) {
-    this.tokens = burst;
-    this.at = nowMs();
-  }
-
-  /** Take a token: 0 if there was one, else how many ms until there is. */
-  take(): number {
-    const now = this.nowMs();
-    this.tokens = Math.min(this.burst, this.tokens + ((now - this.at) * this.ratePerSecond) / 1000);
-    this.at = now;
-    if (this.tokens >= 1) {
-      this.tokens -= 1;
-      return 0;
-    }
-    return Math.ceil(((1 - this.tokens) * 1000) / this.ratePerSecond);
-  }
+  warnedAtMs: number;
+  unwarned: number;
 }
 
 export class Resolver {
@@ -135,7 +111,7 @@ export class Resolver {
     // half-open: a guest may send its queries, then FIN, and still read every answer
     const tcp = net.createServer({ allowHalfOpen: true });
     const answers = new TokenBucket(this.settings.answersPerSecond ?? ANSWERS_PER_SECOND, this.settings.answerBurst ?? ANSWER_BURST);
-    const box: BoxSockets = { guest, udp, tcp, inFlight: 0, tcpOpen: 0, answers };
+    const box: BoxSockets = { guest, udp, tcp, inFlight: 0, tcpOpen: 0, answers, warnedAtMs: 0, unwarned: 0 };
     this.boxes.set(id, box);
     udp.on("message", (query, from) => this.serveUdp(id, box, query, from));
     tcp.on("connection", (socket) => this.serveTcp(id, box, socket));
@@ -263,11 +239,23 @@ export class Resolver {
       answer.raw.writeUInt16BE(packet.id ?? 0, 0);
       return this.count("forwarded", answer.raw);
     } catch (err) {
-      this.log.warn({ sailboxId: id, name: question.name, err: String(err) }, "resolver could not answer");
+      this.warn(box, { sailboxId: id, name: question.name, err: String(err) }, "resolver could not answer");
       return this.count("servfail", reply(packet, RCODE.SERVFAIL));
     } finally {
       box.inFlight--;
     }
+  }
+
+  /** A box's warnings, one per WARN_EVERY_MS at most (a box can make every query fail), with how many were left out. */
+  private warn(box: BoxSockets, fields: object, msg: string): void {
+    const now = Date.now();
+    if (now - box.warnedAtMs < WARN_EVERY_MS) {
+      box.unwarned++;
+      return;
+    }
+    this.log.warn(box.unwarned ? { ...fields, more: box.unwarned } : fields, msg);
+    box.warnedAtMs = now;
+    box.unwarned = 0;
   }
 
   private count<T>(result: QueryResult, value: T): T {
