@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { cidrRanges, forbiddenIpv4Ranges, intToIpv4, mergeRanges, type Ipv4Range } from "@sail/protocol";
 import { mustRun, runCommand } from "./commands.js";
 import type { OutboundCounters, OutboundRefusal, OutboundRules } from "./runtime.js";
@@ -14,6 +15,12 @@ export interface OutboundBounds {
 
 /** allowResolved requests run in one nft transaction at most (a bound on its input, ~100 bytes each). */
 const ALLOW_BATCH = 256;
+/**
+ * Resolved addresses reach the firewall at most once per this long while requests queue up:
+ * an `nft -f` costs ~40 ms of CPU here (it reads the ruleset), so 5 a second at most keeps
+ * boxes that open addresses fast from taking a core; an idle queue runs at once.
+ */
+const ALLOW_INTERVAL_MS = 200;
 /** How long a refused destination is remembered (so it is logged once per this time). */
 const REFUSED_MEMORY_SECONDS = 60;
 
@@ -123,9 +130,9 @@ export class EgressFirewall {
   /**
    * Let a box reach addresses its resolver answered with, for `seconds`. A renewed address is
    * deleted and added again (re-adding alone does not restart an element's time on every
-   * kernel). One nft call runs at a time for every box: requests that arrive meanwhile go
-   * together in the next one, so lookups that open addresses cost one process at a time, not
-   * one each. If the transaction fails (a renewed address expired just before, so its deletion
+   * kernel). One nft call runs at a time for every box, at most one per ALLOW_INTERVAL_MS:
+   * requests that arrive meanwhile go together in the next one, so lookups that open
+   * addresses cost a few processes a second, not one each. If the transaction fails (a renewed address expired just before, so its deletion
    * fails; a box went away), each request is run alone, and a failed one once more as a plain add.
    */
   allowResolved(id: string, addresses: { add: readonly string[]; renew: readonly string[] }, seconds: number): Promise<void> {
@@ -146,6 +153,7 @@ export class EgressFirewall {
     if (this.allowRunning) return;
     this.allowRunning = true;
     while (this.allowing.length) {
+      const started = Date.now();
       const batch = this.allowing.splice(0, ALLOW_BATCH);
       const together = await runCommand("nft", ["-f", "-"], { input: batch.map((r) => r.input).join("") }).catch(() => undefined);
       if (together?.code === 0) {
@@ -161,6 +169,8 @@ export class EgressFirewall {
           request.reject(err);
         }
       }
+      // the next batch waits for the interval, and gathers what arrives meanwhile
+      if (this.allowing.length) await sleep(ALLOW_INTERVAL_MS - (Date.now() - started));
     }
     this.allowRunning = false;
   }
