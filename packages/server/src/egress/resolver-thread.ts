@@ -19,6 +19,8 @@ import type { FromResolverWorker, ResolverWorkerData, ToResolverWorker } from ".
  */
 const RESOURCE_LIMITS = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 16 };
 const RESTART_DELAY_MS = 1000;
+/** The resolver thread runs this much nicer than the daemon: the API goes first when both want the CPU (resolver-worker.ts). */
+const NICE_INCREMENT = 10;
 /** A firewall change (`nft`) is bounded by the runtime; this only keeps a lost reply from holding a query forever. */
 const ANSWERED_TIMEOUT_MS = 10_000;
 
@@ -68,7 +70,7 @@ export class ResolverThread implements ResolverSubscriber {
   }
 
   private async spawn(): Promise<void> {
-    const workerData: ResolverWorkerData = { settings: this.settings, answeredTimeoutMs: ANSWERED_TIMEOUT_MS };
+    const workerData: ResolverWorkerData = { settings: this.settings, answeredTimeoutMs: ANSWERED_TIMEOUT_MS, niceIncrement: NICE_INCREMENT };
     const worker = new Worker(new URL("./resolver-worker.js", import.meta.url), { workerData, resourceLimits: RESOURCE_LIMITS, name: "sail-resolver" });
     this.worker = worker;
     worker.on("message", (message: FromResolverWorker) => this.onMessage(worker, message));

@@ -5,6 +5,8 @@
  * thread only to open the firewall for an allowed name's addresses (`answered`), and sends
  * the query counts for the metrics in batches.
  */
+import { readlinkSync } from "node:fs";
+import { getPriority, setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
 import { decideName, type NameRules } from "../boxes/outbound.js";
 import { Resolver, type QueryResult, type ResolverPolicy, type ResolverSettings } from "./resolver.js";
@@ -24,6 +26,8 @@ export type FromResolverWorker =
 
 export interface ResolverWorkerData {
   settings: ResolverSettings;
+  /** Added to this thread's nice value (Linux schedules threads one by one). */
+  niceIncrement: number;
   /** How long an allowed name's answer waits for the main thread to open the firewall before it becomes SERVFAIL. */
   answeredTimeoutMs: number;
 }
@@ -32,7 +36,8 @@ export interface ResolverWorkerData {
 const COUNTS_EVERY_MS = 250;
 
 const port = parentPort!;
-const { settings, answeredTimeoutMs } = workerData as ResolverWorkerData;
+const { settings, answeredTimeoutMs, niceIncrement } = workerData as ResolverWorkerData;
+lowerPriority(niceIncrement);
 const send = (message: FromResolverWorker) => port.postMessage(message);
 const names = new Map<string, NameRules>();
 const waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
@@ -89,3 +94,17 @@ port.on("message", (message: ToResolverWorker) => {
     else waiter?.reject(new Error(message.error));
   }
 });
+
+/**
+ * Under CPU contention the API's thread goes first: a box flooding its resolver (UDP at line
+ * rate costs this thread a callback per datagram, answered or dropped) then slows DNS, not
+ * the API. On Linux a nice value is a thread's own; /proc/thread-self names this one.
+ */
+function lowerPriority(increment: number): void {
+  try {
+    const tid = Number(readlinkSync("/proc/thread-self").split("/").pop());
+    setPriority(tid, Math.min(19, getPriority(tid) + increment));
+  } catch {
+    // not Linux, or not allowed: the thread keeps the daemon's priority
+  }
+}
