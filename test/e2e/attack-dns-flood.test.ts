@@ -21,6 +21,7 @@ import { createInterface, type Interface } from "node:readline";
 import { describe, test } from "node:test";
 import { fetch } from "undici";
 import type { Sailbox } from "@sail/sdk";
+import { dnsServing } from "../fixtures/dns-serving.js";
 import { BOX_SUBNET, METRICS_PORT, REPO, startPython, useTestDaemon } from "./harness.js";
 
 /** The upstream: a loopback address of this run's own (no other test shares it), so nothing leaves the host. */
@@ -41,7 +42,6 @@ import net from "node:net";
 import { createInterface } from "node:readline";
 import { createRequire } from "node:module";
 const dnsPacket = createRequire(import.meta.url)(${JSON.stringify(join(REPO, "node_modules/dns-packet/index.js"))});
-const [host, port] = [process.argv[2], Number(process.argv[3])];
 const opcodes = {};
 function answer(bytes) {
   const query = dnsPacket.decode(bytes);
@@ -54,21 +54,7 @@ function answer(bytes) {
   const answers = known && q.type === "A" ? [{ type: "A", name: q.name, ttl: fresh ? 86400 : 60, data: address }] : [];
   return dnsPacket.encode({ type: "response", id: query.id, flags: dnsPacket.RECURSION_AVAILABLE | (known ? 0 : 3), questions: [q], answers });
 }
-const udp = dgram.createSocket("udp4");
-udp.on("message", (m, from) => { try { udp.send(answer(m), from.port, from.address); } catch {} });
-udp.bind(port, host);
-net.createServer((s) => {
-  let buf = Buffer.alloc(0);
-  s.on("error", () => {});
-  s.on("data", (d) => {
-    buf = Buffer.concat([buf, d]);
-    while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
-      const m = buf.subarray(2, 2 + buf.readUInt16BE(0));
-      buf = buf.subarray(2 + m.length);
-      try { const a = answer(m); const len = Buffer.alloc(2); len.writeUInt16BE(a.length); s.write(Buffer.concat([len, a])); } catch {}
-    }
-  });
-}).listen(port, host, () => console.log("ready"));
+${dnsServing(UPSTREAM, UPSTREAM_PORT, 'console.log("ready");')}
 createInterface({ input: process.stdin }).on("line", () => console.log(JSON.stringify(opcodes)));
 `;
 
@@ -141,7 +127,7 @@ const { daemon, pool } = useTestDaemon({
   setup: async () => {
     const script = join(upstreamDir, "upstream.mjs");
     writeFileSync(script, UPSTREAM_SERVER);
-    upstream = spawn(process.execPath, [script, UPSTREAM, String(UPSTREAM_PORT)], { stdio: ["pipe", "pipe", "inherit"] });
+    upstream = spawn(process.execPath, [script], { stdio: ["pipe", "pipe", "inherit"] });
     upstreamLines = createInterface({ input: upstream.stdout! });
     const exited = once(upstream, "exit").then(([code]) => `exited ${code}`);
     assert.equal(await Promise.race([once(upstreamLines, "line").then(([line]) => line as string), exited]), "ready", "the test's upstream starts");
