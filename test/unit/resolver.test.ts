@@ -11,6 +11,7 @@ import { once } from "node:events";
 import net from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, test } from "node:test";
+import type { Worker } from "node:worker_threads";
 import dnsPacket from "dns-packet";
 import fc from "fast-check";
 import type { NameDecision, NameRules, ResolverDirectory, ResolverSubscriber } from "../../packages/server/src/boxes/outbound.js";
@@ -362,7 +363,7 @@ describe("the answer rate of a box", () => {
 });
 
 describe("the resolver's thread", () => {
-  test("serves boxes off the main thread with a copy of their name rules: an allowed name's addresses are opened on the main thread before the answer, changes and removals follow, counts arrive in batches", async () => {
+  test("serves boxes off the main thread with a copy of their name rules: an allowed name's addresses are opened on the main thread before the answer, changes and removals follow, counts arrive in batches, and a thread that ends is replaced", async () => {
     upstreamMode = "answer";
     let subscriber: ResolverSubscriber | undefined;
     const opened: Array<[string, string, string[]]> = [];
@@ -384,9 +385,12 @@ describe("the resolver's thread", () => {
       assert.equal(rcode(await askThread("other.test")), "NXDOMAIN");
       subscriber!.changed("sb-thread", { mode: "refuse" });
       await eventually(async () => rcode(await askThread("www.allowed.test")) === "REFUSED", "the change");
+      await eventually(async () => (counts.get("forwarded") ?? 0) >= 1 && (counts.get("nxdomain") ?? 0) >= 1 && (counts.get("refused") ?? 0) >= 1, "the counts");
+      // the thread ends (as when its heap runs out): a new one serves every box, with its rules
+      await (thread as unknown as { worker: Worker }).worker.terminate();
+      await eventually(async () => rcode(await askThread("www.allowed.test", 300)) === "REFUSED", "a new thread");
       subscriber!.removed("sb-thread");
       await eventually(async () => (await askThread("www.allowed.test", 200)) === undefined, "the removal");
-      await eventually(async () => (counts.get("forwarded") ?? 0) >= 1 && (counts.get("nxdomain") ?? 0) >= 1 && (counts.get("refused") ?? 0) >= 1, "the counts");
     } finally {
       await thread.stop();
     }
