@@ -43,7 +43,6 @@ export class TestDaemon {
   }
 
   async start(): Promise<void> {
-    this.log = ""; // "Sail is up" from an earlier start must not count
     const child = spawn(
       process.execPath,
       [
@@ -76,10 +75,12 @@ export class TestDaemon {
     child.once("exit", (code, signal) => {
       if (this.child === child) console.error(`sail up exited unexpectedly (${code ?? signal}); its output:\n${this.log}`);
     });
+    // this start's own output: after a stop, the log still holds the last start's "Sail is up"
+    const from = this.log.length;
     await new Promise<void>((resolve, reject) => {
       const onData = (chunk: Buffer) => {
         this.log += chunk.toString();
-        if (this.log.includes("Sail is up")) resolve();
+        if (this.log.includes("Sail is up", from)) resolve();
       };
       child.stdout!.on("data", onData);
       child.stderr!.on("data", onData);

@@ -8,6 +8,7 @@ import { PassThrough } from "node:stream";
 import { beforeEach, describe, test } from "node:test";
 import { canTransition, parseIpv4Cidr, SAILBOX_TRANSITIONS, SailError, type Ipv4Range, type SailboxStatus } from "@sail/protocol";
 import { createBoxes, type Boxes } from "../../packages/server/src/boxes/boxes.js";
+import { decideName } from "../../packages/server/src/boxes/outbound.js";
 import type { RouteChange, RouteSubscriber } from "../../packages/server/src/boxes/routes.js";
 import { CreateAbandonedError } from "../../packages/server/src/boxes/create.js";
 import { Creates } from "../../packages/server/src/boxes/creates.js";
@@ -158,20 +159,17 @@ let boxes: Boxes;
 let org: OrgRow;
 let appId: string;
 
+const SETTINGS = {
+  defaults: { cpu: 1, memoryMiB: 512, pidsLimit: 64, hostCpus: 2, maxBoxes: 8 },
+  tcp: { firstPort: 20000, lastPort: 20099, defaultLimitPerOrg: 32 },
+  addresses: { domain: "sail.localhost", publicHttpsPort: 8443, publicHost: "localhost" },
+  outbound: { enabled: true, privateAllowed: ["10.50.0.0/16"], only: null, boxSubnet: "10.9.0.0/16" },
+};
+
 beforeEach(() => {
   store = new Store(":memory:");
   runtime = new FakeRuntime();
-  boxes = createBoxes(
-    store,
-    runtime,
-    {
-      defaults: { cpu: 1, memoryMiB: 512, pidsLimit: 64, hostCpus: 2, maxBoxes: 8 },
-      tcp: { firstPort: 20000, lastPort: 20099, defaultLimitPerOrg: 32 },
-      addresses: { domain: "sail.localhost", publicHttpsPort: 8443, publicHost: "localhost" },
-      outbound: { enabled: true, privateAllowed: ["10.50.0.0/16"], only: null, boxSubnet: "10.9.0.0/16" },
-    },
-    silent,
-  );
+  boxes = createBoxes(store, runtime, SETTINGS, silent);
   org = store.createOrg("default", { operator: true });
   appId = store.mintApp(org.id, "demo").id;
 });
@@ -511,16 +509,42 @@ describe("domain rules", () => {
 });
 
 describe("outbound policy", () => {
-  test("a create hands the box's rules to the runtime with the box and tells the resolver; terminate tells it the box is gone", async () => {
+  test("a create hands the box's rules to the runtime with the box and tells the resolver its name rules; a change and terminate tell it too", async () => {
     const events: string[] = [];
-    boxes.outbound.subscribe({ added: (id, host, guest) => events.push(`added ${id} ${host} ${guest}`), removed: (id) => events.push(`removed ${id}`) });
+    boxes.outbound.subscribe({
+      added: (id, host, guest, names) => events.push(`added ${id} ${host} ${guest} ${JSON.stringify(names)}`),
+      changed: (id, names) => events.push(`changed ${id} ${JSON.stringify(names)}`),
+      removed: (id) => events.push(`removed ${id}`),
+    });
     const box = await create({ allowOut: ["198.51.100.0/24", "*.example.com"] });
     assert.deepEqual(box.network, { outbound: "allowlist", allowOut: ["198.51.100.0/24", "*.example.com"], denyOut: [] });
     assert.deepEqual(runtime.outbound.get(box.id)?.rules, { mode: "allow", cidrs: ["198.51.100.0/24"] });
-    assert.deepEqual(events, [`added ${box.id} 10.9.0.1 10.9.0.2`]);
+    assert.deepEqual(events, [`added ${box.id} 10.9.0.1 10.9.0.2 {"mode":"allowlist","domains":["*.example.com"]}`]);
+    await boxes.outbound.set(org, box.id, { blockNetwork: true });
+    assert.equal(events[1], `changed ${box.id} {"mode":"refuse"}`);
     await boxes.endings.terminate(org, box.id);
-    assert.equal(events[1], `removed ${box.id}`);
+    assert.equal(events[2], `removed ${box.id}`);
     assert.equal(boxes.outbound.decide(box.id, "www.example.com"), "refuse", "a gone box resolves nothing");
+  });
+
+  test("decideName, the rule the resolver's thread applies to its copy of a box's name rules", () => {
+    assert.equal(decideName(undefined, "pypi.org"), "refuse", "a box the resolver does not know");
+    assert.equal(decideName({ mode: "refuse" }, "pypi.org"), "refuse");
+    assert.equal(decideName({ mode: "open" }, "pypi.org"), "forward");
+    assert.equal(decideName({ mode: "allowlist", domains: ["*.example.com"] }, "A.Example.com."), "forward-and-allow");
+    assert.equal(decideName({ mode: "allowlist", domains: ["*.example.com"] }, "pypi.org"), "nxdomain");
+    assert.equal(decideName({ mode: "denylist", domains: ["evil.example"] }, "evil.example"), "nxdomain");
+    assert.equal(decideName({ mode: "denylist", domains: ["evil.example"] }, "good.example"), "forward");
+  });
+
+  test("an answer the resolver decided on an older copy of the policy opens nothing the policy no longer allows", async () => {
+    const box = await create({ allowOut: ["*.example.com"] });
+    await boxes.outbound.set(org, box.id, { allowOut: ["pypi.org"] });
+    const before = runtime.allowed.length;
+    await boxes.outbound.answered(box.id, "a.example.com", ["198.51.100.9"], 60);
+    assert.equal(runtime.allowed.length, before, "no firewall change for a name no longer allowed");
+    await boxes.outbound.answered(box.id, "pypi.org", ["198.51.100.10"], 60);
+    assert.deepEqual(runtime.allowed.at(-1), [box.id, { add: ["198.51.100.10"], renew: [] }, 60]);
   });
 
   test("the resolver's decisions follow the policy: open forwards, blocked refuses, lists allow or deny names", async () => {
@@ -535,6 +559,24 @@ describe("outbound policy", () => {
     assert.equal(boxes.outbound.decide(allow.id, "example.com"), "nxdomain");
     assert.equal(boxes.outbound.decide(deny.id, "evil.example"), "nxdomain");
     assert.equal(boxes.outbound.decide(deny.id, "good.example"), "forward");
+  });
+
+  test("what a box's lookups may open is bounded: past its number of addresses or its rate a lookup fails and opens nothing; a renewal past the rate waits", async (t) => {
+    t.mock.timers.enable({ apis: ["Date"], now: 1_000_000 });
+    // 3 addresses at a time, 5 changes at once (and next to no refill)
+    const limited = createBoxes(store, runtime, { ...SETTINGS, outbound: { ...SETTINGS.outbound, resolvedLimits: { addressesPerBox: 3, perSecond: 0.001, burst: 5 } } }, silent);
+    const box = await limited.creator.create(org, { appId, image: { name: "debian" }, allowOut: ["*.example.com"] });
+    const changes = () => runtime.allowed.filter(([id]) => id === box.id).map(([, a]) => [...a.add, ...a.renew.map((r) => `renew ${r}`)]);
+    await limited.outbound.answered(box.id, "a.example.com", ["198.51.100.1", "198.51.100.2"], 60);
+    await limited.outbound.answered(box.id, "b.example.com", ["198.51.100.3"], 60);
+    await assert.rejects(limited.outbound.answered(box.id, "c.example.com", ["198.51.100.4"], 60), /has 3 addresses open by DNS, at most 3: c\.example\.com is not opened/);
+    t.mock.timers.tick(61_000); // the three expired: their places are free again
+    await limited.outbound.answered(box.id, "c.example.com", ["198.51.100.4"], 60);
+    await limited.outbound.answered(box.id, "d.example.com", ["198.51.100.5"], 60); // the 5th change: the burst is spent
+    await assert.rejects(limited.outbound.answered(box.id, "e.example.com", ["198.51.100.6"], 60), /opens addresses by DNS faster than 0\.001 a second/);
+    t.mock.timers.tick(40_000); // 198.51.100.4 has less than half its time left: a renewal, but past the rate
+    await limited.outbound.answered(box.id, "c.example.com", ["198.51.100.4"], 60);
+    assert.deepEqual(changes(), [["198.51.100.1", "198.51.100.2"], ["198.51.100.3"], ["198.51.100.4"], ["198.51.100.5"]], "no change for a refused lookup nor a renewal past the rate");
   });
 
   test("an answer to an allowed name opens its addresses for its TTL, at least 30 s; a change keeps those of names still allowed", async () => {

@@ -34,7 +34,7 @@ const RULES: Array<[string, RegExp, string]> = [
     /\.\.\/(store|runtime|api)\/|\.\.\/boxes\/(?!(routes|idle|cidr|ingress-policy|tcp-binds)\.js$)/,
     "the gateway follows boxes' routes, asks its ingress policy and reports which TCP ports it holds; it reaches nothing else",
   ],
-  ["server/src/egress/", /\.\.\/(store|runtime|api|gateway)\/|\.\.\/boxes\/(?!(outbound|logger)\.js$)/, "the resolver asks boxes' outbound policy; it reaches nothing else"],
+  ["server/src/egress/", /\.\.\/(store|runtime|api|gateway)\/|\.\.\/boxes\/(?!(outbound|logger|token-bucket)\.js$)/, "the resolver asks boxes' outbound policy; it reaches nothing else"],
   ["server/src/wire/", /^\.\.?\//, "wire formats depend on no room"],
   ["console/", /^@sail\/(server|sdk|cli)|^\.\.\/\.\.\//, "the console is a page: it talks to the API and shares only the protocol"],
   ["", /daemon(\.js)?$/, "nothing imports daemon.ts"],

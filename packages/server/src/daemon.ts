@@ -30,7 +30,8 @@ import { preflight } from "./preflight.js";
 import { LocalRuntime } from "./runtime/local-runtime.js";
 import type { ImageProgress } from "./runtime/runtime.js";
 import { Store } from "./store/store.js";
-import { parseUpstream, Resolver, upstreamsFromResolvConf, type Upstream } from "./egress/resolver.js";
+import { parseUpstream, upstreamsFromResolvConf, type Upstream } from "./egress/resolver.js";
+import { ResolverThread } from "./egress/resolver-thread.js";
 
 export { DEFAULT_CONFIG, type DaemonConfig } from "./config.js";
 export { PreflightError } from "./preflight.js";
@@ -118,7 +119,8 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
 
     // outbound: each live box's rules again (the firewall table is new), and its resolver
     const upstreams = dnsUpstreams(config);
-    const resolver = new Resolver(boxes.outbound, { upstreams }, log, (result) => metrics.dnsQueries.inc({ result }));
+    const resolver = new ResolverThread(boxes.outbound, { upstreams }, log, (result, count) => metrics.dnsQueries.inc({ result }, count));
+    await resolver.start();
     undo.push(() => resolver.stop());
     const restored = await boxes.outbound.restoreAll();
     log.info({ restored, outbound: config.outbound, dnsUpstreams: upstreams.map((u) => `${u.host}:${u.port}`) }, "outbound rules in place");

@@ -34,7 +34,7 @@ export class Metrics {
   readonly tcpOpen = new Gauge({ name: "sail_tcp_connections_open", help: "Raw-TCP connections being piped now, per TCP worker", labelNames: ["worker"], registers: [this.registry] });
   readonly dnsQueries = new Counter({
     name: "sail_dns_queries_total",
-    help: "Queries boxes sent to Sail's resolver, by result (forwarded, nxdomain and refused by policy, empty for AAAA, servfail, malformed, dropped past the in-flight bound)",
+    help: "Queries boxes sent to Sail's resolver, by result (forwarded, nxdomain and refused by policy, empty for AAAA, servfail, malformed, notimp for opcodes other than QUERY, dropped past the in-flight or send-queue bound, limited past the box's answer rate)",
     labelNames: ["result"],
     registers: [this.registry],
   });

@@ -20,6 +20,7 @@ import type { OutboundCounters, OutboundRules, Runtime } from "../runtime/runtim
 import type { OrgRow, SailboxRow, Store } from "../store/store.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { Logger } from "./logger.js";
+import { TokenBucket } from "./token-bucket.js";
 
 /** What the operator lets boxes reach at all (`sail up --outbound*`). */
 export interface OutboundSettings {
@@ -27,23 +28,54 @@ export interface OutboundSettings {
   privateAllowed: readonly string[];
   only: readonly string[] | null;
   boxSubnet: string;
+  /** What one box's lookups may open (tests make them small). */
+  resolvedLimits?: { addressesPerBox: number; perSecond: number; burst: number };
 }
 
 /** What the resolver does with a name a box asks for. */
 export type NameDecision = "refuse" | "nxdomain" | "forward" | "forward-and-allow";
 
+/**
+ * What a box's policy says about names, as plain data: the resolver runs on a thread of its
+ * own and decides each name from a copy of this (`decideName`), so a query costs the daemon's
+ * main thread nothing.
+ */
+export type NameRules = { mode: "refuse" } | { mode: "open" } | { mode: "allowlist" | "denylist"; domains: string[] };
+
+/** Hears the boxes that need a resolver (a start, a create), each change of their policy, and those that ended. */
+export interface ResolverSubscriber {
+  added(id: string, hostAddress: string, guestAddress: string, names: NameRules): void;
+  changed(id: string, names: NameRules): void;
+  removed(id: string): void;
+}
+
 /** The resolver's view: which boxes exist, where they ask, and what their policy says. */
 export interface ResolverDirectory {
-  /** Hear boxes that need a resolver (a start, a create) and those that ended. */
-  subscribe(subscriber: { added(id: string, hostAddress: string, guestAddress: string): void; removed(id: string): void }): void;
-  decide(id: string, name: string): NameDecision;
+  subscribe(subscriber: ResolverSubscriber): void;
   /** An allowed name answered with these addresses: let the box reach them for `ttl` seconds; resolves once they are reachable. */
   answered(id: string, name: string, addresses: string[], ttl: number): Promise<void>;
+}
+
+/** What the resolver does with `name` under `rules` (no rules: a box the resolver does not know, refused). */
+export function decideName(rules: NameRules | undefined, name: string): NameDecision {
+  if (!rules || rules.mode === "refuse") return "refuse";
+  if (rules.mode === "open") return "forward";
+  const listed = rules.domains.some((entry) => domainMatches(entry, name));
+  if (rules.mode === "allowlist") return listed ? "forward-and-allow" : "nxdomain";
+  return listed ? "nxdomain" : "forward";
 }
 
 /** A resolved address stays allowed at least this long, whatever the answer's TTL (a TTL of 0 would expire before the connect). */
 const MIN_ALLOWED_SECONDS = 30;
 const MAX_ALLOWED_SECONDS = 24 * 3600;
+/**
+ * What one box's lookups may open (allowlist): 4096 addresses at once, and 20 new or renewed
+ * ones a second, 200 at once (each costs a firewall change). A box rarely holds more than a
+ * few dozen (a CDN answers a handful per name, each kept at least MIN_ALLOWED_SECONDS).
+ */
+const RESOLVED_LIMITS = { addressesPerBox: 4096, perSecond: 20, burst: 200 };
+/** Names remembered per opened address (a policy change keeps an address while one of them is still allowed). */
+const NAMES_PER_ADDRESS = 16;
 /** Refused destinations logged per check at most (the rest are summed up). */
 const REFUSALS_LOGGED_PER_CHECK = 20;
 
@@ -57,13 +89,16 @@ const REFUSALS_LOGGED_PER_CHECK = 20;
 export class Outbound implements ResolverDirectory {
   /** Per box: addresses its allowed names answered with, the names, and until when (ms). */
   private readonly resolved = new Map<string, Map<string, { names: Set<string>; until: number }>>();
-  private readonly subscribers: Array<Parameters<ResolverDirectory["subscribe"]>[0]> = [];
+  private readonly subscribers: ResolverSubscriber[] = [];
   private readonly forbidden: Ipv4Range[];
   private readonly only: Ipv4Range[] | null;
   /** Live boxes' policies (the resolver asks on every query). */
   private readonly policies = new Map<string, NetworkInfo>();
   /** Refused destinations already logged, and when (ms). */
   private readonly logged = new Map<string, number>();
+  /** Per box: the rate at which its lookups may change the firewall. */
+  private readonly resolveBudgets = new Map<string, TokenBucket>();
+  private readonly resolvedLimits: { addressesPerBox: number; perSecond: number; burst: number };
 
   constructor(
     private readonly store: Store,
@@ -75,9 +110,11 @@ export class Outbound implements ResolverDirectory {
   ) {
     this.forbidden = forbiddenIpv4Ranges(settings.privateAllowed, settings.boxSubnet);
     this.only = settings.only ? mergeRanges(cidrRanges(settings.only)) : null;
+    this.resolvedLimits = settings.resolvedLimits ?? RESOLVED_LIMITS;
     lifecycle.onTransition(({ box, to }) => {
       if (isLive(to)) return;
       this.resolved.delete(box.id);
+      this.resolveBudgets.delete(box.id);
       this.policies.delete(box.id);
       for (const s of this.subscribers) s.removed(box.id);
     });
@@ -125,7 +162,7 @@ export class Outbound implements ResolverDirectory {
     this.policies.set(id, policy);
     if (!options.rulesInPlace) await this.runtime.setOutbound(id, rulesOf(policy));
     const { hostAddress, guestAddress } = this.runtime.network(id);
-    for (const s of this.subscribers) s.added(id, hostAddress, guestAddress);
+    for (const s of this.subscribers) s.added(id, hostAddress, guestAddress, this.nameRules(id));
   }
 
   /** After a daemon start: every live box's rules again (the table is rebuilt at start). */
@@ -161,6 +198,7 @@ export class Outbound implements ResolverDirectory {
       );
       this.store.setNetworkPolicy(id, JSON.stringify(policy));
       this.policies.set(id, policy);
+      for (const s of this.subscribers) s.changed(id, this.nameRules(id));
       const cut = await this.runtime.cutOutbound(id, (address) => this.addressAllowed(id, policy, address));
       this.log.info({ sailboxId: id, outbound: policy.outbound, cut }, "sailbox network policy changed");
     });
@@ -168,39 +206,70 @@ export class Outbound implements ResolverDirectory {
   }
 
   decide(id: string, name: string): NameDecision {
+    return decideName(this.nameRules(id), name);
+  }
+
+  /** A live box's policy about names, for the resolver (refuse all when outbound is off or the box is unknown). */
+  nameRules(id: string): NameRules {
     const box = this.policies.get(id);
-    if (!box || !this.settings.enabled || box.outbound === "blocked") return "refuse";
-    if (box.outbound === "allowlist") return this.nameAllowed(box, name) ? "forward-and-allow" : "nxdomain";
-    if (box.outbound === "denylist") return this.nameAllowed(box, name) ? "forward" : "nxdomain";
-    return "forward";
+    if (!box || !this.settings.enabled || box.outbound === "blocked") return { mode: "refuse" };
+    const names = (entries: string[]) => entries.filter((entry) => !parseIpv4Cidr(entry));
+    if (box.outbound === "allowlist") return { mode: "allowlist", domains: names(box.allowOut) };
+    if (box.outbound === "denylist") return { mode: "denylist", domains: names(box.denyOut) };
+    return { mode: "open" };
   }
 
   /**
    * An address already allowed for at least half the new time is left alone (no firewall
-   * change), so repeated lookups of a name cost nothing; others are added, or renewed.
+   * change), so repeated lookups of a name cost nothing; others are added, or renewed. The
+   * policy is asked again first: the resolver decided on its copy, which a change made just
+   * before may not have reached yet, and only this thread's policy opens the firewall.
    */
   async answered(id: string, name: string, addresses: string[], ttl: number): Promise<void> {
-    if (!addresses.length) return;
+    if (!addresses.length || this.decide(id, name) !== "forward-and-allow") return;
     const seconds = Math.min(Math.max(ttl, MIN_ALLOWED_SECONDS), MAX_ALLOWED_SECONDS);
     const byAddress = this.resolved.get(id) ?? new Map<string, { names: Set<string>; until: number }>();
     this.resolved.set(id, byAddress);
     const now = Date.now();
     const until = now + seconds * 1000;
-    const add: string[] = [];
-    const renew: string[] = [];
+    const add = addresses.filter((address) => (byAddress.get(address)?.until ?? 0) <= now);
+    let renew = addresses.filter((address) => {
+      const left = (byAddress.get(address)?.until ?? 0) - now;
+      return left > 0 && left < (seconds * 1000) / 2;
+    });
+    if (add.length) this.checkCanOpen(id, byAddress, name, add.length, now);
+    // past the box's rate a renewal waits for a later lookup: the address is still open for a while
+    if (renew.length && this.resolveBudget(id).take(renew.length) > 0) renew = [];
     for (const address of addresses) {
       const entry = byAddress.get(address);
-      if (!entry || entry.until <= now) add.push(address);
-      else if (entry.until < now + (seconds * 1000) / 2) renew.push(address);
       const kept = entry && entry.until > now ? entry : { names: new Set<string>(), until };
-      kept.names.add(name.toLowerCase());
+      if (kept.names.size < NAMES_PER_ADDRESS) kept.names.add(name.toLowerCase());
       if (add.includes(address) || renew.includes(address)) kept.until = until;
       byAddress.set(address, kept);
     }
     if (add.length || renew.length) await this.runtime.allowResolved(id, { add, renew }, seconds);
   }
 
-  subscribe(subscriber: Parameters<ResolverDirectory["subscribe"]>[0]): void {
+  /**
+   * Whether a box's lookup may open `added` more addresses: within its rate, and within its
+   * bound (expired ones are forgotten first). If not, the lookup fails (the resolver answers
+   * SERVFAIL), so a box resolving ever-new addresses (a wildcard whose DNS it runs) costs the
+   * daemon bounded memory and nft work, and only its own lookups fail.
+   */
+  private checkCanOpen(id: string, byAddress: Map<string, { until: number }>, name: string, added: number, now: number): void {
+    const { addressesPerBox, perSecond } = this.resolvedLimits;
+    if (byAddress.size + added > addressesPerBox) for (const [address, entry] of byAddress) if (entry.until <= now) byAddress.delete(address);
+    if (byAddress.size + added > addressesPerBox) throw new Error(`sailbox ${id} has ${byAddress.size} addresses open by DNS, at most ${addressesPerBox}: ${name} is not opened`);
+    if (this.resolveBudget(id).take(added) > 0) throw new Error(`sailbox ${id} opens addresses by DNS faster than ${perSecond} a second: ${name} is not opened`);
+  }
+
+  private resolveBudget(id: string): TokenBucket {
+    let budget = this.resolveBudgets.get(id);
+    if (!budget) this.resolveBudgets.set(id, (budget = new TokenBucket(this.resolvedLimits.perSecond, this.resolvedLimits.burst)));
+    return budget;
+  }
+
+  subscribe(subscriber: ResolverSubscriber): void {
     this.subscribers.push(subscriber);
   }
 

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { cidrRanges, connectedIpv4Ranges, forbiddenIpv4Ranges, intToIpv4, mergeRanges, parseIpv4Cidr, rangesContain, subtractRanges, ipv4ToInt, type Ipv4Range } from "@sail/protocol";
 import { mustRun, runCommand } from "./commands.js";
 import type { OutboundCounters, OutboundRefusal, OutboundRules } from "./runtime.js";
@@ -12,6 +13,14 @@ export interface OutboundBounds {
   only: readonly string[] | null;
 }
 
+/** allowResolved requests run in one nft transaction at most (a bound on its input, ~100 bytes each). */
+const ALLOW_BATCH = 256;
+/**
+ * Resolved addresses reach the firewall at most once per this long while requests queue up:
+ * an `nft -f` costs ~40 ms of CPU here (it reads the ruleset), so 5 a second at most keeps
+ * boxes that open addresses fast from taking a core; an idle queue runs at once.
+ */
+const ALLOW_INTERVAL_MS = 200;
 /** How long a refused destination is remembered (so it is logged once per this time). */
 const REFUSED_MEMORY_SECONDS = 60;
 /** Each nft or conntrack call that follows the host's networks gets this long (it runs without a request waiting). */
@@ -36,6 +45,9 @@ export class EgressFirewall {
   private readonly installed = new Set<string>();
   /** What the `connected` set holds: the host's directly connected networks, less what is refused anyway or opened. */
   private connected: Ipv4Range[] = [];
+  /** allowResolved requests waiting for the next nft call, and whether one runs. */
+  private readonly allowing: Array<{ input: string; addOnly: string; resolve: () => void; reject: (err: unknown) => void }> = [];
+  private allowRunning = false;
 
   constructor(
     private readonly table: string,
@@ -121,20 +133,51 @@ export class EgressFirewall {
   }
 
   /**
-   * Let a box reach addresses its resolver answered with, for `seconds`: one nft call. A renewed
-   * address is deleted and added again (re-adding alone does not restart an element's time on
-   * every kernel); if one of those already expired, the deletion fails the transaction and a
-   * plain add follows.
+   * Let a box reach addresses its resolver answered with, for `seconds`. A renewed address is
+   * deleted and added again (re-adding alone does not restart an element's time on every
+   * kernel). One nft call runs at a time for every box, at most one per ALLOW_INTERVAL_MS:
+   * requests that arrive meanwhile go together in the next one, so lookups that open
+   * addresses cost a few processes a second, not one each. If the transaction fails (a renewed address expired just before, so its deletion
+   * fails; a box went away), each request is run alone, and a failed one once more as a plain add.
    */
-  async allowResolved(id: string, addresses: { add: readonly string[]; renew: readonly string[] }, seconds: number): Promise<void> {
-    if (!this.installed.has(id)) return;
+  allowResolved(id: string, addresses: { add: readonly string[]; renew: readonly string[] }, seconds: number): Promise<void> {
+    if (!this.installed.has(id)) return Promise.resolve();
     const set = `inet ${this.table} dns_${ident(id)}`;
     const all = [...addresses.add, ...addresses.renew];
-    if (!all.length) return;
+    if (!all.length) return Promise.resolve();
     const timed = all.map((a) => `${a} timeout ${Math.ceil(seconds)}s`).join(", ");
     const renew = addresses.renew.length ? `delete element ${set} { ${addresses.renew.join(", ")} }\n` : "";
-    const done = await runCommand("nft", ["-f", "-"], { input: `${renew}add element ${set} { ${timed} }\n` });
-    if (done.code !== 0) await mustRun("nft", ["-f", "-"], { input: `add element ${set} { ${timed} }\n` });
+    const addOnly = `add element ${set} { ${timed} }\n`;
+    return new Promise((resolve, reject) => {
+      this.allowing.push({ input: renew + addOnly, addOnly, resolve, reject });
+      void this.runAllowing();
+    });
+  }
+
+  private async runAllowing(): Promise<void> {
+    if (this.allowRunning) return;
+    this.allowRunning = true;
+    while (this.allowing.length) {
+      const started = Date.now();
+      const batch = this.allowing.splice(0, ALLOW_BATCH);
+      const together = await runCommand("nft", ["-f", "-"], { input: batch.map((r) => r.input).join("") }).catch(() => undefined);
+      if (together?.code === 0) {
+        for (const request of batch) request.resolve();
+        continue;
+      }
+      for (const request of batch) {
+        try {
+          const alone = await runCommand("nft", ["-f", "-"], { input: request.input });
+          if (alone.code !== 0) await mustRun("nft", ["-f", "-"], { input: request.addOnly });
+          request.resolve();
+        } catch (err) {
+          request.reject(err);
+        }
+      }
+      // the next batch waits for the interval, and gathers what arrives meanwhile
+      if (this.allowing.length) await sleep(ALLOW_INTERVAL_MS - (Date.now() - started));
+    }
+    this.allowRunning = false;
   }
 
   /** The ranges in the `connected` set. */
