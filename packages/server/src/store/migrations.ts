@@ -2,7 +2,10 @@
  * Numbered migrations, applied in order inside one transaction each; the
  * applied number lives in `PRAGMA user_version`. Never edit a shipped one: add the next.
  */
-export const MIGRATIONS: readonly string[] = [
+/** One migration: the same SQL for SQLite and PostgreSQL, or each dialect's own where they differ. */
+export type Migration = string | { sqlite: string; postgres: string };
+
+export const MIGRATIONS: readonly Migration[] = [
   // 1: orgs, tokens (hashed), apps, sailboxes, execs
   `
   CREATE TABLE orgs (
@@ -108,5 +111,18 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (org_id, key)
   );
   CREATE INDEX idempotent_creates_age ON idempotent_creates(created_at);
+  `,
+  // 11: what only a node knows leaves the store (a node owns its network slots, kept beside
+  // each box); the node that runs a box; box leases (one holder drives a box at a time, across
+  // control-plane processes; lease_until is epoch ms); names unique among live boxes in the
+  // database itself, not only in insertSailbox's check
+  `
+  ALTER TABLE sailboxes DROP COLUMN net_slot;
+  ALTER TABLE sailboxes ADD COLUMN node_id TEXT;
+  ALTER TABLE sailboxes ADD COLUMN lease_holder TEXT;
+  ALTER TABLE sailboxes ADD COLUMN lease_until BIGINT;
+  CREATE UNIQUE INDEX sailboxes_live_name ON sailboxes(app_id, name) WHERE live = 1 AND name IS NOT NULL;
+  CREATE INDEX sailboxes_org_live ON sailboxes(org_id, live);
+  CREATE INDEX listeners_public_port ON listeners(public_port) WHERE public_port IS NOT NULL;
   `,
 ];
