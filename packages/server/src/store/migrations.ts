@@ -114,13 +114,15 @@ export const MIGRATIONS: readonly Migration[] = [
   `,
   // 11: what only a node knows leaves the store (a node owns its network slots, kept beside
   // each box); the node that runs a box; box leases (one holder drives a box at a time, across
-  // control-plane processes; lease_until is epoch ms); names unique among live boxes in the
+  // control-plane processes; lease_until is epoch ms); the sequence number of the node's last word on
+  // the box (node_seq: an older report never overwrites a newer one); names unique among live boxes in the
   // database itself, not only in insertSailbox's check
   `
   ALTER TABLE sailboxes DROP COLUMN net_slot;
   ALTER TABLE sailboxes ADD COLUMN node_id TEXT;
   ALTER TABLE sailboxes ADD COLUMN lease_holder TEXT;
   ALTER TABLE sailboxes ADD COLUMN lease_until BIGINT;
+  ALTER TABLE sailboxes ADD COLUMN node_seq BIGINT NOT NULL DEFAULT 0;
   CREATE UNIQUE INDEX sailboxes_live_name ON sailboxes(app_id, name) WHERE live = 1 AND name IS NOT NULL;
   CREATE INDEX sailboxes_org_live ON sailboxes(org_id, live);
   CREATE INDEX listeners_public_port ON listeners(public_port) WHERE public_port IS NOT NULL;

@@ -290,6 +290,17 @@ export class SqliteStore implements Store {
       .run(status, failureReason, ended ? 0 : 1, ended ? 1 : 0, now(), id);
   }
 
+  async applyNodeState(id: string, state: { status: SailboxStatus; seq: number; failureReason?: string | null }): Promise<boolean> {
+    const ended = state.status === "terminated" || state.status === "failed";
+    const kept = this.db
+      .prepare(
+        `UPDATE sailboxes SET status = ?, node_seq = ?, failure_reason = COALESCE(?, failure_reason), live = ?, terminated_at = CASE WHEN ? THEN ? ELSE terminated_at END
+         WHERE id = ? AND live = 1 AND status <> 'creating' AND node_seq < ?`,
+      )
+      .run(state.status, state.seq, state.failureReason ?? null, ended ? 0 : 1, ended ? 1 : 0, now(), id, state.seq);
+    return kept.changes === 1;
+  }
+
   async setNetworkPolicy(id: string, policy: string): Promise<void> {
     this.db.prepare("UPDATE sailboxes SET network_policy = ? WHERE id = ?").run(policy, id);
   }

@@ -171,6 +171,12 @@ export interface Store {
   liveSailboxes(): Promise<SailboxRow[]>;
   countLiveByStatus(): Promise<Record<string, number>>;
   setStatus(id: string, status: SailboxStatus, failureReason?: string | null): Promise<void>;
+  /**
+   * The node's word on a live box (its power state, or failed), kept only when `seq` is newer
+   * than the last one kept (the node numbers its words per box) and the box is neither being
+   * created nor ended: true when it was kept.
+   */
+  applyNodeState(id: string, state: { status: SailboxStatus; seq: number; failureReason?: string | null }): Promise<boolean>;
   setNetworkPolicy(id: string, policy: string): Promise<void>;
   /** Forget a sailbox whose create was refused or rolled back: it never existed. */
   deleteSailbox(id: string): Promise<void>;
