@@ -1,6 +1,4 @@
-/** The slice of pino the rooms use (structured fields first, then the message). */
-export interface Logger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
+import type { Logger as PinoLogger } from "pino";
+
+/** The daemon's logger (pino): the rooms use its structured calls, fields first, then the message. */
+export type Logger = Pick<PinoLogger, "debug" | "info" | "warn" | "error">;
