@@ -183,7 +183,7 @@ export class Lifecycle {
     }
   }
 
-  /** Boxes per status (metrics). */
+  /** Live boxes per status (metrics). */
   countByStatus(): Record<string, number> {
     return this.store.countByStatus();
   }

@@ -220,9 +220,9 @@ export class NodeStore {
     return (this.db.prepare(`SELECT ${BOX_COLUMNS} FROM boxes WHERE status = 'running' AND idle_timeout IS NOT NULL`).all() as StoredBox[]).map(decodeBox);
   }
 
-  /** Boxes per status (metrics). */
+  /** Live boxes (not failed) per status (metrics). */
   countByStatus(): Record<string, number> {
-    const rows = this.db.prepare("SELECT status, COUNT(*) AS n FROM boxes GROUP BY status").all() as Array<{ status: string; n: number }>;
+    const rows = this.db.prepare(`SELECT status, COUNT(*) AS n FROM boxes WHERE ${HOLDS} GROUP BY status`).all() as Array<{ status: string; n: number }>;
     return Object.fromEntries(rows.map((r) => [r.status, r.n]));
   }
 
