@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { normalizeIngressPorts, UNAUTHENTICATED_PORTS, type SailError } from "@sail/protocol";
-import { cidrMatcher, normalizeCidr } from "../../packages/server/src/boxes/cidr.js";
+import { cidrMatcher, normalizeCidr } from "../../packages/server/src/node/cidr.js";
 
 test("CIDRs normalize: bare addresses are one host, host bits are cleared, garbage is refused", () => {
   assert.equal(normalizeCidr("203.0.113.7"), "203.0.113.7/32");

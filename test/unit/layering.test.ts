@@ -31,10 +31,11 @@ const RULES: Array<[string, RegExp, string]> = [
   ["server/src/api/", /\.\.\/(store|runtime|gateway)\//, "the API goes through boxes"],
   [
     "server/src/gateway/",
-    /\.\.\/(store|runtime|api)\/|\.\.\/boxes\/(?!(routes|idle|cidr|ingress-policy|tcp-binds)\.js$)/,
-    "the gateway follows boxes' routes, asks its ingress policy and reports which TCP ports it holds; it reaches nothing else",
+    /\.\.\/(store|runtime|api|boxes)\/|\.\.\/node\/(?!(routes|idle|cidr|ingress-policy|tcp-binds)\.js$)/,
+    "the gateway follows the node's routes, asks its ingress policy and reports which TCP ports it holds; it reaches nothing else",
   ],
-  ["server/src/egress/", /\.\.\/(store|runtime|api|gateway)\/|\.\.\/boxes\/(?!(outbound|logger|token-bucket)\.js$)/, "the resolver asks boxes' outbound policy; it reaches nothing else"],
+  ["server/src/egress/", /\.\.\/(store|runtime|api|gateway|boxes)\/|\.\.\/node\/(?!(outbound|logger|token-bucket)\.js$)/, "the resolver asks the node's outbound policy; it reaches nothing else"],
+  ["server/src/node/", /\.\.\/(store|boxes|api)\//, "the node agent never reads the control plane's store, nor uses its domain or its API"],
   ["server/src/wire/", /^\.\.?\//, "wire formats depend on no room"],
   ["console/", /^@sail\/(server|sdk|cli)|^\.\.\/\.\.\//, "the console is a page: it talks to the API and shares only the protocol"],
   ["", /daemon(\.js)?$/, "nothing imports daemon.ts"],
@@ -59,14 +60,18 @@ test("the rules catch what they forbid", () => {
   assert.ok(caught("server/src/boxes/create.ts", "../runtime/local-runtime.js"));
   assert.ok(caught("server/src/boxes/create.ts", "node:child_process"));
   assert.ok(caught("cli/src/box.ts", "@sail/server/dist/boxes/boxes.js"));
-  assert.ok(!caught("server/src/gateway/tcp-gateway.ts", "../boxes/routes.js"));
+  assert.ok(!caught("server/src/gateway/tcp-gateway.ts", "../node/routes.js"));
+  assert.ok(caught("server/src/gateway/tcp-gateway.ts", "../node/node-agent.js"));
+  assert.ok(caught("server/src/node/node-agent.ts", "../store/store.js"));
+  assert.ok(caught("server/src/node/power.ts", "../boxes/lifecycle.js"));
+  assert.ok(!caught("server/src/node/node-agent.ts", "../gateway/traffic-ledger.js"));
   assert.ok(!caught("cli/src/up.ts", "@sail/server/config"));
 });
 
-test("every status change goes through the lifecycle core (only boxes/lifecycle.ts writes a status)", () => {
+test("every status change goes through a lifecycle core (only boxes/lifecycle.ts and, on the node, node/lifecycle.ts write a status)", () => {
   const writers = sources(root)
     .filter((file) => /\.setStatus\(/.test(readFileSync(file, "utf8")))
     .map((file) => relative(root, file))
     .filter((rel) => rel !== "server/src/store/store.ts");
-  assert.deepEqual(writers, ["server/src/boxes/lifecycle.ts"]);
+  assert.deepEqual(writers, ["server/src/boxes/lifecycle.ts", "server/src/node/lifecycle.ts"]);
 });

@@ -1,9 +1,9 @@
 import cluster, { type Worker } from "node:cluster";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
-import type { ActivityReport } from "../boxes/idle.js";
-import type { RouteChange, RouteSubscriber, TcpRoute } from "../boxes/routes.js";
-import type { TcpBind } from "../boxes/tcp-binds.js";
+import type { ActivityReport } from "../node/idle.js";
+import type { RouteChange, RouteSubscriber, TcpRoute } from "../node/routes.js";
+import type { TcpBind } from "../node/tcp-binds.js";
 import type { CounterDelta } from "./counters.js";
 import type { FromTcpWorker, ToTcpWorker } from "./tcp-worker.js";
 

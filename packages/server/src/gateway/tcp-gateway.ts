@@ -1,8 +1,8 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
-import { cidrMatcher } from "../boxes/cidr.js";
-import { decideAfterWake, decideIngress, nothingListening, WAKE_BUDGET_MS, type IngressRefusal } from "../boxes/ingress-policy.js";
-import type { RouteChange, RouteSubscriber, TcpRoute } from "../boxes/routes.js";
+import { cidrMatcher } from "../node/cidr.js";
+import { decideAfterWake, decideIngress, nothingListening, WAKE_BUDGET_MS, type IngressRefusal } from "../node/ingress-policy.js";
+import type { RouteChange, RouteSubscriber, TcpRoute } from "../node/routes.js";
 import { ActivityMeter } from "./activity.js";
 import { GatewayCounters, meterPipe } from "./counters.js";
 import { RefusalLog } from "./refusal-log.js";

@@ -57,6 +57,14 @@ export class BoxNetworks {
     return { hostAddress: fromInt(net + 1), guestAddress: fromInt(net + 2) };
   }
 
+  /** The slot whose /30 holds `guestAddress` as its guest side (`addresses`' inverse); undefined when none does. */
+  slotOf(guestAddress: string): number | undefined {
+    if (!ipaddr.IPv4.isValidFourPartDecimal(guestAddress)) return undefined;
+    const offset = toInt(ipaddr.IPv4.parse(guestAddress)) - this.base - 2;
+    if (offset < 0 || offset % 4 !== 0 || offset / 4 >= this.slots) return undefined;
+    return offset / 4;
+  }
+
   /**
    * Make the whole box subnet unreachable from the host except for live boxes' /30s
    * (more specific routes win): a dial to a gone box fails at once with EHOSTUNREACH
