@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { mustRun, runCommand } from "./commands.js";
 import type { RuntimeState } from "./runtime.js";
@@ -31,7 +31,11 @@ export class Crun {
   async run(id: string, bundle: string, logFd: number): Promise<void> {
     const crun = [this.bin, "--root", this.root, "run", "--detach", "--bundle", bundle, id];
     const [file, ...args] = this.hybridMounts.length ? ["unshare", "-m", "--propagation", "private", "--", "sh", "-c", 'for m in $MOUNTS; do umount "$m"; done; exec "$@"', "sh", ...crun] : crun;
-    const result = await runCommandWithStdio(file!, args, ["ignore", logFd, logFd], { MOUNTS: this.hybridMounts.join(" ") });
+    const result = await new Promise<number>((resolve, reject) => {
+      const child = spawnWithoutDevices(file!, args, ["ignore", logFd, logFd], { ...process.env, MOUNTS: this.hybridMounts.join(" ") });
+      child.on("error", reject);
+      child.on("close", (code) => resolve(code ?? 1));
+    });
     if (result !== 0) throw new Error(`crun run ${id} exited ${result}; see the box's console log`);
   }
 
@@ -43,7 +47,7 @@ export class Crun {
   }
 
   /** `crun exec` as a child process; the caller owns its stdio. */
-  exec(id: string, argv: readonly string[], options: { cwd?: string; env?: Record<string, string>; detach?: boolean; consoleSocket?: string; stdio: StdioOptions }): ChildProcess {
+  exec(id: string, argv: readonly string[], options: { cwd?: string; env?: Record<string, string>; detach?: boolean; consoleSocket?: string; stdio: CrunStdio }): ChildProcess {
     const args = ["--root", this.root, "exec"];
     if (options.detach) args.push("--detach");
     // a terminal opened inside the box; its master end is sent to this unix socket (runtime/pty.ts)
@@ -51,7 +55,7 @@ export class Crun {
     if (options.cwd) args.push("--cwd", options.cwd);
     for (const [key, value] of Object.entries(options.env ?? {})) args.push("--env", `${key}=${value}`);
     args.push(id, ...argv);
-    return spawn(this.bin, args, { stdio: options.stdio });
+    return spawnWithoutDevices(this.bin, args, options.stdio);
   }
 
   /** Kill and remove the container (and its cgroups). Idempotent. */
@@ -71,10 +75,19 @@ export class Crun {
   }
 }
 
-function runCommandWithStdio(file: string, args: readonly string[], stdio: StdioOptions, env: Record<string, string>): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio, env: { ...process.env, ...env } });
-    child.on("error", reject);
-    child.on("close", (code) => resolve(code ?? 1));
-  });
+export type CrunStdio = ["ignore" | "pipe" | number, "ignore" | "pipe" | number, "ignore" | "pipe" | number];
+
+/**
+ * crun before 1.24 fchowns each std stream that is not a terminal to the root of the box's user
+ * namespace (crun issue #1845), devices included: handed the host's /dev/null (what "ignore"
+ * opens), it gives the host's /dev/null to the box's uid. So crun gets no device: a stream
+ * nobody uses is a pipe instead, stdin ended at once (EOF, as /dev/null reads) and output drained.
+ * (Log files it is handed become the box's uid's; they are outside the box's root.)
+ */
+function spawnWithoutDevices(file: string, args: readonly string[], stdio: CrunStdio, env?: NodeJS.ProcessEnv): ChildProcess {
+  const child = spawn(file, args, { stdio: stdio.map((s) => (s === "ignore" ? "pipe" : s)), env });
+  if (stdio[0] === "ignore") child.stdin!.end();
+  if (stdio[1] === "ignore") child.stdout!.resume();
+  if (stdio[2] === "ignore") child.stderr!.resume();
+  return child;
 }
