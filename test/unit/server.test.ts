@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { hybridCgroup2Mounts } from "../../packages/server/src/runtime/crun.js";
 import { BoxNetworks } from "../../packages/server/src/runtime/network.js";
+import { BOX_ID_COUNT, FIRST_BOX_ID, hostIdsInBoxRanges, idRange, MAX_ID_RANGES } from "../../packages/server/src/runtime/userns.js";
 import { NameTakenError, NetSlotsExhaustedError, Store, type NewSailbox } from "../../packages/server/src/store/store.js";
 import { DAEMON_OPTIONS, DEFAULT_CONFIG, resolveConfig, type DaemonConfig } from "../../packages/server/src/config.js";
 
@@ -24,6 +25,32 @@ describe("box networks", () => {
   test("interface names fit IFNAMSIZ", () => {
     assert.equal(BoxNetworks.hostInterface("sb-abcdefghijkl"), "svabcdefghijkl");
     assert.ok(BoxNetworks.hostInterface("sb-abcdefghijklmnop").length <= 15);
+  });
+});
+
+describe("box id ranges", () => {
+  test("one range of 65536 ids per network slot, disjoint, above 2^31 and below (uid_t) -1", () => {
+    assert.deepEqual(idRange(0), { hostId: 2 ** 31, count: 65536 });
+    assert.equal(idRange(1).hostId, idRange(0).hostId + BOX_ID_COUNT);
+    const last = idRange(MAX_ID_RANGES - 1);
+    assert.ok(last.hostId + last.count - 1 < 2 ** 32 - 1, "no box id is (uid_t) -1");
+    assert.throws(() => idRange(MAX_ID_RANGES), RangeError);
+    assert.throws(() => idRange(-1), RangeError);
+    // a /16 box subnet (the default) fits: every slot has a range
+    assert.ok(MAX_ID_RANGES >= new BoxNetworks("10.200.0.0/16").slots);
+  });
+
+  test("host users, groups and delegated ranges inside the boxes' ids are found", () => {
+    const files = { passwd: join(dir, "passwd"), group: join(dir, "group"), subuid: join(dir, "subuid"), subgid: join(dir, "subgid") };
+    writeFileSync(files.passwd, "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n");
+    writeFileSync(files.group, "root:x:0:\n");
+    writeFileSync(files.subuid, "alice:100000:65536\n");
+    assert.deepEqual(hostIdsInBoxRanges(16384, { ...files, subgid: join(dir, "absent") }), [], "the usual host: nothing up there");
+
+    writeFileSync(files.passwd, `ldap-user:x:${FIRST_BOX_ID + 5 * BOX_ID_COUNT}:100::/home/x:/bin/sh\n`);
+    writeFileSync(files.subgid, `bob:${FIRST_BOX_ID - 10}:20\n`);
+    assert.deepEqual(hostIdsInBoxRanges(16384, files), [`user ldap-user (uid ${FIRST_BOX_ID + 5 * BOX_ID_COUNT}, ${files.passwd})`, `the range ${FIRST_BOX_ID - 10}+20 of bob (${files.subgid})`]);
+    assert.deepEqual(hostIdsInBoxRanges(5, { ...files, subgid: join(dir, "absent") }), [], "a user above the ranges in use does not count");
   });
 });
 

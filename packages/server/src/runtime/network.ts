@@ -5,6 +5,7 @@ import { cidrRanges, forbiddenIpv4Ranges } from "@sail/protocol";
 import { mustRun, runCommand } from "./commands.js";
 import { EgressFirewall, rangeTexts, type OutboundBounds } from "./egress.js";
 import { HostNetworkWatch } from "./host-networks.js";
+import { mountSysfs } from "./mounts.js";
 import type { BoxNetwork, RuntimeLogger } from "./runtime.js";
 
 const IP_FORWARD = "/proc/sys/net/ipv4/ip_forward";
@@ -203,7 +204,9 @@ ${this.forwardingOurs ? `    iifname != ${veths} oifname != ${veths} counter dro
    * connections from the host (the gateway, the readiness probe) to any TCP port of the box go
    * to its loopback, so a server bound to 127.0.0.1 is reached as well as one bound to 0.0.0.0
    * (dev servers bind localhost by default). route_localnet lets eth0 carry 127.0.0.1. The box
-   * cannot change any of it (no CAP_NET_ADMIN).
+   * cannot change any of it (no CAP_NET_ADMIN, and its user namespace does not own the network
+   * namespace). For that reason its root's CAP_NET_BIND_SERVICE does not count here either, so
+   * any port may be bound (ip_unprivileged_port_start=0, as Docker sets for its containers).
    */
   async configureInside(id: string, network: BoxNetwork, signal?: AbortSignal): Promise<void> {
     const rules = `table ip sail {
@@ -214,8 +217,20 @@ ${this.forwardingOurs ? `    iifname != ${veths} oifname != ${veths} counter dro
 }
 `;
     const addresses = [`addr add ${network.guestAddress}/30 dev eth0`, "link set eth0 up", "link set lo up", `route add default via ${network.hostAddress}`].join("\n");
-    const script = `set -e\nip -batch - <<'EOF'\n${addresses}\nEOF\necho 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet\nexec nft -f -\n`;
+    const script = `set -e\nip -batch - <<'EOF'\n${addresses}\nEOF\necho 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet\necho 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start\nexec nft -f -\n`;
     await mustRun("ip", ["netns", "exec", BoxNetworks.namespace(id), "sh", "-c", script], { input: rules, signal });
+  }
+
+  /**
+   * A sysfs of the box's network namespace at `target`, read-only, for the box's /sys: its
+   * /sys/class/net holds its own interfaces only. The box cannot mount one (the kernel lets only
+   * the owner of a network namespace's user namespace mount its sysfs, and a box's user
+   * namespace does not own its network namespace), and the host's /sys would show it every
+   * box's veth and its byte counters.
+   */
+  mountSysfs(id: string, target: string): void {
+    mkdirSync(target, { recursive: true });
+    mountSysfs(`/run/netns/${BoxNetworks.namespace(id)}`, target);
   }
 
   /** Deleting the namespace deletes its end of the pair, and so the pair. Idempotent. */
