@@ -20,6 +20,10 @@ describe("box networks", () => {
     assert.deepEqual(nets.addresses(64), { hostAddress: "10.200.1.1", guestAddress: "10.200.1.2" });
     assert.throws(() => nets.addresses(16384), RangeError);
     assert.deepEqual(new BoxNetworks("192.168.77.5/24").addresses(1), { hostAddress: "192.168.77.5", guestAddress: "192.168.77.6" });
+    assert.equal(new BoxNetworks("192.168.77.5/24").firewallTable, "sail_192_168_77_0_24", "host bits cleared");
+    assert.equal(new BoxNetworks("10.9.0.0/30").slots, 1);
+    assert.throws(() => new BoxNetworks("10.9.0.0/31"), /box subnet 10.9.0.0\/31 is too small: it needs at least a \/30/);
+    assert.throws(() => new BoxNetworks("10.9.0.0"), /box subnet 10.9.0.0 is not an IPv4 CIDR/);
   });
 
   test("interface names fit IFNAMSIZ", () => {
@@ -115,6 +119,7 @@ describe("daemon config", () => {
     assert.equal(resolveConfig({}).apiListen, "127.0.0.1:7070");
     assert.deepEqual(resolveConfig({}), DEFAULT_CONFIG);
     assert.deepEqual(resolveConfig({ prebuildImages: ["debian_arm64", "debian+postgresql,g++"] }).prebuildImages, ["debian_arm64", "debian+postgresql,g++"]);
+    assert.deepEqual(resolveConfig({ outboundPrivate: ["198.51.100.7", "10.1.2.3/8"] }).outboundPrivate, ["198.51.100.7", "10.1.2.3/8"], "checked, kept as given");
     assert.throws(() => resolveConfig({ dataDirr: "/x" } as never), /unknown daemon option "dataDirr"/);
     const refusals: Array<[Partial<DaemonConfig>, RegExp]> = [
       [{ apiListen: "7070" }, /--api-listen "7070" listen address "7070" must be host:port/],
@@ -122,6 +127,13 @@ describe("daemon config", () => {
       [{ tcpListen: "everywhere" }, /--tcp-listen "everywhere" must be an IP address/],
       [{ tcpLimitPerOrg: -1 }, /--tcp-limit -1 must be a whole number from 0/],
       [{ boxSubnet: "10.0.0.0/31" }, /--box-subnet "10.0.0.0\/31" must be an IPv4 CIDR from \/8 to \/30/],
+      [{ boxSubnet: "10.0.0.0/7" }, /--box-subnet "10.0.0.0\/7" must be an IPv4 CIDR from \/8 to \/30/],
+      [{ boxSubnet: "10.200.0.0" }, /--box-subnet "10.200.0.0" must be an IPv4 CIDR from \/8 to \/30/],
+      [{ boxSubnet: "10.256.0.0/16" }, /--box-subnet "10.256.0.0\/16" must be an IPv4 CIDR/],
+      [{ boxSubnet: "010.200.0.0/16" }, /--box-subnet "010.200.0.0\/16" must be an IPv4 CIDR/],
+      [{ outboundPrivate: ["198.51.100.0/24", "10.1"] }, /--outbound-private .* has "10.1", which is not an IPv4 address or CIDR/],
+      [{ outboundPrivate: ["10.0.0.0/33"] }, /--outbound-private .* has "10.0.0.0\/33", which is not an IPv4 address or CIDR/],
+      [{ outboundOnly: ["2001:db8::/32"] }, /--outbound-only .* has "2001:db8::\/32", which is not an IPv4 address or CIDR/],
       [{ debianMirror: "ftp://x" }, /--debian-mirror "ftp:\/\/x" must be an http:\/\/ or https:\/\/ URL/],
       [{ logLevel: "chatty" as never }, /--log-level "chatty" must be debug, info, warn, error or silent/],
       [{ gatewayThreads: 0 }, /--gateway-threads 0 must be a whole number from 1 to 64/],

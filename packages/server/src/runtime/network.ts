@@ -1,7 +1,6 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
-import ipaddr from "ipaddr.js";
-import { cidrRanges, forbiddenIpv4Ranges } from "@sail/protocol";
+import { cidrRanges, forbiddenIpv4Ranges, intToIpv4, parseIpv4Cidr } from "@sail/protocol";
 import { mustRun, runCommand } from "./commands.js";
 import { EgressFirewall, rangeTexts, type OutboundBounds } from "./egress.js";
 import { HostNetworkWatch } from "./host-networks.js";
@@ -41,11 +40,12 @@ export class BoxNetworks {
     private readonly log: RuntimeLogger = SILENT,
   ) {
     this.outboundEnabled = bounds.enabled;
-    const [address, prefix] = ipaddr.IPv4.parseCIDR(subnet);
-    if (prefix > 30) throw new Error(`box subnet ${subnet} is too small: it needs at least a /30`);
-    this.base = (toInt(address) & prefixMask(prefix)) >>> 0;
-    this.slots = 2 ** (32 - prefix) / 4;
-    this.subnet = `${fromInt(this.base)}/${prefix}`;
+    const parsed = subnet.includes("/") ? parseIpv4Cidr(subnet) : undefined;
+    if (!parsed) throw new Error(`box subnet ${subnet} is not an IPv4 CIDR`);
+    if (parsed.prefix > 30) throw new Error(`box subnet ${subnet} is too small: it needs at least a /30`);
+    this.base = parsed.range[0];
+    this.slots = 2 ** (32 - parsed.prefix) / 4;
+    this.subnet = parsed.cidr;
     this.egress = new EgressFirewall(this.firewallTable, this.subnet, bounds);
     // changes inside what boxes are refused anyway (the box subnet: every box start) or what the operator opened change nothing
     const ignored = [...forbiddenIpv4Ranges(bounds.privateAllowed, this.subnet), ...cidrRanges(bounds.privateAllowed)];
@@ -55,7 +55,7 @@ export class BoxNetworks {
   addresses(slot: number): BoxNetwork {
     if (!Number.isInteger(slot) || slot < 0 || slot >= this.slots) throw new RangeError(`network slot ${slot} is outside the box subnet`);
     const net = this.base + slot * 4;
-    return { hostAddress: fromInt(net + 1), guestAddress: fromInt(net + 2) };
+    return { hostAddress: intToIpv4(net + 1), guestAddress: intToIpv4(net + 2) };
   }
 
   /**
@@ -241,7 +241,3 @@ ${this.forwardingOurs ? `    iifname != ${veths} oifname != ${veths} counter dro
 }
 
 const HOST_INTERFACE_PREFIX = "sv";
-
-const toInt = (address: ipaddr.IPv4) => address.octets.reduce((acc, octet) => acc * 256 + octet, 0);
-const prefixMask = (prefix: number) => (prefix === 0 ? 0 : (~0 << (32 - prefix)) >>> 0);
-const fromInt = (n: number) => new ipaddr.IPv4([24, 16, 8, 0].map((shift) => (n >>> shift) & 255)).toString();
