@@ -8,6 +8,8 @@ import { join } from "node:path";
 import { Image, Sailbox } from "@sail/sdk";
 import { Crun } from "../packages/server/src/runtime/crun.js";
 import { ociConfig } from "../packages/server/src/runtime/oci.js";
+import { mountSysfs, unmount } from "../packages/server/src/runtime/mounts.js";
+import { idRange, MAX_ID_RANGES, mountIdmappedLower, prepareUpper } from "../packages/server/src/runtime/userns.js";
 import { BoxPool, DATA_DIR, TestDaemon } from "../test/e2e/harness.js";
 import { printRows, summary, timeMs } from "./stats.js";
 
@@ -21,14 +23,20 @@ function baseRootfs(): string {
   return join(dir, image, "rootfs");
 }
 
-/** A bundle like a box's (overlay rootfs, netns), prepared outside the timed part. */
+/** A bundle like a box's (overlay rootfs on an idmapped lower, netns and its sysfs), prepared outside the timed part; in an id range no box of the daemon has. */
 function rawBundle(id: string) {
   const dir = join("/tmp", `sail-bench-${id}`);
-  for (const sub of ["upper", "work", "rootfs"]) mkdirSync(join(dir, sub), { recursive: true });
-  execFileSync("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${baseRootfs()},upperdir=${dir}/upper,workdir=${dir}/work`, join(dir, "rootfs")]);
+  const ids = idRange(MAX_ID_RANGES - 1);
+  for (const sub of ["work", "rootfs"]) mkdirSync(join(dir, sub), { recursive: true });
+  prepareUpper(join(dir, "upper"), baseRootfs(), ids);
+  mountIdmappedLower(baseRootfs(), join(dir, "lower"), ids);
+  execFileSync("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${dir}/lower,upperdir=${dir}/upper,workdir=${dir}/work`, join(dir, "rootfs")]);
   execFileSync("ip", ["netns", "add", `sail-${id}`]);
+  mkdirSync(join(dir, "sys"));
+  mountSysfs(`/run/netns/sail-${id}`, join(dir, "sys"));
   const spec = { id, hostname: id, arch: "amd64" as const, aptPackages: [], cpu: 1, memoryMiB: 1024, pidsLimit: 1024, netSlot: 0, outbound: { mode: "blocked" as const, cidrs: [] } };
-  writeFileSync(join(dir, "config.json"), JSON.stringify(ociConfig(spec, { rootfs: join(dir, "rootfs"), netnsPath: `/run/netns/sail-${id}`, nofile: 20000, hostArch: spec.arch })));
+  const options = { rootfs: join(dir, "rootfs"), netnsPath: `/run/netns/sail-${id}`, sysfs: join(dir, "sys"), nofile: 20000, hostArch: spec.arch, ids };
+  writeFileSync(join(dir, "config.json"), JSON.stringify(ociConfig(spec, options)));
   return {
     dir,
     cleanup() {
@@ -37,7 +45,7 @@ function rawBundle(id: string) {
       } catch {
         /* not created */
       }
-      execFileSync("umount", [join(dir, "rootfs")]);
+      for (const mount of ["rootfs", "lower", "sys"]) unmount(join(dir, mount));
       execFileSync("ip", ["netns", "del", `sail-${id}`]);
       rmSync(dir, { recursive: true, force: true });
     },

@@ -130,7 +130,12 @@ describe("crashes", () => {
       // boxes of this run that ended (the data dir holds earlier runs' too: the host-wide sweep below covers those)
       for (const b of boxes.filter((b) => !live.includes(b) && touched.has(b.id))) assert.deepEqual(leftoversOf(b.id), [], `${log.join(" ")}: ${b.id} (${b.describe().status})`);
       const liveIds = new Set(live.map((b) => b.id));
-      for (const [id, what] of hostBoxIds()) assert.ok(liveIds.has(id), `${log.join(" ")}: orphaned ${what.join(", ")} of ${id}`);
+      const ours = new Set(boxes.map((b) => b.id));
+      for (const [id, what] of hostBoxIds()) {
+        // a netns and cgroups alone, of a box this daemon never had: another daemon on the host is creating it (no container yet)
+        if (!ours.has(id) && what.every((w) => w === "netns" || w.startsWith("cgroup "))) continue;
+        assert.ok(liveIds.has(id), `${log.join(" ")}: orphaned ${what.join(", ")} of ${id}`);
+      }
       // every other live box is routed: its listener has nothing behind it, so the gateway says 502 (a lost route would be 404)
       for (const b of live.filter((b) => b.id !== steady.id)) {
         const other = (await b.listeners())[0]!;

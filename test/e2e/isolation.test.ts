@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
-import { rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { connect, createServer, type AddressInfo, type Server } from "node:net";
 import { describe, test } from "node:test";
 import { fetch, type Agent } from "undici";
@@ -61,6 +61,48 @@ async function sh(sb: Sailbox, cmd: string): Promise<{ exitCode: number; stdout:
 /** From inside the box: curl's exit code for a connection attempt (0 means it connected and got an answer). */
 async function curlFrom(sb: Sailbox, url: string): Promise<number> {
   return (await sh(sb, `curl -s -g -m 3 -o /dev/null ${url}`)).exitCode;
+}
+
+/**
+ * Docker's default masked paths (moby daemon/pkg/oci/defaults.go, 2026): written out here, not
+ * imported, so the test says what a box must hide whatever the runtime's list says.
+ */
+const DOCKER_MASKED_PATHS = [
+  "/proc/acpi",
+  "/proc/asound",
+  "/proc/interrupts",
+  "/proc/kcore",
+  "/proc/keys",
+  "/proc/latency_stats",
+  "/proc/sched_debug",
+  "/proc/scsi",
+  "/proc/timer_list",
+  "/proc/timer_stats",
+  "/sys/devices/virtual/powercap",
+  "/sys/firmware",
+];
+
+/** The host's view of a box's init process: its pid (from crun) and its user namespace's uid_map lines. */
+function boxInit(id: string): { pid: number; uidMap: Array<{ inside: number; outside: number; count: number }> } {
+  const { pid } = JSON.parse(execFileSync("crun", ["--root", "/run/sail/crun", "state", id], { encoding: "utf8" })) as { pid: number };
+  const uidMap = readFileSync(`/proc/${pid}/uid_map`, "utf8")
+    .trim()
+    .split("\n")
+    .map((line) => {
+      const [inside, outside, count] = line.trim().split(/\s+/).map(Number) as [number, number, number];
+      return { inside, outside, count };
+    });
+  return { pid, uidMap };
+}
+
+/** Host users and groups by id (/etc/passwd, /etc/group). */
+function hostIds(file: string): Set<number> {
+  return new Set(
+    readFileSync(file, "utf8")
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => Number(line.split(":")[2])),
+  );
 }
 
 async function guestAddress(sb: Sailbox): Promise<string> {
@@ -137,6 +179,8 @@ describe("isolation", () => {
       assert.match(psA, /^\s*1 tini/m, "PID 1 is the box's own init");
       const files = await sh(a, `test -e ${marker}; echo $?; test -e /var/lib/sail-test; echo $?; ls /run/netns 2>/dev/null | wc -l`);
       assert.deepEqual(files.stdout.trim().split("\n"), ["1", "1", "0"]);
+      // its /sys is its network namespace's: no other box's veth (nor its byte counters), no host interface
+      assert.deepEqual((await sh(a, "ls /sys/class/net")).stdout.trim().split(/\s+/).sort(), ["eth0", "lo"]);
     } finally {
       rmSync(marker, { force: true });
     }
@@ -173,6 +217,72 @@ describe("isolation", () => {
     // masked /proc files read as empty in the box (the host's /proc/timer_list is not)
     assert.ok(Number(execFileSync("wc", ["-c", "/proc/timer_list"], { encoding: "utf8" }).split(" ")[0]) > 0);
     assert.equal((await sh(sb, "wc -c < /proc/timer_list")).stdout.trim(), "0");
+  });
+
+  test("root in a box is not root on the host: what it writes is owned by an unprivileged uid of the box's own range, disjoint from another box's", async () => {
+    const [a, b] = await Promise.all([pool.create({}), pool.create({})]);
+    const ranges: Array<{ outside: number; count: number }> = [];
+    for (const sb of [a, b]) {
+      const inside = await sh(sb, "id -u && echo from-the-box > /root/written-by-root && stat -c %u:%g /root/written-by-root / /etc/passwd");
+      assert.deepEqual(inside.stdout.trim().split("\n"), ["0", "0:0", "0:0", "0:0"], "root in the box owns its files and the image's, as far as it can tell");
+
+      const { pid, uidMap } = boxInit(sb.id);
+      assert.equal(uidMap.length, 1, `one mapping: ${JSON.stringify(uidMap)}`);
+      const [range] = uidMap as [{ inside: number; outside: number; count: number }];
+      assert.equal(range.inside, 0);
+      assert.equal(range.count, 65536, "ids 0-65535 inside: Debian's system users and nobody");
+      assert.notEqual(range.outside, 0, "the box's root is not the host's root");
+      ranges.push(range);
+
+      // the host sees the file (through the box's root, wherever its directory is) as the range's first uid
+      const written = statSync(`/proc/${pid}/root/root/written-by-root`);
+      assert.equal(written.uid, range.outside, "the file the box's root wrote is owned by the box's host uid");
+      assert.equal(written.gid, range.outside);
+      for (const [file, what] of [
+        ["/etc/passwd", "user"],
+        ["/etc/group", "group"],
+      ] as const) {
+        const taken = [...hostIds(file)].filter((id) => id >= range.outside && id < range.outside + range.count);
+        assert.deepEqual(taken, [], `no host ${what} has an id of the box's range`);
+      }
+    }
+    const [ra, rb] = ranges as [(typeof ranges)[0], (typeof ranges)[0]];
+    assert.ok(ra.outside + ra.count <= rb.outside || rb.outside + rb.count <= ra.outside, `disjoint ranges: ${ra.outside}+${ra.count} and ${rb.outside}+${rb.count}`);
+
+    // servers still bind ports below 1024: the network namespace is not the box's to configure, so it allows them to any uid
+    const bound = await sh(a, 'python3 -c \'import socket; s = socket.socket(); s.bind(("0.0.0.0", 80)); print("bound")\'');
+    assert.equal(bound.stdout.trim(), "bound", bound.stderr);
+  });
+
+  test("the box's capabilities count in its own user namespace only: host-owned files it sees are not its to change", async () => {
+    const sb = await pool.create({});
+    await sb.exec("true").wait();
+    await sb.exec("sleep 1", { background: true }).wait();
+    // /dev/null is the host's device node, bound into the box. Starting the box and its commands left it the host root's
+    // (crun hands every std stream it gets to the box's root: it must get no device), and both calls below
+    // would change nothing on this host (it is root:root 0666 already)
+    assert.deepEqual([statSync("/dev/null").uid, statSync("/dev/null").gid, statSync("/dev/null").mode & 0o777], [0, 0, 0o666]);
+    for (const cmd of ["chown root:root /dev/null", "chmod 666 /dev/null"]) {
+      const out = await sh(sb, cmd);
+      assert.notEqual(out.exitCode, 0, `${cmd} must fail`);
+      assert.match(out.stderr, /Operation not permitted/, cmd);
+    }
+    // the control: the box's root does own (and may change) its own files
+    assert.equal((await sh(sb, "touch /root/mine && chown nobody:nogroup /root/mine && stat -c %U /root/mine")).stdout.trim(), "nobody");
+  });
+
+  test("the paths Docker masks (energy counters, interrupts, kernel internals) read as nothing in a box", async () => {
+    const sb = await pool.create({});
+    // the control: this host has some of them, with something in them
+    assert.ok(readFileSync("/proc/interrupts", "utf8").length > 0, "the host's /proc/interrupts is readable");
+    const script = DOCKER_MASKED_PATHS.map(
+      (path) => `if [ -d ${path} ]; then echo "${path} $(ls -A ${path} | wc -l)"; elif [ -e ${path} ]; then echo "${path} $(cat ${path} 2>/dev/null | wc -c)"; else echo "${path} absent"; fi`,
+    ).join("\n");
+    const seen = (await sh(sb, script)).stdout.trim().split("\n");
+    for (const line of seen) assert.match(line, / (0|absent)$/, `masked in the box: ${line}`);
+    assert.equal(seen.length, DOCKER_MASKED_PATHS.length);
+    // RAPL energy counters, wherever the kernel puts them (this host's kernel may have no powercap at all)
+    assert.equal((await sh(sb, "cat /sys/class/powercap/*/energy_uj /sys/devices/virtual/powercap/*/*/energy_uj 2>/dev/null | wc -c")).stdout.trim(), "0");
   });
 
   test("memory and pids limits hold: an OOM and a fork bomb in one box leave the others and the daemon serving", async () => {

@@ -1,14 +1,45 @@
 import assert from "node:assert/strict";
+import { isIP } from "node:net";
 import { test } from "node:test";
-import { normalizeIngressPorts, UNAUTHENTICATED_PORTS, type SailError } from "@sail/protocol";
-import { cidrMatcher, normalizeCidr } from "../../packages/server/src/node/cidr.js";
+import fc from "fast-check";
+import { cidrMatcher, intToIpv4, ipv4ToInt, normalizeCidr, normalizeIngressPorts, parseIpv4Cidr, UNAUTHENTICATED_PORTS, type SailError } from "@sail/protocol";
 
 test("CIDRs normalize: bare addresses are one host, host bits are cleared, garbage is refused", () => {
   assert.equal(normalizeCidr("203.0.113.7"), "203.0.113.7/32");
   assert.equal(normalizeCidr("10.1.2.3/8"), "10.0.0.0/8");
+  assert.equal(normalizeCidr("0.0.0.0/0"), "0.0.0.0/0");
   assert.equal(normalizeCidr("::1"), "::1/128");
   assert.equal(normalizeCidr("2001:db8::1/32"), "2001:db8::/32");
-  for (const bad of ["", "300.1.1.1", "10.0.0.0/33", "1.2.3.4/-1", "example.com", "::/129", "1.2.3.4/8/9"]) assert.equal(normalizeCidr(bad), undefined, bad);
+  assert.equal(normalizeCidr("2001:DB8:0:0::1"), "2001:db8::1/128", "IPv6 as RFC 5952 writes it");
+  assert.equal(normalizeCidr("::/0"), "::/0");
+  for (const bad of ["", "300.1.1.1", "10.0.0.0/33", "1.2.3.4/-1", "example.com", "::/129", "1.2.3.4/8/9", " 1.2.3.4", "10.0.0.0/8 ", "1.2.3.4/ 8", "2001:db8::g"]) {
+    assert.equal(normalizeCidr(bad), undefined, bad);
+  }
+});
+
+test("an IPv4 CIDR reads the same wherever Sail reads one: an allowlist, an outbound policy, the daemon's config", () => {
+  for (const cidr of ["203.0.113.7", "10.1.2.3/8", "198.51.100.0/25", "0.0.0.0/0", "10.200.0.0/16"]) assert.equal(normalizeCidr(cidr), parseIpv4Cidr(cidr)!.cidr, cidr);
+  assert.deepEqual(parseIpv4Cidr("192.168.77.5/24"), { cidr: "192.168.77.0/24", prefix: 24, range: [3232255232, 3232255487] });
+  // the shorthand forms inet_aton reads name another address than they seem to ("010" is octal 8):
+  // refused everywhere, as the outbound policy and the daemon's config always did (an allowlist took them)
+  for (const loose of ["10.1", "3232235777", "1", "0x0a.0.0.1", "010.0.0.1", "1.2.3.04", "1.2.3.4/032"]) {
+    assert.equal(normalizeCidr(loose), undefined, loose);
+    assert.equal(parseIpv4Cidr(loose), undefined, loose);
+  }
+});
+
+test("an IPv4 address is four decimal numbers up to 255 without leading zeros, exactly as node's isIP reads one", () => {
+  const octet = fc.oneof(fc.integer({ min: 0, max: 300 }).map(String), fc.constantFrom("00", "01", "010", "0x1", "255", "256", ""));
+  const dotted = fc.array(octet, { minLength: 1, maxLength: 5 }).map((parts) => parts.join("."));
+  const anything = fc.string({ unit: fc.constantFrom("0", "1", "2", "5", "9", ".", "x", ":"), maxLength: 16 });
+  fc.assert(
+    fc.property(fc.oneof(dotted, anything), (text) => {
+      const n = ipv4ToInt(text);
+      assert.equal(n !== undefined, isIP(text) === 4, text);
+      if (n !== undefined) assert.equal(intToIpv4(n), text);
+    }),
+    { numRuns: 2000 },
+  );
 });
 
 test("the matcher admits listed sources only; IPv4-mapped IPv6 peers match as IPv4", () => {
@@ -20,6 +51,7 @@ test("the matcher admits listed sources only; IPv4-mapped IPv6 peers match as IP
   assert.equal(allowed("2001:db8:1::5"), true);
   assert.equal(allowed("2001:db9::5"), false);
   assert.equal(allowed(undefined), false);
+  assert.equal(allowed("not an address"), false);
   assert.equal(cidrMatcher([])("192.0.2.1"), true); // empty: anyone
 });
 

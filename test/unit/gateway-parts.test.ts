@@ -1,7 +1,8 @@
 /** The gateway's small pure parts: the PROXY v2 header guests read, and what Sail reads back from HAProxy. */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { frontendStats, sessionsTo, stickTableEntries } from "../../packages/server/src/gateway/haproxy.js";
+import { sessionsTo } from "../../packages/server/src/gateway/haproxy-sessions.js";
+import { frontendStats, stickTableEntries } from "../../packages/server/src/gateway/haproxy-stats.js";
 import { CLIENT_ADDRESS_FIELDS, errorFile, haproxyConfig, DEFAULT_TIMEOUTS } from "../../packages/server/src/gateway/haproxy-config.js";
 import { proxyV2Header } from "../../packages/server/src/wire/proxy-protocol.js";
 

@@ -213,7 +213,7 @@ describe("outbound network rules", () => {
 
   test("IPv4 ranges: subtract, merge and coverage, as the firewall's never-reached set is built", () => {
     const r = (cidr: string) => parseIpv4Cidr(cidr)!.range;
-    assert.deepEqual(parseIpv4Cidr("10.1.2.3/8"), { cidr: "10.0.0.0/8", range: [167772160, 184549375] });
+    assert.deepEqual(parseIpv4Cidr("10.1.2.3/8"), { cidr: "10.0.0.0/8", prefix: 8, range: [167772160, 184549375] });
     const left = subtractRanges([r("10.0.0.0/8")], [r("10.1.0.0/16")]);
     assert.deepEqual(
       left.map(([a, b]) => `${intToIpv4(a)}-${intToIpv4(b)}`),

@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 import { Command } from "commander";
-import { registerApp, registerBox, registerCa, registerImage } from "./box.js";
+import { registerApp } from "./app.js";
+import { registerBox } from "./box/box.js";
+import { registerCa } from "./ca.js";
 import { registerConsole } from "./console.js";
+import { registerImage } from "./image.js";
 import { registerOrg } from "./org.js";
 import { failWith } from "./output.js";
 import { registerToken } from "./token.js";

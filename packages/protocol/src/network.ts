@@ -1,8 +1,9 @@
 /**
- * Outbound network rules: what a box's policy may say, and IPv4 range arithmetic the server
- * needs to enforce it. Pure, so the SDK could check a policy before sending it; the server
+ * Outbound network rules: what a box's policy may say, and the IPv4 ranges the server
+ * enforces it with (the arithmetic is in cidr.ts). Pure, so the SDK could check a policy before sending it; the server
  * runs the same functions and also checks what depends on the host (private ranges).
  */
+import { cidrRanges, mergeRanges, parseIpv4Cidr, subtractRanges, type Ipv4Range } from "./cidr.js";
 import { sailError } from "./errors.js";
 import type { NetworkInfo, NetworkPolicyRequest } from "./types.js";
 
@@ -38,79 +39,6 @@ export const NEVER_REACHED_IPV4: readonly string[] = [
   "224.0.0.0/4",
   "240.0.0.0/4",
 ];
-
-const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
-
-/** An IPv4 address as an unsigned 32-bit number, or undefined. */
-export function ipv4ToInt(text: string): number | undefined {
-  const m = IPV4.exec(text);
-  if (!m) return undefined;
-  const octets = m.slice(1).map(Number);
-  if (octets.some((o, i) => o > 255 || (m[i + 1]!.length > 1 && m[i + 1]!.startsWith("0")))) return undefined;
-  return octets.reduce((acc, o) => acc * 256 + o, 0);
-}
-
-export function intToIpv4(n: number): string {
-  return [24, 16, 8, 0].map((shift) => (n >>> shift) & 255).join(".");
-}
-
-/** An inclusive range of IPv4 addresses as numbers. */
-export type Ipv4Range = readonly [first: number, last: number];
-
-/** "a.b.c.d/n" or a bare address, canonical (host bits cleared), or undefined. */
-export function parseIpv4Cidr(text: string): { cidr: string; range: Ipv4Range } | undefined {
-  const [address, prefixText, extra] = text.split("/");
-  if (extra !== undefined || address === undefined) return undefined;
-  const base = ipv4ToInt(address);
-  if (base === undefined) return undefined;
-  if (prefixText !== undefined && !/^\d{1,2}$/.test(prefixText)) return undefined;
-  const prefix = prefixText === undefined ? 32 : Number(prefixText);
-  if (prefix > 32) return undefined;
-  const size = 2 ** (32 - prefix);
-  const first = base - (base % size);
-  return { cidr: `${intToIpv4(first)}/${prefix}`, range: [first, first + size - 1] };
-}
-
-/** Sorted, merged ranges. */
-export function mergeRanges(ranges: readonly Ipv4Range[]): Ipv4Range[] {
-  const sorted = [...ranges].sort((a, b) => a[0] - b[0]);
-  const merged: Array<[number, number]> = [];
-  for (const [first, last] of sorted) {
-    const previous = merged[merged.length - 1];
-    if (previous && first <= previous[1] + 1) previous[1] = Math.max(previous[1], last);
-    else merged.push([first, last]);
-  }
-  return merged;
-}
-
-/** `from` without the addresses in `minus`. */
-export function subtractRanges(from: readonly Ipv4Range[], minus: readonly Ipv4Range[]): Ipv4Range[] {
-  let result = mergeRanges(from);
-  for (const [cutFirst, cutLast] of mergeRanges(minus)) {
-    result = result.flatMap(([first, last]): Ipv4Range[] => {
-      if (cutLast < first || cutFirst > last) return [[first, last]];
-      const pieces: Ipv4Range[] = [];
-      if (cutFirst > first) pieces.push([first, cutFirst - 1]);
-      if (cutLast < last) pieces.push([cutLast + 1, last]);
-      return pieces;
-    });
-  }
-  return result;
-}
-
-/** Whether every address of `range` is inside `ranges`. */
-export function rangeCovered(range: Ipv4Range, ranges: readonly Ipv4Range[]): boolean {
-  return subtractRanges([range], ranges).length === 0;
-}
-
-export function rangesContain(ranges: readonly Ipv4Range[], address: number): boolean {
-  return ranges.some(([first, last]) => address >= first && address <= last);
-}
-
-/** The ranges of CIDRs already checked (config, normalized policies). */
-export function cidrRanges(cidrs: readonly string[]): Ipv4Range[] {
-  return cidrs.map((c) => parseIpv4Cidr(c)!.range);
-}
 
 /**
  * What a daemon's boxes never reach, merged: NEVER_REACHED_IPV4 less the private ranges its

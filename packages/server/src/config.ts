@@ -1,7 +1,7 @@
 import { isIP } from "node:net";
 import { homedir } from "node:os";
 import { isAbsolute, join } from "node:path";
-import { parseImageName } from "@sail/protocol";
+import { parseImageName, parseIpv4Cidr } from "@sail/protocol";
 
 /** Everything the daemon can be told: one schema (DAEMON_OPTIONS) gives its defaults, checks and `sail up --help`. */
 export interface DaemonConfig {
@@ -102,7 +102,7 @@ const list = (value: string) =>
     .map((item) => item.trim())
     .filter(Boolean);
 const cidrs = (value: string[]) => {
-  const bad = value.find((c) => !/^\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?$/.test(c) || isIP(c.split("/")[0]!) !== 4 || Number(c.split("/")[1] ?? 32) > 32);
+  const bad = value.find((c) => parseIpv4Cidr(c) === undefined);
   return bad === undefined ? undefined : `has ${JSON.stringify(bad)}, which is not an IPv4 address or CIDR (e.g. 10.1.2.3/32)`;
 };
 const DNS_NAME = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/;
@@ -330,8 +330,8 @@ export const DAEMON_OPTIONS = [
     default: "10.200.0.0/16",
     parse: text,
     check: (v) => {
-      const match = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(v);
-      return match && isIP(match[1]!) === 4 && Number(match[2]) >= 8 && Number(match[2]) <= 30 ? undefined : "must be an IPv4 CIDR from /8 to /30, e.g. 10.200.0.0/16";
+      const prefix = v.includes("/") ? parseIpv4Cidr(v)?.prefix : undefined;
+      return prefix !== undefined && prefix >= 8 && prefix <= 30 ? undefined : "must be an IPv4 CIDR from /8 to /30, e.g. 10.200.0.0/16";
     },
   }),
   option({

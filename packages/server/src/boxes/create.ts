@@ -3,6 +3,7 @@ import {
   checkName,
   checkResources,
   checkSshPublicKey,
+  normalizeCidr,
   normalizeIngressPorts,
   sailError,
   SSH_PORT,
@@ -13,7 +14,7 @@ import {
 } from "@sail/protocol";
 import type { NodeBoxSpec } from "../node-wire/node-api.js";
 import { NameTakenError, newId, OrgLimitReachedError, TcpPortsExhaustedError, type NewSailbox, type OrgRow, type SailboxRow, type Store, type TcpPortRange } from "../store/store.js";
-import { normalizeCidr } from "./cidr.js";
+
 import type { ImagePlan, Images, ProgressSink } from "./images.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { Logger } from "./logger.js";
@@ -91,7 +92,8 @@ export class BoxCreator {
     checkResources(request.cpu, request.memoryMiB, this.defaults.hostCpus);
     const idleTimeout = checkIdleTimeout(request.idleTimeout) ?? null;
     const ports = normalizeIngressPorts(request.ingressPorts).map(withCanonicalCidrs);
-    const network = this.outbound.check(request);
+    // the shape here, then what only the box's node can judge (what this host never lets boxes reach)
+    const network = await this.nodes.node().api.checkNetwork(this.outbound.check(request));
     const sshKey = request.ssh === undefined || request.ssh === null ? undefined : checkSshPublicKey((request.ssh as { publicKey?: unknown }).publicKey, "ssh.publicKey");
     // ssh publishes 22 as raw TCP, unless the user did so already (e.g. with a cidrAllowlist)
     if (sshKey && !ports.some((p) => p.port === SSH_PORT)) ports.push({ port: SSH_PORT, protocol: "tcp", cidrAllowlist: [], allowPublic: false });

@@ -1,5 +1,6 @@
 import type { SailboxInfo } from "@sail/protocol";
-import type { NodeBoxState } from "../node-wire/node-api.js";
+import type { NodeBoxSpec, NodeBoxState } from "../node-wire/node-api.js";
+import { networkPolicyOf } from "./outbound.js";
 import type { OrgRow, SailboxRow, Store } from "../store/store.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { Logger } from "./logger.js";
@@ -31,21 +32,23 @@ export class Endings {
   }
 
   /**
-   * The node (re)joined: what the store says runs there against what the node holds. A live
-   * box the node does not hold (or holds as failed), or one still `creating` (its create was
-   * cut short), is failed with the reason and its leftovers removed; the node's word is kept
-   * for the rest; a box the node holds that is not live here is removed from the node.
+   * The node (re)joined: what the store says runs there against what the node holds. First the
+   * node adopts the live boxes it runs but does not know yet (made before it kept its own table),
+   * records as failed those it lost, and removes boxes nobody lists; then each live box takes the
+   * node's word, and one the node does not hold — or one still `creating` (its create was cut
+   * short) — is failed with the reason and its leftovers removed.
    */
   async reconcile(): Promise<{ kept: number; failed: number; removed: number }> {
     const { api, info } = this.nodes.node();
+    const live = (await this.store.liveSailboxes()).filter((box) => box.nodeId === null || box.nodeId === info.nodeId);
+    const expected = await Promise.all(live.filter((box) => box.status !== "creating").map(async (box) => ({ spec: await this.specOf(box), status: box.status })));
+    const adopted = await api.adopt(expected);
+    if (adopted.adopted.length) this.log.info({ sailboxIds: adopted.adopted }, "the node took over sailboxes it runs");
     const held = new Map((await api.boxes()).map((state) => [state.sailboxId, state]));
     let kept = 0;
     let failed = 0;
-    let removed = 0;
-    const live = (await this.store.liveSailboxes()).filter((box) => box.nodeId === null || box.nodeId === info.nodeId);
     for (const box of live) {
       const state = held.get(box.id);
-      held.delete(box.id);
       const lost = lostReason(box, state);
       if (!lost) {
         this.nodes.remember(state!);
@@ -56,16 +59,27 @@ export class Endings {
       failed++;
       await this.lifecycle.withLease(box.id, "reconcile", async () => {
         await api.destroyBox(box.id, { afterCrash: true }).catch((err) => this.log.error({ sailboxId: box.id, err: String(err) }, "cleanup of a lost sailbox failed"));
-        await this.lifecycle.setStatus(box.id, "failed", { reason: lost });
+        const now = await this.lifecycle.current(box.id);
+        if (now?.status !== "failed") await this.lifecycle.setStatus(box.id, "failed", { reason: lost });
       });
       this.log.warn({ sailboxId: box.id, reason: lost }, "sailbox marked failed");
     }
-    for (const id of held.keys()) {
-      removed++;
-      await api.destroyBox(id, { afterCrash: true }).catch((err) => this.log.error({ sailboxId: id, err: String(err) }, "could not remove a sailbox this control plane does not know"));
-      this.log.warn({ sailboxId: id }, "removed a sailbox from its node that is not live in the store");
-    }
-    return { kept, failed, removed };
+    return { kept, failed, removed: adopted.removed.length };
+  }
+
+  /** A live box's spec as its node needs it (what create sent). */
+  private async specOf(box: SailboxRow): Promise<NodeBoxSpec> {
+    const listeners = await this.store.listListeners(box.id);
+    return {
+      id: box.id,
+      hostname: box.name ?? box.id,
+      image: { arch: box.imageArch, aptPackages: box.imagePackages ? box.imagePackages.split(" ") : [] },
+      cpu: box.cpu,
+      memoryMiB: box.memoryMiB,
+      idleTimeout: box.idleTimeout,
+      network: networkPolicyOf(box),
+      listeners: listeners.map((l) => ({ port: l.port, protocol: l.protocol, cidrAllowlist: l.cidrAllowlist, allowPublic: l.allowPublic, publicPort: l.publicPort, h2c: l.h2c, proxyProtocol: l.proxyProtocol })),
+    };
   }
 }
 

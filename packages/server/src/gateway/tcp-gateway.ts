@@ -1,6 +1,6 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
-import { cidrMatcher } from "../node/cidr.js";
+import { cidrMatcher } from "@sail/protocol";
 import { decideAfterWake, decideIngress, nothingListening, WAKE_BUDGET_MS, type IngressRefusal } from "../node/ingress-policy.js";
 import type { RouteChange, RouteSubscriber, TcpRoute } from "../node/routes.js";
 import { ActivityMeter } from "./activity.js";

@@ -1,7 +1,7 @@
 import type { ListenerInfo, ListenerTraffic } from "@sail/protocol";
 import type { ActivityReport } from "../node/idle.js";
 import type { CounterDelta, ListenerDelta } from "./counters.js";
-import type { HttpListenerTraffic } from "./haproxy.js";
+import type { HttpListenerTraffic } from "./haproxy-stats.js";
 
 /**
  * Per-listener totals for the console's traffic panel, from the data paths' own counters:

@@ -161,6 +161,18 @@ export class RemoteNode implements NodeApi {
     return (await this.json<{ boxes: NodeBoxState[] }>("GET", "/boxes")).boxes;
   }
 
+  box(sailboxId: string): Promise<NodeBoxState> {
+    return this.json("GET", `/boxes/${encodeURIComponent(sailboxId)}`);
+  }
+
+  adopt(expected: Parameters<NodeApi["adopt"]>[0]): ReturnType<NodeApi["adopt"]> {
+    return this.json("POST", "/adopt", { body: { expected }, timeoutMs: CREATE_MS });
+  }
+
+  checkNetwork(policy: NetworkInfo): Promise<NetworkInfo> {
+    return this.json("POST", "/network-check", { body: policy });
+  }
+
   async metricsText(): Promise<string> {
     return (await this.call("GET", "/metrics")).body.text();
   }

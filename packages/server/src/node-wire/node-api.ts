@@ -49,7 +49,11 @@ export interface NodeBoxState {
   listeners: Array<Pick<Extract<ListenerInfo, { protocol: "tcp" }>, "port" | "state" | "unbound">>;
 }
 
-/** What the node tells the control plane, in order, as they happen (retried until heard). */
+/**
+ * What the node tells the control plane, in order, as they happen (retried until heard). A
+ * create's creating → running is an event with the same `seq` as createBox's answer; a box's
+ * removal and a failed create send none.
+ */
 export type NodeEvent = { type: "box"; state: NodeBoxState } | { type: "woken"; sailboxId: string; seconds: number };
 
 /** A foreground command's output and end, as the node streams it (`data` is UTF-8 text, as the API sends it). */
@@ -78,12 +82,13 @@ export interface NodeApi {
   /** Who the node is and what it can hold. */
   info(): Promise<NodeInfo>;
 
-  /** Build (or find cached) an image; progress while it builds. Refusals: SAIL_IMAGE_ARCH_UNSUPPORTED, SAIL_IMAGE_BUILD_FAILED. */
+  /** Build (or find cached) an image; progress (`{ step, detail }`) while it builds. Refusals: SAIL_IMAGE_ARCH_UNSUPPORTED, SAIL_IMAGE_BUILD_FAILED. */
   prepareImage(image: Required<Pick<ImageRef, "arch" | "aptPackages">>, options?: { onProgress?: (progress: Omit<BuildProgress, "elapsedMs" | "phase" | "image">) => void; signal?: AbortSignal }): Promise<void>;
 
   /**
    * Start a box from its spec (the image prepared first); resolves once it runs, with its
-   * state. On failure nothing of it is left on the node. SAIL_NETWORK_ENTRY_REFUSED when its
+   * state. On failure nothing of it is left on the node. Safe to send again for the same id (a
+   * create whose answer was lost): the node answers with the box it made. SAIL_NETWORK_ENTRY_REFUSED when its
    * policy names what this host never lets boxes reach; SAIL_LIMIT_EXCEEDED when the node has
    * no network slot left.
    */
@@ -106,7 +111,7 @@ export interface NodeApi {
   exec(sailboxId: string, request: Omit<ExecRequest, "background">): Promise<NodeExec>;
   /** A command that outlives the call; its output goes to the exec's log on the node. */
   execBackground(sailboxId: string, execId: string, request: Omit<ExecRequest, "background">): Promise<void>;
-  /** A background exec's log: what it wrote so far, then (with `follow`) what it writes until it ends. */
+  /** A background exec's log: what it wrote so far, then (with `follow`) what it writes until it ends. A refusal (no such exec) is thrown on the first read. */
   execLog(sailboxId: string, execId: string, options?: { follow?: boolean; signal?: AbortSignal }): AsyncIterable<Uint8Array>;
   /** A command on a pseudo-terminal (the box woken first). */
   pty(sailboxId: string, request: PtyRequest): Promise<NodePty>;
@@ -125,6 +130,20 @@ export interface NodeApi {
 
   /** Every box the node holds, with its state (reconcile). */
   boxes(): Promise<NodeBoxState[]>;
+  /** One box's state (SAIL_SAILBOX_NOT_FOUND when the node does not hold it). */
+  box(sailboxId: string): Promise<NodeBoxState>;
+
+  /**
+   * Reconcile against what the control plane believes runs on this node: a listed box the host
+   * runs but the node does not know yet (made before the node kept its own table) is taken
+   * over; a listed box the host lost is recorded failed (an event says so); boxes and
+   * directories nobody lists are removed. Listed `creating` boxes are left alone: call it with
+   * no create in flight to this node.
+   */
+  adopt(expected: ReadonlyArray<{ spec: NodeBoxSpec; status: SailboxStatus }>): Promise<{ adopted: string[]; failed: string[]; removed: string[] }>;
+
+  /** The host's checks of an outbound policy (what this host never lets boxes reach), before a create inserts anything. */
+  checkNetwork(policy: NetworkInfo): Promise<NetworkInfo>;
 
   /** The node's own Prometheus series (its data paths, outbound, resolver, wakes). */
   metricsText(): Promise<string>;
@@ -137,6 +156,8 @@ export interface NodeInfo {
   hostArch: Architecture;
   /** Boxes it can hold at once (its network slots). */
   maxBoxes: number;
+  /** The CA its gateway's local certificate comes from (what `sail ca` prints), unless it serves a certificate it was given. */
+  caCert?: string;
 }
 
 /** Where a node's events go: the control plane (in one process, a method; across, HTTP). */

@@ -37,6 +37,9 @@ export function createNodeServer(node: NodeApi, credential: string, log: WireLog
   const routes: Array<[string, RegExp, Handler]> = [
     ["GET", /^\/info$/, async (_p, _req, res) => sendWireJson(res, 200, await node.info())],
     ["GET", /^\/boxes$/, async (_p, _req, res) => sendWireJson(res, 200, { boxes: await node.boxes() })],
+    ["GET", /^\/boxes\/([^/]+)$/, async ([box], _req, res) => sendWireJson(res, 200, await node.box(id(box!)))],
+    ["POST", /^\/adopt$/, async (_p, req, res) => sendWireJson(res, 200, await node.adopt(((await readWireJson(req)) as { expected: Parameters<NodeApi["adopt"]>[0] }).expected ?? []))],
+    ["POST", /^\/network-check$/, async (_p, req, res) => sendWireJson(res, 200, await node.checkNetwork((await readWireJson(req)) as unknown as NetworkInfo))],
     ["GET", /^\/metrics$/, async (_p, _req, res) => {
       const text = await node.metricsText();
       res.writeHead(200, { "content-type": "text/plain; charset=utf-8" }).end(text);

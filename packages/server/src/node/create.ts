@@ -1,7 +1,7 @@
-import { checkIdleTimeout, checkName, checkResources, checkSshPublicKey, sailError, SailError, type IngressPortSpec } from "@sail/protocol";
+import { checkIdleTimeout, checkName, checkResources, checkSshPublicKey, normalizeCidr, sailError, SailError, type IngressPortSpec } from "@sail/protocol";
 import type { NodeBoxSpec, NodeListenerSpec } from "../node-wire/node-api.js";
 import type { Runtime } from "../runtime/runtime.js";
-import { normalizeCidr } from "./cidr.js";
+
 import { runScript } from "./execs.js";
 import type { Images } from "./images.js";
 import type { Lifecycle } from "./lifecycle.js";

@@ -1,6 +1,6 @@
-import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { COMMAND_DEADLINES_MS, mustRun, runCommand, runWithStdio } from "./commands.js";
+import { COMMAND_DEADLINES_MS, mustRun, runCommand, signalNumber, spawnBounded, type CommandBounds } from "./commands.js";
 import type { RuntimeState } from "./runtime.js";
 
 /**
@@ -39,8 +39,7 @@ export class Crun {
   async run(id: string, bundle: string, logFd: number, signal?: AbortSignal): Promise<void> {
     const crun = [this.bin, "--root", this.root, "run", "--detach", "--bundle", bundle, id];
     const [file, ...args] = this.hybridMounts.length ? ["unshare", "-m", "--propagation", "private", "--", "sh", "-c", 'for m in $MOUNTS; do umount "$m"; done; exec "$@"', "sh", ...crun] : crun;
-    const result = await runWithStdio(file!, args, {
-      stdio: ["ignore", logFd, logFd],
+    const result = await runWithoutDevices(file!, args, ["ignore", logFd, logFd], {
       env: { ...process.env, MOUNTS: this.hybridMounts.join(" ") },
       timeoutMs: COMMAND_DEADLINES_MS.crunStart,
       signal,
@@ -59,13 +58,13 @@ export class Crun {
    * `crun exec` as a child process; the caller owns its stdio. A foreground command runs as long
    * as its user wants (the API streams it and can kill it); only starting one is bounded (`execDetached`).
    */
-  exec(id: string, argv: readonly string[], options: ExecOptions & { stdio: StdioOptions }): ChildProcess {
-    return spawn(this.bin, this.execArgs(id, argv, options), { stdio: options.stdio });
+  exec(id: string, argv: readonly string[], options: ExecOptions & { stdio: CrunStdio }): ChildProcess {
+    return withoutDevices(spawn(this.bin, this.execArgs(id, argv, options), { stdio: pipesForIgnored(options.stdio) }), options.stdio);
   }
 
   /** `crun exec --detach`: resolves with its exit code once the process started, which is bounded (a stuck start is killed). */
-  execDetached(id: string, argv: readonly string[], options: ExecOptions & { stdio: StdioOptions; signal?: AbortSignal }): Promise<number> {
-    return runWithStdio(this.bin, this.execArgs(id, argv, { ...options, detach: true }), { stdio: options.stdio, timeoutMs: COMMAND_DEADLINES_MS.crunStart, signal: options.signal });
+  execDetached(id: string, argv: readonly string[], options: ExecOptions & { stdio: CrunStdio; signal?: AbortSignal }): Promise<number> {
+    return runWithoutDevices(this.bin, this.execArgs(id, argv, { ...options, detach: true }), options.stdio, { timeoutMs: COMMAND_DEADLINES_MS.crunStart, signal: options.signal });
   }
 
   private execArgs(id: string, argv: readonly string[], options: ExecOptions & { detach?: boolean }): string[] {
@@ -95,4 +94,38 @@ export class Crun {
   async resume(id: string, signal?: AbortSignal): Promise<void> {
     await mustRun(this.bin, ["--root", this.root, "resume", id], { signal });
   }
+}
+
+export type CrunStdio = ["ignore" | "pipe" | number, "ignore" | "pipe" | number, "ignore" | "pipe" | number];
+
+/**
+ * crun before 1.24 fchowns each std stream that is not a terminal to the root of the box's user
+ * namespace (crun issue #1845), devices included: handed the host's /dev/null (what "ignore"
+ * opens), it gives the host's /dev/null to the box's uid. So crun gets no device: a stream
+ * nobody uses is a pipe instead, stdin ended at once (EOF, as /dev/null reads) and output drained.
+ * (Log files it is handed become the box's uid's; they are outside the box's root.)
+ */
+function pipesForIgnored(stdio: CrunStdio): Array<"pipe" | number> {
+  return stdio.map((s) => (s === "ignore" ? "pipe" : s));
+}
+
+function withoutDevices(child: ChildProcess, stdio: CrunStdio): ChildProcess {
+  if (stdio[0] === "ignore") child.stdin!.end();
+  if (stdio[1] === "ignore") child.stdout!.resume();
+  if (stdio[2] === "ignore") child.stderr!.resume();
+  return child;
+}
+
+/** Run crun bounded (its deadline, the caller's signal) with no device as a std stream; its exit code. */
+function runWithoutDevices(file: string, args: readonly string[], stdio: CrunStdio, options: CommandBounds & { env?: NodeJS.ProcessEnv }): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const { child, stopped } = spawnBounded(file, args, { ...options, stdio: pipesForIgnored(stdio) });
+    withoutDevices(child, stdio);
+    child.on("error", reject);
+    child.on("close", (code, signal) => {
+      const error = stopped();
+      if (error) reject(error);
+      else resolve(code ?? 128 + signalNumber(signal));
+    });
+  });
 }

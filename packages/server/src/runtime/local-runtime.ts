@@ -10,9 +10,11 @@ import { ensureBaseImage, ensurePackageImage, removePartialBuilds } from "./imag
 import { EgressFirewall, type OutboundBounds } from "./egress.js";
 import { BoxNetworks } from "./network.js";
 import { ociConfig } from "./oci.js";
+import { unmount } from "./mounts.js";
 import { listeningAddresses, probeTcp } from "./ports.js";
 import { startPty, type RunningPty } from "./pty.js";
 import { settleStrays } from "./strays.js";
+import { checkIdmappedMounts, giveToBox, hostIdsInBoxRanges, idRange, MAX_ID_RANGES, mountIdmappedLower, prepareUpper } from "./userns.js";
 import type { BoxNetwork, BoxSpec, ExecSpec, ImageProgress, NodeRuntime, OutboundCounters, OutboundRefusal, OutboundRules, PtySpec, RuntimeLogger, RuntimeState, RunningExec } from "./runtime.js";
 
 export interface LocalRuntimeOptions {
@@ -58,14 +60,18 @@ export class LocalRuntime implements NodeRuntime {
   /** Package images by architecture and sorted package list: built or building. */
   private readonly packageImages = new Map<string, SharedBuild>();
 
+  private readonly boxNofile: number;
+
   constructor(private readonly options: LocalRuntimeOptions) {
     this.hostArch = options.hostArch;
+    this.boxNofile = nofileWithinOurs(options.nofileLimit);
     this.crun = new Crun(options.crunRoot);
     this.networks = new BoxNetworks(options.boxSubnet, options.outbound, forwardingMark(options.crunRoot, options.dataDir), options.log);
   }
 
+  /** One /30 and one id range per box. */
   get maxBoxes(): number {
-    return this.networks.slots;
+    return Math.min(this.networks.slots, MAX_ID_RANGES);
   }
 
   async prepareImage(arch: Architecture, onProgress?: (progress: ImageProgress) => void): Promise<void> {
@@ -131,9 +137,14 @@ export class LocalRuntime implements NodeRuntime {
     return shared.done;
   }
 
-  start(): Promise<void> {
-    removePartialBuilds(join(this.options.dataDir, "images"));
-    return this.networks.fenceSubnet();
+  /** Refuses to start when boxes could not get ids of their own (see userns.ts), before anything on the host changes. */
+  async start(): Promise<void> {
+    const taken = hostIdsInBoxRanges(this.maxBoxes);
+    if (taken.length) throw new Error(`host ids fall in the range Sail maps boxes' users to, so a box's root could be one of them: ${taken.join("; ")}`);
+    const images = join(this.options.dataDir, "images");
+    await checkIdmappedMounts(images);
+    removePartialBuilds(images);
+    await this.networks.fenceSubnet();
   }
 
   /** Boxes keep running; the fence, the firewall and empty cgroup parents go, so the host is as before the daemon. */
@@ -193,19 +204,27 @@ export class LocalRuntime implements NodeRuntime {
   }
 
   async create(spec: BoxSpec, signal?: AbortSignal): Promise<BoxNetwork> {
-    const lower = spec.aptPackages.length ? await this.packageImage(spec.arch, spec.aptPackages) : await this.baseImage(spec.arch);
+    const image = spec.aptPackages.length ? await this.packageImage(spec.arch, spec.aptPackages) : await this.baseImage(spec.arch);
     const dir = this.boxDir(spec.id);
     const rootfs = join(dir, "rootfs");
+    const ids = idRange(spec.netSlot);
     try {
-      for (const sub of ["upper", "work", "rootfs", "execs"]) mkdirSync(join(dir, sub), { recursive: true });
+      for (const sub of ["work", "rootfs", "execs"]) mkdirSync(join(dir, sub), { recursive: true });
+      prepareUpper(join(dir, "upper"), image, ids);
+      // the shared image as the box's ids own it (userns.ts), under the box's own upper layer
+      mountIdmappedLower(image, join(dir, "lower"), ids);
       const [network] = await Promise.all([
-        this.networks.create(spec.id, spec.netSlot, signal),
-        mustRun("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${lower},upperdir=${dir}/upper,workdir=${dir}/work`, rootfs], { signal }),
+        this.networks.create(spec.id, spec.netSlot, signal).then((network) => {
+          this.networks.mountSysfs(spec.id, join(dir, "sys"));
+          return network;
+        }),
+        mustRun("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${dir}/lower,upperdir=${dir}/upper,workdir=${dir}/work`, rootfs], { signal }),
       ]);
       writeFileSync(join(dir, "network.json"), JSON.stringify(network));
       this.addresses.set(spec.id, network);
-      writeIdentity(rootfs, spec.hostname, network);
-      const config = ociConfig(spec, { rootfs, netnsPath: `/run/netns/${BoxNetworks.namespace(spec.id)}`, nofile: this.options.nofileLimit, hostArch: this.hostArch });
+      giveToBox(writeIdentity(rootfs, spec.hostname, network), ids);
+      const netnsPath = `/run/netns/${BoxNetworks.namespace(spec.id)}`;
+      const config = ociConfig(spec, { rootfs, netnsPath, sysfs: join(dir, "sys"), nofile: this.boxNofile, hostArch: this.hostArch, ids });
       writeFileSync(join(dir, "config.json"), JSON.stringify(config));
       const consoleLog = openSync(join(dir, "console.log"), "a");
       try {
@@ -381,11 +400,8 @@ export class LocalRuntime implements NodeRuntime {
     if (network) await this.networks.egress.remove(id, network.guestAddress, network.hostAddress, signal);
     this.addresses.delete(id);
     await this.crun.delete(id, signal);
-    const rootfs = join(dir, "rootfs");
-    if ((await runCommand("mountpoint", ["-q", rootfs], { signal })).code === 0) {
-      const plain = await runCommand("umount", [rootfs], { signal });
-      if (plain.code !== 0) await mustRun("umount", ["-l", rootfs], { signal });
-    }
+    // the overlay before its lower layer; boxes made before user namespaces have neither lower nor sys
+    for (const mount of ["rootfs", "lower", "sys"]) unmount(join(dir, mount));
     await this.networks.destroy(id, signal);
     for (const controller of CGROUP_V1_CONTROLLERS) {
       const path = `/sys/fs/cgroup/${controller}/sail/${id}`;
@@ -395,11 +411,24 @@ export class LocalRuntime implements NodeRuntime {
   }
 }
 
-/** /etc/hostname, /etc/hosts and resolv.conf: names resolve through Sail's resolver on the box's host-side address. */
-function writeIdentity(rootfs: string, hostname: string, network: BoxNetwork): void {
-  writeFileSync(join(rootfs, "etc/hostname"), `${hostname}\n`);
-  writeFileSync(join(rootfs, "etc/hosts"), `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${network.guestAddress}\t${hostname}\n`);
-  writeFileSync(join(rootfs, "etc/resolv.conf"), `nameserver ${network.hostAddress}\noptions timeout:2 attempts:2\n`);
+/** /etc/hostname, /etc/hosts and resolv.conf: names resolve through Sail's resolver on the box's host-side address. Returns the files. */
+function writeIdentity(rootfs: string, hostname: string, network: BoxNetwork): string[] {
+  const files: Array<[string, string]> = [
+    ["etc/hostname", `${hostname}\n`],
+    ["etc/hosts", `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${network.guestAddress}\t${hostname}\n`],
+    ["etc/resolv.conf", `nameserver ${network.hostAddress}\noptions timeout:2 attempts:2\n`],
+  ];
+  for (const [path, text] of files) writeFileSync(join(rootfs, path), text);
+  return files.map(([path]) => join(rootfs, path));
+}
+
+/**
+ * RLIMIT_NOFILE of a box: at most the daemon's own hard limit. crun sets it inside the box's
+ * user namespace, where raising a hard limit needs CAP_SYS_RESOURCE over the host.
+ */
+function nofileWithinOurs(wanted: number, limits = readFileSync("/proc/self/limits", "utf8")): number {
+  const hard = /^Max open files\s+\S+\s+(\S+)/m.exec(limits)?.[1];
+  return hard && hard !== "unlimited" ? Math.min(wanted, Number(hard)) : wanted;
 }
 
 /**

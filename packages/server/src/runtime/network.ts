@@ -1,10 +1,10 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
-import ipaddr from "ipaddr.js";
-import { cidrRanges, forbiddenIpv4Ranges } from "@sail/protocol";
+import { cidrRanges, forbiddenIpv4Ranges, intToIpv4, ipv4ToInt, parseIpv4Cidr } from "@sail/protocol";
 import { mustRun, runCommand } from "./commands.js";
 import { EgressFirewall, rangeTexts, type OutboundBounds } from "./egress.js";
 import { HostNetworkWatch } from "./host-networks.js";
+import { mountSysfs } from "./mounts.js";
 import type { BoxNetwork, RuntimeLogger } from "./runtime.js";
 
 const IP_FORWARD = "/proc/sys/net/ipv4/ip_forward";
@@ -40,11 +40,12 @@ export class BoxNetworks {
     private readonly log: RuntimeLogger = SILENT,
   ) {
     this.outboundEnabled = bounds.enabled;
-    const [address, prefix] = ipaddr.IPv4.parseCIDR(subnet);
-    if (prefix > 30) throw new Error(`box subnet ${subnet} is too small: it needs at least a /30`);
-    this.base = (toInt(address) & prefixMask(prefix)) >>> 0;
-    this.slots = 2 ** (32 - prefix) / 4;
-    this.subnet = `${fromInt(this.base)}/${prefix}`;
+    const parsed = subnet.includes("/") ? parseIpv4Cidr(subnet) : undefined;
+    if (!parsed) throw new Error(`box subnet ${subnet} is not an IPv4 CIDR`);
+    if (parsed.prefix > 30) throw new Error(`box subnet ${subnet} is too small: it needs at least a /30`);
+    this.base = parsed.range[0];
+    this.slots = 2 ** (32 - parsed.prefix) / 4;
+    this.subnet = parsed.cidr;
     this.egress = new EgressFirewall(this.firewallTable, this.subnet, bounds);
     // changes inside what boxes are refused anyway (the box subnet: every box start) or what the operator opened change nothing
     const ignored = [...forbiddenIpv4Ranges(bounds.privateAllowed, this.subnet), ...cidrRanges(bounds.privateAllowed)];
@@ -54,13 +55,14 @@ export class BoxNetworks {
   addresses(slot: number): BoxNetwork {
     if (!Number.isInteger(slot) || slot < 0 || slot >= this.slots) throw new RangeError(`network slot ${slot} is outside the box subnet`);
     const net = this.base + slot * 4;
-    return { hostAddress: fromInt(net + 1), guestAddress: fromInt(net + 2) };
+    return { hostAddress: intToIpv4(net + 1), guestAddress: intToIpv4(net + 2) };
   }
 
   /** The slot whose /30 holds `guestAddress` as its guest side (`addresses`' inverse); undefined when none does. */
   slotOf(guestAddress: string): number | undefined {
-    if (!ipaddr.IPv4.isValidFourPartDecimal(guestAddress)) return undefined;
-    const offset = toInt(ipaddr.IPv4.parse(guestAddress)) - this.base - 2;
+    const address = ipv4ToInt(guestAddress);
+    if (address === undefined) return undefined;
+    const offset = address - this.base - 2;
     if (offset < 0 || offset % 4 !== 0 || offset / 4 >= this.slots) return undefined;
     return offset / 4;
   }
@@ -211,7 +213,9 @@ ${this.forwardingOurs ? `    iifname != ${veths} oifname != ${veths} counter dro
    * connections from the host (the gateway, the readiness probe) to any TCP port of the box go
    * to its loopback, so a server bound to 127.0.0.1 is reached as well as one bound to 0.0.0.0
    * (dev servers bind localhost by default). route_localnet lets eth0 carry 127.0.0.1. The box
-   * cannot change any of it (no CAP_NET_ADMIN).
+   * cannot change any of it (no CAP_NET_ADMIN, and its user namespace does not own the network
+   * namespace). For that reason its root's CAP_NET_BIND_SERVICE does not count here either, so
+   * any port may be bound (ip_unprivileged_port_start=0, as Docker sets for its containers).
    */
   async configureInside(id: string, network: BoxNetwork, signal?: AbortSignal): Promise<void> {
     const rules = `table ip sail {
@@ -222,8 +226,20 @@ ${this.forwardingOurs ? `    iifname != ${veths} oifname != ${veths} counter dro
 }
 `;
     const addresses = [`addr add ${network.guestAddress}/30 dev eth0`, "link set eth0 up", "link set lo up", `route add default via ${network.hostAddress}`].join("\n");
-    const script = `set -e\nip -batch - <<'EOF'\n${addresses}\nEOF\necho 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet\nexec nft -f -\n`;
+    const script = `set -e\nip -batch - <<'EOF'\n${addresses}\nEOF\necho 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet\necho 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start\nexec nft -f -\n`;
     await mustRun("ip", ["netns", "exec", BoxNetworks.namespace(id), "sh", "-c", script], { input: rules, signal });
+  }
+
+  /**
+   * A sysfs of the box's network namespace at `target`, read-only, for the box's /sys: its
+   * /sys/class/net holds its own interfaces only. The box cannot mount one (the kernel lets only
+   * the owner of a network namespace's user namespace mount its sysfs, and a box's user
+   * namespace does not own its network namespace), and the host's /sys would show it every
+   * box's veth and its byte counters.
+   */
+  mountSysfs(id: string, target: string): void {
+    mkdirSync(target, { recursive: true });
+    mountSysfs(`/run/netns/${BoxNetworks.namespace(id)}`, target);
   }
 
   /** Deleting the namespace deletes its end of the pair, and so the pair. Idempotent. */
@@ -234,7 +250,3 @@ ${this.forwardingOurs ? `    iifname != ${veths} oifname != ${veths} counter dro
 }
 
 const HOST_INTERFACE_PREFIX = "sv";
-
-const toInt = (address: ipaddr.IPv4) => address.octets.reduce((acc, octet) => acc * 256 + octet, 0);
-const prefixMask = (prefix: number) => (prefix === 0 ? 0 : (~0 << (32 - prefix)) >>> 0);
-const fromInt = (n: number) => new ipaddr.IPv4([24, 16, 8, 0].map((shift) => (n >>> shift) & 255)).toString();

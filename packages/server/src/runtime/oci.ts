@@ -1,4 +1,6 @@
+import { existsSync, readdirSync } from "node:fs";
 import type { BoxSpec } from "./runtime.js";
+import { userNamespaceSpec, type IdRange } from "./userns.js";
 
 /** PID 1 of every box: tini reaps the orphans of detached execs; `sleep infinity` keeps the box up. */
 export const BOX_INIT = ["/usr/local/sbin/tini", "-s", "--", "sleep", "infinity"];
@@ -108,11 +110,54 @@ export function seccompProfile(arch: BoxSpec["arch"]) {
 }
 
 /**
+ * Paths a box reads as empty (a file) or an empty read-only directory: Docker's current default
+ * (moby daemon/pkg/oci/defaults.go). Kernel memory and key lists, timer and scheduler internals
+ * that leak other tenants' activity, interrupt counts and RAPL energy counters (powercap:
+ * the PLATYPUS power side channel, CVE-2020-8694; /proc/interrupts and thermal_throttle:
+ * GHSA-6fw5-f8r9-fgfm), firmware tables. A path this kernel lacks is skipped by crun.
+ */
+export const MASKED_PATHS = [
+  "/proc/acpi",
+  "/proc/asound",
+  "/proc/interrupts",
+  "/proc/kcore",
+  "/proc/keys",
+  "/proc/latency_stats",
+  "/proc/sched_debug",
+  "/proc/scsi",
+  "/proc/timer_list",
+  "/proc/timer_stats",
+  "/sys/devices/virtual/powercap",
+  "/sys/firmware",
+];
+
+/** Read-only inside the box; /sys/fs/cgroup's tmpfs too (in a user namespace crun cannot mount it read-only). */
+export const READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", "/sys/fs/cgroup"];
+
+let thermalThrottle: string[] | undefined;
+
+/** Each CPU's thermal_throttle directory the host has (Docker masks them too: they count throttling events of every tenant). */
+function thermalThrottlePaths(cpuDir = "/sys/devices/system/cpu"): string[] {
+  thermalThrottle ??= readdirSync(cpuDir)
+    .filter((entry) => /^cpu\d+$/.test(entry))
+    .map((cpu) => `${cpuDir}/${cpu}/thermal_throttle`)
+    .filter((path) => existsSync(path));
+  return thermalThrottle;
+}
+
+/**
  * The OCI runtime spec (config.json) of one box. The seccomp filter is for the host's
  * architecture even in an emulated box: qemu-user makes the host's system calls.
+ *
+ * The box has a user namespace of its own (`ids`). Its network namespace stays the host
+ * root's (the daemon configures it), so it cannot mount a sysfs (the kernel ties sysfs to the
+ * network namespace's owner): `sysfs` is one the daemon mounted for that network namespace
+ * (network.ts), bound read-only with the masked paths over it. Its root cannot change the
+ * namespace's sysctls either, so the daemon lets it bind ports below 1024 there.
  */
-export function ociConfig(spec: BoxSpec, options: { rootfs: string; netnsPath: string; nofile: number; hostArch: BoxSpec["arch"] }) {
+export function ociConfig(spec: BoxSpec, options: { rootfs: string; netnsPath: string; sysfs: string; nofile: number; hostArch: BoxSpec["arch"]; ids: IdRange }) {
   const caps = BOX_CAPABILITIES;
+  const userns = userNamespaceSpec(options.ids);
   return {
     ociVersion: "1.0.0",
     process: {
@@ -134,12 +179,14 @@ export function ociConfig(spec: BoxSpec, options: { rootfs: string; netnsPath: s
       { destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
       { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
       { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
-      { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
+      { destination: "/sys", type: "bind", source: options.sysfs, options: ["rbind", "rro", "nosuid", "noexec", "nodev"] },
       { destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup", options: ["nosuid", "noexec", "nodev", "relatime", "ro"] },
       { destination: "/tmp", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "mode=1777", "size=262144k"] },
     ],
     linux: {
-      namespaces: [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" }, { type: "network", path: options.netnsPath }],
+      namespaces: [userns.namespace, { type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" }, { type: "network", path: options.netnsPath }],
+      uidMappings: userns.uidMappings,
+      gidMappings: userns.gidMappings,
       cgroupsPath: `/sail/${spec.id}`,
       seccomp: seccompProfile(options.hostArch),
       resources: {
@@ -148,8 +195,8 @@ export function ociConfig(spec: BoxSpec, options: { rootfs: string; netnsPath: s
         cpu: { quota: Math.round(spec.cpu * CPU_PERIOD_US), period: CPU_PERIOD_US },
         devices: [{ allow: false, access: "rwm" }],
       },
-      maskedPaths: ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
-      readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+      maskedPaths: [...MASKED_PATHS, ...thermalThrottlePaths()],
+      readonlyPaths: READONLY_PATHS,
     },
   };
 }
