@@ -479,14 +479,21 @@ const HOLDINGS = `SELECT
  * row, so the choice is made under a transaction-level advisory lock (held to COMMIT) and read in
  * a statement begun after it was granted. The alternative, a unique index with retries, cannot
  * be written here: "live" is the box's, the port its listener's, and an index spans one table.
+ *
+ * The `count` lowest free ports lie among the first (ports in use + count) of the range, so only
+ * that many candidates are generated. A listener's box is looked up by its primary key (a
+ * subquery the planner keeps as such): joined instead, tables whose statistics lag a burst of
+ * creates were planned as a nested loop over both, measured at 50 ms with 500 live boxes
+ * instead of 3.
  */
 async function allocateTcpPorts(client: pg.PoolClient, count: number, range: TcpPortRange): Promise<number[]> {
   await client.query("SELECT pg_advisory_xact_lock($1, $2)", [SAIL_LOCKS, PUBLIC_PORTS_LOCK]);
   const { rows } = await client.query<{ port: number }>(
-    // "candidate", not "port": inside the subquery that name would be the listener's own column
-    `SELECT candidate AS port FROM generate_series($1::int, $2::int) AS candidate
-     WHERE NOT EXISTS (SELECT 1 FROM listeners l JOIN sailboxes s ON s.id = l.sailbox_id WHERE l.public_port = candidate AND s.live = 1)
-     ORDER BY candidate LIMIT $3`,
+    `WITH used AS (
+       SELECT l.public_port AS port FROM listeners l
+       WHERE l.public_port BETWEEN $1 AND $2 AND (SELECT s.live FROM sailboxes s WHERE s.id = l.sailbox_id) = 1)
+     SELECT candidate AS port FROM generate_series($1::int, LEAST($2::int, $1::int + (SELECT COUNT(*) FROM used)::int + $3::int - 1)) AS candidate
+     WHERE candidate NOT IN (SELECT port FROM used) ORDER BY candidate LIMIT $3`,
     [range.firstPort, range.lastPort, count],
   );
   if (rows.length < count) throw new TcpPortsExhaustedError();
