@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, test, type TestContext } from "node:test";
+import { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import pg from "pg";
 import type { IngressPortSpec } from "@sail/protocol";
@@ -29,6 +30,7 @@ import {
   type Store,
 } from "../../packages/server/src/store/store.js";
 import { startPostgres, type PostgresServer } from "../fixtures/postgres.js";
+import type { WorkerTask } from "./store-sqlite-worker.js";
 
 /** An empty database of one backend. */
 interface TestDatabase {
@@ -40,6 +42,8 @@ interface TestDatabase {
   migrateTo(n: number, sql: string): Promise<void>;
   /** PostgreSQL: its URL, for a session behind the store's back. */
   url?: string;
+  /** SQLite: its file, for connections in other threads. */
+  path?: string;
 }
 
 interface Backend {
@@ -74,6 +78,7 @@ function sqliteBackend(): Backend {
         }
       };
       return {
+        path,
         open: async () => track(new SqliteStore(path)),
         async schemaVersion() {
           let version = 0;
@@ -608,8 +613,69 @@ for (const backend of [sqliteBackend(), postgresBackend()]) {
       });
     });
 
+    if (backend.name === "SQLite") sqliteOnly(backend);
     if (backend.name === "PostgreSQL") postgresOnly(backend);
   });
+}
+
+/**
+ * SQLite's own races: in one thread its calls never overlap, so these run the contenders in
+ * worker threads, each with its own connection to the file, as two processes would.
+ */
+function sqliteOnly(backend: Backend) {
+  describe("SQLite connections in other threads", () => {
+    // a race is won or lost by timing: each round gives a broken store another chance to show it
+    test("four connections opening an empty file at once migrate it once (five rounds)", async () => {
+      for (let round = 0; round < 5; round++) {
+        const db = await backend.database();
+        // already in WAL mode, as a file the daemon made: the first switch to WAL takes an
+        // exclusive lock, which would queue the openers before they reach the migrations
+        const file = new Database(db.path!);
+        file.pragma("journal_mode = WAL");
+        file.close();
+        const outcomes = await inWorkers(db.path!, [{}, {}, {}, {}]);
+        assert.deepEqual(outcomes, Array(4).fill(["opened"]), `round ${round}`);
+        assert.equal(await db.schemaVersion(), MIGRATIONS.length);
+      }
+    });
+
+    test("80 creates from four connections against a 60-endpoint limit: 60 succeed, 20 are refused, none finds the file locked (two rounds)", async () => {
+      for (let round = 0; round < 2; round++) {
+        const db = await backend.database();
+        const store = await db.open();
+        const { org, app } = await orgAndApp(store);
+        const creates = { orgId: org.id, appId: app.id, count: 20, rules: { ...RULES, tcpEndpointsDefault: 60 } };
+        const outcomes = (await inWorkers(db.path!, [{ creates }, { creates }, { creates }, { creates }])).flat().filter((o) => o !== "opened");
+        assert.equal(count(outcomes, "ok"), 60, outcomes.join("\n"));
+        assert.equal(outcomes.filter((o) => o.startsWith("OrgLimitReachedError")).length, 20, outcomes.join("\n"));
+        assert.equal(await store.countLiveTcpListeners(org.id), 60);
+        const ports = (await store.liveListeners()).map((l) => l.publicPort);
+        assert.equal(new Set(ports).size, 60);
+      }
+    });
+  });
+}
+
+/** Runs one worker per task, all released at once; each answers its outcomes. */
+async function inWorkers(path: string, tasks: Array<Omit<WorkerTask, "path" | "start">>): Promise<string[][]> {
+  const start = new SharedArrayBuffer(4);
+  const workers = tasks.map((task) => new Worker(new URL("./store-sqlite-worker.ts", import.meta.url), { workerData: { ...task, path, start } satisfies WorkerTask }));
+  const answers = workers.map(
+    (worker) =>
+      new Promise<string[]>((resolve, reject) => {
+        worker.once("message", resolve);
+        worker.once("error", reject);
+      }),
+  );
+  await Promise.all(workers.map((worker) => new Promise((resolve) => worker.once("online", resolve))));
+  const flag = new Int32Array(start);
+  Atomics.store(flag, 0, 1);
+  Atomics.notify(flag, 0);
+  try {
+    return await Promise.all(answers);
+  } finally {
+    await Promise.all(workers.map((worker) => worker.terminate()));
+  }
 }
 
 /** What only a server store has: deadlines on the network and a clock of its own. */
