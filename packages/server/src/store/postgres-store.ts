@@ -5,9 +5,10 @@ import {
   APP_COLUMNS,
   decodeListener,
   decodeOrg,
-  DEFAULT_NETWORK_POLICY,
   LIMIT_COLUMNS,
   LISTENER_COLUMNS,
+  NEW_SAILBOX_COLUMNS,
+  newSailboxValues,
   NO_LIMITS,
   now,
   orgCapRefusal,
@@ -382,19 +383,20 @@ export class PostgresStore implements Store {
     });
   }
 
-  // --- leases: one UPDATE each; a racing holder waits on the row, then its WHERE is judged again ---
+  // --- leases: one UPDATE each; a racing holder waits on the row, then its WHERE is judged again
+  // on the row the first one wrote. lease_until is BIGINT: a fractional ttlMs is rounded up ---
 
   async takeLease(sailboxId: string, holder: string, ttlMs: number): Promise<boolean> {
     const taken = await this.query(
       `UPDATE sailboxes SET lease_holder = $2, lease_until = ${NOW_MS} + $3
        WHERE id = $1 AND (lease_holder IS NULL OR lease_holder = $2 OR lease_until < ${NOW_MS})`,
-      [sailboxId, holder, ttlMs],
+      [sailboxId, holder, Math.ceil(ttlMs)],
     );
     return taken.rowCount === 1;
   }
 
   async renewLease(sailboxId: string, holder: string, ttlMs: number): Promise<boolean> {
-    const renewed = await this.query(`UPDATE sailboxes SET lease_until = ${NOW_MS} + $3 WHERE id = $1 AND lease_holder = $2`, [sailboxId, holder, ttlMs]);
+    const renewed = await this.query(`UPDATE sailboxes SET lease_until = ${NOW_MS} + $3 WHERE id = $1 AND lease_holder = $2`, [sailboxId, holder, Math.ceil(ttlMs)]);
     return renewed.rowCount === 1;
   }
 
@@ -503,23 +505,8 @@ async function allocateTcpPorts(client: pg.PoolClient, count: number, range: Tcp
 /** The box in `creating` and its listeners (TCP ones get `publicPorts` in order). */
 async function insertRows(client: pg.PoolClient, box: NewSailbox, publicPorts: number[]): Promise<SailboxRow> {
   const { rows } = await client.query<SailboxRow>(
-    `INSERT INTO sailboxes (id, app_id, org_id, name, status, live, image_name, image_arch, image_packages, cpu, memory_mib, node_id, idle_timeout, network_policy, created_at)
-     VALUES ($1, $2, $3, $4, 'creating', 1, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING ${SAILBOX_COLUMNS}`,
-    [
-      box.id,
-      box.appId,
-      box.orgId,
-      box.name,
-      box.imageName,
-      box.imageArch,
-      box.imagePackages,
-      box.cpu,
-      box.memoryMiB,
-      box.nodeId,
-      box.idleTimeout ?? null,
-      box.networkPolicy ?? DEFAULT_NETWORK_POLICY,
-      now(),
-    ],
+    `INSERT INTO sailboxes (${NEW_SAILBOX_COLUMNS}, status, live) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'creating', 1) RETURNING ${SAILBOX_COLUMNS}`,
+    newSailboxValues(box),
   );
   const ports = box.ports ?? [];
   if (ports.length) {

@@ -26,6 +26,24 @@ export const DEFAULT_NETWORK_POLICY = '{"outbound":"open","allowOut":[],"denyOut
 
 export const now = () => new Date().toISOString();
 
+/** The columns a new box is inserted with, and `newSailboxValues` in their order. */
+export const NEW_SAILBOX_COLUMNS = "id, app_id, org_id, name, image_name, image_arch, image_packages, cpu, memory_mib, node_id, idle_timeout, network_policy, created_at";
+export const newSailboxValues = (box: NewSailbox) => [
+  box.id,
+  box.appId,
+  box.orgId,
+  box.name,
+  box.imageName,
+  box.imageArch,
+  box.imagePackages,
+  box.cpu,
+  box.memoryMiB,
+  box.nodeId,
+  box.idleTimeout ?? null,
+  box.networkPolicy ?? DEFAULT_NETWORK_POLICY,
+  now(),
+];
+
 /** An org row as stored: operator as 0/1. */
 export type StoredOrg = Omit<OrgRow, "operator"> & { operator: number };
 export const decodeOrg = (row: StoredOrg): OrgRow => ({ ...row, operator: row.operator === 1 });

@@ -5,9 +5,10 @@ import {
   APP_COLUMNS,
   decodeListener,
   decodeOrg,
-  DEFAULT_NETWORK_POLICY,
   LIMIT_COLUMNS,
   LISTENER_COLUMNS,
+  NEW_SAILBOX_COLUMNS,
+  newSailboxValues,
   NO_LIMITS,
   now,
   orgCapRefusal,
@@ -190,26 +191,7 @@ export class SqliteStore implements Store {
       const tcpPorts = (box.ports ?? []).filter((p) => p.protocol === "tcp").length;
       this.checkOrgCaps(box, tcpPorts, rules.tcpEndpointsDefault);
       const publicPorts = tcpPorts && rules.tcp ? this.allocateTcpPorts(tcpPorts, rules.tcp) : [];
-      this.db
-        .prepare(
-          `INSERT INTO sailboxes (id, app_id, org_id, name, status, live, image_name, image_arch, image_packages, cpu, memory_mib, node_id, idle_timeout, network_policy, created_at)
-           VALUES (?, ?, ?, ?, 'creating', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        )
-        .run(
-          box.id,
-          box.appId,
-          box.orgId,
-          box.name,
-          box.imageName,
-          box.imageArch,
-          box.imagePackages,
-          box.cpu,
-          box.memoryMiB,
-          box.nodeId,
-          box.idleTimeout ?? null,
-          box.networkPolicy ?? DEFAULT_NETWORK_POLICY,
-          now(),
-        );
+      this.db.prepare(`INSERT INTO sailboxes (${NEW_SAILBOX_COLUMNS}, status, live) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', 1)`).run(...newSailboxValues(box));
       const insertListener = this.db.prepare("INSERT INTO listeners (sailbox_id, port, protocol, cidr_allowlist, allow_public, public_port, h2c, proxy_protocol) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
       let next = 0;
       for (const p of box.ports ?? []) {
