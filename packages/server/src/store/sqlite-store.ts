@@ -1,12 +1,27 @@
 import Database from "better-sqlite3";
 import type { OrgLimits, SailboxStatus } from "@sail/protocol";
-import { MIGRATIONS } from "./migrations.js";
+import { MIGRATIONS, migrationSql } from "./migrations.js";
+import {
+  APP_COLUMNS,
+  decodeListener,
+  decodeOrg,
+  LIMIT_COLUMNS,
+  LISTENER_COLUMNS,
+  NEW_SAILBOX_COLUMNS,
+  newSailboxValues,
+  NO_LIMITS,
+  now,
+  orgCapRefusal,
+  SAILBOX_COLUMNS,
+  TOKEN_COLUMNS,
+  type StoredListener,
+  type StoredOrg,
+} from "./rows.js";
 import {
   hashToken,
   NameTakenError,
   newId,
   newToken,
-  OrgLimitReachedError,
   TcpPortsExhaustedError,
   type AppRow,
   type ExecRow,
@@ -19,25 +34,6 @@ import {
   type TcpPortRange,
   type TokenRow,
 } from "./store.js";
-
-const SAILBOX_COLUMNS = `id, app_id AS appId, org_id AS orgId, name, status, image_name AS imageName,
-  image_arch AS imageArch, image_packages AS imagePackages, cpu, memory_mib AS memoryMiB, node_id AS nodeId,
-  idle_timeout AS idleTimeout, network_policy AS networkPolicy, failure_reason AS failureReason, created_at AS createdAt, terminated_at AS terminatedAt`;
-
-const now = () => new Date().toISOString();
-
-/** An org row as SQLite returns it: operator as 0/1. */
-type StoredOrg = Omit<OrgRow, "operator"> & { operator: number };
-const decodeOrg = (row: StoredOrg): OrgRow => ({ ...row, operator: row.operator === 1 });
-const TOKEN_COLUMNS = "t.id, o.name AS org, t.label, t.created_at AS createdAt, t.revoked_at AS revokedAt";
-
-/** A listener row as SQLite returns it: the allowlist as JSON text, flags as 0/1. */
-type StoredListener<T extends ListenerRow> = Omit<T, "cidrAllowlist" | "allowPublic" | "h2c" | "proxyProtocol"> & { cidrAllowlist: string; allowPublic: number; h2c: number; proxyProtocol: number };
-function decodeListener<T extends ListenerRow>(row: StoredListener<T>): T {
-  return { ...row, cidrAllowlist: JSON.parse(row.cidrAllowlist) as string[], allowPublic: row.allowPublic === 1, h2c: row.h2c === 1, proxyProtocol: row.proxyProtocol === 1 } as T;
-}
-const LISTENER_COLUMNS = `l.sailbox_id AS sailboxId, l.port, l.protocol, l.cidr_allowlist AS cidrAllowlist, l.allow_public AS allowPublic,
-  l.public_port AS publicPort, l.h2c, l.proxy_protocol AS proxyProtocol`;
 
 /**
  * The embedded store: SQLite in WAL mode (better-sqlite3, synchronous underneath). One process
@@ -60,14 +56,21 @@ export class SqliteStore implements Store {
     this.db.close();
   }
 
+  /**
+   * Each pending migration in its own IMMEDIATE transaction that reads the version again under
+   * the write lock, so a second process opening the file at the same moment waits, then finds the
+   * work done instead of running it twice. A migrated file (every start) takes no write lock.
+   */
   private migrate(): void {
-    const applied = this.db.pragma("user_version", { simple: true }) as number;
-    MIGRATIONS.slice(applied).forEach((migration, i) => {
-      this.db.transaction(() => {
-        this.db.exec(typeof migration === "string" ? migration : migration.sqlite);
-        this.db.pragma(`user_version = ${applied + i + 1}`);
-      })();
-    });
+    const version = () => this.db.pragma("user_version", { simple: true }) as number;
+    while (version() < MIGRATIONS.length) {
+      this.immediate(() => {
+        const applied = version();
+        if (applied >= MIGRATIONS.length) return;
+        this.db.exec(migrationSql(MIGRATIONS[applied]!, "sqlite"));
+        this.db.pragma(`user_version = ${applied + 1}`);
+      });
+    }
   }
 
   // --- orgs and tokens ---
@@ -124,10 +127,7 @@ export class SqliteStore implements Store {
   }
 
   private limitsOf(orgId: string): OrgLimits {
-    const row = this.db.prepare("SELECT sailbox_limit AS sailboxes, cpu_limit AS cpu, memory_limit_mib AS memoryMiB, tcp_limit AS tcpEndpoints FROM orgs WHERE id = ?").get(orgId) as
-      | OrgLimits
-      | undefined;
-    return row ?? { sailboxes: null, cpu: null, memoryMiB: null, tcpEndpoints: null };
+    return (this.db.prepare(`SELECT ${LIMIT_COLUMNS} FROM orgs WHERE id = ?`).get(orgId) as OrgLimits | undefined) ?? NO_LIMITS;
   }
 
   async setOrgLimits(orgId: string, limits: Partial<OrgLimits>): Promise<void> {
@@ -164,11 +164,11 @@ export class SqliteStore implements Store {
   }
 
   private appByName(orgId: string, name: string): AppRow | undefined {
-    return this.db.prepare("SELECT id, org_id AS orgId, name, created_at AS createdAt FROM apps WHERE org_id = ? AND name = ?").get(orgId, name) as AppRow | undefined;
+    return this.db.prepare(`SELECT ${APP_COLUMNS} FROM apps WHERE org_id = ? AND name = ?`).get(orgId, name) as AppRow | undefined;
   }
 
   async getApp(orgId: string, id: string): Promise<AppRow | undefined> {
-    return this.db.prepare("SELECT id, org_id AS orgId, name, created_at AS createdAt FROM apps WHERE org_id = ? AND id = ?").get(orgId, id) as AppRow | undefined;
+    return this.db.prepare(`SELECT ${APP_COLUMNS} FROM apps WHERE org_id = ? AND id = ?`).get(orgId, id) as AppRow | undefined;
   }
 
   async mintApp(orgId: string, name: string): Promise<AppRow> {
@@ -177,13 +177,13 @@ export class SqliteStore implements Store {
   }
 
   async listApps(orgId: string): Promise<AppRow[]> {
-    return this.db.prepare("SELECT id, org_id AS orgId, name, created_at AS createdAt FROM apps WHERE org_id = ? ORDER BY name").all(orgId) as AppRow[];
+    return this.db.prepare(`SELECT ${APP_COLUMNS} FROM apps WHERE org_id = ? ORDER BY name`).all(orgId) as AppRow[];
   }
 
   // --- sailboxes ---
 
   async insertSailbox(box: NewSailbox, rules: InsertRules): Promise<SailboxRow> {
-    return this.db.transaction(() => {
+    return this.immediate(() => {
       if (box.name !== null) {
         const taken = this.db.prepare("SELECT 1 FROM sailboxes WHERE app_id = ? AND name = ? AND live = 1").get(box.appId, box.name);
         if (taken) throw new NameTakenError(box.name);
@@ -191,26 +191,7 @@ export class SqliteStore implements Store {
       const tcpPorts = (box.ports ?? []).filter((p) => p.protocol === "tcp").length;
       this.checkOrgCaps(box, tcpPorts, rules.tcpEndpointsDefault);
       const publicPorts = tcpPorts && rules.tcp ? this.allocateTcpPorts(tcpPorts, rules.tcp) : [];
-      this.db
-        .prepare(
-          `INSERT INTO sailboxes (id, app_id, org_id, name, status, live, image_name, image_arch, image_packages, cpu, memory_mib, node_id, idle_timeout, network_policy, created_at)
-           VALUES (?, ?, ?, ?, 'creating', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        )
-        .run(
-          box.id,
-          box.appId,
-          box.orgId,
-          box.name,
-          box.imageName,
-          box.imageArch,
-          box.imagePackages,
-          box.cpu,
-          box.memoryMiB,
-          box.nodeId,
-          box.idleTimeout ?? null,
-          box.networkPolicy ?? '{"outbound":"open","allowOut":[],"denyOut":[]}',
-          now(),
-        );
+      this.db.prepare(`INSERT INTO sailboxes (${NEW_SAILBOX_COLUMNS}, status, live) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', 1)`).run(...newSailboxValues(box));
       const insertListener = this.db.prepare("INSERT INTO listeners (sailbox_id, port, protocol, cidr_allowlist, allow_public, public_port, h2c, proxy_protocol) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
       let next = 0;
       for (const p of box.ports ?? []) {
@@ -218,22 +199,22 @@ export class SqliteStore implements Store {
         insertListener.run(box.id, p.port, p.protocol, JSON.stringify(p.cidrAllowlist ?? []), p.allowPublic ? 1 : 0, publicPort, p.h2c ? 1 : 0, p.proxyProtocol ? 1 : 0);
       }
       return this.sailbox(box.id)!;
-    })();
+    });
+  }
+
+  /**
+   * A transaction that takes the write lock before its first read (BEGIN IMMEDIATE), so a second
+   * connection to the file waits (busy_timeout) instead of checking a snapshot it can no longer
+   * write on.
+   */
+  private immediate<T>(work: () => T): T {
+    return this.db.transaction(work).immediate();
   }
 
   /** The org's caps and raw-TCP endpoints, inside insertSailbox's transaction. */
   private checkOrgCaps(box: NewSailbox, tcpPorts: number, tcpDefault: number): void {
-    const limits = this.limitsOf(box.orgId);
-    if (limits.sailboxes !== null || limits.cpu !== null || limits.memoryMiB !== null) {
-      const usage = this.usageOf(box.orgId);
-      if (limits.sailboxes !== null && usage.sailboxes + 1 > limits.sailboxes) throw new OrgLimitReachedError("sailboxes", limits.sailboxes, usage.sailboxes, 1);
-      if (limits.cpu !== null && usage.cpu + box.cpu > limits.cpu + 1e-9) throw new OrgLimitReachedError("cpu", limits.cpu, usage.cpu, box.cpu);
-      if (limits.memoryMiB !== null && usage.memoryMiB + box.memoryMiB > limits.memoryMiB) throw new OrgLimitReachedError("memory", limits.memoryMiB, usage.memoryMiB, box.memoryMiB);
-    }
-    if (!tcpPorts) return;
-    const limit = limits.tcpEndpoints ?? tcpDefault;
-    const inUse = this.tcpInUse(box.orgId);
-    if (inUse + tcpPorts > limit) throw new OrgLimitReachedError("tcpEndpoints", limit, inUse, tcpPorts);
+    const refusal = orgCapRefusal(box, tcpPorts, this.limitsOf(box.orgId), { ...this.usageOf(box.orgId), tcpEndpoints: this.tcpInUse(box.orgId) }, tcpDefault);
+    if (refusal) throw refusal;
   }
 
   /** The lowest free public ports (inside insertSailbox's transaction). */
@@ -336,8 +317,7 @@ export class SqliteStore implements Store {
 
   async findIdempotentCreate(orgId: string, key: string): Promise<{ requestSha256: string; sailboxId: string } | undefined> {
     return this.db.prepare("SELECT request_sha256 AS requestSha256, sailbox_id AS sailboxId FROM idempotent_creates WHERE org_id = ? AND key = ?").get(orgId, key) as
-      | { requestSha256: string; sailboxId: string }
-      | undefined;
+      { requestSha256: string; sailboxId: string } | undefined;
   }
 
   async rememberIdempotentCreate(orgId: string, key: string, requestSha256: string, sailboxId: string): Promise<void> {
@@ -380,8 +360,7 @@ export class SqliteStore implements Store {
 
   async getExec(sailboxId: string, id: string): Promise<ExecRow | undefined> {
     const row = this.db.prepare("SELECT id, sailbox_id AS sailboxId, cmd, background, started_at AS startedAt FROM execs WHERE sailbox_id = ? AND id = ?").get(sailboxId, id) as
-      | (Omit<ExecRow, "background"> & { background: number })
-      | undefined;
+      (Omit<ExecRow, "background"> & { background: number }) | undefined;
     return row && { ...row, background: row.background === 1 };
   }
 

@@ -77,13 +77,18 @@ export class StoreError extends Error {}
 export class NameTakenError extends StoreError {}
 /** `insertSailbox`: the public TCP port range is exhausted. */
 export class TcpPortsExhaustedError extends StoreError {}
+/**
+ * Any method: the database did not answer within its deadline, or could not be reached (a
+ * server store: PostgreSQL down, failing over, or a lock held past the statement's deadline).
+ * Nothing is known to have changed; the caller may retry. The cause is the driver's error.
+ */
+export class StoreUnavailableError extends StoreError {}
 
 /** The range public TCP ports are allocated from. */
 export interface TcpPortRange {
   firstPort: number;
   lastPort: number;
 }
-
 
 /**
  * `insertSailbox`: the org would pass one of its caps (the operator's org limits, or its raw-TCP
