@@ -27,7 +27,7 @@ function rawBundle(id: string) {
   for (const sub of ["upper", "work", "rootfs"]) mkdirSync(join(dir, sub), { recursive: true });
   execFileSync("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${baseRootfs()},upperdir=${dir}/upper,workdir=${dir}/work`, join(dir, "rootfs")]);
   execFileSync("ip", ["netns", "add", `sail-${id}`]);
-  const spec = { id, hostname: id, arch: "amd64" as const, aptPackages: [], cpu: 1, memoryMiB: 1024, pidsLimit: 1024, netSlot: 0, outbound: { mode: "blocked" as const, cidrs: [] } };
+  const spec = { id, hostname: id, arch: "amd64" as const, aptPackages: [], cpu: 1, memoryMiB: 1024, diskMiB: 10240, pidsLimit: 1024, netSlot: 0, outbound: { mode: "blocked" as const, cidrs: [] } };
   writeFileSync(join(dir, "config.json"), JSON.stringify(ociConfig(spec, { rootfs: join(dir, "rootfs"), netnsPath: `/run/netns/sail-${id}`, nofile: 20000, hostArch: spec.arch })));
   return {
     dir,

@@ -42,7 +42,18 @@ describe("store", () => {
   const store = new Store(join(dir, "sail.db"));
   const org = store.createOrg("default");
   const app = store.mintApp(org.id, "demo");
-  const box = (id: string, name: string | null): NewSailbox => ({ id, appId: app.id, orgId: org.id, name, imageName: "debian", imageArch: "amd64", imagePackages: "", cpu: 1, memoryMiB: 512 });
+  const box = (id: string, name: string | null): NewSailbox => ({
+    id,
+    appId: app.id,
+    orgId: org.id,
+    name,
+    imageName: "debian",
+    imageArch: "amd64",
+    imagePackages: "",
+    cpu: 1,
+    memoryMiB: 512,
+    diskMiB: 1024,
+  });
 
   test("tokens are found by hash and only by the right token", () => {
     const { token } = store.createToken(org.id, "test");

@@ -22,7 +22,17 @@ const networkSentence = (network: SailboxInfo["network"]) =>
 
 const row = (sb: Sailbox) => {
   const d = sb.describe();
-  return { id: d.id, name: d.name, status: d.status, image: imageLabel(d.image), cpu: d.cpu, memory: `${d.memoryMiB}MiB`, network: networkLabel(d.network), created: d.createdAt };
+  return {
+    id: d.id,
+    name: d.name,
+    status: d.status,
+    image: imageLabel(d.image),
+    cpu: d.cpu,
+    memory: `${d.memoryMiB}MiB`,
+    disk: d.diskMiB === null ? "-" : `${d.diskMiB}MiB`,
+    network: networkLabel(d.network),
+    created: d.createdAt,
+  };
 };
 
 const listenerRow = (l: Listener) => ({
@@ -64,6 +74,7 @@ export function registerBox(program: Command): void {
     .option("--name <name>", "a name, unique among the app's live boxes")
     .option("--cpu <cores>", "CPU cores (fractions allowed)", parseFloat)
     .option("--memory <MiB>", "memory limit in MiB", (v) => parseInt(v, 10))
+    .option("--disk <MiB>", "disk limit in MiB: what the box may write, in bytes and files (default: the daemon's --box-disk)", Number)
     .option("--port <port>", "publish a guest port over HTTPS (repeatable)", collectPorts, [] as number[])
     .option("--h2c-port <port>", "publish a guest port over HTTPS, speaking HTTP/2 (h2c) to it: gRPC (repeatable)", collectPorts, [] as number[])
     .option("--tcp <port>", "publish a guest port as raw TCP (repeatable)", collectPorts, [] as number[])
@@ -80,7 +91,7 @@ export function registerBox(program: Command): void {
     .option("--json", "print the box and its listeners as JSON")
     .addHelpText(
       "after",
-      "\nExamples:\n  sail box create --name web-demo --port 3000\n  sail box create --name db --apt postgresql --tcp 5432 --allow 203.0.113.0/24\n  sail box create --name dev --enable-ssh\n  sail box create --name api --h2c-port 50051   # a gRPC server, at its HTTPS URL\n  sail box create --app ci --cpu 0.5 --memory 512\n  sail box create --arch arm64 --port 3000   # emulated on an amd64 host\n  sail box create --allow-out pypi.org --allow-out files.pythonhosted.org   # pip install, nothing else\n  sail box create --block-network --port 3000",
+      "\nExamples:\n  sail box create --name web-demo --port 3000\n  sail box create --name db --apt postgresql --tcp 5432 --allow 203.0.113.0/24\n  sail box create --name dev --enable-ssh\n  sail box create --name api --h2c-port 50051   # a gRPC server, at its HTTPS URL\n  sail box create --app ci --cpu 0.5 --memory 512 --disk 2048\n  sail box create --arch arm64 --port 3000   # emulated on an amd64 host\n  sail box create --allow-out pypi.org --allow-out files.pythonhosted.org   # pip install, nothing else\n  sail box create --block-network --port 3000",
     )
     .action(
       async (opts: {
@@ -88,6 +99,7 @@ export function registerBox(program: Command): void {
         name?: string;
         cpu?: number;
         memory?: number;
+        disk?: number;
         port: number[];
         h2cPort: number[];
         tcp: number[];
@@ -112,7 +124,7 @@ export function registerBox(program: Command): void {
         if (opts.apt.length) console.error(`Preparing an image with ${opts.apt.join(", ")} (the first time, this takes as long as apt-get install)...`);
         else if (opts.arch) console.error(`Preparing the ${opts.arch} image (the first time under emulation, this takes a few minutes)...`);
         const network = { blockNetwork: opts.blockNetwork, allowOut: opts.allowOut.length ? opts.allowOut : undefined, denyOut: opts.denyOut.length ? opts.denyOut : undefined };
-        const sb = await Sailbox.create({ app, name: opts.name, image, cpu: opts.cpu, memory: opts.memory, ingressPorts, ssh, ...network });
+        const sb = await Sailbox.create({ app, name: opts.name, image, cpu: opts.cpu, memory: opts.memory, disk: opts.disk, ingressPorts, ssh, ...network });
         const listeners = await sb.listeners();
         if (opts.json) return printJson({ ...sb.describe(), listeners: listeners.map(listenerRow) });
         console.log(`Created sailbox ${sb.id}${sb.name ? ` (${sb.name})` : ""} in app ${app.name}: ${sb.describe().status}`);
@@ -136,7 +148,7 @@ export function registerBox(program: Command): void {
       const app = opts.app ? await App.find({ name: opts.app }) : undefined;
       const boxes = (await Sailbox.list({ app })).filter((sb) => opts.all || !["terminated", "failed"].includes(sb.describe().status));
       if (opts.json) return printJson(boxes.map((sb) => sb.describe()));
-      printTable(boxes.map(row), ["id", "name", "status", "image", "cpu", "memory", "network", "created"]);
+      printTable(boxes.map(row), ["id", "name", "status", "image", "cpu", "memory", "disk", "network", "created"]);
     });
 
   box

@@ -71,6 +71,8 @@ export const ERROR_CODES = {
   SAIL_SAILBOX_PAUSED: { status: 409, kind: "SailboxPaused", from: ["api", "gateway"], gatewayStatus: 503 },
   SAIL_LIMIT_EXCEEDED: { status: 429, kind: "LimitExceeded" },
   SAIL_TCP_LIMIT_EXCEEDED: { status: 429, kind: "LimitExceeded" },
+  // the box's disk (bytes or inodes) is full: what Sail writes into it (a background exec's log) cannot be made (RFC 4918's 507)
+  SAIL_DISK_FULL: { status: 507, kind: "LimitExceeded" },
   SAIL_TIMEOUT: { status: 504, kind: "Timeout", from: "sdk" },
   SAIL_LISTENER_TIMEOUT: { status: 504, kind: "Timeout" },
   // ours

@@ -43,6 +43,7 @@ ERROR_CODES: Dict[str, Tuple[int, str]] = {
     "SAIL_SAILBOX_PAUSED": (409, "SailboxPaused"),
     "SAIL_LIMIT_EXCEEDED": (429, "LimitExceeded"),
     "SAIL_TCP_LIMIT_EXCEEDED": (429, "LimitExceeded"),
+    "SAIL_DISK_FULL": (507, "LimitExceeded"),
     "SAIL_TIMEOUT": (504, "Timeout"),
     "SAIL_LISTENER_TIMEOUT": (504, "Timeout"),
     "SAIL_RUNTIME_FAILED": (500, "Internal"),

@@ -125,7 +125,7 @@ export function createApiServer(
       /^\/v1\/sailboxes$/,
       async ({ org, req, res }) => {
         const body = await readJsonBody(req);
-        onlyFields(body, ["appId", "name", "image", "cpu", "memoryMiB", "ingressPorts", "ssh", "idleTimeout", "blockNetwork", "allowOut", "denyOut"]);
+        onlyFields(body, ["appId", "name", "image", "cpu", "memoryMiB", "diskMiB", "ingressPorts", "ssh", "idleTimeout", "blockNetwork", "allowOut", "denyOut"]);
         if (typeof body.appId !== "string") throw sailError("SAIL_INVALID_ARGUMENT", "appId must be the id of one of your apps", { field: "appId" });
         sendJson(res, 201, await boxes.creator.create(org, body as unknown as CreateSailboxRequest));
       },

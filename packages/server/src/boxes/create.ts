@@ -1,6 +1,7 @@
 import {
   ARCHITECTURES,
   checkAptPackages,
+  checkDisk,
   checkIdleTimeout,
   checkName,
   checkResources,
@@ -26,6 +27,8 @@ import { checkTcpQuota } from "./tcp-quota.js";
 export interface BoxDefaults {
   cpu: number;
   memoryMiB: number;
+  /** The disk of a box whose create does not say (MiB). */
+  diskMiB: number;
   pidsLimit: number;
   hostCpus: number;
   maxBoxes: number;
@@ -60,6 +63,8 @@ export class BoxCreator {
     const arch = this.checkImage(request.image);
     const aptPackages = checkAptPackages(request.image?.aptPackages);
     checkResources(request.cpu, request.memoryMiB, this.defaults.hostCpus);
+    checkDisk(request.diskMiB);
+    const diskMiB = request.diskMiB ?? this.defaults.diskMiB;
     const idleTimeout = checkIdleTimeout(request.idleTimeout);
     const ports = normalizeIngressPorts(request.ingressPorts).map(withCanonicalCidrs);
     const network = this.outbound.check(request);
@@ -82,6 +87,7 @@ export class BoxCreator {
         imagePackages: aptPackages.join(" "),
         cpu: request.cpu ?? this.defaults.cpu,
         memoryMiB: request.memoryMiB ?? this.defaults.memoryMiB,
+        diskMiB,
         ports,
         idleTimeout,
         networkPolicy: JSON.stringify(network),
@@ -91,17 +97,19 @@ export class BoxCreator {
     try {
       const running = await this.lifecycle.transition(id, "running", {
         before: async () => {
-          await this.runtime.create({
+          const created = await this.runtime.create({
             id,
             hostname: name ?? id,
             arch,
             aptPackages,
             cpu: box.cpu,
             memoryMiB: box.memoryMiB,
+            diskMiB,
             pidsLimit: this.defaults.pidsLimit,
             netSlot: box.netSlot,
             outbound: rulesOf(network),
           });
+          this.store.setDiskInodes(id, created.diskInodes);
           try {
             await this.outbound.install(id, network, { rulesInPlace: true });
             if (sshKey) await runScript(this.runtime, id, installSshdScript(sshKey), "set up sshd");

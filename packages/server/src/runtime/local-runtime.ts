@@ -1,9 +1,10 @@
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, writeFileSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Architecture } from "@sail/protocol";
 import { mustRun, runCommand, signalNumber } from "./commands.js";
 import { Crun } from "./crun.js";
+import { BoxDisks, DISK_DIR, type DiskSettings } from "./disks.js";
 import { ensureEmulation } from "./emulation.js";
 import { ensureBaseImage, ensurePackageImage, removePartialBuilds } from "./image.js";
 import { EgressFirewall, type OutboundBounds } from "./egress.js";
@@ -12,7 +13,22 @@ import { ociConfig } from "./oci.js";
 import { listeningAddresses, probeTcp } from "./ports.js";
 import { startPty, type RunningPty } from "./pty.js";
 import { settleStrays } from "./strays.js";
-import type { BoxNetwork, BoxSpec, ExecSpec, ImageProgress, OutboundCounters, OutboundRefusal, OutboundRules, PtySpec, Runtime, RuntimeState, RunningExec } from "./runtime.js";
+import { Trash } from "./trash.js";
+import {
+  DiskFullError,
+  type BoxNetwork,
+  type BoxSpec,
+  type CreatedBox,
+  type ExecSpec,
+  type ImageProgress,
+  type OutboundCounters,
+  type OutboundRefusal,
+  type OutboundRules,
+  type PtySpec,
+  type Runtime,
+  type RuntimeState,
+  type RunningExec,
+} from "./runtime.js";
 
 export interface LocalRuntimeOptions {
   dataDir: string;
@@ -25,6 +41,10 @@ export interface LocalRuntimeOptions {
   nofileLimit: number;
   /** What boxes may reach beyond the host at all; off when omitted. */
   outbound?: OutboundBounds;
+  /** How boxes' disks are made. */
+  disk: DiskSettings;
+  /** Work done in the background (spare disks, removing what ended) that failed: nobody awaits it. */
+  onBackgroundError?: (what: string, err: unknown) => void;
 }
 
 /** Cgroup v1 hierarchies crun creates `/sail/<id>` in; removed on destroy if crun left any. */
@@ -46,11 +66,17 @@ export class LocalRuntime implements Runtime {
   private readonly baseImages = new Map<Architecture, Promise<string>>();
   /** Package images by architecture and sorted package list: built or building. */
   private readonly packageImages = new Map<string, Promise<string>>();
+  /** What ended (boxes, spare disks), unmounted and removed in the background. */
+  private readonly trash: Trash;
+  private readonly disks: BoxDisks;
 
   constructor(private readonly options: LocalRuntimeOptions) {
     this.hostArch = options.hostArch;
     this.crun = new Crun(options.crunRoot);
     this.networks = new BoxNetworks(options.boxSubnet, options.outbound, forwardingMark(options.crunRoot, options.dataDir));
+    const onError = options.onBackgroundError ?? (() => {});
+    this.trash = new Trash(join(options.dataDir, "trash"), (path, err) => onError(`removing ${path}`, err));
+    this.disks = new BoxDisks(join(options.dataDir, "disks"), options.disk, this.trash, (err) => onError("making a spare box disk", err));
   }
 
   get maxBoxes(): number {
@@ -92,11 +118,18 @@ export class LocalRuntime implements Runtime {
 
   start(): Promise<void> {
     removePartialBuilds(join(this.options.dataDir, "images"));
+    this.trash.resume();
+    this.disks.start();
     return this.networks.fenceSubnet();
   }
 
-  /** Boxes keep running; the fence, the firewall and empty cgroup parents go, so the host is as before the daemon. */
+  /**
+   * Boxes keep running; spare disks and what is in the trash, the fence, the firewall and empty
+   * cgroup parents go, so the host is as before the daemon (no mount or loop device but live boxes').
+   */
   async shutdown(): Promise<void> {
+    await this.disks.stop();
+    await this.trash.drained();
     await this.networks.unfenceSubnet(this.boxesRemain());
     // crun creates the /sail parents; remove them when no box is left in them
     for (const controller of CGROUP_V1_CONTROLLERS) {
@@ -121,6 +154,12 @@ export class LocalRuntime implements Runtime {
     return join(this.options.dataDir, "boxes", id);
   }
 
+  /** Where a box's growing files are: on its disk, or in its directory for a box made before boxes had disks. */
+  private growingDir(id: string): string {
+    const disk = join(this.boxDir(id), DISK_DIR);
+    return existsSync(disk) ? disk : this.boxDir(id);
+  }
+
   /** Each box's addresses, kept in its directory (network.json) so they outlive the daemon. */
   private readNetwork(id: string): BoxNetwork | undefined {
     try {
@@ -137,22 +176,27 @@ export class LocalRuntime implements Runtime {
     return network;
   }
 
-  async create(spec: BoxSpec): Promise<BoxNetwork> {
+  async create(spec: BoxSpec): Promise<CreatedBox> {
     const lower = spec.aptPackages.length ? await this.packageImage(spec.arch, spec.aptPackages) : await this.baseImage(spec.arch);
     const dir = this.boxDir(spec.id);
     const rootfs = join(dir, "rootfs");
+    const disk = join(dir, DISK_DIR);
     try {
-      for (const sub of ["upper", "work", "rootfs", "execs"]) mkdirSync(join(dir, sub), { recursive: true });
-      const [network] = await Promise.all([
+      // the disk (and the overlay on it) while the network is made
+      const [network, diskInodes] = await Promise.all([
         this.networks.create(spec.id, spec.netSlot),
-        mustRun("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${lower},upperdir=${dir}/upper,workdir=${dir}/work`, rootfs]),
+        this.disks.provide(dir, spec.diskMiB).then(async (inodes) => {
+          mkdirSync(rootfs);
+          await mustRun("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${lower},upperdir=${disk}/upper,workdir=${disk}/work`, rootfs]);
+          return inodes;
+        }),
       ]);
       writeFileSync(join(dir, "network.json"), JSON.stringify(network));
       this.addresses.set(spec.id, network);
       writeIdentity(rootfs, spec.hostname, network);
       const config = ociConfig(spec, { rootfs, netnsPath: `/run/netns/${BoxNetworks.namespace(spec.id)}`, nofile: this.options.nofileLimit, hostArch: this.hostArch });
       writeFileSync(join(dir, "config.json"), JSON.stringify(config));
-      const consoleLog = openSync(join(dir, "console.log"), "a");
+      const consoleLog = openSync(join(disk, "console.log"), "a");
       try {
         // all run to their end before a failure is handled: cleaning up while `crun run` still works would leave its container behind
         const [run, ...rules] = await Promise.allSettled([
@@ -165,10 +209,12 @@ export class LocalRuntime implements Runtime {
       } finally {
         closeSync(consoleLog);
       }
-      return network;
+      return { network, diskInodes };
     } catch (err) {
       await this.destroy(spec.id).catch(() => {});
       throw err;
+    } finally {
+      this.disks.refill();
     }
   }
 
@@ -232,7 +278,7 @@ export class LocalRuntime implements Runtime {
   }
 
   execLogPath(id: string, execId: string): string {
-    return join(this.boxDir(id), "execs", `${execId}.log`);
+    return join(this.growingDir(id), "execs", `${execId}.log`);
   }
 
   /**
@@ -242,7 +288,7 @@ export class LocalRuntime implements Runtime {
    */
   async execDetached(id: string, execId: string, spec: ExecSpec): Promise<void> {
     const logPath = this.execLogPath(id, execId);
-    const log = openSync(logPath, "a");
+    const log = openLog(id, logPath);
     try {
       const child = this.crun.exec(id, ["/bin/sh", "-c", spec.cmd], { cwd: spec.cwd ?? DEFAULT_CWD, env: spec.env, detach: true, stdio: ["ignore", log, log] });
       const code = await new Promise<number>((resolve, reject) => {
@@ -289,17 +335,25 @@ export class LocalRuntime implements Runtime {
     if (network) await this.networks.egress.remove(id, network.guestAddress, network.hostAddress);
     this.addresses.delete(id);
     await this.crun.delete(id);
-    const rootfs = join(dir, "rootfs");
-    if ((await runCommand("mountpoint", ["-q", rootfs])).code === 0) {
-      const plain = await runCommand("umount", [rootfs]);
-      if (plain.code !== 0) await mustRun("umount", ["-l", rootfs]);
-    }
     await this.networks.destroy(id);
     for (const controller of CGROUP_V1_CONTROLLERS) {
       const path = `/sys/fs/cgroup/${controller}/sail/${id}`;
       if (existsSync(path)) rmdirSync(path);
     }
-    rmSync(dir, { recursive: true, force: true });
+    // its rootfs, disk and directory: unmounted and removed in the background
+    this.trash.discard(dir);
+  }
+}
+
+/** A background exec's log, on the box's disk: a full disk (no inode for it) is the box's own limit, said so. */
+function openLog(id: string, path: string): number {
+  try {
+    return openSync(path, "a");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOSPC" || code === "EDQUOT")
+      throw new DiskFullError(`sailbox ${id}'s disk is full (${code}): no room for the command's log; delete files in the box, or create it with a larger disk`);
+    throw err;
   }
 }
 

@@ -91,4 +91,9 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE sailboxes ADD COLUMN network_policy TEXT NOT NULL DEFAULT '{"outbound":"blocked","allowOut":[],"denyOut":[]}';
   `,
+  // 9: each box's disk limit (MiB) and the inodes its filesystem has; NULL: a box from before disk limits
+  `
+  ALTER TABLE sailboxes ADD COLUMN disk_mib INTEGER;
+  ALTER TABLE sailboxes ADD COLUMN disk_inodes INTEGER;
+  `,
 ];
