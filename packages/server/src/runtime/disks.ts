@@ -27,6 +27,9 @@ const DISK_SUBDIRS = ["upper", "work", "execs"];
  */
 const SPARE_DISKS = 2;
 
+/** Spares are made again this long after a create: its routes and answer come after the runtime's part, and mkfs should not compete with them. */
+const REFILL_DELAY_MS = 250;
+
 /**
  * Every box gets its own ext4 filesystem, of the size its create asked for, on a loop device
  * over a sparse file in its directory: the kernel refuses a write past the size (ENOSPC) and a
@@ -37,6 +40,7 @@ const SPARE_DISKS = 2;
 export class BoxDisks {
   private readonly spares: string[] = [];
   private filling: Promise<void> | undefined;
+  private refillTimer: NodeJS.Timeout | undefined;
   private stopped = false;
 
   constructor(
@@ -55,7 +59,7 @@ export class BoxDisks {
       // none yet
     }
     for (const name of names) this.trash.discard(join(this.sparesDir, name));
-    this.refill();
+    this.fill();
   }
 
   /**
@@ -70,8 +74,16 @@ export class BoxDisks {
     return statfsSync(join(dir, DISK_DIR)).files;
   }
 
-  /** Make spares until there are enough, one at a time; the caller is done with its create by then. */
-  refill(): void {
+  /** Make the spares taken again, once the create that took one is done (the runtime calls this at its end). */
+  refillSoon(): void {
+    this.refillTimer ??= setTimeout(() => {
+      this.refillTimer = undefined;
+      this.fill();
+    }, REFILL_DELAY_MS).unref();
+  }
+
+  /** Make spares until there are enough, one at a time. */
+  private fill(): void {
     if (this.filling || this.stopped) return;
     this.filling = (async () => {
       while (!this.stopped && this.spares.length < SPARE_DISKS) {
@@ -93,6 +105,7 @@ export class BoxDisks {
   /** No more spares; the ones made go to the trash (the caller drains it). */
   async stop(): Promise<void> {
     this.stopped = true;
+    clearTimeout(this.refillTimer);
     await this.filling;
     for (const spare of this.spares.splice(0)) this.trash.discard(spare);
   }

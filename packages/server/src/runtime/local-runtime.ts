@@ -214,7 +214,7 @@ export class LocalRuntime implements Runtime {
       await this.destroy(spec.id).catch(() => {});
       throw err;
     } finally {
-      this.disks.refill();
+      this.disks.refillSoon();
     }
   }
 

@@ -11,6 +11,9 @@ const MODULE_PATH = join(dirname(fileURLToPath(import.meta.url)), "../../native/
 /** One `rm` may take this long (400k files took 3.7 s here); past it, the rest waits for the next daemon start. */
 const REMOVE_TIMEOUT_MS = 10 * 60_000;
 
+/** `nice` arguments: the trash's work yields the CPU to everything else. */
+const LOWEST_PRIORITY = ["-n", "19"];
+
 interface DiskNative {
   shutdownFilesystem(path: string): void;
 }
@@ -94,11 +97,12 @@ export class Trash {
 async function removeTree(path: string): Promise<void> {
   const mounts = mountsUnder(path);
   for (const mount of mounts) if (mount.fsType === "ext4" && mount.source.startsWith("/dev/loop")) loadNative().shutdownFilesystem(mount.mountPoint);
-  for (const mount of mounts) {
-    // a loop device mounted with `-o loop` detaches itself when its filesystem is unmounted (LO_FLAGS_AUTOCLEAR)
-    if ((await runCommand("umount", [mount.mountPoint])).code !== 0) await mustRun("umount", ["-l", mount.mountPoint]);
+  // one process for all, in this order; a loop device mounted with `-o loop` detaches itself when its filesystem is
+  // unmounted (LO_FLAGS_AUTOCLEAR). Unmounting writes the disk's dirty metadata through it (250k new files: ≈ 2 s here).
+  if (mounts.length && (await runCommand("nice", [...LOWEST_PRIORITY, "umount", ...mounts.map((m) => m.mountPoint)])).code !== 0) {
+    for (const mount of mountsUnder(path)) await mustRun("umount", ["-l", mount.mountPoint]);
   }
-  await mustRun("nice", ["-n", "19", "rm", "-rf", "--one-file-system", "--", path], { timeout: REMOVE_TIMEOUT_MS });
+  await mustRun("nice", [...LOWEST_PRIORITY, "rm", "-rf", "--one-file-system", "--", path], { timeout: REMOVE_TIMEOUT_MS });
 }
 
 interface Mount {
