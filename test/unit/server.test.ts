@@ -109,6 +109,8 @@ describe("daemon config", () => {
       [{ logLevel: "chatty" as never }, /--log-level "chatty" must be debug, info, warn, error or silent/],
       [{ gatewayThreads: 0 }, /--gateway-threads 0 must be a whole number from 1 to 64/],
       [{ boxMemoryMiB: 10 }, /boxMemoryMiB 10 must be a whole number from 64/],
+      [{ boxDiskMiB: 10 }, /--box-disk 10 must be a whole number from 64 to 1048576 \(MiB\)/],
+      [{ boxDiskBytesPerInode: 1024 }, /--box-disk-bytes-per-inode 1024 must be a whole number from 4096/],
       [{ tlsCert: "/etc/cert.pem" }, /give both --tls-cert and --tls-key/],
     ];
     for (const [options, message] of refusals) assert.throws(() => resolveConfig(options), message);

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { closeSync, mkdirSync, openSync, readdirSync, renameSync, statfsSync, truncateSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { mustRun } from "./commands.js";
 import type { Trash } from "./trash.js";
 
@@ -69,8 +69,10 @@ export class BoxDisks {
    */
   async provide(dir: string, sizeMiB: number): Promise<number> {
     const spare = sizeMiB === this.settings.defaultMiB ? this.spares.shift() : undefined;
-    if (spare) renameSync(spare, dir);
-    else await makeDisk(dir, sizeMiB, this.settings.bytesPerInode);
+    if (spare) {
+      mkdirSync(dirname(dir), { recursive: true }); // the first box of a data dir
+      renameSync(spare, dir);
+    } else await makeDisk(dir, sizeMiB, this.settings.bytesPerInode);
     return statfsSync(join(dir, DISK_DIR)).files;
   }
 
