@@ -73,11 +73,11 @@ export class Trash {
 
   private enqueue(...paths: string[]): void {
     this.pending.push(...paths);
-    this.working ??= this.work().finally(() => (this.working = undefined));
+    this.working ??= this.work();
   }
 
   private async work(): Promise<void> {
-    await new Promise((resolve) => setImmediate(resolve)); // after the caller's answer
+    await new Promise((resolve) => setImmediate(resolve)); // not within the caller's own call (terminate's)
     for (let path = this.pending.shift(); path !== undefined; path = this.pending.shift()) {
       try {
         await removeTree(path);
@@ -85,6 +85,7 @@ export class Trash {
         this.onError(path, err);
       }
     }
+    this.working = undefined; // in the same step as the last look at the queue: nothing enqueued is left behind
   }
 }
 
@@ -96,7 +97,13 @@ export class Trash {
  */
 async function removeTree(path: string): Promise<void> {
   const mounts = mountsUnder(path);
-  for (const mount of mounts) if (mount.fsType === "ext4" && mount.source.startsWith("/dev/loop")) loadNative().shutdownFilesystem(mount.mountPoint);
+  for (const mount of mounts.filter((m) => m.fsType === "ext4" && m.source.startsWith("/dev/loop"))) {
+    try {
+      loadNative().shutdownFilesystem(mount.mountPoint);
+    } catch {
+      // then the unmount writes back what the guest left: slower, not wrong
+    }
+  }
   // one process for all, in this order; a loop device mounted with `-o loop` detaches itself when its filesystem is
   // unmounted (LO_FLAGS_AUTOCLEAR). Unmounting writes the disk's dirty metadata through it (250k new files: ≈ 2 s here).
   if (mounts.length && (await runCommand("nice", [...LOWEST_PRIORITY, "umount", ...mounts.map((m) => m.mountPoint)])).code !== 0) {
