@@ -78,6 +78,8 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
       nofileLimit: 20_000,
       outbound: outboundBounds,
       log,
+      disk: { defaultMiB: config.boxDiskMiB, bytesPerInode: config.boxDiskBytesPerInode },
+      onBackgroundError: (what, err) => log.error({ err: String(err) }, `runtime: ${what} failed`),
     });
     const tls = config.tlsCert && config.tlsKey ? loadGivenTls(config.tlsCert, config.tlsKey) : ensureLocalTls(join(config.dataDir, "tls"), config.domain);
     const httpsListen = parseListen(config.httpsListen);
@@ -85,7 +87,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
       store,
       runtime,
       {
-        defaults: { cpu: config.boxCpu, memoryMiB: config.boxMemoryMiB, pidsLimit: config.boxPidsLimit, hostCpus: availableParallelism(), maxBoxes: runtime.maxBoxes },
+        defaults: { cpu: config.boxCpu, memoryMiB: config.boxMemoryMiB, diskMiB: config.boxDiskMiB, pidsLimit: config.boxPidsLimit, hostCpus: availableParallelism(), maxBoxes: runtime.maxBoxes },
         tcp: { ...parsePortRange(config.tcpPorts), defaultLimitPerOrg: config.tcpLimitPerOrg },
         addresses: { domain: config.domain, publicHttpsPort: config.publicHttpsPort ?? httpsListen.port, publicHost: config.publicHost },
         outbound: { ...outboundBounds, boxSubnet: config.boxSubnet },

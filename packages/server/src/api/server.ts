@@ -131,7 +131,7 @@ export function createApiServer(
       /^\/v1\/sailboxes$/,
       async ({ org, req, res }) => {
         const body = await readJsonBody(req);
-        onlyFields(body, ["appId", "name", "image", "cpu", "memoryMiB", "ingressPorts", "ssh", "idleTimeout", "blockNetwork", "allowOut", "denyOut"]);
+        onlyFields(body, ["appId", "name", "image", "cpu", "memoryMiB", "diskMiB", "ingressPorts", "ssh", "idleTimeout", "blockNetwork", "allowOut", "denyOut"]);
         if (typeof body.appId !== "string") throw sailError("SAIL_INVALID_ARGUMENT", "appId must be the id of one of your apps", { field: "appId" });
         const startedAt = Date.now();
         const ticket = await boxes.creates.begin(org, body, idempotencyKeyOf(req));

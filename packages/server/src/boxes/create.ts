@@ -1,4 +1,5 @@
 import {
+  checkDisk,
   checkIdleTimeout,
   checkName,
   checkResources,
@@ -32,6 +33,8 @@ const CREATE_DEADLINE_MS = 120_000;
 export interface BoxDefaults {
   cpu: number;
   memoryMiB: number;
+  /** The disk of a box whose create does not say (MiB). */
+  diskMiB: number;
   pidsLimit: number;
   hostCpus: number;
   maxBoxes: number;
@@ -50,6 +53,7 @@ export interface CreatePlan {
   image: ImagePlan;
   cpu: number;
   memoryMiB: number;
+  diskMiB: number;
   ports: IngressPortSpec[];
   idleTimeout: number | null;
   network: NetworkInfo;
@@ -88,6 +92,8 @@ export class BoxCreator {
     const name = request.name === undefined || request.name === null ? null : checkName("sailbox", request.name);
     const image = this.images.check(request.image);
     checkResources(request.cpu, request.memoryMiB, this.defaults.hostCpus);
+    checkDisk(request.diskMiB);
+    const diskMiB = request.diskMiB ?? this.defaults.diskMiB;
     const idleTimeout = checkIdleTimeout(request.idleTimeout) ?? null;
     const ports = normalizeIngressPorts(request.ingressPorts).map(withCanonicalCidrs);
     const network = this.outbound.check(request);
@@ -96,7 +102,7 @@ export class BoxCreator {
     if (sshKey && !ports.some((p) => p.port === SSH_PORT)) ports.push({ port: SSH_PORT, protocol: "tcp", cidrAllowlist: [], allowPublic: false });
     const cpu = request.cpu ?? this.defaults.cpu;
     const memoryMiB = request.memoryMiB ?? this.defaults.memoryMiB;
-    return { org, app: { id: app.id, name: app.name }, name, image, cpu, memoryMiB, ports, idleTimeout, network, sshKey };
+    return { org, app: { id: app.id, name: app.name }, name, image, cpu, memoryMiB, diskMiB, ports, idleTimeout, network, sshKey };
   }
 
   /**
@@ -123,6 +129,7 @@ export class BoxCreator {
         imagePackages: image.aptPackages.join(" "),
         cpu: plan.cpu,
         memoryMiB: plan.memoryMiB,
+        diskMiB: plan.diskMiB,
         ports: plan.ports,
         idleTimeout: plan.idleTimeout,
         networkPolicy: JSON.stringify(network),
@@ -136,7 +143,7 @@ export class BoxCreator {
         action: "start",
         deadlineMs: CREATE_DEADLINE_MS,
         before: async (_box, stepSignal) => {
-          await this.runtime.create(
+          const created = await this.runtime.create(
             {
               id,
               hostname: name ?? id,
@@ -144,12 +151,14 @@ export class BoxCreator {
               aptPackages: image.aptPackages,
               cpu: box.cpu,
               memoryMiB: box.memoryMiB,
+              diskMiB: plan.diskMiB,
               pidsLimit: this.defaults.pidsLimit,
               netSlot: box.netSlot,
               outbound: rulesOf(network),
             },
             stepSignal,
           );
+          this.store.setDiskInodes(id, created.diskInodes);
           try {
             await this.outbound.install(id, network, { rulesInPlace: true });
             if (sshKey) await runScript(this.runtime, id, installSshdScript(sshKey), "set up sshd");

@@ -1,5 +1,5 @@
 import { checkExec, checkPtyRequest, sailError, type BackgroundExecInfo, type ExecRequest, type PtyRequest } from "@sail/protocol";
-import type { Runtime, RunningExec, RunningPty } from "../runtime/runtime.js";
+import { DiskFullError, type Runtime, type RunningExec, type RunningPty } from "../runtime/runtime.js";
 
 export type { RunningPty };
 import { newId, type OrgRow, type Store } from "../store/store.js";
@@ -51,6 +51,7 @@ export class Execs {
     try {
       await this.runtime.execDetached(box.id, exec.id, request);
     } catch (err) {
+      if (err instanceof DiskFullError) throw sailError("SAIL_DISK_FULL", `Could not start \`${request.cmd}\` in sailbox ${box.id}: ${err.message}`, { sailboxId: box.id, diskMiB: box.diskMiB });
       throw sailError("SAIL_RUNTIME_FAILED", `Could not start \`${request.cmd}\` in sailbox ${box.id}: ${(err as Error).message}`, { sailboxId: box.id });
     }
     return { execId: exec.id, sailboxId: box.id, cmd: exec.cmd, startedAt: exec.startedAt };

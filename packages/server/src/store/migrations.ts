@@ -109,4 +109,9 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX idempotent_creates_age ON idempotent_creates(created_at);
   `,
+  // 11: each box's disk limit (MiB) and the inodes its filesystem has; NULL: a box from before disk limits
+  `
+  ALTER TABLE sailboxes ADD COLUMN disk_mib INTEGER;
+  ALTER TABLE sailboxes ADD COLUMN disk_inodes INTEGER;
+  `,
 ];

@@ -34,6 +34,10 @@ export interface SailboxRow {
   imagePackages: string;
   cpu: number;
   memoryMiB: number;
+  /** Its disk limit; null for a box made before disk limits. */
+  diskMiB: number | null;
+  /** Inodes of its disk, known once the runtime made it; null before, or for a box made before disk limits. */
+  diskInodes: number | null;
   netSlot: number;
   idleTimeout: number | null;
   /** Its outbound policy, as JSON (NetworkInfo of @sail/protocol). */
@@ -49,7 +53,8 @@ export interface ExecRow {
   background: boolean;
   startedAt: string;
 }
-export type NewSailbox = Omit<SailboxRow, "status" | "netSlot" | "failureReason" | "createdAt" | "terminatedAt" | "idleTimeout" | "networkPolicy"> & {
+export type NewSailbox = Omit<SailboxRow, "status" | "netSlot" | "failureReason" | "createdAt" | "terminatedAt" | "idleTimeout" | "networkPolicy" | "diskMiB" | "diskInodes"> & {
+  diskMiB: number;
   networkPolicy?: string;
   idleTimeout?: number | null;
   ports?: IngressPortSpec[];
@@ -85,7 +90,8 @@ export interface TcpPortRange {
 }
 
 const SAILBOX_COLUMNS = `id, app_id AS appId, org_id AS orgId, name, status, image_name AS imageName,
-  image_arch AS imageArch, image_packages AS imagePackages, cpu, memory_mib AS memoryMiB, net_slot AS netSlot,
+  image_arch AS imageArch, image_packages AS imagePackages, cpu, memory_mib AS memoryMiB,
+  disk_mib AS diskMiB, disk_inodes AS diskInodes, net_slot AS netSlot,
   idle_timeout AS idleTimeout, network_policy AS networkPolicy, failure_reason AS failureReason, created_at AS createdAt, terminated_at AS terminatedAt`;
 
 const now = () => new Date().toISOString();
@@ -236,8 +242,8 @@ export class Store {
       if (netSlot >= maxSlots) throw new NetSlotsExhaustedError(maxSlots);
       this.db
         .prepare(
-          `INSERT INTO sailboxes (id, app_id, org_id, name, status, live, image_name, image_arch, image_packages, cpu, memory_mib, net_slot, idle_timeout, network_policy, created_at)
-           VALUES (?, ?, ?, ?, 'creating', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO sailboxes (id, app_id, org_id, name, status, live, image_name, image_arch, image_packages, cpu, memory_mib, disk_mib, net_slot, idle_timeout, network_policy, created_at)
+           VALUES (?, ?, ?, ?, 'creating', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(
           box.id,
@@ -249,6 +255,7 @@ export class Store {
           box.imagePackages,
           box.cpu,
           box.memoryMiB,
+          box.diskMiB,
           netSlot,
           box.idleTimeout ?? null,
           box.networkPolicy ?? '{"outbound":"open","allowOut":[],"denyOut":[]}',
@@ -352,6 +359,11 @@ export class Store {
 
   setNetworkPolicy(id: string, policy: string): void {
     this.db.prepare("UPDATE sailboxes SET network_policy = ? WHERE id = ?").run(policy, id);
+  }
+
+  /** The inodes of a box's disk, once the runtime made the filesystem. */
+  setDiskInodes(id: string, inodes: number): void {
+    this.db.prepare("UPDATE sailboxes SET disk_inodes = ? WHERE id = ?").run(inodes, id);
   }
 
   /** Forget a sailbox whose create was refused or rolled back: it never existed. */
