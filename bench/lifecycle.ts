@@ -34,7 +34,7 @@ function rawBundle(id: string) {
   execFileSync("ip", ["netns", "add", `sail-${id}`]);
   mkdirSync(join(dir, "sys"));
   mountSysfs(`/run/netns/sail-${id}`, join(dir, "sys"));
-  const spec = { id, hostname: id, arch: "amd64" as const, aptPackages: [], cpu: 1, memoryMiB: 1024, pidsLimit: 1024, netSlot: 0, outbound: { mode: "blocked" as const, cidrs: [] } };
+  const spec = { id, hostname: id, arch: "amd64" as const, aptPackages: [], cpu: 1, memoryMiB: 1024, diskMiB: 10240, pidsLimit: 1024, netSlot: 0, outbound: { mode: "blocked" as const, cidrs: [] } };
   const options = { rootfs: join(dir, "rootfs"), netnsPath: `/run/netns/sail-${id}`, sysfs: join(dir, "sys"), nofile: 20000, hostArch: spec.arch, ids };
   writeFileSync(join(dir, "config.json"), JSON.stringify(ociConfig(spec, options)));
   return {

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { fetch, type Agent } from "undici";
 import { IngressPort, Sailbox } from "@sail/sdk";
-import { DATA_DIR, gatewayAgent, leftoversOf, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
+import { DATA_DIR, gatewayAgent, leftoversOnceRemoved, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon({
   setup: async (daemon) => {
@@ -128,7 +128,7 @@ describe("crashes", () => {
         assert.match(state, /"status": "(running|paused)"/, `${log.join(" ")}: live box ${b.id} has a container`);
       }
       // boxes of this run that ended (the data dir holds earlier runs' too: the host-wide sweep below covers those)
-      for (const b of boxes.filter((b) => !live.includes(b) && touched.has(b.id))) assert.deepEqual(leftoversOf(b.id), [], `${log.join(" ")}: ${b.id} (${b.describe().status})`);
+      for (const b of boxes.filter((b) => !live.includes(b) && touched.has(b.id))) assert.deepEqual(await leftoversOnceRemoved(b.id), [], `${log.join(" ")}: ${b.id} (${b.describe().status})`);
       const liveIds = new Set(live.map((b) => b.id));
       const ours = new Set(boxes.map((b) => b.id));
       for (const [id, what] of hostBoxIds()) {

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { fetch } from "undici";
 import { App, AuthError, SailClient, Sailbox, type SailError } from "@sail/sdk";
-import { CLI, DATA_DIR, eventually, gatewayAgent, leftoversOf, runProcess, useTestDaemon } from "./harness.js";
+import { CLI, DATA_DIR, eventually, gatewayAgent, leftoversOnceRemoved, runProcess, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon();
 const NOSTART_DIR = "/var/lib/sail-test-nostart";
@@ -67,7 +67,7 @@ describe("the daemon", () => {
     const again = await Sailbox.fromId(sb.id, { client: daemon.client() });
     assert.equal(await again.status(), "failed");
     assert.match(again.describe().failureReason ?? "", /container was missing/);
-    assert.deepEqual(leftoversOf(sb.id), []);
+    assert.deepEqual(await leftoversOnceRemoved(sb.id), []);
   });
 
   test("a wrong token and a missing token are refused with AuthError (401)", async () => {

@@ -10,7 +10,7 @@ import { request as httpRequest } from "node:http";
 import { describe, test } from "node:test";
 import fc from "fast-check";
 import { ERROR_CODES, IngressPort, Sailbox, type App, type ErrorCode, type SailError } from "@sail/sdk";
-import { leftoversOf, useTestDaemon } from "./harness.js";
+import { leftoversOnceRemoved, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon();
 const SEED = Number(process.env.SAIL_FUZZ_SEED ?? 20261129);
@@ -99,6 +99,8 @@ const createBody = (appId: string) =>
     ),
     cpu: mostly(fc.constant(undefined), fc.double({ min: -1, max: 64 }), fc.constantFrom(0.5, 1, 2), json),
     memoryMiB: mostly(fc.constant(undefined), fc.integer({ min: -10, max: 100_000 }), fc.constantFrom(64, 128, 512), json),
+    // valid sizes are small ones (each is an mkfs): the bounds are probed from outside
+    diskMiB: mostly(fc.constant(undefined), fc.oneof(fc.integer({ min: -10, max: 63 }), fc.integer({ min: 1_048_577, max: 2_000_000_000 })), fc.constantFrom(64, 256), json),
     ingressPorts: mostly(fc.constant(undefined), fc.array(portSpec, { maxLength: 40 }), fc.array(portSpec, { maxLength: 2 }), json),
     ssh: mostly(fc.constant(undefined), fc.record({ publicKey: fc.oneof(fc.string(), fc.constant(sshKey), json) }), json),
     idleTimeout: mostly(fc.constant(undefined), fc.integer({ min: -5, max: 10_000_000 }), json),
@@ -130,7 +132,7 @@ describe("fuzzing the API", () => {
     );
     // every refused create left nothing: the app holds exactly the boxes that were created
     assert.equal((await Sailbox.list({ app })).length, before + created.length);
-    for (const id of created) assert.deepEqual(leftoversOf(id), [], `box ${id}`);
+    for (const id of created) assert.deepEqual(await leftoversOnceRemoved(id), [], `box ${id}`);
     assert.ok(refusals.size >= 8, `the generator reaches many rules: ${[...refusals.keys()].join(", ")}`);
     assert.ok(created.length >= 3, `some generated bodies are valid: ${created.length} created`);
   });

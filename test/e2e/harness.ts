@@ -207,7 +207,10 @@ export async function terminateLeftovers(daemon: TestDaemon): Promise<void> {
   }
 }
 
-/** Everything of a box the host still holds: netns, veth, mounts, cgroups, directory, container. */
+/**
+ * Everything of a box the host still holds: netns, veth, mounts, its disk's loop device,
+ * cgroups, directory (in boxes/, or in the trash until the background removal is done), container.
+ */
 export function leftoversOf(id: string): string[] {
   const found: string[] = [];
   const netns = execFileSync("ip", ["netns", "list"], { encoding: "utf8" });
@@ -220,6 +223,8 @@ export function leftoversOf(id: string): string[] {
     if (existsSync(`/sys/fs/cgroup/${controller}/sail/${id}`)) found.push(`cgroup ${controller}/sail/${id}`);
   }
   if (existsSync(join(DATA_DIR, "boxes", id))) found.push(`directory ${join(DATA_DIR, "boxes", id)}`);
+  for (const name of listDir(join(DATA_DIR, "trash"))) if (name.startsWith(id)) found.push(`directory ${join(DATA_DIR, "trash", name)} (being removed)`);
+  for (const [device, file] of loopDevices()) if (file.includes(id)) found.push(`loop device ${device} (${file})`);
   try {
     execFileSync("crun", ["--root", "/run/sail/crun", "state", id], { stdio: "ignore" });
     found.push(`container ${id}`);
@@ -246,6 +251,41 @@ export function packageImages(): Array<{ dir: string; packages: string[] }> {
 export function forgetPackageImages(sets: string[][]): void {
   const wanted = new Set(sets.map((set) => [...set].sort().join(" ")));
   for (const image of packageImages()) if (wanted.has(image.packages.join(" "))) rmSync(image.dir, { recursive: true, force: true });
+}
+
+/**
+ * What is left of a box once the daemon's background removal (the trash) had its time: empty
+ * when all went. Terminate answers before the box's disk is unmounted and its directory removed.
+ */
+export async function leftoversOnceRemoved(id: string, patienceMs = 120_000): Promise<string[]> {
+  const deadline = Date.now() + patienceMs;
+  let found = leftoversOf(id);
+  while (found.length && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    found = leftoversOf(id);
+  }
+  return found;
+}
+
+/** Attached loop devices and their backing files (/sys/block/loopN/loop/backing_file). */
+export function loopDevices(): Array<[string, string]> {
+  const found: Array<[string, string]> = [];
+  for (const device of listDir("/sys/block")) {
+    try {
+      found.push([`/dev/${device}`, readFileSync(`/sys/block/${device}/loop/backing_file`, "utf8").trim()]);
+    } catch {
+      // not a loop device, or a detached one
+    }
+  }
+  return found;
+}
+
+function listDir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
 }
 
 /** Run the CLI against the test daemon; never throws, returns what it printed and its exit code. */

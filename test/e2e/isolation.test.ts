@@ -8,7 +8,7 @@ import { describe, test } from "node:test";
 import { fetch, type Agent } from "undici";
 import type { Sailbox } from "@sail/sdk";
 import { BOX_CAPABILITIES } from "../../packages/server/src/runtime/oci.js";
-import { eventually, API_PORT, gatewayAgent, leftoversOf, startGuestServer, useTestDaemon } from "./harness.js";
+import { eventually, API_PORT, gatewayAgent, leftoversOnceRemoved, startGuestServer, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon({
   setup: async (daemon) => {
@@ -326,6 +326,6 @@ except OSError as e:
     assert.equal(await serving(), 200);
     assert.equal((await daemon.client().request<{ apps: unknown[] }>("GET", "/v1/apps")).apps.length > 0, true);
     await bomb.terminate();
-    assert.deepEqual(leftoversOf(bomb.id), []);
+    assert.deepEqual(await leftoversOnceRemoved(bomb.id), []);
   });
 });

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { inspect } from "node:util";
 import { App, ConflictError, Image, IngressPort, InvalidArgumentError, NotFoundError, Sailbox, SailError } from "@sail/sdk";
-import { HTTPS_PORT, leftoversOf, runProcess, useTestDaemon } from "./harness.js";
+import { HTTPS_PORT, leftoversOf, leftoversOnceRemoved, runProcess, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon();
 
@@ -104,7 +104,7 @@ describe("a Sailbox, end to end", () => {
     const sb = await pool.create({});
     assert.ok(leftoversOf(sb.id).length > 0, "a running box holds host resources");
     await sb.terminate();
-    assert.deepEqual(leftoversOf(sb.id), []);
+    assert.deepEqual(await leftoversOnceRemoved(sb.id), []);
     assert.equal(await sb.status(), "terminated");
     await sb.terminate(); // idempotent
     assert.equal(await sb.status(), "terminated");

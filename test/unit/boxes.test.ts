@@ -12,7 +12,17 @@ import { decideName } from "../../packages/server/src/boxes/outbound.js";
 import type { RouteChange, RouteSubscriber } from "../../packages/server/src/boxes/routes.js";
 import { CreateAbandonedError } from "../../packages/server/src/boxes/create.js";
 import { Creates } from "../../packages/server/src/boxes/creates.js";
-import { FreezeError, type BoxNetwork, type BoxSpec, type ImageProgress, type OutboundRules, type Runtime, type RuntimeState } from "../../packages/server/src/runtime/runtime.js";
+import {
+  DiskFullError,
+  FreezeError,
+  type BoxNetwork,
+  type BoxSpec,
+  type CreatedBox,
+  type ImageProgress,
+  type OutboundRules,
+  type Runtime,
+  type RuntimeState,
+} from "../../packages/server/src/runtime/runtime.js";
 import { Store, type OrgRow } from "../../packages/server/src/store/store.js";
 
 const STATUSES = Object.keys(SAILBOX_TRANSITIONS) as SailboxStatus[];
@@ -23,6 +33,9 @@ class FakeRuntime implements Runtime {
   readonly calls: string[] = [];
   readonly boxes = new Map<string, BoxNetwork>();
   failCreate = false;
+  /** The next background exec finds the box's disk full. */
+  diskFull = false;
+  readonly specs = new Map<string, BoxSpec>();
   thawDelayMs = 0;
   /** "stuck": freeze waits until its signal aborts (then thaws, as the real freezer); "refuse": it fails at once. */
   freezeMode: "ok" | "stuck" | "refuse" = "ok";
@@ -43,14 +56,15 @@ class FakeRuntime implements Runtime {
   }
   async start() {}
   async shutdown() {}
-  async create(spec: BoxSpec): Promise<BoxNetwork> {
+  async create(spec: BoxSpec): Promise<CreatedBox> {
     this.calls.push(`create ${spec.id}`);
     await this.createGate;
     if (this.failCreate) throw new Error("crun run exited 1");
     const network = { hostAddress: `10.9.0.${spec.netSlot * 4 + 1}`, guestAddress: `10.9.0.${spec.netSlot * 4 + 2}` };
     this.boxes.set(spec.id, network);
+    this.specs.set(spec.id, spec);
     this.outbound.set(spec.id, { rules: spec.outbound, resolved: [] }); // the real runtime sets them while the container starts
-    return network;
+    return { network, diskInodes: spec.diskMiB * 64 }; // mkfs.ext4 -i 16384
   }
   network(id: string): BoxNetwork {
     const network = this.boxes.get(id);
@@ -75,6 +89,7 @@ class FakeRuntime implements Runtime {
   }
   async execDetached(id: string) {
     this.calls.push(`execDetached ${id}`);
+    if (this.diskFull) throw new DiskFullError(`sailbox ${id}'s disk is full (ENOSPC)`);
   }
   execLogPath(id: string, execId: string) {
     return `/boxes/${id}/execs/${execId}.log`;
@@ -160,7 +175,7 @@ let org: OrgRow;
 let appId: string;
 
 const SETTINGS = {
-  defaults: { cpu: 1, memoryMiB: 512, pidsLimit: 64, hostCpus: 2, maxBoxes: 8 },
+  defaults: { cpu: 1, memoryMiB: 512, diskMiB: 2048, pidsLimit: 64, hostCpus: 2, maxBoxes: 8 },
   tcp: { firstPort: 20000, lastPort: 20099, defaultLimitPerOrg: 32 },
   addresses: { domain: "sail.localhost", publicHttpsPort: 8443, publicHost: "localhost" },
   outbound: { enabled: true, privateAllowed: ["10.50.0.0/16"], only: null, boxSubnet: "10.9.0.0/16" },
@@ -189,7 +204,7 @@ describe("the lifecycle table", () => {
     for (const from of STATUSES) {
       for (const to of STATUSES) {
         const id = `sb-${from.slice(0, 4)}${to.slice(0, 4)}xx`.slice(0, 15);
-        store.insertSailbox({ id, appId, orgId: org.id, name: null, imageName: "debian", imageArch: "amd64", imagePackages: "", cpu: 1, memoryMiB: 512 }, 64);
+        store.insertSailbox({ id, appId, orgId: org.id, name: null, imageName: "debian", imageArch: "amd64", imagePackages: "", cpu: 1, memoryMiB: 512, diskMiB: 2048 }, 64);
         if (from !== "creating") store.setStatus(id, from);
         const outcome = await codeOf(boxes.lifecycle.transition(id, to));
         const expected = from === to || canTransition(from, to) ? "resolved" : "SAIL_SAILBOX_NOT_RUNNING";
@@ -276,7 +291,7 @@ describe("steps past their deadline", () => {
       store,
       runtime,
       {
-        defaults: { cpu: 1, memoryMiB: 512, pidsLimit: 64, hostCpus: 2, maxBoxes: 8 },
+        defaults: { cpu: 1, memoryMiB: 512, diskMiB: 2048, pidsLimit: 64, hostCpus: 2, maxBoxes: 8 },
         tcp: { firstPort: 20000, lastPort: 20099, defaultLimitPerOrg: 32 },
         addresses: { domain: "sail.localhost", publicHttpsPort: 8443, publicHost: "localhost" },
         outbound: { enabled: true, privateAllowed: [], only: null, boxSubnet: "10.9.0.0/16" },
@@ -401,6 +416,27 @@ describe("domain rules", () => {
     assert.deepEqual(store.listSailboxes({ orgId: org.id }), []);
     runtime.failCreate = false;
     assert.equal((await create({ name: "web" })).name, "web", "the name is free again");
+  });
+
+  test("a box's disk is the create's or the daemon's default, with its inodes shown; a bad size creates nothing", async () => {
+    const given = await create({ diskMiB: 512 });
+    assert.equal(runtime.specs.get(given.id)!.diskMiB, 512);
+    assert.deepEqual([given.diskMiB, given.diskInodes], [512, 512 * 64]);
+    const defaulted = await create({});
+    assert.deepEqual([defaulted.diskMiB, defaulted.diskInodes], [2048, 2048 * 64]);
+    for (const diskMiB of [63, 1048577, 100.5, "512", null, -1]) {
+      const refused = await create({ diskMiB }).catch((e: SailError) => e);
+      assert.ok(refused instanceof SailError && refused.code === "SAIL_RESOURCES_INVALID" && refused.details.field === "disk", `diskMiB ${JSON.stringify(diskMiB)}`);
+    }
+    assert.equal(store.listSailboxes({ orgId: org.id }).length, 2);
+  });
+
+  test("a background exec in a box whose disk is full is SAIL_DISK_FULL, not an internal error", async () => {
+    const sb = await create({ diskMiB: 64 });
+    runtime.diskFull = true;
+    const refused = await boxes.execs.execBackground(org, sb.id, { cmd: "sleep 1", background: true }).catch((e: SailError) => e);
+    assert.ok(refused instanceof SailError && refused.code === "SAIL_DISK_FULL" && refused.status === 507, String(refused));
+    assert.equal(refused.details.sailboxId, sb.id);
   });
 
   test("an org holds at most its raw-TCP limit; terminating frees endpoints", async () => {

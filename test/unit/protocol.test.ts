@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import {
   AbortedError,
+  checkDisk,
   AuthError,
   checkAptPackages,
   checkIdempotencyKey,
@@ -88,6 +89,16 @@ describe("rules", () => {
       assert.throws(
         () => checkResources(cpu, mem, 2),
         (e: SailError) => e.code === "SAIL_RESOURCES_INVALID",
+      );
+    }
+  });
+
+  test("a disk is a whole number of MiB from 64 to 1 TiB, and a refusal names the disk", () => {
+    for (const ok of [undefined, 64, 10240, 1048576]) checkDisk(ok);
+    for (const bad of [0, 63, 1048577, 100.5, "1024", null, Number.NaN]) {
+      assert.throws(
+        () => checkDisk(bad),
+        (e: SailError) => e.code === "SAIL_RESOURCES_INVALID" && e.details.field === "disk" && /disk must be/.test(e.message),
       );
     }
   });

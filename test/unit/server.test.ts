@@ -73,7 +73,18 @@ describe("store", () => {
   const store = new Store(join(dir, "sail.db"));
   const org = store.createOrg("default");
   const app = store.mintApp(org.id, "demo");
-  const box = (id: string, name: string | null): NewSailbox => ({ id, appId: app.id, orgId: org.id, name, imageName: "debian", imageArch: "amd64", imagePackages: "", cpu: 1, memoryMiB: 512 });
+  const box = (id: string, name: string | null): NewSailbox => ({
+    id,
+    appId: app.id,
+    orgId: org.id,
+    name,
+    imageName: "debian",
+    imageArch: "amd64",
+    imagePackages: "",
+    cpu: 1,
+    memoryMiB: 512,
+    diskMiB: 1024,
+  });
 
   test("tokens are found by hash and only by the right token", () => {
     const { token } = store.createToken(org.id, "test");
@@ -138,6 +149,8 @@ describe("daemon config", () => {
       [{ logLevel: "chatty" as never }, /--log-level "chatty" must be debug, info, warn, error or silent/],
       [{ gatewayThreads: 0 }, /--gateway-threads 0 must be a whole number from 1 to 64/],
       [{ boxMemoryMiB: 10 }, /boxMemoryMiB 10 must be a whole number from 64/],
+      [{ boxDiskMiB: 10 }, /--box-disk 10 must be a whole number from 64 to 1048576 \(MiB\)/],
+      [{ boxDiskBytesPerInode: 1024 }, /--box-disk-bytes-per-inode 1024 must be a whole number from 4096/],
       [{ tlsCert: "/etc/cert.pem" }, /give both --tls-cert and --tls-key/],
       [{ prebuildImages: ["debian_sparc"] }, /--prebuild-image \["debian_sparc"\] has "debian_sparc": Unknown image/],
       [{ prebuildImages: ["debian+Bad Name"] }, /--prebuild-image .* is not a Debian package name/],

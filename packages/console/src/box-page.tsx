@@ -32,7 +32,7 @@ export function BoxPage({ id, onUnauthenticated }: { id: string; onUnauthenticat
         <dd class="mono">{imageLabel(b.image)}</dd>
         <dt>limits</dt>
         <dd>
-          {b.cpu} CPU, {b.memoryMiB} MiB
+          {b.cpu} CPU, {b.memoryMiB} MiB memory, {b.diskMiB === null ? "no disk limit" : `${b.diskMiB} MiB disk (${b.diskInodes ?? "?"} files)`}
         </dd>
         <dt>age</dt>
         <dd>{ageOf(b.createdAt)}</dd>

@@ -79,6 +79,8 @@ export const ERROR_CODES = {
   SAIL_LIMIT_EXCEEDED: { status: 429, kind: "LimitExceeded" },
   SAIL_TCP_LIMIT_EXCEEDED: { status: 429, kind: "LimitExceeded" },
   SAIL_ORG_LIMIT_EXCEEDED: { status: 429, kind: "LimitExceeded" },
+  // the box's disk (bytes or inodes) is full: what Sail writes into it (a background exec's log) cannot be made (RFC 4918's 507)
+  SAIL_DISK_FULL: { status: 507, kind: "LimitExceeded" },
   SAIL_TIMEOUT: { status: 504, kind: "Timeout", from: "sdk" },
   // the caller's own AbortSignal ended the call (499: nginx's "client closed request"; never on the wire)
   SAIL_ABORTED: { status: 499, kind: "Aborted", from: "sdk" },

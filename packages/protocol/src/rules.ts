@@ -28,6 +28,10 @@ export const RESOURCE_LIMITS = {
   cpuMin: 0.1,
   memoryMiBMin: 64,
   memoryMiBMax: 65536,
+  /** Room for the guest's writes over its image (MiB); the filesystem takes a little of it for itself. */
+  diskMiBMin: 64,
+  /** 1 TiB: a box's disk is a sparse file, so the host's free space is what really bounds it. */
+  diskMiBMax: 1048576,
 } as const;
 
 export function checkResources(cpu: unknown, memoryMiB: unknown, hostCpus: number): void {
@@ -61,6 +65,17 @@ export function checkOrgLimits(request: unknown): SetOrgLimitsRequest {
     checked[field] = value as number | null;
   }
   return checked;
+}
+
+/** A box's disk limit in MiB: what it may write over its image, in bytes (the inodes follow from it). */
+export function checkDisk(diskMiB: unknown): void {
+  if (diskMiB !== undefined && (typeof diskMiB !== "number" || !Number.isInteger(diskMiB) || diskMiB < RESOURCE_LIMITS.diskMiBMin || diskMiB > RESOURCE_LIMITS.diskMiBMax)) {
+    throw sailError("SAIL_RESOURCES_INVALID", `disk must be a whole number of MiB between ${RESOURCE_LIMITS.diskMiBMin} and ${RESOURCE_LIMITS.diskMiBMax}, got ${JSON.stringify(diskMiB)}`, {
+      field: "disk",
+      min: RESOURCE_LIMITS.diskMiBMin,
+      max: RESOURCE_LIMITS.diskMiBMax,
+    });
+  }
 }
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;

@@ -69,6 +69,8 @@ export interface CreateSailboxRequest extends NetworkPolicyRequest {
   /** CPU cores (fractions allowed). */
   cpu?: number;
   memoryMiB?: number;
+  /** What the box may write over its image, in MiB (its inodes follow from it); the daemon's default when absent. */
+  diskMiB?: number;
 }
 
 /** The image a sailbox runs; `emulated` when its architecture is not the host's (qemu user mode). */
@@ -82,6 +84,10 @@ export interface SailboxInfo {
   image: SailboxImage;
   cpu: number;
   memoryMiB: number;
+  /** Its disk limit in MiB (what `df /` in the box shows, less the filesystem's own bookkeeping); null: made before boxes had one. */
+  diskMiB: number | null;
+  /** Files and directories it may create (`df -i /` in the box); null: made before boxes had a disk limit. */
+  diskInodes: number | null;
   /** How many times traffic or an API call woke it from sleep since the daemon started. */
   wakes: number;
   /** Seconds idle before it sleeps by itself; null: never. */

@@ -1,4 +1,5 @@
 import {
+  checkDisk,
   checkExec,
   checkName,
   checkResources,
@@ -32,6 +33,12 @@ export interface CreateSailboxOptions extends CallOptions {
   cpu?: number;
   /** Memory limit in MiB. @default 1024 */
   memory?: number;
+  /**
+   * Disk limit in MiB: what the box may write over its image, enforced by the kernel (its own
+   * filesystem: a write past it fails with ENOSPC, and `df /` in the box shows it). Its inodes
+   * (files and directories) follow from it. @default the daemon's `--box-disk` (10240)
+   */
+  disk?: number;
   /** Ports to publish: a bare number is HTTP (an https:// URL), `new IngressPort(port, "tcp", …)` is raw TCP. */
   ingressPorts?: Array<number | IngressPort>;
   /**
@@ -124,6 +131,7 @@ export class Sailbox {
     if (!(options.app instanceof App)) throw new TypeError("Sailbox.create needs { app }: get one with App.find({ name, mintIfMissing: true })");
     if (options.name !== undefined) checkName("sailbox", options.name);
     checkResources(options.cpu, options.memory, Number.POSITIVE_INFINITY);
+    checkDisk(options.disk);
     const ingressPorts = (options.ingressPorts ?? []).map((p) => (p instanceof IngressPort ? p.toSpec() : p));
     normalizeIngressPorts(ingressPorts); // fail fast; the server checks again
     const network = { blockNetwork: options.blockNetwork, allowOut: options.allowOut, denyOut: options.denyOut };
@@ -137,6 +145,7 @@ export class Sailbox {
       image: image.ref,
       cpu: options.cpu,
       memoryMiB: options.memory,
+      diskMiB: options.disk,
       ingressPorts: ingressPorts.length ? ingressPorts : undefined,
       ssh,
       idleTimeout: options.idleTimeout,

@@ -1,6 +1,7 @@
 // Builds the native raw-TCP pump (splice(2), native/splice-pump.c), the terminal helper
-// (native/pty.c: the console socket's SCM_RIGHTS, TIOCSWINSZ) and a box's mounts (native/mounts.c:
-// its idmapped lower layer, its network namespace's sysfs, umount2) into native/build with the
+// (native/pty.c: the console socket's SCM_RIGHTS, TIOCSWINSZ), a box's mounts (native/mounts.c:
+// its idmapped lower layer, its network namespace's sysfs, umount2) and the disk helper
+// (native/disk.c: FS_IOC_SHUTDOWN before a box's disk is removed) into native/build with the
 // system C compiler and Node-API headers (from the node-api-headers package: no download, and
 // the module works on every Node version with Node-API 8). Skipped when up to date.
 import { execFileSync } from "node:child_process";
@@ -13,7 +14,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const { include_dir: includeDir } = createRequire(import.meta.url)("node-api-headers");
 const cc = process.env.CC ?? "cc";
 
-for (const name of ["splice-pump", "pty", "mounts"]) {
+for (const name of ["splice-pump", "pty", "mounts", "disk"]) {
   const source = join(root, `native/${name}.c`);
   const output = join(root, `native/build/${name}.node`);
   if (existsSync(output) && statSync(output).mtimeMs >= statSync(source).mtimeMs) continue;

@@ -1,7 +1,7 @@
 import { isIP } from "node:net";
 import { homedir } from "node:os";
 import { isAbsolute, join } from "node:path";
-import { parseImageName, parseIpv4Cidr } from "@sail/protocol";
+import { parseImageName, parseIpv4Cidr, RESOURCE_LIMITS } from "@sail/protocol";
 
 /** Everything the daemon can be told: one schema (DAEMON_OPTIONS) gives its defaults, checks and `sail up --help`. */
 export interface DaemonConfig {
@@ -50,6 +50,8 @@ export interface DaemonConfig {
   crunRoot: string;
   boxCpu: number;
   boxMemoryMiB: number;
+  boxDiskMiB: number;
+  boxDiskBytesPerInode: number;
   boxPidsLimit: number;
   logLevel: "debug" | "info" | "warn" | "error" | "silent";
   console: boolean;
@@ -416,6 +418,24 @@ export const DAEMON_OPTIONS = [
     default: true,
     parse: onOff,
     check: onOffCheck,
+  }),
+  option({
+    key: "boxDiskMiB",
+    flag: "box-disk",
+    arg: "MiB",
+    help: "disk of a box whose create does not say: its own filesystem, so the guest gets ENOSPC past it and `df` in the box shows it",
+    default: 10240,
+    parse: integer,
+    check: inRange(RESOURCE_LIMITS.diskMiBMin, RESOURCE_LIMITS.diskMiBMax, "MiB"),
+  }),
+  option({
+    key: "boxDiskBytesPerInode",
+    flag: "box-disk-bytes-per-inode",
+    arg: "bytes",
+    help: "one inode (file or directory) per this many bytes of a box's disk (mkfs.ext4 -i): 16384 gives a 10 GiB disk 655360",
+    default: 16384,
+    parse: integer,
+    check: inRange(4096, 64 * 1024 * 1024, "bytes: from one inode per 4 KiB block to mkfs.ext4's 64 MiB"),
   }),
   option({
     key: "clientConfigPath",

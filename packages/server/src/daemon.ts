@@ -170,11 +170,13 @@ async function startNode(config: DaemonConfig, log: Logger, undo: Undo, events: 
     nofileLimit: 20_000,
     outbound: outboundBounds,
     log,
+    disk: { defaultMiB: config.boxDiskMiB, bytesPerInode: config.boxDiskBytesPerInode },
+    onBackgroundError: (what, err) => log.error({ err: String(err) }, `runtime: ${what} failed`),
   });
   const store = new NodeStore(join(config.dataDir, "node.db"));
   undo.push(() => store.close());
   const tls = config.tlsCert && config.tlsKey ? loadGivenTls(config.tlsCert, config.tlsKey) : ensureLocalTls(join(config.dataDir, "tls"), config.domain);
-  const agent = new NodeAgent(store, runtime, { pidsLimit: config.boxPidsLimit, hostCpus: availableParallelism(), domain: config.domain, outbound: { ...outboundBounds, boxSubnet: config.boxSubnet } }, events, log);
+  const agent = new NodeAgent(store, runtime, { pidsLimit: config.boxPidsLimit, diskMiB: config.boxDiskMiB, hostCpus: availableParallelism(), domain: config.domain, outbound: { ...outboundBounds, boxSubnet: config.boxSubnet } }, events, log);
   undo.push(() => agent.close());
 
   await runtime.start();
@@ -248,7 +250,7 @@ async function startControl(config: DaemonConfig, log: Logger, undo: Undo, caCer
   const boxes = createBoxes(
     store,
     {
-      defaults: { cpu: config.boxCpu, memoryMiB: config.boxMemoryMiB, hostCpus: availableParallelism() },
+      defaults: { cpu: config.boxCpu, memoryMiB: config.boxMemoryMiB, diskMiB: config.boxDiskMiB, hostCpus: availableParallelism() },
       tcp: { ...parsePortRange(config.tcpPorts), defaultLimitPerOrg: config.tcpLimitPerOrg },
       addresses: { domain: config.domain, publicHttpsPort: config.publicHttpsPort ?? httpsListen.port, publicHost: config.publicHost },
     },

@@ -1,7 +1,7 @@
-import { accessSync, constants } from "node:fs";
+import { accessSync, constants, existsSync } from "node:fs";
 import { join } from "node:path";
 
-export const APT_INSTALL = "apt-get update && apt-get install -y crun debootstrap tini iproute2 util-linux nftables conntrack";
+export const APT_INSTALL = "apt-get update && apt-get install -y crun debootstrap tini iproute2 util-linux e2fsprogs nftables conntrack";
 
 /** Why the daemon will not start, and what to run to fix it. */
 export class PreflightError extends Error {
@@ -14,13 +14,17 @@ export function preflight(options: { tiniPath: string; outbound: boolean }): voi
     throw new PreflightError("saild must run as root: it creates network namespaces, mounts and cgroups (try `sudo sail up`)");
   }
   const missing: string[] = [];
-  for (const command of ["crun", "debootstrap", "ip", "nft", "unshare", "mount", "umount", "mountpoint"]) {
+  // each box's disk is an ext4 (mkfs.ext4, from e2fsprogs) on a loop device
+  for (const command of ["crun", "debootstrap", "ip", "nft", "unshare", "mount", "umount", "mkfs.ext4"]) {
     if (!onPath(command)) missing.push(command);
   }
   // a policy change cuts the connections it no longer allows by their conntrack entries
   if (options.outbound && !onPath("conntrack")) missing.push("conntrack (or start with --outbound off)");
   if (!isExecutable(options.tiniPath)) missing.push(`tini (${options.tiniPath})`);
   if (missing.length) throw new PreflightError(`Sail needs ${missing.join(", ")}, which ${missing.length > 1 ? "are" : "is"} missing: run \`${APT_INSTALL}\``);
+  if (!existsSync("/dev/loop-control")) {
+    throw new PreflightError("Sail gives each box its own filesystem on a loop device, and this host has none (/dev/loop-control is missing): load the loop module (`modprobe loop`)");
+  }
 }
 
 function isExecutable(path: string): boolean {

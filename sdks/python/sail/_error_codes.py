@@ -48,6 +48,7 @@ ERROR_CODES: Dict[str, Tuple[int, str]] = {
     "SAIL_LIMIT_EXCEEDED": (429, "LimitExceeded"),
     "SAIL_TCP_LIMIT_EXCEEDED": (429, "LimitExceeded"),
     "SAIL_ORG_LIMIT_EXCEEDED": (429, "LimitExceeded"),
+    "SAIL_DISK_FULL": (507, "LimitExceeded"),
     "SAIL_TIMEOUT": (504, "Timeout"),
     "SAIL_ABORTED": (499, "Aborted"),
     "SAIL_LISTENER_TIMEOUT": (504, "Timeout"),

@@ -30,6 +30,10 @@ class SailboxInfo:
     image: Dict[str, Any]
     cpu: float
     memory_mib: int
+    #: its disk limit in MiB (what ``df /`` in the box shows, less the filesystem's bookkeeping); None: made before disk limits
+    disk_mib: Optional[int]
+    #: files and directories it may create (``df -i /``); None: made before disk limits
+    disk_inodes: Optional[int]
     idle_timeout: Optional[int]
     wakes: int
     created_at: str
@@ -50,6 +54,8 @@ class SailboxInfo:
             image=dict(info.get("image") or {}),
             cpu=info["cpu"],
             memory_mib=info["memoryMiB"],
+            disk_mib=info.get("diskMiB"),
+            disk_inodes=info.get("diskInodes"),
             idle_timeout=info.get("idleTimeout"),
             wakes=info.get("wakes", 0),
             created_at=info["createdAt"],
@@ -99,6 +105,7 @@ class Sailbox:
         ssh: Union[bool, str, None] = None,
         cpu: Optional[float] = None,
         memory: Optional[int] = None,
+        disk: Optional[int] = None,
         idle_timeout: Optional[int] = None,
         block_network: Optional[bool] = None,
         allow_out: Optional[Sequence[str]] = None,
@@ -126,6 +133,10 @@ class Sailbox:
                 public key or the path to one.
             cpu: CPU cores, fractions allowed (default 1).
             memory: memory limit in MiB (default 1024).
+            disk: disk limit in MiB: what the box may write over its image, enforced by the
+                kernel (its own filesystem: a write past it fails with ENOSPC, and ``df /`` in
+                the box shows it); its inodes follow from it (default: the daemon's
+                ``--box-disk``, 10240).
             idle_timeout: sleep by itself after this many seconds without inbound traffic,
                 open connections, execs or API calls (default: never).
             block_network: ``True`` lets nothing out of the box, DNS included.
@@ -139,8 +150,8 @@ class Sailbox:
             timeout: seconds the create may take (default: no limit, it streams progress).
 
         Raises:
-            sail.InvalidArgumentError: a port, CIDR, name, image, key or outbound entry is
-                refused (the message names the port or entry and the rule).
+            sail.InvalidArgumentError: a port, CIDR, name, image, key, resource (cpu, memory,
+                disk) or outbound entry is refused (the message names it and the rule).
             sail.LimitExceededError: the org's raw-TCP endpoint limit (32) would be exceeded.
             sail.ConflictError: the app already has a live Sailbox of that name.
             sail.TimeoutError: ``timeout`` passed first (no box was made).
@@ -159,6 +170,8 @@ class Sailbox:
             body["cpu"] = cpu
         if memory is not None:
             body["memoryMiB"] = memory
+        if disk is not None:
+            body["diskMiB"] = disk
         if idle_timeout is not None:
             body["idleTimeout"] = idle_timeout
         if ingress_ports:

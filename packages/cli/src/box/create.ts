@@ -13,6 +13,7 @@ export function registerCreate(box: Command): void {
     .option("--name <name>", "a name, unique among the app's live boxes")
     .option("--cpu <cores>", "CPU cores (fractions allowed)", parseFloat)
     .option("--memory <MiB>", "memory limit in MiB", (v) => parseInt(v, 10))
+    .option("--disk <MiB>", "disk limit in MiB: what the box may write, in bytes and files (default: the daemon's --box-disk)", Number)
     .option("--port <port>", "publish a guest port over HTTPS (repeatable)", collectPorts, [] as number[])
     .option("--h2c-port <port>", "publish a guest port over HTTPS, speaking HTTP/2 (h2c) to it: gRPC (repeatable)", collectPorts, [] as number[])
     .option("--tcp <port>", "publish a guest port as raw TCP (repeatable)", collectPorts, [] as number[])
@@ -32,7 +33,7 @@ export function registerCreate(box: Command): void {
     .option("--json", "print the box and its listeners as JSON")
     .addHelpText(
       "after",
-      "\nExamples:\n  sail box create --name web-demo --port 3000\n  sail box create --name db --apt postgresql --tcp 5432 --allow 203.0.113.0/24\n  sail box create --name dev --enable-ssh\n  sail box create --name api --h2c-port 50051   # a gRPC server, at its HTTPS URL\n  sail box create --app ci --cpu 0.5 --memory 512\n  sail box create --arch arm64 --port 3000   # emulated on an amd64 host\n  sail box create --allow-out pypi.org --allow-out files.pythonhosted.org   # pip install, nothing else\n  sail box create --block-network --port 3000",
+      "\nExamples:\n  sail box create --name web-demo --port 3000\n  sail box create --name db --apt postgresql --tcp 5432 --allow 203.0.113.0/24\n  sail box create --name dev --enable-ssh\n  sail box create --name api --h2c-port 50051   # a gRPC server, at its HTTPS URL\n  sail box create --app ci --cpu 0.5 --memory 512 --disk 2048\n  sail box create --arch arm64 --port 3000   # emulated on an amd64 host\n  sail box create --allow-out pypi.org --allow-out files.pythonhosted.org   # pip install, nothing else\n  sail box create --block-network --port 3000",
     )
     .action(
       async (opts: {
@@ -40,6 +41,7 @@ export function registerCreate(box: Command): void {
         name?: string;
         cpu?: number;
         memory?: number;
+        disk?: number;
         port: number[];
         h2cPort: number[];
         tcp: number[];
@@ -64,7 +66,9 @@ export function registerCreate(box: Command): void {
         const network = { blockNetwork: opts.blockNetwork, allowOut: opts.allowOut.length ? opts.allowOut : undefined, denyOut: opts.denyOut.length ? opts.denyOut : undefined };
         // the first create of an image waits for its build: its steps go to stderr as they happen
         const progress = cliProgress();
-        const sb = await Sailbox.create({ app, name: opts.name, image, cpu: opts.cpu, memory: opts.memory, ingressPorts, ssh, ...network, onProgress: progress.onProgress }).finally(progress.end);
+        const sb = await Sailbox.create({ app, name: opts.name, image, cpu: opts.cpu, memory: opts.memory, disk: opts.disk, ingressPorts, ssh, ...network, onProgress: progress.onProgress }).finally(
+          progress.end,
+        );
         const listeners = await sb.listeners();
         if (opts.json) return printJson({ ...sb.describe(), listeners: listeners.map(listenerRow) });
         console.log(`Created sailbox ${sb.id}${sb.name ? ` (${sb.name})` : ""} in app ${app.name}: ${sb.describe().status}`);

@@ -15,6 +15,6 @@ export function registerLs(box: Command): void {
       const app = opts.app ? await App.find({ name: opts.app }) : undefined;
       const boxes = (await Sailbox.list({ app })).filter((sb) => opts.all || !["terminated", "failed"].includes(sb.describe().status));
       if (opts.json) return printJson(boxes.map((sb) => sb.describe()));
-      printTable(boxes.map(boxRow), ["id", "name", "status", "image", "cpu", "memory", "network", "created"]);
+      printTable(boxes.map(boxRow), ["id", "name", "status", "image", "cpu", "memory", "disk", "network", "created"]);
     });
 }

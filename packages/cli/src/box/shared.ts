@@ -20,7 +20,17 @@ export const networkSentence = (network: SailboxInfo["network"]) =>
 /** A `sail box ls` row. */
 export const boxRow = (sb: Sailbox) => {
   const d = sb.describe();
-  return { id: d.id, name: d.name, status: d.status, image: imageLabel(d.image), cpu: d.cpu, memory: `${d.memoryMiB}MiB`, network: networkLabel(d.network), created: d.createdAt };
+  return {
+    id: d.id,
+    name: d.name,
+    status: d.status,
+    image: imageLabel(d.image),
+    cpu: d.cpu,
+    memory: `${d.memoryMiB}MiB`,
+    disk: d.diskMiB === null ? "-" : `${d.diskMiB}MiB`,
+    network: networkLabel(d.network),
+    created: d.createdAt,
+  };
 };
 
 export const listenerRow = (l: Listener) => ({

@@ -1,5 +1,6 @@
 import {
   checkIdleTimeout,
+  checkDisk,
   checkName,
   checkResources,
   checkSshPublicKey,
@@ -25,6 +26,8 @@ import type { OutboundPolicies } from "./outbound.js";
 export interface BoxDefaults {
   cpu: number;
   memoryMiB: number;
+  /** The disk of a box whose create does not say (MiB). */
+  diskMiB: number;
   hostCpus: number;
 }
 
@@ -41,6 +44,7 @@ export interface CreatePlan {
   image: ImagePlan;
   cpu: number;
   memoryMiB: number;
+  diskMiB: number;
   ports: IngressPortSpec[];
   idleTimeout: number | null;
   network: NetworkInfo;
@@ -90,6 +94,7 @@ export class BoxCreator {
     const name = request.name === undefined || request.name === null ? null : checkName("sailbox", request.name);
     const image = this.images.check(request.image);
     checkResources(request.cpu, request.memoryMiB, this.defaults.hostCpus);
+    checkDisk(request.diskMiB);
     const idleTimeout = checkIdleTimeout(request.idleTimeout) ?? null;
     const ports = normalizeIngressPorts(request.ingressPorts).map(withCanonicalCidrs);
     // the shape here, then what only the box's node can judge (what this host never lets boxes reach)
@@ -99,7 +104,8 @@ export class BoxCreator {
     if (sshKey && !ports.some((p) => p.port === SSH_PORT)) ports.push({ port: SSH_PORT, protocol: "tcp", cidrAllowlist: [], allowPublic: false });
     const cpu = request.cpu ?? this.defaults.cpu;
     const memoryMiB = request.memoryMiB ?? this.defaults.memoryMiB;
-    return { org, app: { id: app.id, name: app.name }, name, image, cpu, memoryMiB, ports, idleTimeout, network, sshKey };
+    const diskMiB = request.diskMiB ?? this.defaults.diskMiB;
+    return { org, app: { id: app.id, name: app.name }, name, image, cpu, memoryMiB, diskMiB, ports, idleTimeout, network, sshKey };
   }
 
   /**
@@ -125,6 +131,7 @@ export class BoxCreator {
       imagePackages: image.aptPackages.join(" "),
       cpu: plan.cpu,
       memoryMiB: plan.memoryMiB,
+      diskMiB: plan.diskMiB,
       nodeId: node.info.nodeId,
       ports: plan.ports,
       idleTimeout: plan.idleTimeout,
@@ -138,6 +145,7 @@ export class BoxCreator {
       image: { arch: image.arch, aptPackages: image.aptPackages },
       cpu: box.cpu,
       memoryMiB: box.memoryMiB,
+      diskMiB: plan.diskMiB,
       idleTimeout: box.idleTimeout,
       network,
       listeners: listeners.map((l) => ({ port: l.port, protocol: l.protocol, cidrAllowlist: l.cidrAllowlist, allowPublic: l.allowPublic, publicPort: l.publicPort, h2c: l.h2c, proxyProtocol: l.proxyProtocol })),
@@ -148,6 +156,7 @@ export class BoxCreator {
       running = await this.lifecycle.withLease(id, "the create", async () => {
         const state = await node.api.createBox(spec, { signal });
         this.nodes.remember(state);
+        if (state.diskInodes !== undefined) await this.store.setDiskInodes(id, state.diskInodes);
         return this.lifecycle.setStatus(id, "running", { action: "start" });
       });
     } catch (err) {

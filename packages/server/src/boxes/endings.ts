@@ -76,6 +76,7 @@ export class Endings {
       image: { arch: box.imageArch, aptPackages: box.imagePackages ? box.imagePackages.split(" ") : [] },
       cpu: box.cpu,
       memoryMiB: box.memoryMiB,
+      ...(box.diskMiB !== null ? { diskMiB: box.diskMiB } : {}),
       idleTimeout: box.idleTimeout,
       network: networkPolicyOf(box),
       listeners: listeners.map((l) => ({ port: l.port, protocol: l.protocol, cidrAllowlist: l.cidrAllowlist, allowPublic: l.allowPublic, publicPort: l.publicPort, h2c: l.h2c, proxyProtocol: l.proxyProtocol })),

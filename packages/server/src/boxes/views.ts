@@ -36,6 +36,8 @@ export class SailboxViews {
       image: { name: "debian", arch: box.imageArch, aptPackages: box.imagePackages ? box.imagePackages.split(" ") : [], emulated: box.imageArch !== this.hostArch() },
       cpu: box.cpu,
       memoryMiB: box.memoryMiB,
+      diskMiB: box.diskMiB,
+      diskInodes: box.diskInodes,
       idleTimeout: box.idleTimeout,
       wakes: node?.wakes ?? 0,
       createdAt: box.createdAt,

@@ -45,6 +45,8 @@ export interface NodeBoxState {
   failureReason?: string;
   /** Wakes from sleep since the node started. */
   wakes: number;
+  /** Inodes its disk has (what `df -i` in the box shows), once made. */
+  diskInodes?: number;
   /** Raw-TCP listeners whose public port the node could not bind (`wait()` says why). */
   listeners: Array<Pick<Extract<ListenerInfo, { protocol: "tcp" }>, "port" | "state" | "unbound">>;
 }

@@ -22,6 +22,8 @@ const BOX_ID = /^sb-[a-z0-9]{1,12}$/;
 /** What the node decides about boxes itself: their limits on this host. */
 export interface NodeBoxDefaults {
   pidsLimit: number;
+  /** The disk of a box whose spec does not say (MiB): the node's `--box-disk`. */
+  diskMiB: number;
   /** The host's cores: a box may ask for at most these. */
   hostCpus: number;
   /** Boxes the box subnet has room for. */
@@ -48,7 +50,7 @@ export function checkBoxId(id: unknown): string {
  */
 export class BoxCreator {
   constructor(
-    private readonly store: Pick<NodeStore, "insertBox" | "getBox">,
+    private readonly store: Pick<NodeStore, "insertBox" | "getBox" | "setDiskInodes">,
     private readonly lifecycle: Lifecycle,
     private readonly runtime: Pick<Runtime, "create" | "destroy" | "exec">,
     private readonly images: Pick<Images, "check">,
@@ -98,7 +100,7 @@ export class BoxCreator {
         action: "start",
         deadlineMs: CREATE_DEADLINE_MS,
         before: async (_box, stepSignal) => {
-          await this.runtime.create(
+          const created = await this.runtime.create(
             {
               id,
               hostname: spec.hostname,
@@ -106,12 +108,14 @@ export class BoxCreator {
               aptPackages: spec.image.aptPackages,
               cpu: spec.cpu,
               memoryMiB: spec.memoryMiB,
+              diskMiB: spec.diskMiB ?? this.defaults.diskMiB,
               pidsLimit: this.defaults.pidsLimit,
               netSlot: box.netSlot!,
               outbound: rulesOf(spec.network),
             },
             stepSignal,
           );
+          this.store.setDiskInodes(id, created.diskInodes);
           try {
             await this.outbound.install(id, spec.network, { rulesInPlace: true });
             if (spec.sshPublicKey) await runScript(this.runtime, id, installSshdScript(spec.sshPublicKey), "set up sshd");

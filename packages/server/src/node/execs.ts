@@ -4,7 +4,7 @@ import { StringDecoder } from "node:string_decoder";
 import { setTimeout as delay } from "node:timers/promises";
 import { checkExec, checkPtyRequest, sailError, type ExecRequest, type PtyRequest } from "@sail/protocol";
 import type { NodeExec, NodeExecEvent, NodePty } from "../node-wire/node-api.js";
-import type { NodeRuntime, Runtime, RunningExec, RunningPty } from "../runtime/runtime.js";
+import { DiskFullError, type NodeRuntime, type Runtime, type RunningExec, type RunningPty } from "../runtime/runtime.js";
 import { AsyncQueue } from "./async-queue.js";
 import type { IdleSleeper } from "./idle.js";
 import type { Lifecycle } from "./lifecycle.js";
@@ -66,6 +66,7 @@ export class Execs {
     try {
       await this.runtime.execDetached(box.id, execId, request);
     } catch (err) {
+      if (err instanceof DiskFullError) throw sailError("SAIL_DISK_FULL", `Could not start \`${request.cmd}\` in sailbox ${box.id}: ${err.message}`, { sailboxId: box.id, diskMiB: box.diskMiB });
       throw sailError("SAIL_RUNTIME_FAILED", `Could not start \`${request.cmd}\` in sailbox ${box.id}: ${(err as Error).message}`, { sailboxId: box.id });
     }
   }

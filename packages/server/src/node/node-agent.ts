@@ -26,6 +26,8 @@ export interface NodeAgentSettings {
   nodeId?: string;
   /** Processes a box may hold. */
   pidsLimit: number;
+  /** The disk of a box whose spec does not say (MiB). */
+  diskMiB: number;
   /** The host's cores: a box may ask for at most these. */
   hostCpus: number;
   /** HTTP listeners' public hosts are `<port>-<id>.<domain>`: HAProxy keys its per-listener counters by them. */
@@ -121,7 +123,7 @@ export class NodeAgent implements NodeApi {
     });
     this.idle = new IdleSleeper(store, this.lifecycle, (id, reason) => this.power.sleep(id, reason), log);
     this.images = new Images(runtime, log);
-    this.creator = new BoxCreator(store, this.lifecycle, runtime, this.images, { pidsLimit: settings.pidsLimit, hostCpus: settings.hostCpus, maxBoxes: runtime.maxBoxes }, this.outbound, log);
+    this.creator = new BoxCreator(store, this.lifecycle, runtime, this.images, { pidsLimit: settings.pidsLimit, diskMiB: settings.diskMiB, hostCpus: settings.hostCpus, maxBoxes: runtime.maxBoxes }, this.outbound, log);
     this.endings = new Endings(store, this.lifecycle, runtime, this.creator, this.outbound, log);
     this.execs = new Execs(this.lifecycle, this.power, this.idle, runtime);
     this.listeners = new Listeners(store, this.lifecycle, this.power, this.idle, runtime, routesSynced, this.tcpBinds);
@@ -283,6 +285,7 @@ export class NodeAgent implements NodeApi {
       seq: box.seq,
       ...(box.failureReason ? { failureReason: box.failureReason } : {}),
       wakes: this.wakes.get(box.id) ?? 0,
+      ...(box.diskInodes !== null ? { diskInodes: box.diskInodes } : {}),
       listeners: listeners.map((l) => {
         const bind = this.tcpBinds.of(l.publicPort!);
         return { port: l.port, state: bind.state, ...(bind.unbound ? { unbound: bind.unbound } : {}) };

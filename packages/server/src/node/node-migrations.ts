@@ -44,4 +44,8 @@ export const NODE_MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX listeners_public_port ON listeners(public_port) WHERE public_port IS NOT NULL;
   `,
+  // 2: the inodes of each box's disk, known once the runtime made it (what `df -i` in the box shows)
+  `
+  ALTER TABLE boxes ADD COLUMN disk_inodes INTEGER;
+  `,
 ];

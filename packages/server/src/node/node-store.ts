@@ -17,6 +17,8 @@ export interface NodeBoxRow {
   cpu: number;
   memoryMiB: number;
   diskMiB: number | null;
+  /** Inodes its disk has, once made (null: a box made before disks, or not made yet). */
+  diskInodes: number | null;
   idleTimeout: number | null;
   network: NetworkInfo;
   sshPublicKey: string | null;
@@ -69,7 +71,7 @@ export class PublicPortTakenError extends NodeStoreError {
 /** A box of that id is on this node already. */
 export class BoxExistsError extends NodeStoreError {}
 
-const BOX_COLUMNS = `id, hostname, arch, apt_packages AS aptPackages, cpu, memory_mib AS memoryMiB, disk_mib AS diskMiB,
+const BOX_COLUMNS = `id, hostname, arch, apt_packages AS aptPackages, cpu, memory_mib AS memoryMiB, disk_mib AS diskMiB, disk_inodes AS diskInodes,
   idle_timeout AS idleTimeout, network_policy AS network, ssh_public_key AS sshPublicKey, net_slot AS netSlot, status,
   failure_reason AS failureReason, seq, created_at AS createdAt`;
 const LISTENER_COLUMNS = `l.sailbox_id AS sailboxId, l.port, l.protocol, l.cidr_allowlist AS cidrAllowlist, l.allow_public AS allowPublic,
@@ -232,6 +234,11 @@ export class NodeStore {
   }
 
   /** Something the node reports of the box changed besides its status (a listener's bind): its sequence number goes up. */
+  /** The inodes the runtime gave the box's disk. */
+  setDiskInodes(id: string, inodes: number): void {
+    this.db.prepare("UPDATE boxes SET disk_inodes = ? WHERE id = ?").run(inodes, id);
+  }
+
   bumpSeq(id: string): void {
     this.db.prepare("UPDATE boxes SET seq = seq + 1 WHERE id = ?").run(id);
   }

@@ -1,21 +1,37 @@
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, writeFileSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Architecture, Ipv4Range } from "@sail/protocol";
 import { mustRun, runCommand, signalNumber } from "./commands.js";
 import { Crun } from "./crun.js";
+import { BoxDisks, DISK_DIR, type DiskSettings } from "./disks.js";
 import { FreezeError, freezeCgroupV1 } from "./freezer.js";
 import { ensureEmulation } from "./emulation.js";
 import { ensureBaseImage, ensurePackageImage, removePartialBuilds } from "./image.js";
 import { EgressFirewall, type OutboundBounds } from "./egress.js";
 import { BoxNetworks } from "./network.js";
 import { ociConfig } from "./oci.js";
-import { unmount } from "./mounts.js";
 import { listeningAddresses, probeTcp } from "./ports.js";
 import { startPty, type RunningPty } from "./pty.js";
 import { settleStrays } from "./strays.js";
+import { Trash } from "./trash.js";
 import { checkIdmappedMounts, giveToBox, hostIdsInBoxRanges, idRange, MAX_ID_RANGES, mountIdmappedLower, prepareUpper } from "./userns.js";
-import type { BoxNetwork, BoxSpec, ExecSpec, ImageProgress, NodeRuntime, OutboundCounters, OutboundRefusal, OutboundRules, PtySpec, RuntimeLogger, RuntimeState, RunningExec } from "./runtime.js";
+import {
+  DiskFullError,
+  type BoxNetwork,
+  type BoxSpec,
+  type CreatedBox,
+  type ExecSpec,
+  type ImageProgress,
+  type OutboundCounters,
+  type OutboundRefusal,
+  type OutboundRules,
+  type PtySpec,
+  type NodeRuntime,
+  type RuntimeLogger,
+  type RuntimeState,
+  type RunningExec,
+} from "./runtime.js";
 
 export interface LocalRuntimeOptions {
   dataDir: string;
@@ -30,6 +46,10 @@ export interface LocalRuntimeOptions {
   outbound?: OutboundBounds;
   /** Where the runtime reports what happens on its own (the host's networks changing, a helper process dying). */
   log?: RuntimeLogger;
+  /** How boxes' disks are made. */
+  disk: DiskSettings;
+  /** Work done in the background (spare disks, removing what ended) that failed: nobody awaits it. */
+  onBackgroundError?: (what: string, err: unknown) => void;
 }
 
 /** Cgroup v1 hierarchies crun creates `/sail/<id>` in; removed on destroy if crun left any. */
@@ -59,6 +79,9 @@ export class LocalRuntime implements NodeRuntime {
   private readonly baseImages = new Map<Architecture, SharedBuild>();
   /** Package images by architecture and sorted package list: built or building. */
   private readonly packageImages = new Map<string, SharedBuild>();
+  /** What ended (boxes, spare disks), unmounted and removed in the background. */
+  private readonly trash: Trash;
+  private readonly disks: BoxDisks;
 
   private readonly boxNofile: number;
 
@@ -67,6 +90,9 @@ export class LocalRuntime implements NodeRuntime {
     this.boxNofile = nofileWithinOurs(options.nofileLimit);
     this.crun = new Crun(options.crunRoot);
     this.networks = new BoxNetworks(options.boxSubnet, options.outbound, forwardingMark(options.crunRoot, options.dataDir), options.log);
+    const onError = options.onBackgroundError ?? (() => {});
+    this.trash = new Trash(join(options.dataDir, "trash"), (path, err) => onError(`removing ${path}`, err));
+    this.disks = new BoxDisks(join(options.dataDir, "disks"), options.disk, this.trash, (err) => onError("making a spare box disk", err));
   }
 
   /** One /30 and one id range per box. */
@@ -144,11 +170,18 @@ export class LocalRuntime implements NodeRuntime {
     const images = join(this.options.dataDir, "images");
     await checkIdmappedMounts(images);
     removePartialBuilds(images);
+    this.trash.resume();
+    this.disks.start();
     await this.networks.fenceSubnet();
   }
 
-  /** Boxes keep running; the fence, the firewall and empty cgroup parents go, so the host is as before the daemon. */
+  /**
+   * Boxes keep running; spare disks and what is in the trash, the fence, the firewall and empty
+   * cgroup parents go, so the host is as before the daemon (no mount or loop device but live boxes').
+   */
   async shutdown(): Promise<void> {
+    await this.disks.stop();
+    await this.trash.drained();
     await this.networks.unfenceSubnet(this.boxesRemain());
     // crun creates the /sail parents; remove them when no box is left in them
     for (const controller of CGROUP_V1_CONTROLLERS) {
@@ -187,6 +220,12 @@ export class LocalRuntime implements NodeRuntime {
     return join(this.options.dataDir, "boxes", id);
   }
 
+  /** Where a box's growing files are: on its disk, or in its directory for a box made before boxes had disks. */
+  private growingDir(id: string): string {
+    const disk = join(this.boxDir(id), DISK_DIR);
+    return existsSync(disk) ? disk : this.boxDir(id);
+  }
+
   /** Each box's addresses, kept in its directory (network.json) so they outlive the daemon. */
   private readNetwork(id: string): BoxNetwork | undefined {
     try {
@@ -203,30 +242,32 @@ export class LocalRuntime implements NodeRuntime {
     return network;
   }
 
-  async create(spec: BoxSpec, signal?: AbortSignal): Promise<BoxNetwork> {
+  async create(spec: BoxSpec, signal?: AbortSignal): Promise<CreatedBox> {
     const image = spec.aptPackages.length ? await this.packageImage(spec.arch, spec.aptPackages) : await this.baseImage(spec.arch);
     const dir = this.boxDir(spec.id);
     const rootfs = join(dir, "rootfs");
+    const disk = join(dir, DISK_DIR);
     const ids = idRange(spec.netSlot);
     try {
-      for (const sub of ["work", "rootfs", "execs"]) mkdirSync(join(dir, sub), { recursive: true });
-      prepareUpper(join(dir, "upper"), image, ids);
-      // the shared image as the box's ids own it (userns.ts), under the box's own upper layer
-      mountIdmappedLower(image, join(dir, "lower"), ids);
-      const [network] = await Promise.all([
-        this.networks.create(spec.id, spec.netSlot, signal).then((network) => {
-          this.networks.mountSysfs(spec.id, join(dir, "sys"));
-          return network;
+      // the disk, and the overlay on it over the shared image as the box's ids own it (userns.ts), while the network is made
+      const [network, diskInodes] = await Promise.all([
+        this.networks.create(spec.id, spec.netSlot, signal),
+        this.disks.provide(dir, spec.diskMiB).then(async (inodes) => {
+          mkdirSync(rootfs);
+          prepareUpper(join(disk, "upper"), image, ids);
+          mountIdmappedLower(image, join(dir, "lower"), ids);
+          await mustRun("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${dir}/lower,upperdir=${disk}/upper,workdir=${disk}/work`, rootfs], { signal });
+          return inodes;
         }),
-        mustRun("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${dir}/lower,upperdir=${dir}/upper,workdir=${dir}/work`, rootfs], { signal }),
       ]);
+      this.networks.mountSysfs(spec.id, join(dir, "sys"));
       writeFileSync(join(dir, "network.json"), JSON.stringify(network));
       this.addresses.set(spec.id, network);
       giveToBox(writeIdentity(rootfs, spec.hostname, network), ids);
       const netnsPath = `/run/netns/${BoxNetworks.namespace(spec.id)}`;
       const config = ociConfig(spec, { rootfs, netnsPath, sysfs: join(dir, "sys"), nofile: this.boxNofile, hostArch: this.hostArch, ids });
       writeFileSync(join(dir, "config.json"), JSON.stringify(config));
-      const consoleLog = openSync(join(dir, "console.log"), "a");
+      const consoleLog = openSync(join(disk, "console.log"), "a");
       try {
         // all run to their end before a failure is handled: cleaning up while `crun run` still works would leave its container behind
         const [run, ...rules] = await Promise.allSettled([
@@ -239,10 +280,12 @@ export class LocalRuntime implements NodeRuntime {
       } finally {
         closeSync(consoleLog);
       }
-      return network;
+      return { network, diskInodes };
     } catch (err) {
       await this.destroy(spec.id).catch(() => {});
       throw err;
+    } finally {
+      this.disks.refillSoon();
     }
   }
 
@@ -315,7 +358,7 @@ export class LocalRuntime implements NodeRuntime {
   }
 
   execLogPath(id: string, execId: string): string {
-    return join(this.boxDir(id), "execs", `${execId}.log`);
+    return join(this.growingDir(id), "execs", `${execId}.log`);
   }
 
   private execPidPath(id: string, execId: string): string {
@@ -347,7 +390,7 @@ export class LocalRuntime implements NodeRuntime {
    */
   async execDetached(id: string, execId: string, spec: ExecSpec): Promise<void> {
     const logPath = this.execLogPath(id, execId);
-    const log = openSync(logPath, "a");
+    const log = openLog(id, logPath);
     try {
       const code = await this.crun.execDetached(id, ["/bin/sh", "-c", spec.cmd], {
         cwd: spec.cwd ?? DEFAULT_CWD,
@@ -400,14 +443,25 @@ export class LocalRuntime implements NodeRuntime {
     if (network) await this.networks.egress.remove(id, network.guestAddress, network.hostAddress, signal);
     this.addresses.delete(id);
     await this.crun.delete(id, signal);
-    // the overlay before its lower layer; boxes made before user namespaces have neither lower nor sys
-    for (const mount of ["rootfs", "lower", "sys"]) unmount(join(dir, mount));
     await this.networks.destroy(id, signal);
     for (const controller of CGROUP_V1_CONTROLLERS) {
       const path = `/sys/fs/cgroup/${controller}/sail/${id}`;
       if (existsSync(path)) rmdirSync(path);
     }
-    rmSync(dir, { recursive: true, force: true });
+    // its rootfs, disk and directory: unmounted and removed in the background
+    this.trash.discard(dir);
+  }
+}
+
+/** A background exec's log, on the box's disk: a full disk (no inode for it) is the box's own limit, said so. */
+function openLog(id: string, path: string): number {
+  try {
+    return openSync(path, "a");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOSPC" || code === "EDQUOT")
+      throw new DiskFullError(`sailbox ${id}'s disk is full (${code}): no room for the command's log; delete files in the box, or create it with a larger disk`);
+    throw err;
   }
 }
 

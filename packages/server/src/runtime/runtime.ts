@@ -9,6 +9,8 @@ export interface BoxSpec {
   arch: Architecture;
   cpu: number;
   memoryMiB: number;
+  /** What the guest may write over its image (MiB): the size of its own filesystem, which holds its inodes too. */
+  diskMiB: number;
   pidsLimit: number;
   /** Debian packages on top of the base image (sorted); the image must be prepared first. */
   aptPackages: readonly string[];
@@ -45,6 +47,12 @@ export interface RuntimeLogger {
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
   error(obj: object, msg: string): void;
+}
+
+/** What `create` made: the box's addresses, and the inodes its disk has (what `df -i` in it shows). */
+export interface CreatedBox {
+  network: BoxNetwork;
+  diskInodes: number;
 }
 
 export interface BoxNetwork {
@@ -111,14 +119,14 @@ export interface Runtime {
   start(): Promise<void>;
   shutdown(): Promise<void>;
   /** Start a box; on failure everything it created is removed before the error is thrown. */
-  create(spec: BoxSpec, signal?: AbortSignal): Promise<BoxNetwork>;
+  create(spec: BoxSpec, signal?: AbortSignal): Promise<CreatedBox>;
   /** The addresses of a box the runtime started (also after a daemon restart, once `state` was asked). */
   network(id: string): BoxNetwork;
   state(id: string): Promise<RuntimeState>;
   exec(id: string, spec: ExecSpec): RunningExec;
   /** Start a command on a pseudo-terminal opened inside the box; resolves once the terminal is ours. */
   execPty(id: string, spec: PtySpec): Promise<RunningPty>;
-  /** Start a command that outlives the call; its stdout and stderr go to the exec's log. */
+  /** Start a command that outlives the call; its stdout and stderr go to the exec's log (`DiskFullError` when the box's disk has no room for it). */
   execDetached(id: string, execId: string, spec: ExecSpec): Promise<void>;
   execLogPath(id: string, execId: string): string;
   /**
@@ -156,6 +164,8 @@ export interface Runtime {
   connectedNetworks(): readonly Ipv4Range[];
   /**
    * Remove the container, netns, veth, mounts, cgroups and directories of a box. Idempotent.
+   * Its directory and disk go to the trash and are removed in the background, so the call
+   * takes as long for a box that wrote 400k files as for one that wrote none.
    * `afterCrash`: a previous daemon may have died mid-step, leaving its commands for this box
    * running (a `crun run` finishing the container): let them end first, or they recreate
    * what was just removed.
@@ -183,6 +193,9 @@ export { FreezeError } from "./freezer.js";
 
 /** A package image that could not be built: the user's package list is the usual cause. */
 export class ImageBuildError extends Error {}
+
+/** The box's disk (bytes or inodes) is full: the kernel said ENOSPC or EDQUOT to something Sail writes into it. */
+export class DiskFullError extends Error {}
 
 /** This host cannot run another architecture's binaries; the message says why and how to fix it. */
 export class EmulationUnavailableError extends Error {}

@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { basename } from "node:path";
 
 /** The host tools the runtime runs for a box; only these are ever waited for or killed. */
-const TOOLS = new Set(["crun", "ip", "nft", "mount", "umount", "conntrack"]);
+const TOOLS = new Set(["crun", "ip", "nft", "mount", "umount", "conntrack", "mkfs.ext4"]);
 const STRAY_WAIT_MS = 10_000;
 const STRAY_POLL_MS = 20;
 

@@ -123,7 +123,12 @@ export const MIGRATIONS: readonly Migration[] = [
   );
   CREATE INDEX idempotent_creates_age ON idempotent_creates(created_at);
   `,
-  // 11: what only a node knows leaves the store (a node owns its network slots, kept beside
+  // 11: each box's disk limit (MiB) and the inodes its filesystem has; NULL: a box from before disk limits
+  `
+  ALTER TABLE sailboxes ADD COLUMN disk_mib INTEGER;
+  ALTER TABLE sailboxes ADD COLUMN disk_inodes INTEGER;
+  `,
+  // 12: what only a node knows leaves the store (a node owns its network slots, kept beside
   // each box); the node that runs a box; box leases (one holder drives a box at a time, across
   // control-plane processes; lease_until is epoch ms); the sequence number of the node's last word on
   // the box (node_seq: an older report never overwrites a newer one). Names stay unique among

@@ -376,6 +376,10 @@ export class PostgresStore implements Store {
     await this.query("UPDATE sailboxes SET network_policy = $2 WHERE id = $1", [id, policy]);
   }
 
+  async setDiskInodes(id: string, inodes: number): Promise<void> {
+    await this.query("UPDATE sailboxes SET disk_inodes = $2 WHERE id = $1", [id, inodes]);
+  }
+
   async deleteSailbox(id: string): Promise<void> {
     await this.transaction(async (client) => {
       for (const table of ["idempotent_creates", "execs", "listeners"]) await client.query(`DELETE FROM ${table} WHERE sailbox_id = $1`, [id]);
@@ -505,7 +509,7 @@ async function allocateTcpPorts(client: pg.PoolClient, count: number, range: Tcp
 /** The box in `creating` and its listeners (TCP ones get `publicPorts` in order). */
 async function insertRows(client: pg.PoolClient, box: NewSailbox, publicPorts: number[]): Promise<SailboxRow> {
   const { rows } = await client.query<SailboxRow>(
-    `INSERT INTO sailboxes (${NEW_SAILBOX_COLUMNS}, status, live) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'creating', 1) RETURNING ${SAILBOX_COLUMNS}`,
+    `INSERT INTO sailboxes (${NEW_SAILBOX_COLUMNS}, status, live) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'creating', 1) RETURNING ${SAILBOX_COLUMNS}`,
     newSailboxValues(box),
   );
   const ports = box.ports ?? [];

@@ -7,7 +7,8 @@ import type { OrgLimits } from "@sail/protocol";
 import { OrgLimitReachedError, type ListenerRow, type NewSailbox, type OrgRow } from "./store.js";
 
 export const SAILBOX_COLUMNS = `id, app_id AS "appId", org_id AS "orgId", name, status, image_name AS "imageName",
-  image_arch AS "imageArch", image_packages AS "imagePackages", cpu, memory_mib AS "memoryMiB", node_id AS "nodeId",
+  image_arch AS "imageArch", image_packages AS "imagePackages", cpu, memory_mib AS "memoryMiB",
+  disk_mib AS "diskMiB", disk_inodes AS "diskInodes", node_id AS "nodeId",
   idle_timeout AS "idleTimeout", network_policy AS "networkPolicy", failure_reason AS "failureReason", created_at AS "createdAt", terminated_at AS "terminatedAt"`;
 
 export const TOKEN_COLUMNS = `t.id, o.name AS org, t.label, t.created_at AS "createdAt", t.revoked_at AS "revokedAt"`;
@@ -27,7 +28,7 @@ export const DEFAULT_NETWORK_POLICY = '{"outbound":"open","allowOut":[],"denyOut
 export const now = () => new Date().toISOString();
 
 /** The columns a new box is inserted with, and `newSailboxValues` in their order. */
-export const NEW_SAILBOX_COLUMNS = "id, app_id, org_id, name, image_name, image_arch, image_packages, cpu, memory_mib, node_id, idle_timeout, network_policy, created_at";
+export const NEW_SAILBOX_COLUMNS = "id, app_id, org_id, name, image_name, image_arch, image_packages, cpu, memory_mib, disk_mib, node_id, idle_timeout, network_policy, created_at";
 export const newSailboxValues = (box: NewSailbox) => [
   box.id,
   box.appId,
@@ -38,6 +39,7 @@ export const newSailboxValues = (box: NewSailbox) => [
   box.imagePackages,
   box.cpu,
   box.memoryMiB,
+  box.diskMiB,
   box.nodeId,
   box.idleTimeout ?? null,
   box.networkPolicy ?? DEFAULT_NETWORK_POLICY,

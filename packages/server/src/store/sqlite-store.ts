@@ -191,7 +191,7 @@ export class SqliteStore implements Store {
       const tcpPorts = (box.ports ?? []).filter((p) => p.protocol === "tcp").length;
       this.checkOrgCaps(box, tcpPorts, rules.tcpEndpointsDefault);
       const publicPorts = tcpPorts && rules.tcp ? this.allocateTcpPorts(tcpPorts, rules.tcp) : [];
-      this.db.prepare(`INSERT INTO sailboxes (${NEW_SAILBOX_COLUMNS}, status, live) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', 1)`).run(...newSailboxValues(box));
+      this.db.prepare(`INSERT INTO sailboxes (${NEW_SAILBOX_COLUMNS}, status, live) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', 1)`).run(...newSailboxValues(box));
       const insertListener = this.db.prepare("INSERT INTO listeners (sailbox_id, port, protocol, cidr_allowlist, allow_public, public_port, h2c, proxy_protocol) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
       let next = 0;
       for (const p of box.ports ?? []) {
@@ -284,6 +284,10 @@ export class SqliteStore implements Store {
 
   async setNetworkPolicy(id: string, policy: string): Promise<void> {
     this.db.prepare("UPDATE sailboxes SET network_policy = ? WHERE id = ?").run(policy, id);
+  }
+
+  async setDiskInodes(id: string, inodes: number): Promise<void> {
+    this.db.prepare("UPDATE sailboxes SET disk_inodes = ? WHERE id = ?").run(inodes, id);
   }
 
   async deleteSailbox(id: string): Promise<void> {

@@ -39,6 +39,10 @@ export interface SailboxRow {
   imagePackages: string;
   cpu: number;
   memoryMiB: number;
+  /** Its disk limit; null for a box made before disk limits. */
+  diskMiB: number | null;
+  /** Inodes of its disk, known once its node made it; null before, or for a box made before disk limits. */
+  diskInodes: number | null;
   /** The node that runs it (null until placed; one node: the daemon's own). */
   nodeId: string | null;
   idleTimeout: number | null;
@@ -55,7 +59,8 @@ export interface ExecRow {
   background: boolean;
   startedAt: string;
 }
-export type NewSailbox = Omit<SailboxRow, "status" | "failureReason" | "createdAt" | "terminatedAt" | "idleTimeout" | "networkPolicy"> & {
+export type NewSailbox = Omit<SailboxRow, "status" | "failureReason" | "createdAt" | "terminatedAt" | "idleTimeout" | "networkPolicy" | "diskMiB" | "diskInodes"> & {
+  diskMiB: number;
   networkPolicy?: string;
   idleTimeout?: number | null;
   ports?: IngressPortSpec[];
@@ -183,6 +188,8 @@ export interface Store {
    */
   applyNodeState(id: string, state: { status: SailboxStatus; seq: number; failureReason?: string | null }): Promise<boolean>;
   setNetworkPolicy(id: string, policy: string): Promise<void>;
+  /** The inodes its node's disk for the box has (known once it made it). */
+  setDiskInodes(id: string, inodes: number): Promise<void>;
   /** Forget a sailbox whose create was refused or rolled back: it never existed. */
   deleteSailbox(id: string): Promise<void>;
 

@@ -7,7 +7,7 @@ import { drained, sendJson } from "../http-util.js";
 import { answerLong } from "../long-answer.js";
 import type { Context, Route } from "../route.js";
 
-const CREATE_FIELDS = ["appId", "name", "image", "cpu", "memoryMiB", "ingressPorts", "ssh", "idleTimeout", "blockNetwork", "allowOut", "denyOut"] as const;
+const CREATE_FIELDS = ["appId", "name", "image", "cpu", "memoryMiB", "diskMiB", "ingressPorts", "ssh", "idleTimeout", "blockNetwork", "allowOut", "denyOut"] as const;
 
 /** Sailboxes, images, power, network, listeners, traffic and execs (docs/api.md, "Sailboxes"). */
 export function sailboxRoutes(boxes: Boxes, log: Logger): Route[] {
