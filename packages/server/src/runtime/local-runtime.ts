@@ -362,7 +362,7 @@ export class LocalRuntime implements NodeRuntime {
   }
 
   private execPidPath(id: string, execId: string): string {
-    return join(this.boxDir(id), "execs", `${execId}.pid`);
+    return join(this.growingDir(id), "execs", `${execId}.pid`);
   }
 
   /**
