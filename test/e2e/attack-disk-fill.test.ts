@@ -25,9 +25,20 @@ async function dfRoot(sb: Sailbox): Promise<{ bytes: number; inodes: number }> {
   return { bytes: bytes!, inodes: inodes! };
 }
 
-/** Bytes the box's directory takes on the host's own filesystem (du -x: its disk image, not what is mounted on it). */
+/**
+ * Bytes the box's directory takes on the host's own filesystem: its disk image, not what is
+ * mounted in it. `du -x` alone is not enough: the idmapped bind of the shared image (`lower`) is
+ * on the host's own filesystem too, so every mount point under the directory is left out by name.
+ */
 function hostBytesOf(id: string): number {
-  return Number(execFileSync("du", ["-sx", "--block-size=1", join(DATA_DIR, "boxes", id)], { encoding: "utf8" }).split("\t")[0]);
+  const dir = join(DATA_DIR, "boxes", id);
+  const mountPoints = readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .map((line) => line.split(" ")[4])
+    .filter((point): point is string => point !== undefined && point.startsWith(`${dir}/`));
+  assert.ok(mountPoints.includes(`${dir}/lower`), `the box's image is mounted at ${dir}/lower`);
+  const excluded = mountPoints.map((point) => `--exclude=${point}`);
+  return Number(execFileSync("du", ["-sx", "--block-size=1", ...excluded, dir], { encoding: "utf8" }).split("\t")[0]);
 }
 
 /**

@@ -15,7 +15,7 @@ import uuid
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from . import _websocket
-from .errors import AuthError, TimeoutError, UnavailableError, error_from_wire
+from .errors import AuthError, SailError, TimeoutError, UnavailableError, error_from_wire
 
 __all__ = ["SailClient", "client_config_path"]
 
@@ -101,6 +101,8 @@ class SailClient:
                 with self._open(method, path, body, deadline.remaining(), {}) as response:
                     text = response.read()
                 return json.loads(text) if text else None
+            except SailError:
+                raise  # a typed refusal (some are also ValueError, OSError or TimeoutError): never a lost answer
             except _SOCKET_TIMEOUTS:
                 raise deadline.timed_out() from None
             except _AnswerLost as lost:
@@ -123,6 +125,8 @@ class SailClient:
             try:
                 with self._open("GET", path, None, deadline.remaining(), {}) as response:
                     return response.read().decode("utf-8", errors="replace")
+            except SailError:
+                raise  # a typed refusal (some are also ValueError, OSError or TimeoutError): never a lost answer
             except _SOCKET_TIMEOUTS:
                 raise deadline.timed_out() from None
             except _AnswerLost as lost:
@@ -159,6 +163,8 @@ class SailClient:
                             on_event(event)
                         deadline.check()
                 raise _AnswerLost("the answer ended before its last line")
+            except SailError:
+                raise  # a typed refusal (some are also ValueError, OSError or TimeoutError): never a lost answer
             except _SOCKET_TIMEOUTS:
                 deadline.check()
                 attempt.failed(_AnswerLost(f"no line for {_STREAM_IDLE:.0f} s"))
@@ -173,6 +179,8 @@ class SailClient:
         deadline = _Deadline(timeout, "POST", path, self.api_url)
         try:
             response = self._open("POST", path, body, deadline.remaining(), {})
+        except SailError:
+            raise  # a typed refusal (some are also ValueError, OSError or TimeoutError): never a lost answer
         except _SOCKET_TIMEOUTS:
             raise deadline.timed_out() from None
         except _AnswerLost as lost:
@@ -186,6 +194,8 @@ class SailClient:
                         if line:
                             yield json.loads(line)
                         deadline.check()
+                except SailError:
+                    raise  # a typed refusal (some are also ValueError, OSError or TimeoutError): never a lost answer
                 except _SOCKET_TIMEOUTS:
                     raise deadline.timed_out() from None
 

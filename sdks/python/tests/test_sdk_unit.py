@@ -259,3 +259,66 @@ def test_build_progress_prints_a_line_per_step_and_a_still_line_on_a_long_one(mo
         "sail: building debian_arm64: configuring (arm64, emulated) libc6 (60 s)\n",
         "sail: still building debian_arm64: configuring (arm64, emulated) libc6 (91 s)\n",
     ]
+
+
+class _Refuser:
+    """A daemon that refuses every request with one code: as a JSON answer, or (streamed
+    create) as the error line of an NDJSON answer that has already begun."""
+
+    def __init__(self, code: str, status: int, streamed: bool) -> None:
+        import http.server
+        import threading
+
+        body = {"error": {"code": code, "message": f"refused with {code}"}}
+        self.requests = 0
+        refuser = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the stdlib's name
+                refuser.requests += 1
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                if streamed:
+                    payload = (json.dumps({"progress": {"step": "image"}}) + "\n" + json.dumps(body) + "\n").encode()
+                    self.send_response(200)
+                    self.send_header("content-type", "application/x-ndjson")
+                else:
+                    payload = json.dumps(body).encode()
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST  # noqa: N815
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+#: Refusals whose classes are also builtins a transport failure raises (ValueError, OSError,
+#: TimeoutError): each must reach the caller as itself, once, never as a lost answer retried.
+@pytest.mark.parametrize("code", ["SAIL_RESOURCES_INVALID", "SAIL_AUTH_INVALID", "SAIL_TIMEOUT", "SAIL_LISTENER_NOT_FOUND"])
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_refusal_is_its_typed_error_not_a_lost_answer(code, streamed):
+    status, _ = ERROR_CODES[code]
+    daemon = _Refuser(code, status, streamed)
+    try:
+        client = sail.SailClient(api_url=daemon.url, token="t", request_timeout=5)
+        with pytest.raises(sail.SailError) as err:
+            if streamed:
+                client.long_call("/v1/sailboxes", {}, "sailbox", timeout=5)
+            else:
+                client.request("POST", "/v1/sailboxes", {})
+        assert type(err.value) is error_class_for(code) and err.value.code == code
+        assert f"refused with {code}" in err.value.message
+        assert daemon.requests == 1
+    finally:
+        daemon.close()
