@@ -6,170 +6,20 @@
  * reconcile and adopt.
  */
 import assert from "node:assert/strict";
-import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { PassThrough } from "node:stream";
-import { finished } from "node:stream/promises";
 import { afterEach, beforeEach, describe, test } from "node:test";
-import { canTransition, parseIpv4Cidr, SAILBOX_TRANSITIONS, SailError, type Ipv4Range, type NetworkInfo, type SailboxStatus } from "@sail/protocol";
+import { canTransition, parseIpv4Cidr, SAILBOX_TRANSITIONS, SailError, type NetworkInfo, type SailboxStatus } from "@sail/protocol";
 import type { NodeBoxSpec, NodeEvent, NodeEventSink, NodeExecEvent } from "../../packages/server/src/node-wire/node-api.js";
 import type { Logger } from "../../packages/server/src/node/logger.js";
 import { NodeAgent, type NodeAgentSettings } from "../../packages/server/src/node/node-agent.js";
 import { NodeStore, type NodeBoxStatus } from "../../packages/server/src/node/node-store.js";
 import { decideName } from "../../packages/server/src/node/outbound.js";
 import type { RouteChange, RouteSubscriber } from "../../packages/server/src/node/routes.js";
-import { FreezeError, type BoxNetwork, type BoxSpec, type ExecSpec, type ImageProgress, type NodeRuntime, type OutboundRules, type RuntimeState } from "../../packages/server/src/runtime/runtime.js";
+import { FakeRuntime, INODES_PER_MIB } from "./fake-runtime.js";
 
 const STATUSES = Object.keys(SAILBOX_TRANSITIONS) as SailboxStatus[];
-
-/** Records every call; `failCreate` makes the next create fail as a broken runtime would. */
-class FakeRuntime implements NodeRuntime {
-  readonly hostArch = "amd64" as const;
-  maxBoxes = 8;
-  readonly calls: string[] = [];
-  readonly boxes = new Map<string, BoxNetwork>();
-  /** Box directories on the host (a box's, or a leftover one's). */
-  readonly dirs = new Set<string>();
-  /** What `state` says of a box the runtime has (default: running). */
-  readonly states = new Map<string, RuntimeState>();
-  failCreate = false;
-  thawDelayMs = 0;
-  /** "stuck": freeze waits until its signal aborts (then thaws, as the real freezer); "refuse": it fails at once. */
-  freezeMode: "ok" | "stuck" | "refuse" = "ok";
-  /** The signal the last freeze got. */
-  freezeSignal: AbortSignal | undefined;
-  /** While set, a package build reports its first step and waits for it; so does create. */
-  buildGate: Promise<void> | undefined;
-  createGate: Promise<void> | undefined;
-  /** What a port probe answers. */
-  listening = true;
-  /** Background execs still running. */
-  readonly execsRunning = new Set<string>();
-  /** What the next foreground exec writes and exits with. */
-  nextExec: { stdout?: string[]; stderr?: string[]; exitCode?: number } = {};
-
-  constructor(readonly logDir: string) {}
-
-  async prepareImage(arch: string) {
-    this.calls.push(`prepareImage ${arch}`);
-  }
-  async preparePackageImage(arch: string, packages: readonly string[], onProgress?: (progress: ImageProgress) => void) {
-    this.calls.push(`preparePackageImage ${arch} ${packages.join(" ")}`);
-    onProgress?.({ phase: "retrieving", detail: packages[0] });
-    await this.buildGate;
-    onProgress?.({ phase: "ready", done: true });
-  }
-  async start() {}
-  async shutdown() {}
-  async create(spec: BoxSpec): Promise<BoxNetwork> {
-    this.calls.push(`create ${spec.id} slot ${spec.netSlot}`);
-    await this.createGate;
-    if (this.failCreate) throw new Error("crun run exited 1");
-    const network = { hostAddress: `10.9.0.${spec.netSlot * 4 + 1}`, guestAddress: `10.9.0.${spec.netSlot * 4 + 2}` };
-    this.boxes.set(spec.id, network);
-    this.dirs.add(spec.id);
-    this.outbound.set(spec.id, { rules: spec.outbound, resolved: [] }); // the real runtime sets them while the container starts
-    return network;
-  }
-  network(id: string): BoxNetwork {
-    const network = this.boxes.get(id);
-    if (!network) throw new Error(`no box ${id}`);
-    return network;
-  }
-  async state(id: string): Promise<RuntimeState> {
-    return this.boxes.has(id) ? (this.states.get(id) ?? "running") : "missing";
-  }
-  async listBoxes() {
-    return [...this.dirs];
-  }
-  netSlotOf(id: string) {
-    const guest = this.boxes.get(id)?.guestAddress;
-    return guest ? (Number(guest.split(".")[3]) - 2) / 4 : undefined;
-  }
-  exec(id: string, spec: ExecSpec) {
-    this.calls.push(`exec ${id}`);
-    const { stdout: out = [], stderr: err = [], exitCode = 0 } = this.nextExec;
-    this.nextExec = {};
-    const stdout = new PassThrough();
-    const stderr = new PassThrough();
-    for (const chunk of out) stdout.write(chunk);
-    for (const chunk of err) stderr.write(chunk);
-    stdout.end();
-    stderr.end();
-    void spec;
-    // as a child process's close: after its output streams ended
-    const exit = Promise.all([finished(stdout), finished(stderr)]).then(() => exitCode);
-    return { stdout, stderr, exit, kill() {} };
-  }
-  async execPty(id: string) {
-    this.calls.push(`execPty ${id}`);
-    const terminal = new PassThrough();
-    return { terminal, exit: Promise.resolve(0), resize() {}, kill() {} };
-  }
-  async execDetached(id: string, execId: string) {
-    this.calls.push(`execDetached ${id} ${execId}`);
-    writeFileSync(this.execLogPath(id, execId), "");
-    this.execsRunning.add(execId);
-  }
-  execLogPath(id: string, execId: string) {
-    return join(this.logDir, `${id}-${execId}.log`);
-  }
-  async execRunning(_id: string, execId: string) {
-    return this.execsRunning.has(execId);
-  }
-  async probePort() {
-    return this.listening;
-  }
-  async listeningAddresses() {
-    return this.listening ? [] : ["::1"];
-  }
-  async freeze(id: string, signal?: AbortSignal) {
-    this.calls.push(`freeze ${id}`);
-    this.freezeSignal = signal;
-    if (this.freezeMode === "refuse") throw new FreezeError(`sailbox ${id} could not be frozen: still FREEZING after 1000 attempts; thawed it again`);
-    if (this.freezeMode === "stuck") {
-      await new Promise((_, reject) => signal!.addEventListener("abort", () => reject(new FreezeError(`could not freeze ${id}: ${String(signal!.reason)}`)), { once: true }));
-    }
-    this.states.set(id, "paused");
-  }
-  async thaw(id: string) {
-    this.calls.push(`thaw ${id}`);
-    if (this.thawDelayMs) await new Promise((r) => setTimeout(r, this.thawDelayMs));
-    this.states.delete(id);
-  }
-  async destroy(id: string, options: { afterCrash?: boolean } = {}) {
-    this.calls.push(`destroy ${id}${options.afterCrash ? " afterCrash" : ""}`);
-    this.boxes.delete(id);
-    this.dirs.delete(id);
-    this.states.delete(id);
-  }
-  readonly outbound = new Map<string, { rules: OutboundRules; resolved: ReadonlyArray<{ address: string; seconds: number }> }>();
-  readonly allowed: Array<[string, { add: readonly string[]; renew: readonly string[] }, number]> = [];
-  /** Destinations each box has open connections to (what conntrack would list). */
-  readonly open = new Map<string, string[]>();
-  async setOutbound(id: string, rules: OutboundRules, resolved: ReadonlyArray<{ address: string; seconds: number }> = []) {
-    this.calls.push(`setOutbound ${id} ${rules.mode} ${rules.cidrs.join(",")}`);
-    this.outbound.set(id, { rules, resolved });
-  }
-  async allowResolved(id: string, addresses: { add: readonly string[]; renew: readonly string[] }, seconds: number) {
-    this.allowed.push([id, addresses, seconds]);
-  }
-  async cutOutbound(id: string, keep: (address: string) => boolean) {
-    return (this.open.get(id) ?? []).filter((a) => !keep(a));
-  }
-  async outboundCounters() {
-    return new Map();
-  }
-  async outboundRefusals() {
-    return [];
-  }
-  /** The host's directly connected networks, as the runtime would follow them. */
-  connected: Ipv4Range[] = [];
-  connectedNetworks() {
-    return this.connected;
-  }
-}
 
 /** A data path that keeps the route tables from the changes it gets. */
 class RecordingSubscriber implements RouteSubscriber {
@@ -216,6 +66,7 @@ const silent: Logger = { info() {}, warn() {}, error() {} };
 
 const SETTINGS: NodeAgentSettings = {
   pidsLimit: 64,
+  diskMiB: 2048,
   hostCpus: 2,
   domain: "sail.localhost",
   outbound: { enabled: true, privateAllowed: ["10.50.0.0/16"], only: null, boxSubnet: "10.9.0.0/16" },
@@ -545,6 +396,31 @@ describe("creates and destroys", () => {
     assert.equal(await codeOf(agent.createBox(spec({ network: { outbound: "everything" } as unknown as NetworkInfo }))), "SAIL_INVALID_ARGUMENT");
     assert.deepEqual(store.listBoxes(), []);
     assert.deepEqual(runtime.calls, []);
+  });
+
+  test("a box's disk is its spec's size or the node's default; its inodes are in its state; a bad size makes nothing", async () => {
+    const given = await create({ diskMiB: 512 });
+    assert.equal(runtime.specs.get(given.id)!.diskMiB, 512);
+    assert.equal(given.diskInodes, 512 * INODES_PER_MIB, "the node reports the inodes the runtime made");
+    assert.deepEqual([store.getBox(given.id)!.diskMiB, store.getBox(given.id)!.diskInodes], [512, 512 * INODES_PER_MIB]);
+    const defaulted = await create();
+    assert.equal(runtime.specs.get(defaulted.id)!.diskMiB, SETTINGS.diskMiB);
+    assert.equal((await agent.box(defaulted.id)).diskInodes, SETTINGS.diskMiB * INODES_PER_MIB);
+    const creates = runtime.calls.filter((c) => c.startsWith("create ")).length;
+    for (const diskMiB of [0, -1, 100.5, "512" as unknown as number]) {
+      assert.equal(await codeOf(agent.createBox(spec({ diskMiB }))), "SAIL_RESOURCES_INVALID", `diskMiB ${JSON.stringify(diskMiB)}`);
+    }
+    assert.equal(runtime.calls.filter((c) => c.startsWith("create ")).length, creates, "the runtime was not asked");
+    assert.equal(store.listBoxes().length, 2);
+  });
+
+  test("a background exec in a box whose disk is full is SAIL_DISK_FULL naming the box, not a runtime failure", async () => {
+    const box = await create({ diskMiB: 64 });
+    runtime.diskFull = true;
+    const refused = await agent.execBackground(box.id, "ex-full1", { cmd: "sleep 1" }).catch((e: unknown) => e);
+    assert.ok(refused instanceof SailError && refused.code === "SAIL_DISK_FULL" && refused.status === 507, String(refused));
+    assert.deepEqual(refused.details, { sailboxId: box.id, diskMiB: 64 });
+    assert.match(refused.message, /disk is full/);
   });
 
   test("a node whose box subnet is full refuses the box with SAIL_LIMIT_EXCEEDED", async () => {
@@ -971,7 +847,7 @@ describe("what the node tells", () => {
     assert.match(info.nodeId, /^node-/);
     const box = await create({ listeners: [http(3000), tcp(5432, 20000)] });
     await agent.setPower(box.id, "sleep");
-    assert.deepEqual(await agent.boxes(), [{ sailboxId: box.id, status: "sleeping", seq: 3, wakes: 0, listeners: [{ port: 5432, state: "pending" }] }]);
+    assert.deepEqual(await agent.boxes(), [{ sailboxId: box.id, status: "sleeping", seq: 3, wakes: 0, diskInodes: SETTINGS.diskMiB * INODES_PER_MIB, listeners: [{ port: 5432, state: "pending" }] }]);
     assert.match(await agent.metricsText(), /sail_sailboxes\{status="sleeping"\} 1/);
     agent.tcpWorkerReport(
       1,

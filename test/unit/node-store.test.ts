@@ -105,6 +105,7 @@ describe("boxes and listeners", () => {
         cpu: 0.5,
         memoryMiB: 512,
         diskMiB: 2048,
+        diskInodes: null,
         idleTimeout: 60,
         network: given.network,
         sshPublicKey: key,
@@ -119,6 +120,11 @@ describe("boxes and listeners", () => {
       { sailboxId: box.id, port: 3000, protocol: "http", cidrAllowlist: [], allowPublic: false, publicPort: null, h2c: true, proxyProtocol: false },
       { sailboxId: box.id, port: 5432, protocol: "tcp", cidrAllowlist: ["203.0.113.0/24"], allowPublic: false, publicPort: 20001, h2c: false, proxyProtocol: true },
     ]);
+    store.setDiskInodes(box.id, 131_072);
+    assert.deepEqual([store.getBox(box.id)!.diskMiB, store.getBox(box.id)!.diskInodes], [2048, 131_072], "the inodes the runtime made its disk with");
+    const unsized = store.insertBox(spec(), { maxSlots: 8 });
+    assert.equal(unsized.diskMiB, null, "no size in the spec: the node's default, decided when it is made");
+    store.deleteBox(unsized.id);
     store.setStatus(box.id, "running");
     store.bumpSeq(box.id);
     assert.equal(store.getBox(box.id)!.seq, 3);
@@ -173,7 +179,16 @@ describe("the upgrade: boxes from before node.db", () => {
     assert.equal(networks.slotOf("not an address"), undefined);
 
     const dataDir = join(dir, "data");
-    const runtime = new LocalRuntime({ dataDir, hostArch: "amd64", boxSubnet: "10.9.0.0/16", debianMirror: "", tiniPath: "", crunRoot: join(dir, "crun"), nofileLimit: 1024 });
+    const runtime = new LocalRuntime({
+      dataDir,
+      hostArch: "amd64",
+      boxSubnet: "10.9.0.0/16",
+      debianMirror: "",
+      tiniPath: "",
+      crunRoot: join(dir, "crun"),
+      nofileLimit: 1024,
+      disk: { defaultMiB: 1024, bytesPerInode: 16384 },
+    });
     mkdirSync(join(dataDir, "boxes", "sb-old000000001"), { recursive: true });
     writeFileSync(join(dataDir, "boxes", "sb-old000000001", "network.json"), JSON.stringify(networks.addresses(42)));
     mkdirSync(join(dataDir, "boxes", "sb-old000000002"), { recursive: true }); // no network.json: it never got one

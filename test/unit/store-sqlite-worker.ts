@@ -35,6 +35,7 @@ try {
       imagePackages: "",
       cpu: 1,
       memoryMiB: 512,
+      diskMiB: 1024,
       nodeId: null,
     };
     await store.insertSailbox({ ...box, ports: [{ port: 22, protocol: "tcp" }] }, creates.rules).then(

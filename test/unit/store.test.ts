@@ -18,6 +18,7 @@ import { MIGRATIONS, migrationSql } from "../../packages/server/src/store/migrat
 import { PostgresStore, type PostgresStoreOptions } from "../../packages/server/src/store/postgres-store.js";
 import { SqliteStore } from "../../packages/server/src/store/sqlite-store.js";
 import {
+  hashToken,
   NameTakenError,
   newId,
   OrgLimitReachedError,
@@ -141,7 +142,7 @@ const tcp = (port: number): IngressPortSpec => ({ port, protocol: "tcp" });
 const http = (port: number): IngressPortSpec => ({ port, protocol: "http" });
 
 function boxSpec(org: OrgRow, app: AppRow, fields: Partial<NewSailbox> = {}): NewSailbox {
-  return { id: newId("sb-"), appId: app.id, orgId: org.id, name: null, imageName: "debian-12", imageArch: "amd64", imagePackages: "", cpu: 1, memoryMiB: 512, nodeId: null, ...fields };
+  return { id: newId("sb-"), appId: app.id, orgId: org.id, name: null, imageName: "debian-12", imageArch: "amd64", imagePackages: "", cpu: 1, memoryMiB: 512, diskMiB: 1024, nodeId: null, ...fields };
 }
 
 async function orgAndApp(store: Store, orgName = "acme", appName = "web"): Promise<{ org: OrgRow; app: AppRow }> {
@@ -212,6 +213,7 @@ for (const backend of [sqliteBackend(), postgresBackend()]) {
         assert.equal(box?.status, "running");
         assert.equal(box?.cpu, 0.5);
         assert.equal(box?.nodeId, null);
+        assert.deepEqual([box?.diskMiB, box?.diskInodes], [null, null], "a box from before disk limits has none");
         assert.equal((await store.listListeners("sb-1"))[0]?.publicPort, 40007);
         // the name is still held: migration 1's unique index survived migration 11
         const org = (await store.findOrgByName("default"))!;
@@ -243,7 +245,9 @@ for (const backend of [sqliteBackend(), postgresBackend()]) {
         const second = await store.createToken(acme.id, "laptop");
         assert.match(first.token, /^sail_/);
         assert.deepEqual(await store.orgForToken(first.token), acme);
+        assert.deepEqual(await store.orgForTokenHash(hashToken(first.token)), acme, "found by its hash (the console's sessions keep only that)");
         assert.equal(await store.orgForToken("sail_unknown"), undefined);
+        assert.equal(await store.orgForToken(first.token + "x"), undefined);
         assert.deepEqual(
           (await store.listTokens(acme.id)).map((t) => [t.id, t.org, t.label, t.revokedAt]).sort(),
           [
@@ -256,6 +260,7 @@ for (const backend of [sqliteBackend(), postgresBackend()]) {
         assert.equal(await store.getToken(first.id, other.id), undefined);
         await store.revokeToken(first.id);
         assert.equal(await store.orgForToken(first.token), undefined);
+        assert.equal(await store.orgForTokenHash(hashToken(first.token)), undefined, "a revoked token's hash finds nothing either");
         assert.deepEqual(await store.orgForToken(second.token), acme);
         assert.notEqual((await store.getToken(first.id, acme.id))?.revokedAt, null);
       });
@@ -338,6 +343,25 @@ for (const backend of [sqliteBackend(), postgresBackend()]) {
         await store.insertSailbox(boxSpec(org, app), RULES);
         await store.setStatus(box.id, "terminated");
         await store.insertSailbox(boxSpec(org, app, { name: "api" }), RULES);
+      });
+
+      test("a box's disk reads back as created, and its inodes once its node made it", async () => {
+        const store = await (await backend.database()).open();
+        const { org, app } = await orgAndApp(store);
+        const box = await store.insertSailbox(boxSpec(org, app, { diskMiB: 2048 }), RULES);
+        assert.deepEqual([box.diskMiB, box.diskInodes], [2048, null], "the inodes are the node's word, not known yet");
+        const other = await store.insertSailbox(boxSpec(org, app, { diskMiB: 65_536 }), RULES);
+        await store.setDiskInodes(box.id, 131_072);
+        const read = (await store.getSailbox(box.id))!;
+        assert.deepEqual([read.diskMiB, read.diskInodes], [2048, 131_072]);
+        assert.deepEqual(
+          (await store.listSailboxes({ orgId: org.id })).map((b) => [b.id, b.diskMiB, b.diskInodes]),
+          [
+            [other.id, 65_536, null],
+            [box.id, 2048, 131_072],
+          ],
+          "another box's disk is untouched",
+        );
       });
 
       test("applyNodeState keeps only a newer word, and none on a box being created or ended", async () => {
