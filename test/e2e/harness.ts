@@ -32,6 +32,9 @@ export const SPLIT = process.env.SAIL_TEST_SPLIT === "1";
 /** Where the split form's node agent listens for the control plane. */
 export const NODE_WIRE_PORT = Number(process.env.SAIL_TEST_NODE_PORT ?? API_PORT + 9);
 
+/** Boxes reach nothing beyond the host unless a test builds its own fake internet (egress.test.ts). */
+const OUTBOUND_DEFAULT = ["--outbound", "off"];
+
 export class TestDaemon {
   /**
    * More `sail up` options (the benchmarks try gateway settings; a test may change them before
@@ -73,29 +76,77 @@ export class TestDaemon {
   }
 
   async start(): Promise<void> {
-    // boxes reach nothing beyond the host unless a test builds its own fake internet (egress.test.ts)
-    const defaults = ["--outbound", "off"];
     if (!this.split) {
-      await this.spawnPart("main", ["up", "--data-dir", DATA_DIR, "--api-listen", `127.0.0.1:${API_PORT}`, "--metrics-listen", `127.0.0.1:${METRICS_PORT}`, ...this.common, ...defaults, ...this.upArgs], "Sail is up");
+      await this.spawnPart(
+        "main",
+        ["up", "--data-dir", DATA_DIR, "--api-listen", `127.0.0.1:${API_PORT}`, "--metrics-listen", `127.0.0.1:${METRICS_PORT}`, ...this.common, ...OUTBOUND_DEFAULT, ...this.upArgs],
+        "Sail is up",
+      );
       return;
     }
+    await this.startControl();
+    await this.startNode();
+  }
+
+  /** The split form's control plane, on this file's PostgreSQL (started on first use). */
+  async startControl(): Promise<void> {
     if (!this.postgres) {
       const server = await startPostgres();
       this.postgres = { server, url: await server.createDatabase() };
     }
     await this.spawnPart(
       "main",
-      ["up", "--role", "control", "--store", this.postgres.url, "--node-token", this.nodeToken, "--data-dir", join(DATA_DIR, "control"), "--api-listen", `127.0.0.1:${API_PORT}`, "--metrics-listen", `127.0.0.1:${METRICS_PORT}`, ...this.common, ...defaults, ...this.upArgs],
+      [
+        "up",
+        "--role",
+        "control",
+        "--store",
+        this.postgres.url,
+        "--node-token",
+        this.nodeToken,
+        "--data-dir",
+        join(DATA_DIR, "control"),
+        "--api-listen",
+        `127.0.0.1:${API_PORT}`,
+        "--metrics-listen",
+        `127.0.0.1:${METRICS_PORT}`,
+        ...this.common,
+        ...OUTBOUND_DEFAULT,
+        ...this.upArgs,
+      ],
       "Sail is up",
     );
-    await this.startNode();
+    // a control plane that restarted under a running node works once the node's next heartbeat joined it (NODE_HEARTBEAT_MS)
+    if (this.children.node) await eventually("the running node joins the restarted control plane", () => this.caCert().then(Boolean, () => false), { intervalMs: 200 });
+  }
+
+  /** The split form's PostgreSQL server (a test may stop it to play the database's loss). */
+  get store(): PostgresServer | undefined {
+    return this.postgres?.server;
   }
 
   /** The split form's node agent: up once it has joined the control plane. */
   async startNode(): Promise<void> {
     await this.spawnPart(
       "node",
-      ["up", "--role", "node", "--control", `http://127.0.0.1:${API_PORT}`, "--node-token", this.nodeToken, "--node-listen", `127.0.0.1:${NODE_WIRE_PORT}`, "--data-dir", DATA_DIR, "--metrics-listen", "off", ...this.common, "--outbound", "off", ...this.upArgs],
+      [
+        "up",
+        "--role",
+        "node",
+        "--control",
+        `http://127.0.0.1:${API_PORT}`,
+        "--node-token",
+        this.nodeToken,
+        "--node-listen",
+        `127.0.0.1:${NODE_WIRE_PORT}`,
+        "--data-dir",
+        DATA_DIR,
+        "--metrics-listen",
+        "off",
+        ...this.common,
+        ...OUTBOUND_DEFAULT,
+        ...this.upArgs,
+      ],
       "Sail node is up",
     );
   }
@@ -350,9 +401,10 @@ export async function startTcpEcho(sb: Sailbox, port: number): Promise<void> {
  * The fixture every e2e file uses: a real daemon started before the file's tests (after
  * terminating what a crashed earlier run left), and every box the pool made terminated after.
  */
-export function useTestDaemon(
-  hooks: { setup?: (daemon: TestDaemon) => Promise<void> | void; teardown?: () => Promise<void> | void; upArgs?: string[]; split?: boolean } = {},
-): { daemon: TestDaemon; pool: BoxPool } {
+export function useTestDaemon(hooks: { setup?: (daemon: TestDaemon) => Promise<void> | void; teardown?: () => Promise<void> | void; upArgs?: string[]; split?: boolean } = {}): {
+  daemon: TestDaemon;
+  pool: BoxPool;
+} {
   const daemon = new TestDaemon(hooks.upArgs, hooks.split);
   const pool = new BoxPool(daemon);
   // one hook each, so the file's setup runs after the daemon is up (hooks of one file may not run in order)

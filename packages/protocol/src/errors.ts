@@ -95,6 +95,8 @@ export const ERROR_CODES = {
   SAIL_UNAVAILABLE: { status: 503, kind: "Internal", from: "sdk" },
   // the control plane cannot reach the node that runs the box (or no node has joined yet)
   SAIL_NODE_UNAVAILABLE: { status: 503, kind: "Internal" },
+  // the control plane's database (PostgreSQL) did not answer in time or could not be reached; nothing known changed
+  SAIL_STORE_UNAVAILABLE: { status: 503, kind: "Internal" },
   // the HTTPS gateway's own answers (x-sail-error), for traffic to published ports
   SAIL_ROUTE_UNKNOWN: { status: 404, kind: "NotFound", from: "gateway" },
   SAIL_HOST_AMBIGUOUS: { status: 400, kind: "InvalidArgument", from: "gateway" },

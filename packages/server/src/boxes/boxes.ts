@@ -35,7 +35,8 @@ export interface BoxesSettings {
 export function createBoxes(store: Store, settings: BoxesSettings, log: Logger) {
   const lifecycle = new Lifecycle(store, log);
   const nodes = new Nodes(lifecycle, log);
-  const hostArch = (): Architecture => nodes.node().info.hostArch;
+  // boxes made before Sail kept whether they are emulated: the attached node's architecture says
+  const hostArch = (): Architecture | undefined => nodes.attached?.info.hostArch;
   const views = new SailboxViews(store, lifecycle, nodes, hostArch, settings.addresses);
   const describe = views.describe.bind(views);
   const outbound = new OutboundPolicies(store, lifecycle, nodes, describe, log);

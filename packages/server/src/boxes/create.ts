@@ -121,22 +121,27 @@ export class BoxCreator {
     const { org, app, name, image, network, sshKey } = plan;
     const node = this.nodes.node();
     const id = newId("sb-");
-    const box = await this.insert({
-      id,
-      appId: app.id,
-      orgId: org.id,
-      name,
-      imageName: "debian",
-      imageArch: image.arch,
-      imagePackages: image.aptPackages.join(" "),
-      cpu: plan.cpu,
-      memoryMiB: plan.memoryMiB,
-      diskMiB: plan.diskMiB,
-      nodeId: node.info.nodeId,
-      ports: plan.ports,
-      idleTimeout: plan.idleTimeout,
-      networkPolicy: JSON.stringify(network),
-    }, org, app.name);
+    const box = await this.insert(
+      {
+        id,
+        appId: app.id,
+        orgId: org.id,
+        name,
+        imageName: "debian",
+        imageArch: image.arch,
+        imagePackages: image.aptPackages.join(" "),
+        imageEmulated: image.arch === node.info.hostArch ? 0 : 1,
+        cpu: plan.cpu,
+        memoryMiB: plan.memoryMiB,
+        diskMiB: plan.diskMiB,
+        nodeId: node.info.nodeId,
+        ports: plan.ports,
+        idleTimeout: plan.idleTimeout,
+        networkPolicy: JSON.stringify(network),
+      },
+      org,
+      app.name,
+    );
     onProgress?.({ phase: "starting", image: image.name, sailboxId: id, elapsedMs: Date.now() - startedAt });
     const listeners = await this.store.listListeners(id);
     const spec: NodeBoxSpec = {
@@ -148,7 +153,15 @@ export class BoxCreator {
       diskMiB: plan.diskMiB,
       idleTimeout: box.idleTimeout,
       network,
-      listeners: listeners.map((l) => ({ port: l.port, protocol: l.protocol, cidrAllowlist: l.cidrAllowlist, allowPublic: l.allowPublic, publicPort: l.publicPort, h2c: l.h2c, proxyProtocol: l.proxyProtocol })),
+      listeners: listeners.map((l) => ({
+        port: l.port,
+        protocol: l.protocol,
+        cidrAllowlist: l.cidrAllowlist,
+        allowPublic: l.allowPublic,
+        publicPort: l.publicPort,
+        h2c: l.h2c,
+        proxyProtocol: l.proxyProtocol,
+      })),
       ...(sshKey ? { sshPublicKey: sshKey } : {}),
     };
     let running: SailboxRow;

@@ -79,7 +79,15 @@ export class Endings {
       ...(box.diskMiB !== null ? { diskMiB: box.diskMiB } : {}),
       idleTimeout: box.idleTimeout,
       network: networkPolicyOf(box),
-      listeners: listeners.map((l) => ({ port: l.port, protocol: l.protocol, cidrAllowlist: l.cidrAllowlist, allowPublic: l.allowPublic, publicPort: l.publicPort, h2c: l.h2c, proxyProtocol: l.proxyProtocol })),
+      listeners: listeners.map((l) => ({
+        port: l.port,
+        protocol: l.protocol,
+        cidrAllowlist: l.cidrAllowlist,
+        allowPublic: l.allowPublic,
+        publicPort: l.publicPort,
+        h2c: l.h2c,
+        proxyProtocol: l.proxyProtocol,
+      })),
     };
   }
 }

@@ -80,7 +80,9 @@ export class Lifecycle {
     const giveUpAt = Date.now() + LEASE_WAIT_MS;
     while (!(await this.store.takeLease(id, this.holder, LEASE_TTL_MS))) {
       if (Date.now() >= giveUpAt) {
-        throw sailError("SAIL_SAILBOX_BUSY", `Sailbox ${id} is being changed by another request (a create, terminate, sleep or resume still in progress): try ${what} again shortly`, { sailboxId: id });
+        throw sailError("SAIL_SAILBOX_BUSY", `Sailbox ${id} is being changed by another request (a create, terminate, sleep or resume still in progress): try ${what} again shortly`, {
+          sailboxId: id,
+        });
       }
       await new Promise((resolve) => setTimeout(resolve, LEASE_RETRY_MS));
     }

@@ -23,7 +23,13 @@ export class Listeners {
     const box = await this.lifecycle.owned(org, id);
     if (!isLive(box.status)) return [];
     const binds = this.nodes.state(box.id)?.listeners ?? [];
-    return (await this.store.listListeners(box.id)).map((l) => listenerInfo(l, this.addresses, binds.find((b) => b.port === l.port)));
+    return (await this.store.listListeners(box.id)).map((l) =>
+      listenerInfo(
+        l,
+        this.addresses,
+        binds.find((b) => b.port === l.port),
+      ),
+    );
   }
 
   /**

@@ -11,7 +11,7 @@ export class SailboxViews {
     private readonly store: Store,
     private readonly lifecycle: Lifecycle,
     private readonly nodes: Nodes,
-    private readonly hostArch: () => Architecture,
+    private readonly hostArch: () => Architecture | undefined,
     private readonly addresses: PublicAddresses,
   ) {}
 
@@ -24,6 +24,13 @@ export class SailboxViews {
     return Promise.all(boxes.map((box) => this.describe(box)));
   }
 
+  /** What the store kept at create; for an older box, the attached node's word (false while none is attached). */
+  private emulated(box: SailboxRow): boolean {
+    if (box.imageEmulated !== null) return box.imageEmulated === 1;
+    const hostArch = this.hostArch();
+    return hostArch !== undefined && box.imageArch !== hostArch;
+  }
+
   async describe(box: SailboxRow): Promise<SailboxInfo> {
     const node = this.nodes.state(box.id);
     // an ended box publishes nothing: its public ports may belong to another box now
@@ -33,7 +40,7 @@ export class SailboxViews {
       appId: box.appId,
       name: box.name,
       status: box.status,
-      image: { name: "debian", arch: box.imageArch, aptPackages: box.imagePackages ? box.imagePackages.split(" ") : [], emulated: box.imageArch !== this.hostArch() },
+      image: { name: "debian", arch: box.imageArch, aptPackages: box.imagePackages ? box.imagePackages.split(" ") : [], emulated: this.emulated(box) },
       cpu: box.cpu,
       memoryMiB: box.memoryMiB,
       diskMiB: box.diskMiB,
@@ -41,7 +48,13 @@ export class SailboxViews {
       idleTimeout: box.idleTimeout,
       wakes: node?.wakes ?? 0,
       createdAt: box.createdAt,
-      listeners: listeners.map((l) => listenerInfo(l, this.addresses, node?.listeners.find((n) => n.port === l.port))),
+      listeners: listeners.map((l) =>
+        listenerInfo(
+          l,
+          this.addresses,
+          node?.listeners.find((n) => n.port === l.port),
+        ),
+      ),
       network: networkPolicyOf(box),
       ...(box.failureReason ? { failureReason: box.failureReason } : {}),
     };

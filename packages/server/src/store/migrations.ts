@@ -131,7 +131,8 @@ export const MIGRATIONS: readonly Migration[] = [
   // 12: what only a node knows leaves the store (a node owns its network slots, kept beside
   // each box); the node that runs a box; box leases (one holder drives a box at a time, across
   // control-plane processes; lease_until is epoch ms); the sequence number of the node's last word on
-  // the box (node_seq: an older report never overwrites a newer one). Names stay unique among
+  // the box (node_seq: an older report never overwrites a newer one); whether its node runs its
+  // image under emulation (image_emulated, 0/1: the control plane answers it without the node). Names stay unique among
   // live boxes in the database itself by migration 1's sailboxes_live_name. SQLite refuses to
   // drop an indexed column, so the slot's index goes first.
   `
@@ -141,6 +142,7 @@ export const MIGRATIONS: readonly Migration[] = [
   ALTER TABLE sailboxes ADD COLUMN lease_holder TEXT;
   ALTER TABLE sailboxes ADD COLUMN lease_until BIGINT;
   ALTER TABLE sailboxes ADD COLUMN node_seq BIGINT NOT NULL DEFAULT 0;
+  ALTER TABLE sailboxes ADD COLUMN image_emulated INTEGER;
   CREATE INDEX sailboxes_org_live ON sailboxes(org_id, live);
   CREATE INDEX listeners_public_port ON listeners(public_port) WHERE public_port IS NOT NULL;
   `,

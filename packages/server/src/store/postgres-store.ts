@@ -206,7 +206,8 @@ export class PostgresStore implements Store {
       await client.query("COMMIT");
       return result;
     } catch (err) {
-      if (err instanceof pg.DatabaseError || err instanceof StoreError) await client.query("ROLLBACK").catch((rollbackFailed: Error) => (broken = rollbackFailed));
+      if (err instanceof pg.DatabaseError || err instanceof StoreError || err instanceof StoreUnavailableError)
+        await client.query("ROLLBACK").catch((rollbackFailed: Error) => (broken = rollbackFailed));
       else broken = err as Error;
       throw unavailable(err);
     } finally {
@@ -509,7 +510,7 @@ async function allocateTcpPorts(client: pg.PoolClient, count: number, range: Tcp
 /** The box in `creating` and its listeners (TCP ones get `publicPorts` in order). */
 async function insertRows(client: pg.PoolClient, box: NewSailbox, publicPorts: number[]): Promise<SailboxRow> {
   const { rows } = await client.query<SailboxRow>(
-    `INSERT INTO sailboxes (${NEW_SAILBOX_COLUMNS}, status, live) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'creating', 1) RETURNING ${SAILBOX_COLUMNS}`,
+    `INSERT INTO sailboxes (${NEW_SAILBOX_COLUMNS}, status, live) VALUES (${NEW_SAILBOX_PLACEHOLDERS}, 'creating', 1) RETURNING ${SAILBOX_COLUMNS}`,
     newSailboxValues(box),
   );
   const ports = box.ports ?? [];
@@ -535,17 +536,22 @@ async function insertRows(client: pg.PoolClient, box: NewSailbox, publicPorts: n
   return rows[0]!;
 }
 
+/** $1, $2, … for NEW_SAILBOX_COLUMNS, so a new column cannot leave them behind. */
+const NEW_SAILBOX_PLACEHOLDERS = NEW_SAILBOX_COLUMNS.split(",")
+  .map((_, i) => `$${i + 1}`)
+  .join(", ");
+
 /** A driver error that means "the database is away or too slow" becomes StoreUnavailableError. */
 function unavailable(err: unknown): unknown {
-  if (err instanceof StoreError) return err;
+  if (err instanceof StoreError || err instanceof StoreUnavailableError) return err;
   if (err instanceof pg.DatabaseError) {
     const state = err.code ?? "";
-    return UNAVAILABLE_STATES.has(state) || state.startsWith("08") ? new StoreUnavailableError(`the store did not answer: ${err.message}`, { cause: err }) : err;
+    return UNAVAILABLE_STATES.has(state) || state.startsWith("08") ? new StoreUnavailableError(err.message, { cause: err }) : err;
   }
   // a bug of ours, not the database's absence
   if (err instanceof TypeError || err instanceof RangeError || err instanceof SyntaxError) return err;
   // not the server's answer: a refused or broken connection, a connect or read deadline
-  return new StoreUnavailableError(`the store did not answer: ${(err as Error).message}`, { cause: err });
+  return new StoreUnavailableError((err as Error).message, { cause: err });
 }
 
 async function unavailableOnFailure<T>(call: () => Promise<T>): Promise<T> {

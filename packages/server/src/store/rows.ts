@@ -7,7 +7,7 @@ import type { OrgLimits } from "@sail/protocol";
 import { OrgLimitReachedError, type ListenerRow, type NewSailbox, type OrgRow } from "./store.js";
 
 export const SAILBOX_COLUMNS = `id, app_id AS "appId", org_id AS "orgId", name, status, image_name AS "imageName",
-  image_arch AS "imageArch", image_packages AS "imagePackages", cpu, memory_mib AS "memoryMiB",
+  image_arch AS "imageArch", image_packages AS "imagePackages", image_emulated AS "imageEmulated", cpu, memory_mib AS "memoryMiB",
   disk_mib AS "diskMiB", disk_inodes AS "diskInodes", node_id AS "nodeId",
   idle_timeout AS "idleTimeout", network_policy AS "networkPolicy", failure_reason AS "failureReason", created_at AS "createdAt", terminated_at AS "terminatedAt"`;
 
@@ -28,7 +28,7 @@ export const DEFAULT_NETWORK_POLICY = '{"outbound":"open","allowOut":[],"denyOut
 export const now = () => new Date().toISOString();
 
 /** The columns a new box is inserted with, and `newSailboxValues` in their order. */
-export const NEW_SAILBOX_COLUMNS = "id, app_id, org_id, name, image_name, image_arch, image_packages, cpu, memory_mib, disk_mib, node_id, idle_timeout, network_policy, created_at";
+export const NEW_SAILBOX_COLUMNS = "id, app_id, org_id, name, image_name, image_arch, image_packages, image_emulated, cpu, memory_mib, disk_mib, node_id, idle_timeout, network_policy, created_at";
 export const newSailboxValues = (box: NewSailbox) => [
   box.id,
   box.appId,
@@ -37,6 +37,7 @@ export const newSailboxValues = (box: NewSailbox) => [
   box.imageName,
   box.imageArch,
   box.imagePackages,
+  box.imageEmulated ?? null,
   box.cpu,
   box.memoryMiB,
   box.diskMiB,

@@ -191,7 +191,13 @@ export class SqliteStore implements Store {
       const tcpPorts = (box.ports ?? []).filter((p) => p.protocol === "tcp").length;
       this.checkOrgCaps(box, tcpPorts, rules.tcpEndpointsDefault);
       const publicPorts = tcpPorts && rules.tcp ? this.allocateTcpPorts(tcpPorts, rules.tcp) : [];
-      this.db.prepare(`INSERT INTO sailboxes (${NEW_SAILBOX_COLUMNS}, status, live) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', 1)`).run(...newSailboxValues(box));
+      this.db
+        .prepare(
+          `INSERT INTO sailboxes (${NEW_SAILBOX_COLUMNS}, status, live) VALUES (${NEW_SAILBOX_COLUMNS.split(",")
+            .map(() => "?")
+            .join(", ")}, 'creating', 1)`,
+        )
+        .run(...newSailboxValues(box));
       const insertListener = this.db.prepare("INSERT INTO listeners (sailbox_id, port, protocol, cidr_allowlist, allow_public, public_port, h2c, proxy_protocol) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
       let next = 0;
       for (const p of box.ports ?? []) {

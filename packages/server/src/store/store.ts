@@ -6,7 +6,7 @@
  * database's (transactions, row locks, unique indexes), never a Node mutex.
  */
 import { createHash, randomBytes } from "node:crypto";
-import type { Architecture, IngressPortSpec, OrgLimits, SailboxStatus } from "@sail/protocol";
+import { SailError, type Architecture, type IngressPortSpec, type OrgLimits, type SailboxStatus } from "@sail/protocol";
 
 export interface OrgRow {
   id: string;
@@ -37,6 +37,8 @@ export interface SailboxRow {
   imageArch: Architecture;
   /** Debian packages on top of the base image: space-separated, sorted; "" for none. */
   imagePackages: string;
+  /** 1 when its node runs the image under emulation (another architecture), 0 natively; null for a box made before Sail kept it. */
+  imageEmulated: number | null;
   cpu: number;
   memoryMiB: number;
   /** Its disk limit; null for a box made before disk limits. */
@@ -59,8 +61,9 @@ export interface ExecRow {
   background: boolean;
   startedAt: string;
 }
-export type NewSailbox = Omit<SailboxRow, "status" | "failureReason" | "createdAt" | "terminatedAt" | "idleTimeout" | "networkPolicy" | "diskMiB" | "diskInodes"> & {
+export type NewSailbox = Omit<SailboxRow, "status" | "failureReason" | "createdAt" | "terminatedAt" | "idleTimeout" | "networkPolicy" | "diskMiB" | "diskInodes" | "imageEmulated"> & {
   diskMiB: number;
+  imageEmulated?: number | null;
   networkPolicy?: string;
   idleTimeout?: number | null;
   ports?: IngressPortSpec[];
@@ -85,9 +88,16 @@ export class TcpPortsExhaustedError extends StoreError {}
 /**
  * Any method: the database did not answer within its deadline, or could not be reached (a
  * server store: PostgreSQL down, failing over, or a lock held past the statement's deadline).
- * Nothing is known to have changed; the caller may retry. The cause is the driver's error.
+ * Nothing is known to have changed; the caller may retry (a create with its idempotency key).
+ * The cause is the driver's error. Users see it as it is: SAIL_STORE_UNAVAILABLE (503).
  */
-export class StoreUnavailableError extends StoreError {}
+export class StoreUnavailableError extends SailError {
+  override readonly name = "StoreUnavailableError";
+  constructor(message: string, options: { cause: unknown }) {
+    super("SAIL_STORE_UNAVAILABLE", `The control plane's database did not answer (${message}): nothing was changed that Sail knows of; try again`);
+    this.cause = options.cause;
+  }
+}
 
 /** The range public TCP ports are allocated from. */
 export interface TcpPortRange {
