@@ -517,6 +517,8 @@ describe("adopt: boxes from before node.db, and boxes nobody knows", () => {
     const lost = spec();
     const stray = oldBox(6); // the control plane does not list it: it terminated it while the node was down
     const orphan = await create(); // node.db has it, the control plane does not
+    // adopt leaves a box made in the millisecond it began alone (a create in flight): this one is older
+    while (Date.now() <= Date.parse(store.getBox(orphan.id)!.createdAt)) await new Promise((r) => setTimeout(r, 1));
     const routes = new RecordingSubscriber();
     agent.routes.subscribe(routes);
     const report = await agent.adopt([
