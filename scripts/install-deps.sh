@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# gcc, libc6-dev and libssl-dev build the native data paths (packages/server/native: the raw-TCP
-# pump and the HTTPS engine);
+# gcc and libc6-dev build the Node-API helpers in packages/server/native (the raw-TCP splice
+# pump, the terminal's pty, a box's mounts, its disk's shutdown), which need no other headers;
 # haproxy is the HTTPS gateway; wrk, h2load (nghttp2-client), iperf3 and nginx-light are the benchmarks' load
 # generators and baselines (haproxy in tcp mode too), and libnginx-mod-http-lua (nginx with a Lua balancer)
 # and caddy the proxies that route by Host as the gateway does (bench/proxies.ts); psql (postgresql-client)
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 # outbound policy stops allowing them; tmux is the real terminal `sail box exec -it` is tested
 # in, and chromium (with fonts-dejavu-core) the real browser the console's tests drive with playwright-core;
 # e2fsprogs makes each box's disk (mkfs.ext4, on a loop device that util-linux's mount sets up)
-APT_PACKAGES=(crun debootstrap tini gcc libc6-dev libssl-dev iproute2 nftables util-linux e2fsprogs curl ca-certificates openssl openssh-client postgresql-client wrk nginx-light haproxy
+APT_PACKAGES=(crun debootstrap tini gcc libc6-dev iproute2 nftables util-linux e2fsprogs curl ca-certificates openssl openssh-client postgresql-client wrk nginx-light haproxy
   libnginx-mod-http-lua caddy qemu-user-static python3 python3-pip python3-pytest python3-websocket iperf3 nghttp2-client conntrack tmux chromium fonts-dejavu-core
   postgresql-15)
 missing=()

@@ -1,9 +1,9 @@
 /**
  * The HTTPS gateway between a hostile guest and hostile clients. Each finding of the review
- * of the hand-written engine is a test here: a guest that mis-frames its answers must not
- * reach another exchange, a POST the guest received is never sent twice, and no client can
- * hold a connection past the per-phase limits (this daemon runs with short ones: 3 s) or
- * take the gateway down by opening too many.
+ * of the hand-written engine Sail had before HAProxy is a test here, which HAProxy passes too:
+ * a guest that mis-frames its answers must not reach another exchange, a POST the guest
+ * received is never sent twice, and no client can hold a connection past the per-phase limits
+ * (this daemon runs with short ones: 3 s) or take the gateway down by opening too many.
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";

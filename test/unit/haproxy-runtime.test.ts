@@ -34,7 +34,7 @@ async function freePort(): Promise<number> {
 const settings = (sub: string, port: number) => ({ dir: join(dir, sub), host: "127.0.0.1", port, threads: 1, maxConnections: 100, memoryMiB: 64, timeouts: DEFAULT_TIMEOUTS, domain: DOMAIN, tls });
 
 function route(sailboxId: string, port: number, guestAddress: string): [string, HttpRoute] {
-  return [httpLabel(sailboxId, port), { sailboxId, port, guestAddress, generation: `${sailboxId}:1`, status: "running", h2c: false }];
+  return [httpLabel(sailboxId, port), { sailboxId, port, guestAddress, status: "running", h2c: false }];
 }
 
 let version = 0;

@@ -37,7 +37,7 @@ before(async () => {
   const port = (guest.address() as { port: number }).port;
   slow = new SlowPath({ socketPath, domain: "sail.test", wakeOnIngress: async () => "running", responseMs: 5000 }, quiet);
   await slow.listen();
-  const route = { sailboxId: "sb-guest", port, guestAddress: "127.0.0.1", generation: "1", status: "running" as const, h2c: false };
+  const route = { sailboxId: "sb-guest", port, guestAddress: "127.0.0.1", status: "running" as const, h2c: false };
   slow.apply({ version: 1, reset: true, http: { set: [[`${port}-guest`, route]], remove: [] }, tcp: { set: [], remove: [] } });
   host = `${port}-guest.sail.test`;
 });

@@ -112,8 +112,12 @@ async function startControlRole(config: DaemonConfig, log: Logger, undo: Undo): 
     prebuilt = true;
     prebuildImages(boxes, config.prebuildImages, log);
   };
-  const control = await startControl(config, log, undo, () => control.boxes.nodes.attached?.info.caCert, (boxes) =>
-    new NodeEndpoint(credential, (url, info) => joins.run(() => attachRemote(boxes, url, info, credential, log).then(() => prebuild(boxes))), boxes.nodes),
+  const control = await startControl(
+    config,
+    log,
+    undo,
+    () => control.boxes.nodes.attached?.info.caCert,
+    (boxes) => new NodeEndpoint(credential, (url, info) => joins.run(() => attachRemote(boxes, url, info, credential, log).then(() => prebuild(boxes))), boxes.nodes),
   );
   const summary =
     `Sail is up (control plane): API ${control.apiUrl}, store ${config.store === "sqlite" ? join(config.dataDir, "sail.db") : "PostgreSQL"}, client config ${config.clientConfigPath}\n` +
@@ -176,7 +180,13 @@ async function startNode(config: DaemonConfig, log: Logger, undo: Undo, events: 
   const store = new NodeStore(join(config.dataDir, "node.db"));
   undo.push(() => store.close());
   const tls = config.tlsCert && config.tlsKey ? loadGivenTls(config.tlsCert, config.tlsKey) : ensureLocalTls(join(config.dataDir, "tls"), config.domain);
-  const agent = new NodeAgent(store, runtime, { pidsLimit: config.boxPidsLimit, diskMiB: config.boxDiskMiB, hostCpus: availableParallelism(), domain: config.domain, outbound: { ...outboundBounds, boxSubnet: config.boxSubnet } }, events, log);
+  const agent = new NodeAgent(
+    store,
+    runtime,
+    { pidsLimit: config.boxPidsLimit, diskMiB: config.boxDiskMiB, hostCpus: availableParallelism(), domain: config.domain, outbound: { ...outboundBounds, boxSubnet: config.boxSubnet } },
+    events,
+    log,
+  );
   undo.push(() => agent.close());
 
   await runtime.start();
@@ -256,10 +266,20 @@ async function startControl(config: DaemonConfig, log: Logger, undo: Undo, caCer
     },
     log,
   );
-  const server = createApiServer(boxes, (token) => store.orgForToken(token), { get caCert() { return caCert(); } }, log, {
-    console: config.console ? { sessions: new ConsoleSessions((sha256) => store.orgForTokenHash(sha256), config.domain), assetsDir: CONSOLE_DIR } : undefined,
-    nodes: nodeEndpoint?.(boxes),
-  });
+  const server = createApiServer(
+    boxes,
+    (token) => store.orgForToken(token),
+    {
+      get caCert() {
+        return caCert();
+      },
+    },
+    log,
+    {
+      console: config.console ? { sessions: new ConsoleSessions((sha256) => store.orgForTokenHash(sha256), config.domain), assetsDir: CONSOLE_DIR } : undefined,
+      nodes: nodeEndpoint?.(boxes),
+    },
+  );
   const { host, port } = parseListen(config.apiListen);
   await listenOn(server, host, port);
   undo.push(() => closeServer(server));

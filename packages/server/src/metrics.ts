@@ -26,7 +26,7 @@ export class Metrics {
   readonly wakes = new Counter({ name: "sail_wakes_total", help: "Sailboxes woken from sleep by traffic or an API call", registers: [this.registry] });
   readonly wakeSeconds = new Histogram({
     name: "sail_wake_seconds",
-    help: "Time to wake a sleeping sailbox (thaw, store, route push to every gateway worker)",
+    help: "Time to wake a sleeping sailbox (thaw, store, route push to every data path)",
     buckets: [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [this.registry],
   });

@@ -101,7 +101,12 @@ function decodePathSegment(segment: string): string {
  * sent by the browser on its own, so a cookie request that changes something (or opens a
  * WebSocket) must also come from the console's own origin.
  */
-async function authenticateRequest(req: IncomingMessage, authenticate: Authenticate, sessions: ConsoleSessions | undefined, upgrade = false): Promise<{ org: OrgRow; auth: { bearer?: string; session?: string } }> {
+async function authenticateRequest(
+  req: IncomingMessage,
+  authenticate: Authenticate,
+  sessions: ConsoleSessions | undefined,
+  upgrade = false,
+): Promise<{ org: OrgRow; auth: { bearer?: string; session?: string } }> {
   const header = req.headers.authorization;
   const token = header?.startsWith("Bearer ") ? header.slice(7).trim() : undefined;
   const session = header ? undefined : sessions?.sessionOf(req);

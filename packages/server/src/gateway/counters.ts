@@ -1,7 +1,7 @@
 import type { Socket } from "node:net";
 import type { ActivityMeter } from "./activity.js";
 
-/** What a data path counts between two reads: plain numbers, so gateway workers can send them over IPC. */
+/** What a data path counts between two reads: plain numbers, so TCP workers can send them over IPC. */
 export interface CounterDelta {
   connections: number;
   requests: number;
@@ -22,7 +22,7 @@ export interface ListenerRef {
   port: number;
 }
 
-/** Counters of one data path (a gateway worker, or the TCP gateway); `take()` returns and resets them. */
+/** Counters of one data path (the slow path, or a TCP worker's gateway); `take()` returns and resets them. */
 export class GatewayCounters {
   private delta: CounterDelta = GatewayCounters.empty();
 

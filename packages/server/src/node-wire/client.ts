@@ -123,7 +123,8 @@ export class RemoteNode implements NodeApi {
   }
 
   execLog(sailboxId: string, execId: string, options: { follow?: boolean; signal?: AbortSignal } = {}): AsyncIterable<Uint8Array> {
-    const call = () => this.call("GET", `/boxes/${encodeURIComponent(sailboxId)}/execs/${encodeURIComponent(execId)}/log${options.follow ? "?follow=true" : ""}`, { timeoutMs: 0x7fffffff, signal: options.signal });
+    const call = () =>
+      this.call("GET", `/boxes/${encodeURIComponent(sailboxId)}/execs/${encodeURIComponent(execId)}/log${options.follow ? "?follow=true" : ""}`, { timeoutMs: 0x7fffffff, signal: options.signal });
     return (async function* () {
       const answer = await call();
       for await (const chunk of answer.body) yield chunk as Uint8Array;
@@ -132,7 +133,11 @@ export class RemoteNode implements NodeApi {
 
   async pty(sailboxId: string, request: PtyRequest): Promise<NodePty> {
     const query = ptyQuery(request);
-    const ws = new WebSocket(`${this.url.replace(/^http/, "ws")}${WIRE_PREFIX}/boxes/${encodeURIComponent(sailboxId)}/pty?${query}`, { headers: wireHeaders(this.credential), perMessageDeflate: false, handshakeTimeout: QUICK_MS });
+    const ws = new WebSocket(`${this.url.replace(/^http/, "ws")}${WIRE_PREFIX}/boxes/${encodeURIComponent(sailboxId)}/pty?${query}`, {
+      headers: wireHeaders(this.credential),
+      perMessageDeflate: false,
+      handshakeTimeout: QUICK_MS,
+    });
     await new Promise<void>((resolve, reject) => {
       ws.once("open", resolve);
       ws.once("unexpected-response", (_req, res) => {

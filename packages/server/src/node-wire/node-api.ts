@@ -85,7 +85,10 @@ export interface NodeApi {
   info(): Promise<NodeInfo>;
 
   /** Build (or find cached) an image; progress (`{ step, detail }`) while it builds. Refusals: SAIL_IMAGE_ARCH_UNSUPPORTED, SAIL_IMAGE_BUILD_FAILED. */
-  prepareImage(image: Required<Pick<ImageRef, "arch" | "aptPackages">>, options?: { onProgress?: (progress: Omit<BuildProgress, "elapsedMs" | "phase" | "image">) => void; signal?: AbortSignal }): Promise<void>;
+  prepareImage(
+    image: Required<Pick<ImageRef, "arch" | "aptPackages">>,
+    options?: { onProgress?: (progress: Omit<BuildProgress, "elapsedMs" | "phase" | "image">) => void; signal?: AbortSignal },
+  ): Promise<void>;
 
   /**
    * Start a box from its spec (the image prepared first); resolves once it runs, with its

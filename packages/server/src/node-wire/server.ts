@@ -40,10 +40,14 @@ export function createNodeServer(node: NodeApi, credential: string, log: WireLog
     ["GET", /^\/boxes\/([^/]+)$/, async ([box], _req, res) => sendWireJson(res, 200, await node.box(id(box!)))],
     ["POST", /^\/adopt$/, async (_p, req, res) => sendWireJson(res, 200, await node.adopt(((await readWireJson(req)) as { expected: Parameters<NodeApi["adopt"]>[0] }).expected ?? []))],
     ["POST", /^\/network-check$/, async (_p, req, res) => sendWireJson(res, 200, await node.checkNetwork((await readWireJson(req)) as unknown as NetworkInfo))],
-    ["GET", /^\/metrics$/, async (_p, _req, res) => {
-      const text = await node.metricsText();
-      res.writeHead(200, { "content-type": "text/plain; charset=utf-8" }).end(text);
-    }],
+    [
+      "GET",
+      /^\/metrics$/,
+      async (_p, _req, res) => {
+        const text = await node.metricsText();
+        res.writeHead(200, { "content-type": "text/plain; charset=utf-8" }).end(text);
+      },
+    ],
     [
       "POST",
       /^\/images$/,
@@ -56,19 +60,31 @@ export function createNodeServer(node: NodeApi, credential: string, log: WireLog
       },
     ],
     ["POST", /^\/boxes$/, async (_p, req, res) => sendWireJson(res, 201, await node.createBox((await readWireJson(req)) as unknown as NodeBoxSpec, { signal: goneSignal(req, res) }))],
-    ["DELETE", /^\/boxes\/([^/]+)$/, async ([box], req, res, query) => {
-      await node.destroyBox(id(box!), { afterCrash: query.get("afterCrash") === "true", signal: goneSignal(req, res) });
-      sendWireJson(res, 200, {});
-    }],
-    ["POST", /^\/boxes\/([^/]+)\/power$/, async ([box], req, res) => {
-      const { action } = (await readWireJson(req)) as { action: "sleep" | "pause" | "resume" };
-      sendWireJson(res, 200, await node.setPower(id(box!), action));
-    }],
+    [
+      "DELETE",
+      /^\/boxes\/([^/]+)$/,
+      async ([box], req, res, query) => {
+        await node.destroyBox(id(box!), { afterCrash: query.get("afterCrash") === "true", signal: goneSignal(req, res) });
+        sendWireJson(res, 200, {});
+      },
+    ],
+    [
+      "POST",
+      /^\/boxes\/([^/]+)\/power$/,
+      async ([box], req, res) => {
+        const { action } = (await readWireJson(req)) as { action: "sleep" | "pause" | "resume" };
+        sendWireJson(res, 200, await node.setPower(id(box!), action));
+      },
+    ],
     ["POST", /^\/boxes\/([^/]+)\/awake$/, async ([box], _req, res) => sendWireJson(res, 200, await node.awake(id(box!)))],
-    ["PUT", /^\/boxes\/([^/]+)\/network$/, async ([box], req, res) => {
-      await node.setNetwork(id(box!), (await readWireJson(req)) as unknown as NetworkInfo);
-      sendWireJson(res, 200, {});
-    }],
+    [
+      "PUT",
+      /^\/boxes\/([^/]+)\/network$/,
+      async ([box], req, res) => {
+        await node.setNetwork(id(box!), (await readWireJson(req)) as unknown as NetworkInfo);
+        sendWireJson(res, 200, {});
+      },
+    ],
     [
       "POST",
       /^\/boxes\/([^/]+)\/exec$/,
@@ -82,10 +98,14 @@ export function createNodeServer(node: NodeApi, credential: string, log: WireLog
         res.end();
       },
     ],
-    ["POST", /^\/boxes\/([^/]+)\/execs\/([^/]+)$/, async ([box, exec], req, res) => {
-      await node.execBackground(id(box!), id(exec!), (await readWireJson(req)) as { cmd: string; cwd?: string; env?: Record<string, string> });
-      sendWireJson(res, 201, {});
-    }],
+    [
+      "POST",
+      /^\/boxes\/([^/]+)\/execs\/([^/]+)$/,
+      async ([box, exec], req, res) => {
+        await node.execBackground(id(box!), id(exec!), (await readWireJson(req)) as { cmd: string; cwd?: string; env?: Record<string, string> });
+        sendWireJson(res, 201, {});
+      },
+    ],
     [
       "GET",
       /^\/boxes\/([^/]+)\/execs\/([^/]+)\/log$/,
@@ -98,15 +118,23 @@ export function createNodeServer(node: NodeApi, credential: string, log: WireLog
         res.end();
       },
     ],
-    ["POST", /^\/boxes\/([^/]+)\/sshd$/, async ([box], _req, res) => {
-      await node.startSshd(id(box!));
-      sendWireJson(res, 200, {});
-    }],
-    ["POST", /^\/boxes\/([^/]+)\/listeners\/wait$/, async ([box], req, res) => {
-      const { listener, timeoutMs } = (await readWireJson(req)) as { listener: Parameters<NodeApi["waitListener"]>[1]; timeoutMs: number };
-      await node.waitListener(id(box!), listener, timeoutMs);
-      sendWireJson(res, 200, {});
-    }],
+    [
+      "POST",
+      /^\/boxes\/([^/]+)\/sshd$/,
+      async ([box], _req, res) => {
+        await node.startSshd(id(box!));
+        sendWireJson(res, 200, {});
+      },
+    ],
+    [
+      "POST",
+      /^\/boxes\/([^/]+)\/listeners\/wait$/,
+      async ([box], req, res) => {
+        const { listener, timeoutMs } = (await readWireJson(req)) as { listener: Parameters<NodeApi["waitListener"]>[1]; timeoutMs: number };
+        await node.waitListener(id(box!), listener, timeoutMs);
+        sendWireJson(res, 200, {});
+      },
+    ],
     ["GET", /^\/boxes\/([^/]+)\/traffic$/, async ([box], _req, res) => sendWireJson(res, 200, await node.traffic(id(box!)))],
   ];
 

@@ -19,9 +19,13 @@ export function checkWireRequest(req: IncomingMessage, credential: string): void
   if (!sameSecret(given, credential)) throw sailError("SAIL_AUTH_INVALID", "The node wire needs the node credential (sail up --node-token) as a bearer token");
   const version = Number(req.headers[VERSION_HEADER]);
   if (version !== NODE_WIRE_VERSION) {
-    throw sailError("SAIL_INVALID_ARGUMENT", `This side speaks node wire version ${NODE_WIRE_VERSION}, the other ${req.headers[VERSION_HEADER] ?? "none"}: run the same Sail version on the control plane and its nodes`, {
-      field: VERSION_HEADER,
-    });
+    throw sailError(
+      "SAIL_INVALID_ARGUMENT",
+      `This side speaks node wire version ${NODE_WIRE_VERSION}, the other ${req.headers[VERSION_HEADER] ?? "none"}: run the same Sail version on the control plane and its nodes`,
+      {
+        field: VERSION_HEADER,
+      },
+    );
   }
 }
 

@@ -13,7 +13,7 @@ export type ActivityReport = Record<string, { open: number; lastActiveMs: number
  * the control plane hears the sleep as an event.
  */
 export class IdleSleeper {
-  /** Data-path activity by source (each gateway worker, the TCP gateway). */
+  /** Data-path activity by source (HAProxy, the slow path, each TCP worker). */
   private readonly reports = new Map<string, ActivityReport>();
   /** Foreground execs running per box. */
   private readonly execsOpen = new Map<string, number>();

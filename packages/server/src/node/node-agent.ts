@@ -123,7 +123,15 @@ export class NodeAgent implements NodeApi {
     });
     this.idle = new IdleSleeper(store, this.lifecycle, (id, reason) => this.power.sleep(id, reason), log);
     this.images = new Images(runtime, log);
-    this.creator = new BoxCreator(store, this.lifecycle, runtime, this.images, { pidsLimit: settings.pidsLimit, diskMiB: settings.diskMiB, hostCpus: settings.hostCpus, maxBoxes: runtime.maxBoxes }, this.outbound, log);
+    this.creator = new BoxCreator(
+      store,
+      this.lifecycle,
+      runtime,
+      this.images,
+      { pidsLimit: settings.pidsLimit, diskMiB: settings.diskMiB, hostCpus: settings.hostCpus, maxBoxes: runtime.maxBoxes },
+      this.outbound,
+      log,
+    );
     this.endings = new Endings(store, this.lifecycle, runtime, this.creator, this.outbound, log);
     this.execs = new Execs(this.lifecycle, this.power, this.idle, runtime);
     this.listeners = new Listeners(store, this.lifecycle, this.power, this.idle, runtime, routesSynced, this.tcpBinds);

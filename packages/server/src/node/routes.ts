@@ -8,8 +8,6 @@ export interface HttpRoute {
   sailboxId: string;
   port: number;
   guestAddress: string;
-  /** A new value whenever the box (re)starts running: upstream sockets are keyed by it, so a stale one is never reused. */
-  generation: string;
   /** running: forward; sleeping: wake, then forward; paused: refuse (503 / close). */
   status: SailboxStatus;
   /** Speak cleartext HTTP/2 to the guest (gRPC). */
@@ -56,8 +54,6 @@ export interface RouteSubscriber {
 export class RoutePublisher {
   private readonly subscribers: RouteSubscriber[] = [];
   private version = 0;
-  /** Bumped each time a box starts running (create, wake, resume): part of its routes' generation. */
-  private readonly starts = new Map<string, number>();
   /** Per box: the listeners its routes were made from, to remove them once its row is gone. */
   private readonly published = new Map<string, NodeListenerRow[]>();
 
@@ -88,17 +84,12 @@ export class RoutePublisher {
   }
 
   private publish({ box, from, to }: Transition): void {
-    if (to === "running") this.starts.set(box.id, (this.starts.get(box.id) ?? 0) + 1);
     const ended = to === "terminated" || to === "failed";
     // a terminated box's row (and listeners) are gone from node.db: remove what was published of it
     const listeners = ended ? (this.published.get(box.id) ?? this.store.listListeners(box.id)) : this.store.listListeners(box.id);
     const change: RouteChange = { version: ++this.version, http: { set: [], remove: [] }, tcp: { set: [], remove: [] } };
-    if (ended) {
-      this.starts.delete(box.id);
-      this.published.delete(box.id);
-    } else {
-      this.published.set(box.id, listeners);
-    }
+    if (ended) this.published.delete(box.id);
+    else this.published.set(box.id, listeners);
     for (const listener of listeners) {
       if (ended || to === "creating") {
         if (listener.protocol === "http") change.http.remove.push(httpLabel(box.id, listener.port));
@@ -126,8 +117,7 @@ export class RoutePublisher {
       return; // the runtime lost the box's network: reconcile marks such a box failed
     }
     if (listener.protocol === "http") {
-      const generation = `${listener.sailboxId}:${this.starts.get(listener.sailboxId) ?? 0}`;
-      http.push([httpLabel(listener.sailboxId, listener.port), { sailboxId: listener.sailboxId, port: listener.port, guestAddress, generation, status, h2c: listener.h2c }]);
+      http.push([httpLabel(listener.sailboxId, listener.port), { sailboxId: listener.sailboxId, port: listener.port, guestAddress, status, h2c: listener.h2c }]);
     } else if (listener.publicPort !== null) {
       tcp.push({
         sailboxId: listener.sailboxId,
