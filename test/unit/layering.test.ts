@@ -27,8 +27,13 @@ const RULES: Array<[string, RegExp, string]> = [
   ["cli/", /^@sail\/server\/(?!config$)|^\.\.\/\.\.\/server/, "the CLI uses the SDK; of the server only `sail up` (its entry point and config schema)"],
   ["server/src/store/", /\.\.\/(boxes|api|runtime|gateway)\//, "the store holds no business rules"],
   ["server/src/runtime/", /\.\.\/(boxes|api|store|gateway)\//, "the runtime knows nothing of orgs or listeners"],
-  ["server/src/boxes/", /\.\.\/(api|gateway)\/|runtime\/(?!runtime\.js$)|node:child_process|node:net/, "boxes use the runtime's interface; no shells or sockets"],
-  ["server/src/api/", /\.\.\/(store|runtime|gateway)\//, "the API goes through boxes"],
+  [
+    "server/src/boxes/",
+    /\.\.\/(api|gateway|runtime|egress|node)\/|node:child_process|node:net/,
+    "the control plane reaches a host only through the node wire's NodeApi: no runtime, no node internals, no shells or sockets",
+  ],
+  ["server/src/api/", /\.\.\/(store|runtime|gateway|node|egress)\//, "the API goes through boxes"],
+  ["server/src/node-wire/", /\.\.\/(store|boxes|api|runtime|gateway|egress|node)\//, "the node wire carries the boundary's types and bytes; it holds no side's state"],
   [
     "server/src/gateway/",
     /\.\.\/(store|runtime|api|boxes)\/|\.\.\/node\/(?!(routes|idle|ingress-policy|tcp-binds)\.js$)/,
@@ -58,6 +63,8 @@ test("the rules catch what they forbid", () => {
   assert.ok(caught("server/src/api/server.ts", "../store/store.js"));
   assert.ok(caught("server/src/gateway/tcp-gateway.ts", "../boxes/create.js"));
   assert.ok(caught("server/src/boxes/create.ts", "../runtime/local-runtime.js"));
+  assert.ok(caught("server/src/boxes/create.ts", "../node/node-agent.js"));
+  assert.ok(caught("server/src/node-wire/client.ts", "../node/node-store.js"));
   assert.ok(caught("server/src/boxes/create.ts", "node:child_process"));
   assert.ok(caught("cli/src/box/create.ts", "@sail/server/dist/boxes/boxes.js"));
   assert.ok(caught("protocol/src/cidr.ts", "netmask"));
