@@ -452,3 +452,46 @@ export async function eventually<T>(
   }
   throw new Error(`never happened: ${what} (last seen: ${JSON.stringify(last)})`);
 }
+
+/** mulberry32: a tiny seeded PRNG. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Every box id the host holds anything of: netns, veth, crun container, directory, mount, cgroup. */
+export function hostBoxIds(): Map<string, string[]> {
+  const found = new Map<string, string[]>();
+  const note = (id: string, what: string) => found.set(id, [...(found.get(id) ?? []), what]);
+  for (const line of execFileSync("ip", ["netns", "list"], { encoding: "utf8" }).split("\n")) {
+    const m = /^sail-(sb-[a-z0-9]+)/.exec(line);
+    if (m) note(m[1]!, "netns");
+  }
+  // another daemon on this host (its own data dir) shares the crun root and the netns names: its boxes are not ours to judge
+  const foreign = new Set<string>();
+  for (const line of execFileSync("crun", ["--root", "/run/sail/crun", "list"], { encoding: "utf8" }).split("\n")) {
+    const [id, , , bundle] = line.trim().split(/\s+/);
+    if (!id?.startsWith("sb-")) continue;
+    if (bundle && !bundle.startsWith(`${DATA_DIR}/`)) foreign.add(id);
+    else note(id, "container");
+  }
+
+  const boxes = join(DATA_DIR, "boxes");
+  if (existsSync(boxes)) for (const id of readdirSync(boxes)) note(id, "directory");
+  for (const line of readFileSync("/proc/mounts", "utf8").split("\n")) {
+    const m = new RegExp(`${boxes}/(sb-[a-z0-9]+)`).exec(line);
+    if (m) note(m[1]!, "mount");
+  }
+  for (const controller of ["memory", "pids", "freezer"]) {
+    const dir = `/sys/fs/cgroup/${controller}/sail`;
+    if (existsSync(dir)) for (const id of readdirSync(dir)) if (id.startsWith("sb-")) note(id, `cgroup ${controller}`);
+  }
+  for (const id of foreign) found.delete(id);
+  return found;
+}

@@ -5,14 +5,19 @@
  * is the node's); while the node is away the API answers, and box work is a typed
  * SAIL_NODE_UNAVAILABLE that changes nothing; a create cut short by either death leaves no box
  * and nothing on the host; a database that stops answering is SAIL_STORE_UNAVAILABLE, and
- * published ports do not notice it. Always the split form, whatever SAIL_TEST_SPLIT says.
+ * published ports do not notice it. Then a seeded run kills one part at a random point of a
+ * create, exec, sleep, wake or terminate (SAIL_BOUNDARY_SEED, SAIL_BOUNDARY_ITERATIONS): after
+ * each restart no box is stuck in a transition, the store says of every live box what its
+ * container is (running, or frozen when sleeping or paused), and nothing is orphaned. Always
+ * the split form, whatever SAIL_TEST_SPLIT says.
  */
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { connect } from "node:net";
 import { describe, test } from "node:test";
 import { fetch, type Agent } from "undici";
 import { App, IngressPort, Sailbox, SailError } from "@sail/sdk";
-import { eventually, gatewayAgent, leftoversOnceRemoved, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
+import { eventually, gatewayAgent, hostBoxIds, leftoversOnceRemoved, prng, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon({
   split: true,
@@ -25,6 +30,21 @@ const { daemon, pool } = useTestDaemon({
   },
 });
 let agent: Agent;
+
+const SEED = Number(process.env.SAIL_BOUNDARY_SEED ?? 11);
+const ITERATIONS = Number(process.env.SAIL_BOUNDARY_ITERATIONS ?? 10);
+
+/** What the host runs of a box: crun's status of its container (a frozen box is "paused"), or "gone". */
+function containerStatus(id: string): string {
+  try {
+    return (JSON.parse(execFileSync("crun", ["--root", "/run/sail/crun", "state", id], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] })) as { status: string }).status;
+  } catch {
+    return "gone";
+  }
+}
+
+/** The container status a box's store status stands for: power is the node's, the store must follow it. */
+const CONTAINER_OF: Record<string, string> = { running: "running", sleeping: "paused", paused: "paused" };
 
 /** What a TCP echo answers to "ping". */
 function echo(port: number): Promise<string> {
@@ -174,5 +194,63 @@ describe("the node boundary: either part dies, the database stops answering", ()
     );
     const next = await pool.create({ app, ingressPorts: [8080] });
     assert.equal(next.describe().status, "running");
+  });
+
+  test(`either part SIGKILLed at a random point of create, exec, sleep, wake and terminate (${ITERATIONS} iterations, seed ${SEED}): nothing stuck, the store follows the host, nothing orphaned`, async () => {
+    const random = prng(SEED);
+    const steady = await pool.create({ ingressPorts: [3000] });
+    await startGuestServer(steady, 3000);
+    const url = (await steady.listener(3000).wait({ timeout: 60 })).endpoint.url;
+    const app = await pool.app("boundary-crash");
+    const created: string[] = [];
+    const log: string[] = [];
+
+    for (let i = 0; i < ITERATIONS; i++) {
+      const op = (["create", "exec", "sleep", "wake", "terminate"] as const)[Math.floor(random() * 5)]!;
+      const part = random() < 0.5 ? "node" : "main";
+      const delayMs = Math.floor(random() * 150);
+      log.push(`${op}/${part === "main" ? "control" : "node"}@${delayMs}ms`);
+      const client = daemon.client();
+      const running = (async () => {
+        const box = await Sailbox.fromId(steady.id, { client });
+        if (op === "create") {
+          created.push((await Sailbox.create({ app, ingressPorts: [8080] })).id);
+        } else if (op === "exec") await box.exec("sleep 0.05; echo x").output();
+        else if (op === "sleep") await box.sleep();
+        else if (op === "wake") await fetch(`${url}/headers`, { dispatcher: agent });
+        else {
+          const victim = created.pop();
+          if (victim) await (await Sailbox.fromId(victim, { client })).terminate();
+        }
+      })();
+      running.catch(() => {}); // a part dies under it
+      await new Promise((r) => setTimeout(r, delayMs));
+      await daemon.stopPart(part, "SIGKILL");
+      await running.catch(() => {});
+      if (part === "main") await daemon.startControl();
+      else await daemon.startNode();
+
+      // every box the store holds live runs, and the store says of it what the host does (once the node's word arrived)
+      const boxes = await eventually(`${log.join(" ")}: the store follows the host`, async () => {
+        const listed = await Sailbox.list({ client: daemon.client() });
+        const live = listed.filter((b) => !["terminated", "failed"].includes(b.describe().status));
+        const disagree = live.filter((b) => CONTAINER_OF[b.describe().status] !== containerStatus(b.id));
+        return disagree.length === 0 ? listed : undefined;
+      });
+      const live = boxes.filter((b) => !["terminated", "failed"].includes(b.describe().status));
+      // boxes of this run that ended leave nothing; nothing on the host belongs to no live box of ours
+      for (const b of boxes.filter((b) => !live.includes(b))) assert.deepEqual(await leftoversOnceRemoved(b.id), [], `${log.join(" ")}: ${b.id} (${b.describe().status})`);
+      const liveIds = new Set(live.map((b) => b.id));
+      const ours = new Set(boxes.map((b) => b.id));
+      for (const [id, what] of hostBoxIds()) {
+        // a netns and cgroups alone, of a box this control plane never had: another daemon on the host is creating it
+        if (!ours.has(id) && what.every((w) => w === "netns" || w.startsWith("cgroup "))) continue;
+        assert.ok(liveIds.has(id), `${log.join(" ")}: orphaned ${what.join(", ")} of ${id}`);
+      }
+      // the steady box answers (a request wakes it if it slept), and box work goes through
+      assert.ok(liveIds.has(steady.id), log.join(" "));
+      assert.equal(await statusOf(`${url}/headers`), 200, log.join(" "));
+      assert.equal((await steady.exec("echo ok").output()).stdout.trim(), "ok", log.join(" "));
+    }
   });
 });
