@@ -413,6 +413,15 @@ for (const backend of [sqliteBackend(), postgresBackend()]) {
         ]);
         const second = await store.insertSailbox(boxSpec(org, app, { ports: [tcp(22)] }), RULES);
         assert.equal((await store.listListeners(second.id))[0]?.publicPort, 40_002);
+        const bare = await store.insertSailbox(boxSpec(org, app), RULES);
+        // several boxes' listeners in one call, each box's as listListeners gives them; a box without any has an empty list
+        const many = await store.listListenersOf([second.id, bare.id, first.id]);
+        assert.deepEqual([...many.keys()].sort(), [first.id, second.id, bare.id].sort());
+        assert.deepEqual(many.get(first.id), await store.listListeners(first.id));
+        assert.deepEqual(many.get(second.id), await store.listListeners(second.id));
+        assert.deepEqual(many.get(bare.id), []);
+        assert.deepEqual(await store.listListenersOf([]), new Map());
+        await store.setStatus(bare.id, "terminated");
         await store.setStatus(first.id, "running");
         assert.deepEqual(
           (await store.liveListeners()).map((l) => [l.sailboxId, l.port, l.status]),

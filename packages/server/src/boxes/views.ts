@@ -1,5 +1,5 @@
 import { isLive, type Architecture, type SailboxInfo } from "@sail/protocol";
-import type { OrgRow, SailboxRow, Store } from "../store/store.js";
+import type { ListenerRow, OrgRow, SailboxRow, Store } from "../store/store.js";
 import { listenerInfo, type PublicAddresses } from "./endpoints.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { Nodes } from "./nodes.js";
@@ -21,7 +21,8 @@ export class SailboxViews {
 
   async list(org: OrgRow, filter: { appId?: string; name?: string; liveOnly?: boolean }): Promise<SailboxInfo[]> {
     const boxes = await this.store.listSailboxes({ orgId: org.id, ...filter });
-    return Promise.all(boxes.map((box) => this.describe(box)));
+    const listeners = await this.store.listListenersOf(boxes.filter((b) => isLive(b.status)).map((b) => b.id));
+    return boxes.map((box) => this.view(box, listeners.get(box.id) ?? []));
   }
 
   /** What the store kept at create; for an older box, the attached node's word (false while none is attached). */
@@ -32,9 +33,12 @@ export class SailboxViews {
   }
 
   async describe(box: SailboxRow): Promise<SailboxInfo> {
-    const node = this.nodes.state(box.id);
     // an ended box publishes nothing: its public ports may belong to another box now
-    const listeners = isLive(box.status) ? await this.store.listListeners(box.id) : [];
+    return this.view(box, isLive(box.status) ? await this.store.listListeners(box.id) : []);
+  }
+
+  private view(box: SailboxRow, listeners: ListenerRow[]): SailboxInfo {
+    const node = this.nodes.state(box.id);
     return {
       id: box.id,
       appId: box.appId,

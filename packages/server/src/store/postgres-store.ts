@@ -2,6 +2,7 @@ import pg from "pg";
 import type { OrgLimits, SailboxStatus } from "@sail/protocol";
 import { MIGRATIONS, migrationSql } from "./migrations.js";
 import {
+  bySailbox,
   APP_COLUMNS,
   decodeListener,
   decodeOrg,
@@ -435,6 +436,11 @@ export class PostgresStore implements Store {
   async listListeners(sailboxId: string): Promise<ListenerRow[]> {
     const rows = await this.rows<StoredListener<ListenerRow>>(`SELECT ${LISTENER_COLUMNS} FROM listeners l WHERE l.sailbox_id = $1 ORDER BY l.port`, [sailboxId]);
     return rows.map(decodeListener);
+  }
+
+  async listListenersOf(sailboxIds: string[]): Promise<Map<string, ListenerRow[]>> {
+    const rows = await this.rows<StoredListener<ListenerRow>>(`SELECT ${LISTENER_COLUMNS} FROM listeners l WHERE l.sailbox_id = ANY($1) ORDER BY l.sailbox_id, l.port`, [sailboxIds]);
+    return bySailbox(sailboxIds, rows.map(decodeListener));
   }
 
   async liveListeners(): Promise<Array<ListenerRow & { status: SailboxStatus }>> {

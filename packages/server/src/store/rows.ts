@@ -58,6 +58,13 @@ export type StoredListener<T extends ListenerRow> = Omit<T, "cidrAllowlist" | "a
   h2c: number;
   proxyProtocol: number;
 };
+/** Listeners grouped by their sailbox: every asked id has an entry (none: an empty list). */
+export function bySailbox(sailboxIds: string[], listeners: ListenerRow[]): Map<string, ListenerRow[]> {
+  const grouped = new Map<string, ListenerRow[]>(sailboxIds.map((id) => [id, []]));
+  for (const listener of listeners) grouped.get(listener.sailboxId)?.push(listener);
+  return grouped;
+}
+
 export function decodeListener<T extends ListenerRow>(row: StoredListener<T>): T {
   return { ...row, cidrAllowlist: JSON.parse(row.cidrAllowlist) as string[], allowPublic: row.allowPublic === 1, h2c: row.h2c === 1, proxyProtocol: row.proxyProtocol === 1 } as T;
 }

@@ -2,6 +2,7 @@ import Database from "better-sqlite3";
 import type { OrgLimits, SailboxStatus } from "@sail/protocol";
 import { MIGRATIONS, migrationSql } from "./migrations.js";
 import {
+  bySailbox,
   APP_COLUMNS,
   decodeListener,
   decodeOrg,
@@ -348,6 +349,13 @@ export class SqliteStore implements Store {
   async listListeners(sailboxId: string): Promise<ListenerRow[]> {
     const rows = this.db.prepare(`SELECT ${LISTENER_COLUMNS} FROM listeners l WHERE l.sailbox_id = ? ORDER BY l.port`).all(sailboxId) as Array<StoredListener<ListenerRow>>;
     return rows.map(decodeListener);
+  }
+
+  async listListenersOf(sailboxIds: string[]): Promise<Map<string, ListenerRow[]>> {
+    const rows = this.db
+      .prepare(`SELECT ${LISTENER_COLUMNS} FROM listeners l WHERE l.sailbox_id IN (SELECT value FROM json_each(?)) ORDER BY l.sailbox_id, l.port`)
+      .all(JSON.stringify(sailboxIds)) as Array<StoredListener<ListenerRow>>;
+    return bySailbox(sailboxIds, rows.map(decodeListener));
   }
 
   async liveListeners(): Promise<Array<ListenerRow & { status: SailboxStatus }>> {

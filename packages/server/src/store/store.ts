@@ -221,6 +221,8 @@ export interface Store {
 
   // listeners
   listListeners(sailboxId: string): Promise<ListenerRow[]>;
+  /** The listeners of several sailboxes in one statement (a list of N boxes is not N round trips to PostgreSQL), by sailbox id. */
+  listListenersOf(sailboxIds: string[]): Promise<Map<string, ListenerRow[]>>;
   /** Listeners of every live sailbox, with its status (the gateway's full route table). */
   liveListeners(): Promise<Array<ListenerRow & { status: SailboxStatus }>>;
 
