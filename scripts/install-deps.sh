@@ -15,8 +15,10 @@ cd "$(dirname "$0")/.."
 # run on Debian's pytest and websocket client; conntrack cuts a box's open connections when its
 # outbound policy stops allowing them; tmux is the real terminal `sail box exec -it` is tested
 # in, and chromium (with fonts-dejavu-core) the real browser the console's tests drive with playwright-core;
-# e2fsprogs makes each box's disk (mkfs.ext4, on a loop device that util-linux's mount sets up)
-APT_PACKAGES=(crun debootstrap tini gcc libc6-dev iproute2 nftables util-linux e2fsprogs curl ca-certificates openssl openssh-client postgresql-client wrk nginx-light haproxy
+# e2fsprogs makes each box's disk (mkfs.ext4, on a loop device that util-linux's mount sets up);
+# g++ and make build better-sqlite3 when npm finds no prebuilt binary for this Node (its
+# prebuilds come from GitHub, which a machine with only the npm registry cannot reach)
+APT_PACKAGES=(crun debootstrap tini gcc g++ make libc6-dev iproute2 nftables util-linux e2fsprogs curl ca-certificates openssl openssh-client postgresql-client wrk nginx-light haproxy
   libnginx-mod-http-lua caddy qemu-user-static python3 python3-pip python3-pytest python3-websocket iperf3 nghttp2-client conntrack tmux chromium fonts-dejavu-core
   postgresql-15)
 missing=()
