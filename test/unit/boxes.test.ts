@@ -42,7 +42,7 @@ class EventLink implements NodeEventSink {
   }
 }
 
-const silent: Logger = { debug() {}, info() {}, warn() {}, error() {} };
+const silent: Logger = { info() {}, warn() {}, error() {} };
 
 /** The control plane's defaults differ from the node's on purpose: a create always sends its own. */
 const SETTINGS: BoxesSettings = {

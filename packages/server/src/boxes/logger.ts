@@ -1,4 +1,2 @@
-import type { Logger as PinoLogger } from "pino";
-
-/** The daemon's logger (pino): the rooms use its structured calls, fields first, then the message. */
-export type Logger = Pick<PinoLogger, "debug" | "info" | "warn" | "error">;
+/** The daemon's logger, as the control plane's rooms use it. */
+export type { Logger } from "../logger.js";

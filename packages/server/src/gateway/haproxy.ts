@@ -10,12 +10,8 @@ import { SessionDrops } from "./haproxy-sessions.js";
 import { HaproxyStats, type HttpListenerTraffic } from "./haproxy-stats.js";
 import { RuntimeApi } from "./runtime-api.js";
 import type { TlsMaterial } from "./tls.js";
-
-export interface Logger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
+import type { Logger } from "../logger.js";
+export type { Logger };
 
 /**
  * The HTTPS data path: HAProxy (Debian's 2.6), run and supervised by the daemon. It terminates

@@ -11,11 +11,7 @@ import { GatewayCounters } from "./counters.js";
 import { dialWithRetries } from "./dial.js";
 import { errorResponse, HOST_AMBIGUOUS, renderError, type GatewayError } from "./error-pages.js";
 import { RefusalLog } from "./refusal-log.js";
-
-interface Logger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-}
+import type { Logger } from "../logger.js";
 
 /**
  * Hop-by-hop fields (RFC 9110 §7.6.1) are the connection's, not the message's: never forwarded.

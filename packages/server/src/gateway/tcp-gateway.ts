@@ -9,16 +9,11 @@ import { RefusalLog } from "./refusal-log.js";
 import { dialWithRetries } from "./dial.js";
 import { proxyV2Header } from "../wire/proxy-protocol.js";
 import type { SplicePumps } from "./splice-pump.js";
+import type { Logger } from "../logger.js";
 
 export interface TcpRouteSource {
   subscribe(subscriber: RouteSubscriber): void;
   wakeOnIngress(sailboxId: string): Promise<string | undefined>;
-}
-
-interface Logger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
 }
 
 interface Bound {

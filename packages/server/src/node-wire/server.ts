@@ -10,10 +10,7 @@ import { WebSocketServer, type RawData } from "ws";
 import { parsePtyQuery, ptyCloseCode, sailError, SailError, type NetworkInfo, type PtyServerMessage } from "@sail/protocol";
 import type { NodeApi, NodeBoxSpec } from "./node-api.js";
 import { checkWireRequest, readWireJson, sendWireError, sendWireJson, WIRE_PREFIX } from "./wire.js";
-
-interface WireLogger {
-  error(obj: object, msg: string): void;
-}
+import type { Logger } from "../logger.js";
 
 type Handler = (params: string[], req: IncomingMessage, res: ServerResponse, query: URLSearchParams) => Promise<void>;
 
@@ -32,7 +29,7 @@ function goneSignal(req: IncomingMessage, res: ServerResponse): AbortSignal {
   return controller.signal;
 }
 
-export function createNodeServer(node: NodeApi, credential: string, log: WireLogger): Server {
+export function createNodeServer(node: NodeApi, credential: string, log: Logger): Server {
   const id = (value: string) => decodeURIComponent(value);
   const routes: Array<[string, RegExp, Handler]> = [
     ["GET", /^\/info$/, async (_p, _req, res) => sendWireJson(res, 200, await node.info())],

@@ -1,2 +1,2 @@
-/** The slice of pino the node's rooms use (structured fields first, then the message): the runtime's one. */
-export type { RuntimeLogger as Logger } from "../runtime/runtime.js";
+/** The daemon's logger, as the node's rooms use it. */
+export type { Logger } from "../logger.js";

@@ -42,12 +42,8 @@ export interface OutboundRefusal {
   port: number;
 }
 
-/** Where the runtime reports what happens on its own (the slice of pino it uses). */
-export interface RuntimeLogger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
+/** Where the runtime reports what happens on its own. */
+export type { Logger as RuntimeLogger } from "../logger.js";
 
 /** What `create` made: the box's addresses, and the inodes its disk has (what `df -i` in it shows). */
 export interface CreatedBox {
