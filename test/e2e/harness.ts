@@ -120,6 +120,11 @@ export class TestDaemon {
     if (this.children.node) await eventually("the running node joins the restarted control plane", () => this.caCert().then(Boolean, () => false), { intervalMs: 200 });
   }
 
+  /** The split form's store (a postgres:// URL); undefined: the default form's sail.db in the data dir. */
+  get storeUrl(): string | undefined {
+    return this.postgres?.url;
+  }
+
   /** The split form's PostgreSQL server (a test may stop it to play the database's loss). */
   get store(): PostgresServer | undefined {
     return this.postgres?.server;
