@@ -23,6 +23,7 @@ import { BoxPool, HTTPS_PORT, loopbackLookup, TestDaemon } from "../test/e2e/har
 import { probeTcp } from "../packages/server/src/runtime/ports.js";
 import { addNginxLuaRoute, caddy, CADDY_PORT, nginxLua, nginxStatic, NGINX_LUA_PORT, NGINX_PORT, NGINX_WS_PORT } from "./proxies.js";
 import { cpuSecondsListening, h2load, startNginx, waitForPort, wrk, type H2loadResult, type Started, type WrkResult } from "./tools.js";
+import { median } from "./stats.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 /** The proxies take turns this many times; each path's medians count. */
@@ -46,12 +47,6 @@ const TARGET = { rpsOverBestPeer: 1.1, p99OverPeers: 1.0, rpsOverStaticNginx: 0.
 /** A wrk run, and the CPU the proxy's processes used per request during it. */
 type Measured = WrkResult & { cpuUsPerRequest: number };
 type Results = Record<Proxy, Measured>;
-
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-};
 
 /** The median run's rps, p50, p99 and CPU per request (each taken separately), errors summed. */
 const medianOf = (runs: Measured[]): Measured => ({

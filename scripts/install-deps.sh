@@ -9,20 +9,32 @@ cd "$(dirname "$0")/.."
 # haproxy is the HTTPS gateway; wrk, h2load (nghttp2-client), iperf3 and nginx-light are the benchmarks' load
 # generators and baselines (haproxy in tcp mode too), and libnginx-mod-http-lua (nginx with a Lua balancer)
 # and caddy the proxies that route by Host as the gateway does (bench/proxies.ts); psql (postgresql-client)
-# talks to a real PostgreSQL in a box in the tests; qemu-user-static runs boxes of the other
+# talks to a real PostgreSQL in a box in the tests; postgresql-15 is the server the store's tests
+# start in a temp dir (test/fixtures/postgres.ts); qemu-user-static runs boxes of the other
 # architecture (Image.debian_arm64 on amd64); python3-pip installs the Python SDK, whose tests
 # run on Debian's pytest and websocket client; conntrack cuts a box's open connections when its
 # outbound policy stops allowing them; tmux is the real terminal `sail box exec -it` is tested
 # in, and chromium (with fonts-dejavu-core) the real browser the console's tests drive with playwright-core;
-# e2fsprogs makes each box's disk (mkfs.ext4, on a loop device that util-linux's mount sets up)
-APT_PACKAGES=(crun debootstrap tini gcc libc6-dev iproute2 nftables util-linux e2fsprogs curl ca-certificates openssl openssh-client postgresql-client wrk nginx-light haproxy
-  libnginx-mod-http-lua caddy qemu-user-static python3 python3-pip python3-pytest python3-websocket iperf3 nghttp2-client conntrack tmux chromium fonts-dejavu-core)
+# e2fsprogs makes each box's disk (mkfs.ext4, on a loop device that util-linux's mount sets up);
+# g++ and make build better-sqlite3 when npm finds no prebuilt binary for this Node (its
+# prebuilds come from GitHub, which a machine with only the npm registry cannot reach)
+APT_PACKAGES=(crun debootstrap tini gcc g++ make libc6-dev iproute2 nftables util-linux e2fsprogs curl ca-certificates openssl openssh-client postgresql-client wrk nginx-light haproxy
+  libnginx-mod-http-lua caddy qemu-user-static python3 python3-pip python3-pytest python3-websocket iperf3 nghttp2-client conntrack tmux chromium fonts-dejavu-core
+  postgresql-15)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "Installing Debian packages: ${missing[*]}"
+  # Debian's postgresql-15 makes a `main` cluster on port 5432 and starts it (as a service where
+  # systemd runs); the tests need none (each file runs its own server on a unix socket), so a
+  # machine that gets the package here gets no cluster (its postinst asks createcluster.conf,
+  # which includes createcluster.d).
+  if [[ " ${missing[*]} " == *" postgresql-15 "* ]]; then
+    mkdir -p /etc/postgresql-common/createcluster.d
+    echo "create_main_cluster = off" >/etc/postgresql-common/createcluster.d/sail-no-main-cluster.conf
+  fi
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
   # Debian's caddy enables a caddy.service that serves :80 (and its admin API on :2019); the bench

@@ -6,13 +6,11 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { connect } from "node:net";
-import { join } from "node:path";
 import { describe, test } from "node:test";
 import { fetch, type Agent } from "undici";
 import { IngressPort, Sailbox } from "@sail/sdk";
-import { DATA_DIR, gatewayAgent, leftoversOnceRemoved, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
+import { gatewayAgent, hostBoxIds, leftoversOnceRemoved, prng, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon({
   setup: async (daemon) => {
@@ -25,18 +23,6 @@ let agent: Agent;
 const SEED = Number(process.env.SAIL_CRASH_SEED ?? 7);
 const ITERATIONS = Number(process.env.SAIL_CRASH_ITERATIONS ?? 15);
 
-/** mulberry32: a tiny seeded PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function echo(port: number): Promise<string> {
   return new Promise((resolve) => {
     let got = "";
@@ -45,37 +31,6 @@ function echo(port: number): Promise<string> {
     s.on("error", () => {});
     s.on("close", () => resolve(got));
   });
-}
-
-/** Every box id the host holds anything of: netns, veth, crun container, directory, mount, cgroup. */
-function hostBoxIds(): Map<string, string[]> {
-  const found = new Map<string, string[]>();
-  const note = (id: string, what: string) => found.set(id, [...(found.get(id) ?? []), what]);
-  for (const line of execFileSync("ip", ["netns", "list"], { encoding: "utf8" }).split("\n")) {
-    const m = /^sail-(sb-[a-z0-9]+)/.exec(line);
-    if (m) note(m[1]!, "netns");
-  }
-  // another daemon on this host (its own data dir) shares the crun root and the netns names: its boxes are not ours to judge
-  const foreign = new Set<string>();
-  for (const line of execFileSync("crun", ["--root", "/run/sail/crun", "list"], { encoding: "utf8" }).split("\n")) {
-    const [id, , , bundle] = line.trim().split(/\s+/);
-    if (!id?.startsWith("sb-")) continue;
-    if (bundle && !bundle.startsWith(`${DATA_DIR}/`)) foreign.add(id);
-    else note(id, "container");
-  }
-
-  const boxes = join(DATA_DIR, "boxes");
-  if (existsSync(boxes)) for (const id of readdirSync(boxes)) note(id, "directory");
-  for (const line of readFileSync("/proc/mounts", "utf8").split("\n")) {
-    const m = new RegExp(`${boxes}/(sb-[a-z0-9]+)`).exec(line);
-    if (m) note(m[1]!, "mount");
-  }
-  for (const controller of ["memory", "pids", "freezer"]) {
-    const dir = `/sys/fs/cgroup/${controller}/sail`;
-    if (existsSync(dir)) for (const id of readdirSync(dir)) if (id.startsWith("sb-")) note(id, `cgroup ${controller}`);
-  }
-  for (const id of foreign) found.delete(id);
-  return found;
 }
 
 describe("crashes", () => {

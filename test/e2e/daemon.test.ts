@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { once } from "node:events";
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { describe, test } from "node:test";
+import pg from "pg";
 import { fetch } from "undici";
 import { App, AuthError, SailClient, Sailbox, type SailError } from "@sail/sdk";
 import { CLI, DATA_DIR, eventually, gatewayAgent, leftoversOnceRemoved, runProcess, useTestDaemon } from "./harness.js";
@@ -81,8 +83,27 @@ describe("the daemon", () => {
 
   test("the token is stored hashed, never in plain text", async () => {
     const { token } = daemon.credentials();
+    const sha256 = createHash("sha256").update(token).digest("hex");
+    if (daemon.storeUrl) {
+      // the split form's store is PostgreSQL: every row of every table, as text
+      const client = new pg.Client({ connectionString: daemon.storeUrl });
+      await client.connect();
+      try {
+        const tables = (await client.query<{ name: string }>("SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public'")).rows.map((r) => r.name);
+        const dump = (await Promise.all(tables.map(async (t) => JSON.stringify((await client.query(`SELECT * FROM "${t}"`)).rows)))).join("\n");
+        assert.ok(dump.includes(sha256), "the token's hash is stored");
+        assert.equal(dump.includes(token), false, "the token itself is not");
+      } finally {
+        await client.end();
+      }
+      return;
+    }
     const files = readdirSync(DATA_DIR).filter((f) => f.startsWith("sail.db"));
     assert.ok(files.includes("sail.db"));
+    assert.ok(
+      files.some((file) => readFileSync(join(DATA_DIR, file)).includes(Buffer.from(sha256))),
+      "the token's hash is stored",
+    );
     for (const file of files) assert.equal(readFileSync(join(DATA_DIR, file)).includes(Buffer.from(token)), false, file);
   });
 

@@ -5,12 +5,14 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
 import { after, before } from "node:test";
 import { Agent } from "undici";
 import { App, SailClient, Sailbox, type CreateSailboxOptions } from "@sail/sdk";
+import { startPostgres, type PostgresServer } from "../fixtures/postgres.js";
 
 export const REPO = new URL("../..", import.meta.url).pathname;
 export const CLI = join(REPO, "packages/cli/dist/main.js");
@@ -21,13 +23,34 @@ export const BOX_SUBNET = process.env.SAIL_TEST_BOX_SUBNET ?? "10.203.0.0/16";
 export const HTTPS_PORT = Number(process.env.SAIL_TEST_HTTPS_PORT ?? 18443);
 export const TCP_PORTS = process.env.SAIL_TEST_TCP_PORTS ?? "21000-21999";
 
+/**
+ * The form the suite runs Sail in: one `sail up` (the default), or the parts apart — a control
+ * plane on PostgreSQL (a real server this process starts, one per test file) and a node agent,
+ * two processes talking over the node wire (SAIL_TEST_SPLIT=1).
+ */
+export const SPLIT = process.env.SAIL_TEST_SPLIT === "1";
+/** Where the split form's node agent listens for the control plane. */
+export const NODE_WIRE_PORT = Number(process.env.SAIL_TEST_NODE_PORT ?? API_PORT + 9);
+
+/** Boxes reach nothing beyond the host unless a test builds its own fake internet (egress.test.ts). */
+const OUTBOUND_DEFAULT = ["--outbound", "off"];
+
 export class TestDaemon {
-  /** More `sail up` options (the benchmarks try gateway settings; a test may change them before a restart). */
-  constructor(public upArgs: string[] = []) {}
+  /**
+   * More `sail up` options (the benchmarks try gateway settings; a test may change them before
+   * a restart); `split`: run the parts apart whatever SAIL_TEST_SPLIT says (the node boundary's own tests).
+   */
+  constructor(
+    public upArgs: string[] = [],
+    readonly split = SPLIT,
+  ) {}
 
   readonly configDir = mkdtempSync(join(tmpdir(), "sail-test-"));
   readonly configPath = join(this.configDir, "config.json");
-  private child: ChildProcess | undefined;
+  /** One process (`sail up`), or the control plane and the node agent (SPLIT). */
+  private children: { main?: ChildProcess; node?: ChildProcess } = {};
+  private postgres: { server: PostgresServer; url: string } | undefined;
+  private readonly nodeToken = randomBytes(24).toString("base64url");
   log = "";
   /** The directory `sail up` starts in (default: this process's). */
   cwd: string | undefined;
@@ -38,65 +61,133 @@ export class TestDaemon {
     return { ...rest, SAIL_CONFIG: this.configPath };
   }
 
+  /** The process that runs the boxes and the gateway (its children are HAProxy and the TCP workers). */
   get pid(): number | undefined {
-    return this.child?.pid;
+    return (this.children.node ?? this.children.main)?.pid;
+  }
+
+  /** The control plane's process (the same as `pid` in one process). */
+  get controlPid(): number | undefined {
+    return this.children.main?.pid;
+  }
+
+  private get common(): string[] {
+    return ["--log-level", "warn", "--box-subnet", BOX_SUBNET, "--https-listen", `127.0.0.1:${HTTPS_PORT}`, "--tcp-listen", "::", "--tcp-ports", TCP_PORTS];
   }
 
   async start(): Promise<void> {
-    const child = spawn(
-      process.execPath,
+    if (!this.split) {
+      await this.spawnPart(
+        "main",
+        ["up", "--data-dir", DATA_DIR, "--api-listen", `127.0.0.1:${API_PORT}`, "--metrics-listen", `127.0.0.1:${METRICS_PORT}`, ...this.common, ...OUTBOUND_DEFAULT, ...this.upArgs],
+        "Sail is up",
+      );
+      return;
+    }
+    await this.startControl();
+    await this.startNode();
+  }
+
+  /** The split form's control plane, on this file's PostgreSQL (started on first use). */
+  async startControl(): Promise<void> {
+    if (!this.postgres) {
+      const server = await startPostgres();
+      this.postgres = { server, url: await server.createDatabase() };
+    }
+    await this.spawnPart(
+      "main",
       [
-        CLI,
         "up",
+        "--role",
+        "control",
+        "--store",
+        this.postgres.url,
+        "--node-token",
+        this.nodeToken,
         "--data-dir",
-        DATA_DIR,
+        join(DATA_DIR, "control"),
         "--api-listen",
         `127.0.0.1:${API_PORT}`,
         "--metrics-listen",
         `127.0.0.1:${METRICS_PORT}`,
-        "--box-subnet",
-        BOX_SUBNET,
-        "--https-listen",
-        `127.0.0.1:${HTTPS_PORT}`,
-        "--tcp-listen",
-        "::",
-        "--tcp-ports",
-        TCP_PORTS,
-        "--log-level",
-        "warn",
-        // boxes reach nothing beyond the host unless a test builds its own fake internet (egress.test.ts)
-        "--outbound",
-        "off",
+        ...this.common,
+        ...OUTBOUND_DEFAULT,
         ...this.upArgs,
       ],
-      { env: this.env, cwd: this.cwd, stdio: ["ignore", "pipe", "pipe"] },
+      "Sail is up",
     );
-    this.child = child;
+    // a control plane that restarted under a running node works once the node's next heartbeat joined it (NODE_HEARTBEAT_MS)
+    if (this.children.node) await eventually("the running node joins the restarted control plane", () => this.caCert().then(Boolean, () => false), { intervalMs: 200 });
+  }
+
+  /** The split form's store (a postgres:// URL); undefined: the default form's sail.db in the data dir. */
+  get storeUrl(): string | undefined {
+    return this.postgres?.url;
+  }
+
+  /** The split form's PostgreSQL server (a test may stop it to play the database's loss). */
+  get store(): PostgresServer | undefined {
+    return this.postgres?.server;
+  }
+
+  /** The split form's node agent: up once it has joined the control plane. */
+  async startNode(): Promise<void> {
+    await this.spawnPart(
+      "node",
+      [
+        "up",
+        "--role",
+        "node",
+        "--control",
+        `http://127.0.0.1:${API_PORT}`,
+        "--node-token",
+        this.nodeToken,
+        "--node-listen",
+        `127.0.0.1:${NODE_WIRE_PORT}`,
+        "--data-dir",
+        DATA_DIR,
+        "--metrics-listen",
+        "off",
+        ...this.common,
+        ...OUTBOUND_DEFAULT,
+        ...this.upArgs,
+      ],
+      "Sail node is up",
+    );
+  }
+
+  private async spawnPart(part: "main" | "node", args: string[], ready: string): Promise<void> {
+    const child = spawn(process.execPath, [CLI, ...args], { env: this.env, cwd: this.cwd, stdio: ["ignore", "pipe", "pipe"] });
+    this.children[part] = child;
     child.once("exit", (code, signal) => {
-      if (this.child === child) console.error(`sail up exited unexpectedly (${code ?? signal}); its output:\n${this.log}`);
+      if (this.children[part] === child) console.error(`sail up (${part}) exited unexpectedly (${code ?? signal}); its output:\n${this.log}`);
     });
-    // this start's own output: after a stop, the log still holds the last start's "Sail is up"
+    // this start's own output: after a stop, the log still holds the last start's ready line
     const from = this.log.length;
     await new Promise<void>((resolve, reject) => {
       const onData = (chunk: Buffer) => {
         this.log += chunk.toString();
-        if (this.log.includes("Sail is up", from)) resolve();
+        if (this.log.includes(ready, from)) resolve();
       };
       child.stdout!.on("data", onData);
       child.stderr!.on("data", onData);
-      child.on("exit", (code) => reject(new Error(`sail up exited ${code} before it was up:\n${this.log}`)));
+      child.on("exit", (code) => reject(new Error(`sail up (${part}) exited ${code} before it was up:\n${this.log}`)));
     });
   }
 
-  /** Stop the daemon: SIGTERM (graceful) or SIGKILL (a crash). Boxes keep running. */
+  /** Stop Sail: SIGTERM (graceful) or SIGKILL (a crash), every part. Boxes keep running. */
   async stop(signal: "SIGTERM" | "SIGKILL" = "SIGTERM"): Promise<void> {
-    const child = this.child;
+    await Promise.all([this.stopPart("node", signal), this.stopPart("main", signal)]);
+  }
+
+  /** Stop one part of the split form (the other keeps running): a node agent that crashed, a control plane that did. */
+  async stopPart(part: "main" | "node", signal: "SIGTERM" | "SIGKILL" = "SIGTERM"): Promise<void> {
+    const child = this.children[part];
+    this.children[part] = undefined;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((resolve) => child.once("exit", resolve));
-    this.child = undefined;
     child.kill(signal);
     await exited;
-    this.child = undefined;
   }
 
   async restart(signal: "SIGTERM" | "SIGKILL" = "SIGTERM"): Promise<void> {
@@ -121,6 +212,7 @@ export class TestDaemon {
 
   async dispose(): Promise<void> {
     await this.stop();
+    await this.postgres?.server.stop();
     rmSync(this.configDir, { recursive: true, force: true });
   }
 }
@@ -314,8 +406,11 @@ export async function startTcpEcho(sb: Sailbox, port: number): Promise<void> {
  * The fixture every e2e file uses: a real daemon started before the file's tests (after
  * terminating what a crashed earlier run left), and every box the pool made terminated after.
  */
-export function useTestDaemon(hooks: { setup?: (daemon: TestDaemon) => Promise<void> | void; teardown?: () => Promise<void> | void; upArgs?: string[] } = {}): { daemon: TestDaemon; pool: BoxPool } {
-  const daemon = new TestDaemon(hooks.upArgs);
+export function useTestDaemon(hooks: { setup?: (daemon: TestDaemon) => Promise<void> | void; teardown?: () => Promise<void> | void; upArgs?: string[]; split?: boolean } = {}): {
+  daemon: TestDaemon;
+  pool: BoxPool;
+} {
+  const daemon = new TestDaemon(hooks.upArgs, hooks.split);
   const pool = new BoxPool(daemon);
   // one hook each, so the file's setup runs after the daemon is up (hooks of one file may not run in order)
   before(async () => {
@@ -361,4 +456,47 @@ export async function eventually<T>(
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
   throw new Error(`never happened: ${what} (last seen: ${JSON.stringify(last)})`);
+}
+
+/** mulberry32: a tiny seeded PRNG. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Every box id the host holds anything of: netns, veth, crun container, directory, mount, cgroup. */
+export function hostBoxIds(): Map<string, string[]> {
+  const found = new Map<string, string[]>();
+  const note = (id: string, what: string) => found.set(id, [...(found.get(id) ?? []), what]);
+  for (const line of execFileSync("ip", ["netns", "list"], { encoding: "utf8" }).split("\n")) {
+    const m = /^sail-(sb-[a-z0-9]+)/.exec(line);
+    if (m) note(m[1]!, "netns");
+  }
+  // another daemon on this host (its own data dir) shares the crun root and the netns names: its boxes are not ours to judge
+  const foreign = new Set<string>();
+  for (const line of execFileSync("crun", ["--root", "/run/sail/crun", "list"], { encoding: "utf8" }).split("\n")) {
+    const [id, , , bundle] = line.trim().split(/\s+/);
+    if (!id?.startsWith("sb-")) continue;
+    if (bundle && !bundle.startsWith(`${DATA_DIR}/`)) foreign.add(id);
+    else note(id, "container");
+  }
+
+  const boxes = join(DATA_DIR, "boxes");
+  if (existsSync(boxes)) for (const id of readdirSync(boxes)) note(id, "directory");
+  for (const line of readFileSync("/proc/mounts", "utf8").split("\n")) {
+    const m = new RegExp(`${boxes}/(sb-[a-z0-9]+)`).exec(line);
+    if (m) note(m[1]!, "mount");
+  }
+  for (const controller of ["memory", "pids", "freezer"]) {
+    const dir = `/sys/fs/cgroup/${controller}/sail`;
+    if (existsSync(dir)) for (const id of readdirSync(dir)) if (id.startsWith("sb-")) note(id, `cgroup ${controller}`);
+  }
+  for (const id of foreign) found.delete(id);
+  return found;
 }

@@ -15,7 +15,7 @@ function sessions() {
   const clock = { now: 1_000_000 };
   const live = new Set([sha256(TOKEN)]);
   const console = new ConsoleSessions(
-    (hash) => (live.has(hash) ? ORG : undefined),
+    async (hash) => (live.has(hash) ? ORG : undefined),
     "sail.localhost",
     () => clock.now,
   );
@@ -29,47 +29,47 @@ function request(headers: Record<string, string>, encrypted = false): IncomingMe
 const own = { host: "127.0.0.1:7070", origin: "http://127.0.0.1:7070" };
 
 describe("console login links and sessions", () => {
-  test("a login link is redeemed once: the second use is SAIL_CONSOLE_LINK_INVALID", () => {
+  test("a login link is redeemed once: the second use is SAIL_CONSOLE_LINK_INVALID", async () => {
     const { console } = sessions();
     const link = console.createLoginLink(TOKEN);
-    const session = console.redeem(link.token);
-    assert.equal(console.authenticate(request({ host: own.host }), session, false), ORG);
-    assert.throws(() => console.redeem(link.token), { code: "SAIL_CONSOLE_LINK_INVALID" });
-    assert.throws(() => console.redeem("made-up"), { code: "SAIL_CONSOLE_LINK_INVALID" });
+    const session = await console.redeem(link.token);
+    assert.equal(await console.authenticate(request({ host: own.host }), session, false), ORG);
+    await assert.rejects(console.redeem(link.token), { code: "SAIL_CONSOLE_LINK_INVALID" });
+    await assert.rejects(console.redeem("made-up"), { code: "SAIL_CONSOLE_LINK_INVALID" });
   });
 
-  test("entries past their time are dropped by the daemon's clock, not the wall's", () => {
+  test("entries past their time are dropped by the daemon's clock, not the wall's", async () => {
     const { console, clock } = sessions();
     clock.now = Date.now() - 10 * SESSION_TTL_MS; // by the wall clock, every entry made now would look expired
-    const first = console.redeem(console.createLoginLink(TOKEN).token);
-    console.redeem(console.createLoginLink(TOKEN).token);
-    assert.equal(console.authenticate(request({ host: own.host }), first, false), ORG);
+    const first = await console.redeem(console.createLoginLink(TOKEN).token);
+    await console.redeem(console.createLoginLink(TOKEN).token);
+    assert.equal(await console.authenticate(request({ host: own.host }), first, false), ORG);
   });
 
-  test("a link past its two minutes is refused", () => {
+  test("a link past its two minutes is refused", async () => {
     const { console, clock } = sessions();
     const link = console.createLoginLink(TOKEN);
     clock.now += LOGIN_LINK_TTL_MS + 1;
-    assert.throws(() => console.redeem(link.token), { code: "SAIL_CONSOLE_LINK_INVALID" });
+    await assert.rejects(console.redeem(link.token), { code: "SAIL_CONSOLE_LINK_INVALID" });
   });
 
-  test("revoking the token that made the link ends its link and its sessions", () => {
+  test("revoking the token that made the link ends its link and its sessions", async () => {
     const { console, revoke } = sessions();
-    const session = console.redeem(console.createLoginLink(TOKEN).token);
+    const session = await console.redeem(console.createLoginLink(TOKEN).token);
     const unused = console.createLoginLink(TOKEN);
     revoke();
-    assert.throws(() => console.authenticate(request({ host: own.host }), session, false), { code: "SAIL_AUTH_INVALID" });
-    assert.throws(() => console.redeem(unused.token), { code: "SAIL_CONSOLE_LINK_INVALID" });
+    await assert.rejects(console.authenticate(request({ host: own.host }), session, false), { code: "SAIL_AUTH_INVALID" });
+    await assert.rejects(console.redeem(unused.token), { code: "SAIL_CONSOLE_LINK_INVALID" });
   });
 
-  test("a session ends after its lifetime, and at logout", () => {
+  test("a session ends after its lifetime, and at logout", async () => {
     const { console, clock } = sessions();
-    const old = console.redeem(console.createLoginLink(TOKEN).token);
+    const old = await console.redeem(console.createLoginLink(TOKEN).token);
     clock.now += SESSION_TTL_MS + 1;
-    assert.throws(() => console.authenticate(request({ host: own.host }), old, false), { code: "SAIL_AUTH_INVALID" });
-    const fresh = console.redeem(console.createLoginLink(TOKEN).token);
+    await assert.rejects(console.authenticate(request({ host: own.host }), old, false), { code: "SAIL_AUTH_INVALID" });
+    const fresh = await console.redeem(console.createLoginLink(TOKEN).token);
     console.logout(fresh);
-    assert.throws(() => console.authenticate(request({ host: own.host }), fresh, false), { code: "SAIL_AUTH_INVALID" });
+    await assert.rejects(console.authenticate(request({ host: own.host }), fresh, false), { code: "SAIL_AUTH_INVALID" });
   });
 
   test("the cookie is HttpOnly and SameSite=Strict, and Secure over HTTPS", () => {
@@ -81,22 +81,22 @@ describe("console login links and sessions", () => {
     assert.equal(console.sessionOf(request({ cookie: "a=1" })), undefined);
   });
 
-  test("a change made with the cookie must come from the console's own origin (CSRF); a read need not", () => {
+  test("a change made with the cookie must come from the console's own origin (CSRF); a read need not", async () => {
     const { console } = sessions();
-    const session = console.redeem(console.createLoginLink(TOKEN).token);
-    assert.equal(console.authenticate(request(own), session, true), ORG);
+    const session = await console.redeem(console.createLoginLink(TOKEN).token);
+    assert.equal(await console.authenticate(request(own), session, true), ORG);
     for (const origin of ["http://evil.example", "http://127.0.0.1:7071", "https://127.0.0.1:7070", "null"]) {
-      assert.throws(() => console.authenticate(request({ host: own.host, origin }), session, true), { code: "SAIL_ORIGIN_FORBIDDEN" }, origin);
+      await assert.rejects(console.authenticate(request({ host: own.host, origin }), session, true), { code: "SAIL_ORIGIN_FORBIDDEN" }, origin);
     }
-    assert.throws(() => console.authenticate(request({ host: own.host }), session, true), { code: "SAIL_ORIGIN_FORBIDDEN" });
-    assert.equal(console.authenticate(request({ host: own.host, origin: "http://evil.example" }), session, false), ORG);
+    await assert.rejects(console.authenticate(request({ host: own.host }), session, true), { code: "SAIL_ORIGIN_FORBIDDEN" });
+    assert.equal(await console.authenticate(request({ host: own.host, origin: "http://evil.example" }), session, false), ORG);
   });
 
-  test("the console is never answered under the box domain, whose pages are anyone's", () => {
+  test("the console is never answered under the box domain, whose pages are anyone's", async () => {
     const { console } = sessions();
-    const session = console.redeem(console.createLoginLink(TOKEN).token);
+    const session = await console.redeem(console.createLoginLink(TOKEN).token);
     for (const host of ["sail.localhost:8443", "3000-abc.sail.localhost", "3000-ABC.SAIL.LOCALHOST:7070"]) {
-      assert.throws(() => console.authenticate(request({ host, origin: `http://${host}` }), session, false), { code: "SAIL_ORIGIN_FORBIDDEN" }, host);
+      await assert.rejects(console.authenticate(request({ host, origin: `http://${host}` }), session, false), { code: "SAIL_ORIGIN_FORBIDDEN" }, host);
     }
     assert.doesNotThrow(() => console.checkHost(request({ host: "notsail.localhost:7070" })));
   });

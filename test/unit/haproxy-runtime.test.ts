@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { httpLabel } from "@sail/protocol";
-import type { HttpRoute, RouteChange } from "../../packages/server/src/boxes/routes.js";
+import type { HttpRoute, RouteChange } from "../../packages/server/src/node/routes.js";
 import { DEFAULT_TIMEOUTS, gatewayPaths } from "../../packages/server/src/gateway/haproxy-config.js";
 import { HaproxyGateway, writeGatewayFiles } from "../../packages/server/src/gateway/haproxy.js";
 import { batchLines, LINE_BUDGET_BYTES, payloadChunks, RuntimeApi, RuntimeApiError, splitAnswers } from "../../packages/server/src/gateway/runtime-api.js";

@@ -7,6 +7,7 @@ test("a refusal flood is logged at most ten lines a second per reason, then coun
   const sink = {
     info: (obj: object, msg: string) => lines.push({ obj: obj as Record<string, unknown>, msg }),
     warn: (obj: object, msg: string) => lines.push({ obj: obj as Record<string, unknown>, msg }),
+    error: (obj: object, msg: string) => lines.push({ obj: obj as Record<string, unknown>, msg }),
   };
   let now = 10_000;
   const refusals = new RefusalLog(sink, () => now);

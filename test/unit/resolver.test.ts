@@ -14,8 +14,8 @@ import { after, before, describe, test } from "node:test";
 import type { Worker } from "node:worker_threads";
 import dnsPacket from "dns-packet";
 import fc from "fast-check";
-import type { NameDecision, NameRules, ResolverDirectory, ResolverSubscriber } from "../../packages/server/src/boxes/outbound.js";
-import { TokenBucket } from "../../packages/server/src/boxes/token-bucket.js";
+import type { NameDecision, NameRules, ResolverDirectory, ResolverSubscriber } from "../../packages/server/src/node/outbound.js";
+import { TokenBucket } from "../../packages/server/src/node/token-bucket.js";
 import { parseUpstream, Resolver, upstreamsFromResolvConf, type QueryResult, type ResolverPolicy } from "../../packages/server/src/egress/resolver.js";
 import { ResolverThread } from "../../packages/server/src/egress/resolver-thread.js";
 

@@ -6,7 +6,6 @@ import { after, describe, test } from "node:test";
 import { hybridCgroup2Mounts } from "../../packages/server/src/runtime/crun.js";
 import { BoxNetworks } from "../../packages/server/src/runtime/network.js";
 import { BOX_ID_COUNT, FIRST_BOX_ID, hostIdsInBoxRanges, idRange, MAX_ID_RANGES } from "../../packages/server/src/runtime/userns.js";
-import { NameTakenError, NetSlotsExhaustedError, Store, type NewSailbox } from "../../packages/server/src/store/store.js";
 import { DAEMON_OPTIONS, DEFAULT_CONFIG, resolveConfig, type DaemonConfig } from "../../packages/server/src/config.js";
 
 const dir = mkdtempSync(join(tmpdir(), "sail-unit-"));
@@ -66,62 +65,6 @@ describe("hybrid cgroup detection", () => {
     assert.deepEqual(hybridCgroup2Mounts([v1, v2].join("\n")), ["/sys/fs/cgroup/unified"]);
     assert.deepEqual(hybridCgroup2Mounts(pureV2), []);
     assert.deepEqual(hybridCgroup2Mounts(v1), []);
-  });
-});
-
-describe("store", () => {
-  const store = new Store(join(dir, "sail.db"));
-  const org = store.createOrg("default");
-  const app = store.mintApp(org.id, "demo");
-  const box = (id: string, name: string | null): NewSailbox => ({
-    id,
-    appId: app.id,
-    orgId: org.id,
-    name,
-    imageName: "debian",
-    imageArch: "amd64",
-    imagePackages: "",
-    cpu: 1,
-    memoryMiB: 512,
-    diskMiB: 1024,
-  });
-
-  test("tokens are found by hash and only by the right token", () => {
-    const { token } = store.createToken(org.id, "test");
-    assert.equal(store.orgForToken(token)?.id, org.id);
-    assert.equal(store.orgForToken(token + "x"), undefined);
-  });
-
-  test("minting an app twice returns the same app", () => {
-    assert.equal(store.mintApp(org.id, "demo").id, app.id);
-  });
-
-  test("live names are unique per app and free again once terminated", () => {
-    store.insertSailbox(box("sb-1", "web"), 10);
-    assert.throws(() => store.insertSailbox(box("sb-2", "web"), 10), NameTakenError);
-    store.setStatus("sb-1", "terminated");
-    assert.equal(store.insertSailbox(box("sb-3", "web"), 10).name, "web");
-  });
-
-  test("network slots go to the lowest free one and are reused after terminate", () => {
-    const fresh = new Store(join(dir, "slots.db"));
-    const o = fresh.createOrg("o");
-    const a = fresh.mintApp(o.id, "a");
-    const mk = (id: string) => fresh.insertSailbox({ ...box(id, null), appId: a.id, orgId: o.id }, 3).netSlot;
-    assert.deepEqual([mk("b0"), mk("b1"), mk("b2")], [0, 1, 2]);
-    assert.throws(() => mk("b3"), NetSlotsExhaustedError);
-    fresh.setStatus("b1", "terminated");
-    assert.equal(mk("b4"), 1);
-    fresh.setStatus("b0", "failed");
-    assert.equal(mk("b5"), 0);
-    fresh.close();
-  });
-
-  test("migrations are applied once: reopening keeps the data", () => {
-    store.close();
-    const again = new Store(join(dir, "sail.db"));
-    assert.equal(again.findApp(org.id, "demo")?.id, app.id);
-    again.close();
   });
 });
 

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { SlowPath } from "../../packages/server/src/gateway/slow-path.js";
 
-const quiet = { info: () => {}, warn: () => {} };
+const quiet = { info: () => {}, warn: () => {}, error: () => {} };
 const dir = mkdtempSync(join(tmpdir(), "sail-slow-"));
 const socketPath = join(dir, "slow.sock");
 let slow: SlowPath;

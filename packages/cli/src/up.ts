@@ -30,7 +30,7 @@ export function registerUp(program: Command): void {
   }
   up.addHelpText(
     "after",
-    "\nExamples:\n  sail up\n  sail up --data-dir /srv/sail --api-listen 127.0.0.1:7171\n  sail up --domain sail.example.com --tls-cert /etc/sail/wildcard.pem --tls-key /etc/sail/wildcard.key --public-https-port 443\n  sail up --prebuild-image debian_arm64 --prebuild-image debian+postgresql   # build these in the background after start\n\nThe client config goes to $SAIL_CONFIG, else ~/.sail/config.json.",
+    "\nExamples:\n  sail up\n  sail up --data-dir /srv/sail --api-listen 127.0.0.1:7171\n  sail up --domain sail.example.com --tls-cert /etc/sail/wildcard.pem --tls-key /etc/sail/wildcard.key --public-https-port 443\n  sail up --prebuild-image debian_arm64 --prebuild-image debian+postgresql   # build these in the background after start\n  sail up --role control --store postgres://sail:secret@db/sail   # the control plane alone; it prints how a node joins\n  sail up --role node --control http://10.0.0.1:7070 --node-token … --node-listen 0.0.0.0:7080 --node-url http://10.0.0.2:7080\n\nThe client config goes to $SAIL_CONFIG, else ~/.sail/config.json.",
   ).action(async (opts: Record<string, unknown>) => {
     const config = Object.fromEntries(DAEMON_OPTIONS.filter((o) => o.flag).map((o) => [o.key, opts[camel(o.flag!)]])) as Partial<DaemonConfig>;
     const { startDaemon } = await import("@sail/server");
@@ -44,10 +44,7 @@ export function registerUp(program: Command): void {
         lastPhase = phase;
       },
     });
-    process.stderr.write(
-      `Sail is up: API ${daemon.apiUrl}, HTTPS gateway ${daemon.config.httpsListen} for *.${daemon.config.domain}, client config ${daemon.config.clientConfigPath}\n` +
-        `Try: sail box create --name demo --port 3000   (trust the local CA with: sail ca)\n`,
-    );
+    process.stderr.write(`${daemon.summary}\n`);
     let stopping = false;
     const stop = async () => {
       if (stopping) return;

@@ -72,6 +72,8 @@ export const ERROR_CODES = {
   // state
   SAIL_NAME_TAKEN: { status: 409, kind: "Conflict" },
   SAIL_SAILBOX_NOT_RUNNING: { status: 409, kind: "Conflict" },
+  // another request drives the box right now (its lease in the store), and did not finish in time
+  SAIL_SAILBOX_BUSY: { status: 409, kind: "Conflict" },
   // paused: the API refuses the call (409); the gateway refuses the traffic (503, the box is not serving)
   SAIL_SAILBOX_PAUSED: { status: 409, kind: "SailboxPaused", from: ["api", "gateway"], gatewayStatus: 503 },
   SAIL_LIMIT_EXCEEDED: { status: 429, kind: "LimitExceeded" },
@@ -91,6 +93,10 @@ export const ERROR_CODES = {
   SAIL_LISTENER_UNBOUND: { status: 503, kind: "Internal" },
   SAIL_INTERNAL: { status: 500, kind: "Internal" },
   SAIL_UNAVAILABLE: { status: 503, kind: "Internal", from: "sdk" },
+  // the control plane cannot reach the node that runs the box (or no node has joined yet)
+  SAIL_NODE_UNAVAILABLE: { status: 503, kind: "Internal" },
+  // the control plane's database (PostgreSQL) did not answer in time or could not be reached; nothing known changed
+  SAIL_STORE_UNAVAILABLE: { status: 503, kind: "Internal" },
   // the HTTPS gateway's own answers (x-sail-error), for traffic to published ports
   SAIL_ROUTE_UNKNOWN: { status: 404, kind: "NotFound", from: "gateway" },
   SAIL_HOST_AMBIGUOUS: { status: 400, kind: "InvalidArgument", from: "gateway" },

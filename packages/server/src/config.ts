@@ -5,6 +5,18 @@ import { parseImageName, parseIpv4Cidr, RESOURCE_LIMITS } from "@sail/protocol";
 
 /** Everything the daemon can be told: one schema (DAEMON_OPTIONS) gives its defaults, checks and `sail up --help`. */
 export interface DaemonConfig {
+  /** all: control plane and node agent in one process (the default); control or node: one part each (docs/architecture.md, "The node boundary"). */
+  role: "all" | "control" | "node";
+  /** The control plane's store: "sqlite" (sail.db in the data dir) or a postgres:// URL. */
+  store: string;
+  /** Node agent: where the control plane reaches its wire (role node), e.g. 0.0.0.0:7080. */
+  nodeListen: string;
+  /** Node agent: the URL the control plane dials (default: http:// + nodeListen). */
+  nodeUrl?: string;
+  /** Node agent: the control plane's API URL (role node). */
+  control?: string;
+  /** The credential both ends of the node wire present (role control makes one in the data dir when not given). */
+  nodeToken?: string;
   dataDir: string;
   apiListen: string;
   metricsListen: string;
@@ -101,6 +113,52 @@ const option = <K extends Key>(spec: DaemonOption<K>): DaemonOption<K> => spec;
 
 /** The schema: the order is `sail up --help`'s. */
 export const DAEMON_OPTIONS = [
+  option({
+    key: "role",
+    flag: "role",
+    arg: "all|control|node",
+    help: "all: everything in this process (one machine); control: the API and the store, nodes join it; node: a node agent that joins --control",
+    default: "all",
+    parse: (v) => v as DaemonConfig["role"],
+    check: (v) => (["all", "control", "node"].includes(v) ? undefined : "must be all, control or node"),
+  }),
+  option({
+    key: "store",
+    flag: "store",
+    arg: "sqlite|postgres://…",
+    help: "the control plane's store: sqlite (sail.db in the data dir) or a PostgreSQL URL, e.g. postgres://sail:secret@db:5432/sail",
+    default: "sqlite",
+    parse: text,
+    check: (v) => (v === "sqlite" || /^postgres(ql)?:\/\//.test(v) ? undefined : "must be sqlite or a postgres:// URL"),
+  }),
+  option({
+    key: "control",
+    flag: "control",
+    arg: "url",
+    help: "role node: the control plane's API URL, e.g. http://10.0.0.1:7070",
+    default: undefined,
+    parse: text,
+    check: (v) => (/^https?:\/\/[^/]+\/?$/.test(v) ? undefined : "must be an http(s) URL of the control plane's API, e.g. http://10.0.0.1:7070"),
+  }),
+  option({ key: "nodeListen", flag: "node-listen", arg: "host:port", help: "role node: where the control plane reaches this node agent", default: "127.0.0.1:7080", parse: text, check: listen }),
+  option({
+    key: "nodeUrl",
+    flag: "node-url",
+    arg: "url",
+    help: "role node: the URL the control plane dials (default: http://<--node-listen>)",
+    default: undefined,
+    parse: text,
+    check: (v) => (/^https?:\/\/[^/]+\/?$/.test(v) ? undefined : "must be an http(s) URL, e.g. http://10.0.0.2:7080"),
+  }),
+  option({
+    key: "nodeToken",
+    flag: "node-token",
+    arg: "secret",
+    help: "the node wire's credential (both roles; role control writes one to <data-dir>/node-token when not given)",
+    default: undefined,
+    parse: text,
+    check: (v) => (v.length >= 16 ? undefined : "must be at least 16 characters"),
+  }),
   option({
     key: "dataDir",
     flag: "data-dir",
@@ -415,6 +473,7 @@ export function resolveConfig(options: Partial<DaemonConfig>): DaemonConfig {
     if (wrong) throw new Error(`${spec.flag ? `--${spec.flag}` : spec.key} ${JSON.stringify(value)} ${wrong}`);
   }
   if (!!config.tlsCert !== !!config.tlsKey) throw new Error("give both --tls-cert and --tls-key, or neither (Sail then uses its local CA)");
+  if (config.role === "node" && (!config.control || !config.nodeToken)) throw new Error("--role node needs --control URL and --node-token (the control plane prints both when it starts)");
   return config;
 }
 

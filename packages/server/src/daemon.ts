@@ -1,8 +1,14 @@
 /**
- * saild: the one place that wires the rooms together (store, runtime, boxes, api).
- * `sail up` calls `startDaemon`; nothing imports this file but the CLI.
+ * saild: the one place that wires the parts together, for each role (`sail up --role`):
+ * - all (the default): the control plane and the node agent in this process, SQLite in the data dir;
+ * - control: the API, the store (SQLite or PostgreSQL) and the boxes room; node agents join it;
+ * - node: a node agent (runtime, gateway, firewall and resolver) that joins a control plane.
+ * The parts meet only through the NodeApi (node-wire/node-api.ts): a method call here, HTTP
+ * and a WebSocket between two processes. `sail up` calls `startDaemon`; nothing imports this
+ * file but the CLI.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import type { AddressInfo, Server } from "node:net";
 import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
@@ -12,34 +18,40 @@ import { debianArch, parseImageName, type ClientConfig } from "@sail/protocol";
 import { createMetricsServer } from "./api/metrics-server.js";
 import { ConsoleSessions } from "./api/console-sessions.js";
 import { createApiServer } from "./api/server.js";
-import { TrafficLedger } from "./gateway/traffic-ledger.js";
-import { Metrics } from "./metrics.js";
-import { Tokens } from "./boxes/tokens.js";
+import { createBoxes, type Boxes } from "./boxes/boxes.js";
 import { gatewayPaths, DEFAULT_TIMEOUTS } from "./gateway/haproxy-config.js";
 import { HaproxyGateway } from "./gateway/haproxy.js";
 import { SlowPath } from "./gateway/slow-path.js";
 import { TcpCluster } from "./gateway/tcp-cluster.js";
 import { waitForFreePort } from "./gateway/ports.js";
 import { ensureLocalTls, loadGivenTls } from "./gateway/tls.js";
-import { createBoxes } from "./boxes/boxes.js";
-import type { ActivityReport } from "./boxes/idle.js";
-import type { RouteSubscriber } from "./boxes/routes.js";
-import type { TcpBind } from "./boxes/tcp-binds.js";
 import { parseListen, parsePortRange, resolveConfig, type DaemonConfig } from "./config.js";
 import { preflight } from "./preflight.js";
 import { LocalRuntime } from "./runtime/local-runtime.js";
 import type { ImageProgress } from "./runtime/runtime.js";
-import { Store } from "./store/store.js";
+import { SqliteStore } from "./store/sqlite-store.js";
+import { PostgresStore } from "./store/postgres-store.js";
+import type { Store } from "./store/store.js";
 import { parseUpstream, upstreamsFromResolvConf, type Upstream } from "./egress/resolver.js";
 import { ResolverThread } from "./egress/resolver-thread.js";
+import { NodeAgent } from "./node/node-agent.js";
+import { NodeStore } from "./node/node-store.js";
+import type { NodeApi, NodeEvent, NodeEventSink, NodeInfo } from "./node-wire/node-api.js";
+import { RemoteNode } from "./node-wire/client.js";
+import { NodeEndpoint } from "./node-wire/control-endpoint.js";
+import { ControlLink } from "./node-wire/control-link.js";
+import { createNodeServer } from "./node-wire/server.js";
 
 export { DEFAULT_CONFIG, type DaemonConfig } from "./config.js";
 export { PreflightError } from "./preflight.js";
 
 export interface RunningDaemon {
+  /** The API (roles all and control); a node agent's: its control plane's. */
   apiUrl: string;
   token: string;
   config: DaemonConfig;
+  /** What `sail up` prints once this part is up. */
+  summary: string;
   /** Stop accepting requests, finish the ones in flight, undo what the start did, close the store. Boxes keep running. */
   close(): Promise<void>;
 }
@@ -47,203 +59,287 @@ export interface RunningDaemon {
 const TINI_PATH = "/usr/bin/tini-static";
 /** The web console's files, built by `npm run build` (packages/console/dist), from packages/server/dist or src. */
 const CONSOLE_DIR = join(dirname(fileURLToPath(import.meta.url)), "../../console/dist");
+/** A node agent tells its control plane it is there this often (a restarted control plane learns of it within this). */
+const NODE_HEARTBEAT_MS = 5_000;
+
+/** What a start did, undone in reverse by close() or by a start that fails (the host as it was found). */
+class Undo {
+  private readonly steps: Array<() => Promise<void> | void> = [];
+  push(step: () => Promise<void> | void): void {
+    this.steps.push(step);
+  }
+  async run(): Promise<void> {
+    for (const step of this.steps.splice(0).reverse()) await step();
+  }
+}
 
 export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { onImageProgress?: (p: ImageProgress) => void } = {}): Promise<RunningDaemon> {
   const config = resolveConfig(options);
-  const log = pino({ level: config.logLevel, base: { service: "saild" } }, pino.destination(2));
+  const log = pino({ level: config.logLevel, base: { service: "saild", role: config.role } }, pino.destination(2));
+  mkdirSync(config.dataDir, { recursive: true });
+  claimDataDir(config.dataDir);
+  const undo = new Undo();
+  undo.push(() => releaseDataDir(config.dataDir));
+  try {
+    if (config.role === "node") return await startNodeRole(config, log, undo, hooks);
+    if (config.role === "control") return await startControlRole(config, log, undo);
+    // all: the node agent first (its events wait for the control plane: they are retried), then the control plane with it attached
+    const events = new LateSink();
+    const node = await startNode(config, log, undo, events, hooks);
+    const control = await startControl(config, log, undo, () => node.tls.caCert);
+    events.target = control.boxes.nodes;
+    control.boxes.nodes.attach(node.agent, await node.agent.info());
+    log.info(await control.boxes.endings.reconcile(), "reconciled the store with the node");
+    prebuildImages(control.boxes, config.prebuildImages, log);
+    const summary =
+      `Sail is up: API ${control.apiUrl}, HTTPS gateway ${config.httpsListen} for *.${config.domain}, client config ${config.clientConfigPath}\n` +
+      `Try: sail box create --name demo --port 3000   (trust the local CA with: sail ca)`;
+    return { apiUrl: control.apiUrl, token: control.token, config, summary, close: () => undo.run() };
+  } catch (err) {
+    await undo.run().catch((cleanupErr) => log.error({ err: String(cleanupErr) }, "cleanup after a failed start failed"));
+    throw err;
+  }
+}
+
+/** The control plane alone: node agents join it over the node wire with the node credential. */
+async function startControlRole(config: DaemonConfig, log: Logger, undo: Undo): Promise<RunningDaemon> {
+  const credential = config.nodeToken ?? nodeTokenFile(config.dataDir);
+  const joins = new SerialQueue();
+  let prebuilt = false;
+  // --prebuild-image runs once, when the first node has joined
+  const prebuild = (boxes: Boxes) => {
+    if (prebuilt) return;
+    prebuilt = true;
+    prebuildImages(boxes, config.prebuildImages, log);
+  };
+  const control = await startControl(
+    config,
+    log,
+    undo,
+    () => control.boxes.nodes.attached?.info.caCert,
+    (boxes) => new NodeEndpoint(credential, (url, info) => joins.run(() => attachRemote(boxes, url, info, credential, log).then(() => prebuild(boxes))), boxes.nodes),
+  );
+  const summary =
+    `Sail is up (control plane): API ${control.apiUrl}, store ${config.store === "sqlite" ? join(config.dataDir, "sail.db") : "PostgreSQL"}, client config ${config.clientConfigPath}\n` +
+    `Join a node: sail up --role node --control ${control.apiUrl} --node-token ${credential}`;
+  return { apiUrl: control.apiUrl, token: control.token, config, summary, close: () => undo.run() };
+}
+
+/** A node (re)registered: attach it (a new address or a new node) and reconcile what it holds. The same node again is only a heartbeat. */
+async function attachRemote(boxes: Boxes, url: string, info: NodeInfo, credential: string, log: Logger): Promise<void> {
+  const current = boxes.nodes.attached;
+  if (current && current.info.nodeId === info.nodeId && (current.api as RemoteNode).url === url) return;
+  if (current && current.info.nodeId !== info.nodeId) log.warn({ was: current.info.nodeId, now: info.nodeId }, "another node joined: boxes go to it from now on");
+  const remote = new RemoteNode(url, credential);
+  boxes.nodes.attach(remote, info);
+  log.info(await boxes.endings.reconcile(), "reconciled the store with the node");
+}
+
+/** A node agent alone: it serves the node wire and joins the control plane (again every few seconds: a restarted control plane forgets it). */
+async function startNodeRole(config: DaemonConfig, log: Logger, undo: Undo, hooks: { onImageProgress?: (p: ImageProgress) => void }): Promise<RunningDaemon> {
+  const link = new ControlLink(config.control!, config.nodeToken!);
+  undo.push(() => link.close());
+  const node = await startNode(config, log, undo, link, hooks);
+  const server = createNodeServer(node.agent, config.nodeToken!, log);
+  const { host, port } = parseListen(config.nodeListen);
+  await listenOn(server, host, port);
+  undo.push(() => closeServer(server));
+  const url = config.nodeUrl ?? `http://${host.includes(":") ? `[${host}]` : host}:${(server.address() as AddressInfo).port}`;
+  const info = { ...(await node.agent.info()), ...(node.tls.caCert ? { caCert: node.tls.caCert } : {}) };
+  const register = () => link.register(url, info);
+  await retryUntil(register, log, "could not join the control plane yet; retrying");
+  const heartbeat = setInterval(() => void register().catch((err) => log.warn({ err: String(err) }, "the control plane did not hear this node's heartbeat")), NODE_HEARTBEAT_MS);
+  undo.push(() => clearInterval(heartbeat));
+  const summary = `Sail node is up: node ${info.nodeId} joined the control plane at ${config.control}; node wire ${url}, HTTPS gateway ${config.httpsListen}, raw TCP on ${config.tcpListen}`;
+  return { apiUrl: config.control!, token: "", config, summary, close: () => undo.run() };
+}
+
+/**
+ * The node agent: the runtime, its own box table (node.db), the firewall and resolver, the
+ * HTTPS gateway (HAProxy and the slow path) and the TCP gateway, all following the agent.
+ */
+async function startNode(config: DaemonConfig, log: Logger, undo: Undo, events: NodeEventSink, hooks: { onImageProgress?: (p: ImageProgress) => void }) {
   const arch = debianArch(process.arch);
   if (!arch) throw new Error(`Sail runs on amd64 and arm64 hosts; this one is ${process.arch}`);
   preflight({ tiniPath: TINI_PATH, outbound: config.outbound });
+  // what the operator lets boxes reach at all: the firewall enforces it, the agent checks policies against it
+  const outboundBounds = { enabled: config.outbound, privateAllowed: config.outboundPrivate, only: config.outboundOnly ?? null };
+  const runtime = new LocalRuntime({
+    dataDir: config.dataDir,
+    hostArch: arch,
+    boxSubnet: config.boxSubnet,
+    debianMirror: config.debianMirror,
+    tiniPath: TINI_PATH,
+    crunRoot: config.crunRoot,
+    nofileLimit: 20_000,
+    outbound: outboundBounds,
+    log,
+    disk: { defaultMiB: config.boxDiskMiB, bytesPerInode: config.boxDiskBytesPerInode },
+    onBackgroundError: (what, err) => log.error({ err: String(err) }, `runtime: ${what} failed`),
+  });
+  const store = new NodeStore(join(config.dataDir, "node.db"));
+  undo.push(() => store.close());
+  const tls = config.tlsCert && config.tlsKey ? loadGivenTls(config.tlsCert, config.tlsKey) : ensureLocalTls(join(config.dataDir, "tls"), config.domain);
+  const agent = new NodeAgent(
+    store,
+    runtime,
+    { pidsLimit: config.boxPidsLimit, diskMiB: config.boxDiskMiB, hostCpus: availableParallelism(), domain: config.domain, outbound: { ...outboundBounds, boxSubnet: config.boxSubnet } },
+    events,
+    log,
+  );
+  undo.push(() => agent.close());
 
-  mkdirSync(config.dataDir, { recursive: true });
-  claimDataDir(config.dataDir);
-  // everything started so far, stopped in reverse order: by close(), or when the start fails
-  // (a daemon that cannot start leaves the host as it found it: no route, no firewall table)
-  const undo: Array<() => Promise<void> | void> = [() => releaseDataDir(config.dataDir)];
-  const stopAll = async () => {
-    for (const step of undo.splice(0).reverse()) await step();
-  };
-  try {
-    const store = new Store(join(config.dataDir, "sail.db"));
-    undo.push(() => store.close());
-    // what the operator lets boxes reach at all: the firewall enforces it, the boxes room checks policies against it
-    const outboundBounds = { enabled: config.outbound, privateAllowed: config.outboundPrivate, only: config.outboundOnly ?? null };
-    const runtime = new LocalRuntime({
-      dataDir: config.dataDir,
-      hostArch: arch,
-      boxSubnet: config.boxSubnet,
-      debianMirror: config.debianMirror,
-      tiniPath: TINI_PATH,
-      crunRoot: config.crunRoot,
-      nofileLimit: 20_000,
-      outbound: outboundBounds,
-      log,
-      disk: { defaultMiB: config.boxDiskMiB, bytesPerInode: config.boxDiskBytesPerInode },
-      onBackgroundError: (what, err) => log.error({ err: String(err) }, `runtime: ${what} failed`),
-    });
-    const tls = config.tlsCert && config.tlsKey ? loadGivenTls(config.tlsCert, config.tlsKey) : ensureLocalTls(join(config.dataDir, "tls"), config.domain);
-    const httpsListen = parseListen(config.httpsListen);
-    const boxes = createBoxes(
-      store,
-      runtime,
-      {
-        defaults: { cpu: config.boxCpu, memoryMiB: config.boxMemoryMiB, diskMiB: config.boxDiskMiB, pidsLimit: config.boxPidsLimit, hostCpus: availableParallelism(), maxBoxes: runtime.maxBoxes },
-        tcp: { ...parsePortRange(config.tcpPorts), defaultLimitPerOrg: config.tcpLimitPerOrg },
-        addresses: { domain: config.domain, publicHttpsPort: config.publicHttpsPort ?? httpsListen.port, publicHost: config.publicHost },
-        outbound: { ...outboundBounds, boxSubnet: config.boxSubnet },
+  await runtime.start();
+  undo.push(() => runtime.shutdown());
+  await runtime.prepareImage(arch, hooks.onImageProgress ?? ((p) => log.info(p, "base image")));
+  // outbound: the resolver follows the agent's boxes; start() restores each live box's rules (the firewall table is new)
+  const upstreams = dnsUpstreams(config);
+  const resolver = new ResolverThread(agent.outbound, { upstreams }, log, agent.dnsQueries);
+  await resolver.start();
+  undo.push(() => resolver.stop());
+  log.info({ ...(await agent.start()), outbound: config.outbound, dnsUpstreams: upstreams.map((u) => `${u.host}:${u.port}`) }, "reconciled the node's boxes with the runtime");
+
+  // HTTPS: HAProxy forwards to running boxes; the slow path (here, in TypeScript) decides the rest
+  const gatewayDir = join(config.dataDir, "gateway");
+  const paths = gatewayPaths(gatewayDir);
+  const slowPath = new SlowPath(
+    { socketPath: paths.slowPath, domain: config.domain, wakeOnIngress: agent.ingress.wakeOnIngress, wakeBudgetMs: config.wakeTimeoutSeconds * 1000, responseMs: config.responseTimeoutSeconds * 1000 },
+    log,
+  );
+  mkdirSync(gatewayDir, { recursive: true, mode: 0o711 });
+  await slowPath.listen();
+  undo.push(() => slowPath.close());
+  agent.ingress.subscribe(slowPath);
+  const httpsListen = parseListen(config.httpsListen);
+  const haproxy = new HaproxyGateway(
+    {
+      dir: gatewayDir,
+      ...httpsListen,
+      domain: config.domain,
+      tls,
+      threads: config.gatewayThreads ?? availableParallelism(),
+      maxConnections: config.httpsMaxConnections,
+      memoryMiB: config.gatewayMemoryMiB,
+      user: systemUser("haproxy"),
+      sessionResumption: config.tlsSessionResumption,
+      timeouts: {
+        ...DEFAULT_TIMEOUTS,
+        headMs: config.headTimeoutSeconds * 1000,
+        clientIdleMs: config.clientIdleTimeoutSeconds * 1000,
+        responseMs: config.responseTimeoutSeconds * 1000,
+        tunnelMs: config.tunnelTimeoutSeconds * 1000,
       },
-      log,
-    );
-    const metrics = new Metrics();
-    boxes.power.onWoken((seconds) => {
-      metrics.wakes.inc();
-      metrics.wakeSeconds.observe(seconds);
-    });
-    // the console's traffic panel: per-listener counters of every data path (HAProxy is asked lazily: it starts below)
-    const started: { haproxy?: HaproxyGateway } = {};
-    const traffic = new TrafficLedger((host) => started.haproxy?.listenerTraffic(host));
-    boxes.lifecycle.onTransition(({ box, to }) => (to === "terminated" || to === "failed") && traffic.forget(box.id));
-    const ingress = {
-      subscribe: (subscriber: RouteSubscriber) => boxes.routes.subscribe(subscriber),
-      wakeOnIngress: (id: string) => boxes.power.wakeOnIngress(id),
-      noteActivity: (source: string, report: ActivityReport) => {
-        boxes.idle.noteActivity(source, report);
-        if (source.startsWith("tcp-")) traffic.noteTcpActivity(source, report);
+    },
+    log,
+    (report) => agent.ingress.noteActivity("haproxy", report),
+  );
+  await waitForFreePort(httpsListen.host, httpsListen.port);
+  agent.ingress.subscribe(haproxy);
+  undo.push(() => haproxy.close());
+  await haproxy.start();
+  agent.attachHttps({ haproxy, slowPath });
+
+  // raw TCP: worker processes with the native splice pump
+  const tcp = new TcpCluster(
+    agent.ingress,
+    { host: config.tcpListen, workers: config.tcpWorkers ?? availableParallelism(), wakeBudgetMs: config.wakeTimeoutSeconds * 1000, logLevel: config.logLevel },
+    log,
+    agent.tcpWorkerReport,
+  );
+  undo.push(() => tcp.close());
+  await tcp.start();
+  log.info({ httpsListen: config.httpsListen, domain: config.domain, haproxyPid: haproxy.pid, tcpWorkers: tcp.pids }, "gateway listening");
+  return { agent, tls };
+}
+
+/** The control plane: its store, the boxes room, the API and the metrics. `nodeEndpoint`: node agents join here (role control). */
+async function startControl(config: DaemonConfig, log: Logger, undo: Undo, caCert: () => string | undefined, nodeEndpoint?: (boxes: Boxes) => NodeEndpoint) {
+  const store: Store = config.store === "sqlite" ? new SqliteStore(join(config.dataDir, "sail.db")) : await PostgresStore.connect(config.store);
+  undo.push(() => store.close());
+  const httpsListen = parseListen(config.httpsListen);
+  const boxes = createBoxes(
+    store,
+    {
+      defaults: { cpu: config.boxCpu, memoryMiB: config.boxMemoryMiB, diskMiB: config.boxDiskMiB, hostCpus: availableParallelism() },
+      tcp: { ...parsePortRange(config.tcpPorts), defaultLimitPerOrg: config.tcpLimitPerOrg },
+      addresses: { domain: config.domain, publicHttpsPort: config.publicHttpsPort ?? httpsListen.port, publicHost: config.publicHost },
+    },
+    log,
+  );
+  const server = createApiServer(
+    boxes,
+    (token) => store.orgForToken(token),
+    {
+      get caCert() {
+        return caCert();
       },
-      noteTcpBind: (publicPort: number, bind: TcpBind | undefined) => boxes.tcpBinds.note(publicPort, bind),
-    };
-
-    await runtime.start();
-    undo.push(() => runtime.shutdown());
-    await runtime.prepareImage(arch, hooks.onImageProgress ?? ((p) => log.info(p, "base image")));
-    const reconciled = await boxes.endings.reconcile();
-    log.info(reconciled, "reconciled the store with the runtime");
-
-    // outbound: each live box's rules again (the firewall table is new), and its resolver
-    const upstreams = dnsUpstreams(config);
-    const resolver = new ResolverThread(boxes.outbound, { upstreams }, log, (result, count) => metrics.dnsQueries.inc({ result }, count));
-    await resolver.start();
-    undo.push(() => resolver.stop());
-    const restored = await boxes.outbound.restoreAll();
-    log.info({ restored, outbound: config.outbound, dnsUpstreams: upstreams.map((u) => `${u.host}:${u.port}`) }, "outbound rules in place");
-    const refusalTimer = setInterval(() => void boxes.outbound.logRefusals().catch((err) => log.error({ err: String(err) }, "could not read refused destinations")), 5000);
-    undo.push(() => clearInterval(refusalTimer));
-
-    // HTTPS: HAProxy forwards to running boxes; the slow path (here, in TypeScript) decides the rest
-    const gatewayDir = join(config.dataDir, "gateway");
-    const paths = gatewayPaths(gatewayDir);
-    const slowPath = new SlowPath(
-      { socketPath: paths.slowPath, domain: config.domain, wakeOnIngress: ingress.wakeOnIngress, wakeBudgetMs: config.wakeTimeoutSeconds * 1000, responseMs: config.responseTimeoutSeconds * 1000 },
-      log,
-    );
-    mkdirSync(gatewayDir, { recursive: true, mode: 0o711 });
-    await slowPath.listen();
-    undo.push(() => slowPath.close());
-    ingress.subscribe(slowPath);
-    const haproxy = new HaproxyGateway(
-      {
-        dir: gatewayDir,
-        ...httpsListen,
-        domain: config.domain,
-        tls,
-        threads: config.gatewayThreads ?? availableParallelism(),
-        maxConnections: config.httpsMaxConnections,
-        memoryMiB: config.gatewayMemoryMiB,
-        user: systemUser("haproxy"),
-        sessionResumption: config.tlsSessionResumption,
-        timeouts: {
-          ...DEFAULT_TIMEOUTS,
-          headMs: config.headTimeoutSeconds * 1000,
-          clientIdleMs: config.clientIdleTimeoutSeconds * 1000,
-          responseMs: config.responseTimeoutSeconds * 1000,
-          tunnelMs: config.tunnelTimeoutSeconds * 1000,
-        },
-      },
-      log,
-      (report) => ingress.noteActivity("haproxy", report),
-    );
-    await waitForFreePort(httpsListen.host, httpsListen.port);
-    ingress.subscribe(haproxy);
-    started.haproxy = haproxy;
-    undo.push(() => haproxy.close());
-    await haproxy.start();
-
-    // raw TCP: worker processes with the native splice pump
-    const tcp = new TcpCluster(
-      ingress,
-      { host: config.tcpListen, workers: config.tcpWorkers ?? availableParallelism(), wakeBudgetMs: config.wakeTimeoutSeconds * 1000, logLevel: config.logLevel },
-      log,
-      (workerId, counters, open, rss) => {
-        metrics.absorb("tcp", counters);
-        traffic.absorb(counters);
-        metrics.tcpOpen.set({ worker: String(workerId) }, open);
-        metrics.workerRss.set({ worker: `tcp-${workerId}` }, rss);
-      },
-    );
-    undo.push(() => tcp.close());
-    await tcp.start();
-    // the slow path's counters are taken once, for the metrics and the traffic panel alike
-    const takeSlowPathCounters = () => {
-      const counters = slowPath.counters.take();
-      metrics.absorb("http", counters);
-      traffic.absorb(counters);
-    };
-    // idle auto-sleep: HAProxy's and the TCP workers' activity arrive by themselves; the slow path's is read here
-    const idleTimer = setInterval(() => {
-      ingress.noteActivity("slow-path", slowPath.activity.snapshot());
-      takeSlowPathCounters();
-      void boxes.idle.sleepIdleBoxes().catch((err) => log.error({ err: String(err) }, "idle check failed"));
-    }, 1000);
-    undo.push(() => clearInterval(idleTimer));
-    log.info({ httpsListen: config.httpsListen, domain: config.domain, haproxyPid: haproxy.pid, tcpWorkers: tcp.pids }, "gateway listening");
-
-    const server = createApiServer(boxes, new Tokens(store, log), (token) => store.orgForToken(token), { caCert: tls.caCert }, log, {
+    },
+    log,
+    {
       console: config.console ? { sessions: new ConsoleSessions((sha256) => store.orgForTokenHash(sha256), config.domain), assetsDir: CONSOLE_DIR } : undefined,
-      traffic,
-    });
-    const { host, port } = parseListen(config.apiListen);
-    await listenOn(server, host, port);
-    undo.push(
-      () =>
-        new Promise<void>((resolve) => {
-          // requests in flight finish; a connection whose answer is out closes then, not after its keep-alive
-          const sweep = setInterval(() => server.closeIdleConnections(), 50);
-          server.close(() => {
-            clearInterval(sweep);
-            resolve();
-          });
-          server.closeIdleConnections();
-        }),
-    );
-    const bound = server.address() as AddressInfo;
-    const apiUrl = `http://${bound.family === "IPv6" ? `[${bound.address}]` : bound.address}:${bound.port}`;
-    const token = ensureClientConfig(store, config.clientConfigPath, apiUrl);
-    log.info({ apiUrl, clientConfig: config.clientConfigPath }, "sail API listening");
+      nodes: nodeEndpoint?.(boxes),
+    },
+  );
+  const { host, port } = parseListen(config.apiListen);
+  await listenOn(server, host, port);
+  undo.push(() => closeServer(server));
+  const bound = server.address() as AddressInfo;
+  const apiUrl = `http://${bound.family === "IPv6" ? `[${bound.address}]` : bound.address}:${bound.port}`;
+  const token = await ensureClientConfig(store, config.clientConfigPath, apiUrl);
+  log.info({ apiUrl, clientConfig: config.clientConfigPath }, "sail API listening");
 
-    if (config.metricsListen !== "off") {
-      const metricsServer = createMetricsServer(async () => {
-        metrics.absorb("http", await haproxy.takeCounters());
-        takeSlowPathCounters();
-        const rss = haproxy.rssBytes();
-        if (rss !== undefined) metrics.workerRss.set({ worker: "haproxy" }, rss);
-        metrics.absorbOutbound(await boxes.outbound.counters());
-        metrics.sailboxes.reset();
-        for (const [status, n] of Object.entries(boxes.lifecycle.countByStatus())) metrics.sailboxes.set({ status }, n);
-        // HAProxy's own exporter (haproxy_*) follows Sail's series
-        return { contentType: metrics.registry.contentType, body: (await metrics.registry.metrics()) + (await haproxy.prometheusText()) };
-      });
-      const listen = parseListen(config.metricsListen);
-      await listenOn(metricsServer, listen.host, listen.port);
-      undo.push(() => void metricsServer.close());
-      log.info({ metricsListen: config.metricsListen }, "metrics at GET /metrics");
-    }
-
-    prebuildImages(boxes, config.prebuildImages, log);
-    return { apiUrl, token, config, close: stopAll };
-  } catch (err) {
-    await stopAll().catch((cleanupErr) => log.error({ err: String(cleanupErr) }, "cleanup after a failed start failed"));
-    throw err;
+  if (config.metricsListen !== "off") {
+    // the node's series (its data paths, outbound, resolver, wakes, boxes by status), HAProxy's (haproxy_*) after them
+    const metricsServer = createMetricsServer(async () => ({ contentType: "text/plain; version=0.0.4; charset=utf-8", body: (await boxes.nodes.attached?.api.metricsText()) ?? "" }));
+    const listen = parseListen(config.metricsListen);
+    await listenOn(metricsServer, listen.host, listen.port);
+    undo.push(() => void metricsServer.close());
+    log.info({ metricsListen: config.metricsListen }, "metrics at GET /metrics");
   }
+  return { boxes, apiUrl, token };
+}
+
+/** Events of an in-process node before its control plane is up: refused, so the node keeps them and tries again. */
+class LateSink implements NodeEventSink {
+  target: NodeEventSink | undefined;
+  deliver(events: NodeEvent[]): Promise<void> {
+    return this.target ? this.target.deliver(events) : Promise.reject(new Error("the control plane is not up yet"));
+  }
+}
+
+/** One registration at a time: two heartbeats of a node that just joined reconcile once. */
+class SerialQueue {
+  private tail: Promise<unknown> = Promise.resolve();
+  run<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.tail.catch(() => {}).then(work);
+    this.tail = next;
+    return next;
+  }
+}
+
+async function retryUntil(work: () => Promise<void>, log: Logger, message: string): Promise<void> {
+  for (let delayMs = 250; ; delayMs = Math.min(delayMs * 2, 5_000)) {
+    try {
+      return await work();
+    } catch (err) {
+      log.warn({ err: String((err as Error).message ?? err) }, message);
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
+  }
+}
+
+/** The node credential of a control plane started without --node-token: made once, kept in the data dir (0600). */
+function nodeTokenFile(dataDir: string): string {
+  const path = join(dataDir, "node-token");
+  try {
+    const kept = readFileSync(path, "utf8").trim();
+    if (kept) return kept;
+  } catch {
+    // first start
+  }
+  const token = randomBytes(24).toString("base64url");
+  writeFileSync(path, token + "\n", { mode: 0o600 });
+  return token;
 }
 
 /**
@@ -251,7 +347,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
  * on a small host), after start, with progress in the log. A create that needs one meanwhile
  * joins its build. A failure is logged; the daemon runs on.
  */
-function prebuildImages(boxes: ReturnType<typeof createBoxes>, specs: readonly string[], log: Logger): void {
+function prebuildImages(boxes: Boxes, specs: readonly string[], log: Logger): void {
   if (!specs.length) return;
   log.info({ images: specs }, "prebuilding images in the background");
   void (async () => {
@@ -302,20 +398,32 @@ function listenOn(server: Server, host: string, port: number): Promise<void> {
   });
 }
 
+/** Requests in flight finish; a connection whose answer is out closes then, not after its keep-alive. */
+function closeServer(server: Server & { closeIdleConnections?: () => void }): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const sweep = setInterval(() => server.closeIdleConnections?.(), 50);
+    server.close(() => {
+      clearInterval(sweep);
+      resolve();
+    });
+    server.closeIdleConnections?.();
+  });
+}
+
 /**
  * The org `default` and a token for it. Only the token's hash is stored, so the
  * plain token lives in the client config: reuse it while it is valid, else mint one.
  */
-function ensureClientConfig(store: Store, path: string, apiUrl: string): string {
-  const org = store.findOrgByName("default") ?? store.createOrg("default", { operator: true });
+async function ensureClientConfig(store: Store, path: string, apiUrl: string): Promise<string> {
+  const org = await store.ensureOrg("default", { operator: true });
   let existing: Partial<ClientConfig> = {};
   try {
     existing = JSON.parse(readFileSync(path, "utf8")) as Partial<ClientConfig>;
   } catch {
     existing = {};
   }
-  const valid = existing.token && store.orgForToken(existing.token)?.id === org.id;
-  const token = valid ? existing.token! : store.createToken(org.id, "sail up").token;
+  const valid = existing.token && (await store.orgForToken(existing.token))?.id === org.id;
+  const token = valid ? existing.token! : (await store.createToken(org.id, "sail up")).token;
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   writeFileSync(path, JSON.stringify({ apiUrl, token } satisfies ClientConfig, null, 2) + "\n", { mode: 0o600 });
   return token;
@@ -349,4 +457,4 @@ function isAlive(pid: number): boolean {
   }
 }
 
-export type { Logger };
+export type { Logger, NodeApi };

@@ -82,12 +82,12 @@ export class ConsoleAssets {
   }
 
   /** A single-use link from `sail console`: set the session cookie and go to the console, leaving no secret in the address bar. */
-  private login(req: IncomingMessage, res: ServerResponse, url: URL): void {
+  private async login(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     res.setHeader("cache-control", "no-store");
     res.setHeader("referrer-policy", "no-referrer");
     let session: string;
     try {
-      session = this.sessions.redeem(url.searchParams.get("token") ?? "");
+      session = await this.sessions.redeem(url.searchParams.get("token") ?? "");
     } catch (err) {
       const message = (err as Error).message;
       const page = `<!doctype html><meta charset="utf-8"><title>Sail console</title><h1>Sail console</h1><p>SAIL_CONSOLE_LINK_INVALID: ${escapeHtml(message)}</p>`;

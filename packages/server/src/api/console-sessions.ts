@@ -31,7 +31,7 @@ export class ConsoleSessions {
 
   constructor(
     /** The org of a live API token, by its SHA-256. */
-    private readonly orgForTokenHash: (sha256: string) => OrgRow | undefined,
+    private readonly orgForTokenHash: (sha256: string) => Promise<OrgRow | undefined>,
     /** The box domain: box pages are attacker-controlled, so the console never answers under it. */
     private readonly boxDomain: string,
     private readonly now: () => number = Date.now,
@@ -46,11 +46,11 @@ export class ConsoleSessions {
   }
 
   /** Trade a login secret (once) for a session id. */
-  redeem(loginToken: string): string {
+  async redeem(loginToken: string): Promise<string> {
     const key = sha256(loginToken);
     const grant = this.links.get(key);
     this.links.delete(key);
-    if (!grant || grant.expiresAt < this.now() || !this.orgForTokenHash(grant.tokenSha256)) {
+    if (!grant || grant.expiresAt < this.now() || !(await this.orgForTokenHash(grant.tokenSha256))) {
       throw sailError("SAIL_CONSOLE_LINK_INVALID", "This console link was already used, has expired (links last 2 minutes) or its token was revoked: run `sail console` for a new one");
     }
     const session = randomBytes(32).toString("base64url");
@@ -81,10 +81,10 @@ export class ConsoleSessions {
    * must come from the console's own page: `Origin` must equal this request's own origin
    * (CSRF and cross-site WebSocket hijacking), on top of the SameSite=Strict cookie.
    */
-  authenticate(req: IncomingMessage, session: string, stateChanging: boolean): OrgRow {
+  async authenticate(req: IncomingMessage, session: string, stateChanging: boolean): Promise<OrgRow> {
     this.checkHost(req);
     const grant = this.sessions.get(sha256(session));
-    const org = grant && grant.expiresAt >= this.now() ? this.orgForTokenHash(grant.tokenSha256) : undefined;
+    const org = grant && grant.expiresAt >= this.now() ? await this.orgForTokenHash(grant.tokenSha256) : undefined;
     if (!org) {
       this.sessions.delete(sha256(session));
       throw sailError("SAIL_AUTH_INVALID", "Your console session ended (expired, logged out, the daemon restarted or its token was revoked): run `sail console` for a new link");

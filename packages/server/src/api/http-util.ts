@@ -74,3 +74,16 @@ export function sendError(res: ServerResponse, err: SailError): void {
   }
   sendJson(res, err.status, err.toWire());
 }
+
+/** Resolves once `res` can take more (or its client is gone): back-pressure for streamed answers. */
+export function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off("drain", done);
+      res.off("close", done);
+      resolve();
+    };
+    res.once("drain", done);
+    res.once("close", done);
+  });
+}

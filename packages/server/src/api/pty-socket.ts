@@ -3,7 +3,8 @@ import type { Duplex } from "node:stream";
 import { WebSocketServer, type RawData, type WebSocket } from "ws";
 import { checkPtySize, parsePtyQuery, ptyCloseCode, sailError, SailError, type PtyServerMessage } from "@sail/protocol";
 import type { OrgRow } from "../boxes/boxes.js";
-import type { Execs, RunningPty } from "../boxes/execs.js";
+import type { Execs } from "../boxes/execs.js";
+import type { NodePty } from "../node-wire/node-api.js";
 
 /** A terminal's output waiting for a slow client: past this the terminal is not read (back-pressure to the program). */
 const SEND_BUFFER_BYTES = 1024 * 1024;
@@ -12,9 +13,7 @@ const MAX_FRAME_BYTES = 1024 * 1024;
 /** After the program exits, output still in the terminal is forwarded until it hangs up, or this long (a background child may hold it open). */
 const DRAIN_AFTER_EXIT_MS = 250;
 
-interface Logger {
-  error(obj: object, msg: string): void;
-}
+import type { Logger } from "../boxes/logger.js";
 
 /**
  * `GET /v1/sailboxes/{id}/pty` upgraded to a WebSocket (docs/api.md): binary frames carry the
@@ -46,54 +45,44 @@ export class PtySockets {
     let closedEarly = false;
     ws.once("close", () => (closedEarly = true));
     const pty = await this.execs.execPty(org, sailboxId, request);
-    if (closedEarly) return pty.kill();
+    if (closedEarly) return pty.close();
     ws.off("message", keep);
     this.pump(ws, pty);
     for (const [data, isBinary] of early) ws.emit("message", data, isBinary);
   }
 
-  private pump(ws: WebSocket, pty: RunningPty): void {
-    const { terminal } = pty;
-    let pending = 0;
-    terminal.on("data", (chunk: Buffer) => {
-      pending += chunk.length;
-      if (pending > SEND_BUFFER_BYTES) terminal.pause();
-      ws.send(chunk, { binary: true }, () => {
-        pending -= chunk.length;
-        if (pending <= SEND_BUFFER_BYTES / 2 && terminal.isPaused()) terminal.resume();
-      });
-    });
-    // the master reads EIO once every process holding the terminal has closed it (Linux): that is its end
-    const outputDone = new Promise<void>((resolve) => {
-      terminal.once("end", resolve);
-      terminal.once("close", resolve);
-      terminal.on("error", () => resolve());
-    });
-    terminal.on("drain", () => ws.resume());
+  private pump(ws: WebSocket, pty: NodePty): void {
+    // the terminal's output, pulled only while the client keeps up: a slow client stops the
+    // pulling, and the node then stops reading the terminal (back-pressure to the program)
+    const output = (async () => {
+      for await (const chunk of pty.output) {
+        if (ws.readyState !== ws.OPEN) break;
+        ws.send(chunk, { binary: true });
+        while (ws.bufferedAmount > SEND_BUFFER_BYTES && ws.readyState === ws.OPEN) await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    })().catch(() => {});
 
     ws.on("message", (data: RawData, isBinary: boolean) => {
       const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
-      if (isBinary) {
-        if (!terminal.write(bytes)) ws.pause();
-        return;
-      }
+      if (isBinary) return pty.write(bytes);
       try {
         const message = parseControl(bytes);
         pty.resize(message.cols, message.rows);
       } catch (err) {
         this.fail(ws, err);
-        pty.kill();
+        pty.close();
       }
     });
-    ws.once("close", () => pty.kill());
+    ws.once("close", () => pty.close());
 
     void pty.exit.then(
-      async (exitCode) => {
-        await Promise.race([outputDone, new Promise((resolve) => setTimeout(resolve, DRAIN_AFTER_EXIT_MS))]);
+      async (exitCode: number) => {
+        // output still in the terminal is forwarded until it hangs up, or a moment (a background child may hold it open)
+        await Promise.race([output, new Promise((resolve) => setTimeout(resolve, DRAIN_AFTER_EXIT_MS))]);
         this.finish(ws, { type: "exit", exitCode }, 1000);
-        terminal.destroy();
+        pty.close();
       },
-      (err) => this.fail(ws, err),
+      (err: unknown) => this.fail(ws, err),
     );
   }
 

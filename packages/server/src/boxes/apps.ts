@@ -5,21 +5,21 @@ import type { AppRow, OrgRow, Store } from "../store/store.js";
 export class Apps {
   constructor(private readonly store: Store) {}
 
-  find(org: OrgRow, name: string): AppInfo {
+  async find(org: OrgRow, name: string): Promise<AppInfo> {
     checkName("app", name);
-    const app = this.store.findApp(org.id, name);
+    const app = await this.store.findApp(org.id, name);
     if (!app) throw sailError("SAIL_APP_NOT_FOUND", `No app named "${name}": create it with App.find({ name: "${name}", mintIfMissing: true }) or \`sail box create --app ${name}\``, { app: name });
     return appInfo(app);
   }
 
   /** Find or create (idempotent). */
-  mint(org: OrgRow, name: string): AppInfo {
+  async mint(org: OrgRow, name: string): Promise<AppInfo> {
     checkName("app", name);
-    return appInfo(this.store.mintApp(org.id, name));
+    return appInfo(await this.store.mintApp(org.id, name));
   }
 
-  list(org: OrgRow): AppInfo[] {
-    return this.store.listApps(org.id).map(appInfo);
+  async list(org: OrgRow): Promise<AppInfo[]> {
+    return (await this.store.listApps(org.id)).map(appInfo);
   }
 }
 

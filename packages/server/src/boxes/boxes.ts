@@ -1,4 +1,4 @@
-import type { Runtime } from "../runtime/runtime.js";
+import type { Architecture } from "@sail/protocol";
 import type { Store } from "../store/store.js";
 
 /** Whose request it is: the API authenticates a token to an org and passes it to every room. */
@@ -9,58 +9,56 @@ import { Creates } from "./creates.js";
 import type { PublicAddresses } from "./endpoints.js";
 import { Endings } from "./endings.js";
 import { Execs } from "./execs.js";
-import { IdleSleeper } from "./idle.js";
 import { Images } from "./images.js";
 import { Lifecycle } from "./lifecycle.js";
 import { Listeners } from "./listeners.js";
-import { OrgLimitsRoom } from "./org-limits.js";
-import { Outbound, type OutboundSettings } from "./outbound.js";
 import type { Logger } from "./logger.js";
+import { Nodes } from "./nodes.js";
+import { OrgLimitsRoom } from "./org-limits.js";
+import { OutboundPolicies } from "./outbound.js";
 import { Power } from "./power.js";
-import { RoutePublisher } from "./routes.js";
+import { Tokens } from "./tokens.js";
 import { SailboxViews } from "./views.js";
-import { TcpBinds } from "./tcp-binds.js";
 
 export interface BoxesSettings {
   defaults: BoxDefaults;
   tcp: TcpSettings;
   addresses: PublicAddresses;
-  outbound: OutboundSettings;
 }
 
 /**
- * The domain, as rooms around the lifecycle core. Each room takes only what it uses; this
- * function is where they meet (the daemon calls it once). Nothing here runs SQL, shells or
- * sockets: the store and the runtime do, behind their interfaces.
+ * The control plane's domain, as rooms around the lifecycle core: orgs, tokens, apps, names,
+ * quotas, public TCP ports and the store are here; the box's node (reached through `nodes`,
+ * the NodeApi) runs it. This function is where the rooms meet (the daemon calls it once).
+ * Nothing here runs SQL, shells or sockets: the store and the node do, behind their interfaces.
  */
-export function createBoxes(store: Store, runtime: Runtime, settings: BoxesSettings, log: Logger) {
-  const lifecycle = new Lifecycle(store);
-  const routes = new RoutePublisher(store, runtime, lifecycle);
-  const routesSynced = () => routes.synced();
-  const tcpBinds = new TcpBinds();
-  const views = new SailboxViews(store, lifecycle, runtime.hostArch, settings.addresses, tcpBinds);
+export function createBoxes(store: Store, settings: BoxesSettings, log: Logger) {
+  const lifecycle = new Lifecycle(store, log);
+  const nodes = new Nodes(lifecycle, log);
+  // boxes made before Sail kept whether they are emulated: the attached node's architecture says
+  const hostArch = (): Architecture | undefined => nodes.attached?.info.hostArch;
+  const views = new SailboxViews(store, lifecycle, nodes, hostArch, settings.addresses);
   const describe = views.describe.bind(views);
-  const outbound = new Outbound(store, lifecycle, runtime, settings.outbound, describe, log);
-  const power = new Power(lifecycle, runtime, routesSynced, describe, log);
-  const idle = new IdleSleeper(store, lifecycle, (id, reason) => power.sleepBox(id, reason), log);
-  const images = new Images(runtime, log);
-  const creator = new BoxCreator(store, lifecycle, runtime, images, settings.defaults, settings.tcp, outbound, describe, log);
+  const outbound = new OutboundPolicies(store, lifecycle, nodes, describe, log);
+  const power = new Power(lifecycle, nodes, describe, log);
+  const images = new Images(nodes, log);
+  const creator = new BoxCreator(store, lifecycle, nodes, images, settings.defaults, settings.tcp, outbound, describe, log);
   return {
+    store,
     lifecycle,
-    routes,
-    tcpBinds,
+    nodes,
     views,
     power,
-    idle,
+    images,
     apps: new Apps(store),
+    tokens: new Tokens(store, log),
     orgLimits: new OrgLimitsRoom(store, settings.tcp.defaultLimitPerOrg, log),
     outbound,
-    images,
     creator,
     creates: new Creates(store, creator, describe, log),
-    endings: new Endings(store, lifecycle, runtime, describe, log),
-    execs: new Execs(store, lifecycle, power, idle, runtime),
-    listeners: new Listeners(store, lifecycle, power, idle, runtime, routesSynced, settings.addresses, tcpBinds),
+    endings: new Endings(store, lifecycle, nodes, describe, log),
+    execs: new Execs(store, lifecycle, power, nodes),
+    listeners: new Listeners(store, lifecycle, power, nodes, settings.addresses),
   };
 }
 

@@ -1,9 +1,10 @@
 import {
-  checkDisk,
   checkIdleTimeout,
+  checkDisk,
   checkName,
   checkResources,
   checkSshPublicKey,
+  normalizeCidr,
   normalizeIngressPorts,
   sailError,
   SSH_PORT,
@@ -12,32 +13,22 @@ import {
   type NetworkInfo,
   type SailboxInfo,
 } from "@sail/protocol";
-import type { Runtime } from "../runtime/runtime.js";
-import { NameTakenError, NetSlotsExhaustedError, newId, TcpPortsExhaustedError, type OrgRow, type SailboxRow, type Store, type TcpPortRange } from "../store/store.js";
-import { normalizeCidr } from "./cidr.js";
-import { runScript } from "./execs.js";
+import type { NodeBoxSpec } from "../node-wire/node-api.js";
+import { NameTakenError, newId, OrgLimitReachedError, TcpPortsExhaustedError, type NewSailbox, type OrgRow, type SailboxRow, type Store, type TcpPortRange } from "../store/store.js";
+
 import type { ImagePlan, Images, ProgressSink } from "./images.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { Logger } from "./logger.js";
-import { rulesOf, type Outbound } from "./outbound.js";
-import { installSshdScript } from "./sshd.js";
-import { checkOrgCapacity } from "./org-limits.js";
-import { checkTcpQuota } from "./tcp-quota.js";
-
-/**
- * A start: the container (`crun run`, up to 60 s), its network and firewall (seconds), sshd
- * when asked for (an exec). Images are built before, outside the lock.
- */
-const CREATE_DEADLINE_MS = 120_000;
+import type { Nodes } from "./nodes.js";
+import { orgLimitRefusal } from "./org-limits.js";
+import type { OutboundPolicies } from "./outbound.js";
 
 export interface BoxDefaults {
   cpu: number;
   memoryMiB: number;
   /** The disk of a box whose create does not say (MiB). */
   diskMiB: number;
-  pidsLimit: number;
   hostCpus: number;
-  maxBoxes: number;
 }
 
 export interface TcpSettings extends TcpPortRange {
@@ -63,45 +54,57 @@ export interface CreatePlan {
 /** The caller of a create went away before it ended (`signal`): nothing of it is left. */
 export class CreateAbandonedError extends Error {}
 
+export interface RunOptions {
+  /** Aborted when nobody waits for the box any more. */
+  signal?: AbortSignal;
+  onProgress?: ProgressSink;
+  /** When the caller's request began (progress counts from it). */
+  startedAt?: number;
+  /** Insert only after this settles: an abandoned create of the same key, still being undone. */
+  notBefore?: Promise<unknown>;
+}
+
 /**
- * Creating a box: every rule is checked (`plan`) and every image is ready before anything
- * exists; then the store row (name, address, public ports in one transaction), the runtime,
- * sshd; `creating → running` last. A refused, failed or abandoned create leaves nothing behind.
+ * Creating a box: every rule is checked (`plan`) and its image is ready on the node before
+ * anything exists; then the store row (name, the org's caps, raw-TCP endpoints and public
+ * ports in one transaction), then the node starts it; `creating → running` last. A refused,
+ * failed or abandoned create leaves nothing behind, in the store or on the node.
  */
 export class BoxCreator {
   constructor(
     private readonly store: Store,
     private readonly lifecycle: Lifecycle,
-    private readonly runtime: Runtime,
+    private readonly nodes: Nodes,
     private readonly images: Images,
     private readonly defaults: BoxDefaults,
     private readonly tcp: TcpSettings,
-    private readonly outbound: Pick<Outbound, "check" | "install">,
-    private readonly describe: (box: NonNullable<ReturnType<Store["getSailbox"]>>) => SailboxInfo,
+    private readonly outbound: Pick<OutboundPolicies, "check">,
+    private readonly describe: (box: SailboxRow) => Promise<SailboxInfo>,
     private readonly log: Logger,
   ) {}
 
   async create(org: OrgRow, request: CreateSailboxRequest, options: RunOptions = {}): Promise<SailboxInfo> {
-    return this.run(this.plan(org, request), options);
+    return this.run(await this.plan(org, request), options);
   }
 
-  /** Every rule of the request, checked at once (no await): a refusal creates nothing. */
-  plan(org: OrgRow, request: CreateSailboxRequest): CreatePlan {
-    const app = this.store.getApp(org.id, request.appId);
+  /** Every rule of the request, checked before anything exists: a refusal creates nothing. */
+  async plan(org: OrgRow, request: CreateSailboxRequest): Promise<CreatePlan> {
+    const app = await this.store.getApp(org.id, request.appId);
     if (!app) throw sailError("SAIL_APP_NOT_FOUND", `No app with id ${request.appId}`, { appId: request.appId });
     const name = request.name === undefined || request.name === null ? null : checkName("sailbox", request.name);
     const image = this.images.check(request.image);
     checkResources(request.cpu, request.memoryMiB, this.defaults.hostCpus);
     checkDisk(request.diskMiB);
-    const diskMiB = request.diskMiB ?? this.defaults.diskMiB;
     const idleTimeout = checkIdleTimeout(request.idleTimeout) ?? null;
     const ports = normalizeIngressPorts(request.ingressPorts).map(withCanonicalCidrs);
-    const network = this.outbound.check(request);
+    // the shape here, then what only the box's node can judge (what this host never lets boxes reach)
+    const network = await this.nodes.node().api.checkNetwork(this.outbound.check(request));
     const sshKey = request.ssh === undefined || request.ssh === null ? undefined : checkSshPublicKey((request.ssh as { publicKey?: unknown }).publicKey, "ssh.publicKey");
     // ssh publishes 22 as raw TCP, unless the user did so already (e.g. with a cidrAllowlist)
     if (sshKey && !ports.some((p) => p.port === SSH_PORT)) ports.push({ port: SSH_PORT, protocol: "tcp", cidrAllowlist: [], allowPublic: false });
     const cpu = request.cpu ?? this.defaults.cpu;
     const memoryMiB = request.memoryMiB ?? this.defaults.memoryMiB;
+    const diskMiB = request.diskMiB ?? this.defaults.diskMiB;
     return { org, app: { id: app.id, name: app.name }, name, image, cpu, memoryMiB, diskMiB, ports, idleTimeout, network, sshKey };
   }
 
@@ -116,9 +119,9 @@ export class BoxCreator {
     if (signal?.aborted) throw new CreateAbandonedError("the caller went away before its box was made");
 
     const { org, app, name, image, network, sshKey } = plan;
+    const node = this.nodes.node();
     const id = newId("sb-");
-    const box = this.insert(
-      org,
+    const box = await this.insert(
       {
         id,
         appId: app.id,
@@ -127,54 +130,55 @@ export class BoxCreator {
         imageName: "debian",
         imageArch: image.arch,
         imagePackages: image.aptPackages.join(" "),
+        imageEmulated: image.arch === node.info.hostArch ? 0 : 1,
         cpu: plan.cpu,
         memoryMiB: plan.memoryMiB,
         diskMiB: plan.diskMiB,
+        nodeId: node.info.nodeId,
         ports: plan.ports,
         idleTimeout: plan.idleTimeout,
         networkPolicy: JSON.stringify(network),
       },
+      org,
       app.name,
     );
     onProgress?.({ phase: "starting", image: image.name, sailboxId: id, elapsedMs: Date.now() - startedAt });
+    const listeners = await this.store.listListeners(id);
+    const spec: NodeBoxSpec = {
+      id,
+      hostname: name ?? id,
+      image: { arch: image.arch, aptPackages: image.aptPackages },
+      cpu: box.cpu,
+      memoryMiB: box.memoryMiB,
+      diskMiB: plan.diskMiB,
+      idleTimeout: box.idleTimeout,
+      network,
+      listeners: listeners.map((l) => ({
+        port: l.port,
+        protocol: l.protocol,
+        cidrAllowlist: l.cidrAllowlist,
+        allowPublic: l.allowPublic,
+        publicPort: l.publicPort,
+        h2c: l.h2c,
+        proxyProtocol: l.proxyProtocol,
+      })),
+      ...(sshKey ? { sshPublicKey: sshKey } : {}),
+    };
     let running: SailboxRow;
     try {
-      running = await this.lifecycle.transition(id, "running", {
-        action: "start",
-        deadlineMs: CREATE_DEADLINE_MS,
-        before: async (_box, stepSignal) => {
-          const created = await this.runtime.create(
-            {
-              id,
-              hostname: name ?? id,
-              arch: image.arch,
-              aptPackages: image.aptPackages,
-              cpu: box.cpu,
-              memoryMiB: box.memoryMiB,
-              diskMiB: plan.diskMiB,
-              pidsLimit: this.defaults.pidsLimit,
-              netSlot: box.netSlot,
-              outbound: rulesOf(network),
-            },
-            stepSignal,
-          );
-          this.store.setDiskInodes(id, created.diskInodes);
-          try {
-            await this.outbound.install(id, network, { rulesInPlace: true });
-            if (sshKey) await runScript(this.runtime, id, installSshdScript(sshKey), "set up sshd");
-            if (signal?.aborted) throw new CreateAbandonedError("the caller went away while its box started");
-          } catch (err) {
-            await this.runtime.destroy(id, { signal: stepSignal });
-            throw err;
-          }
-        },
+      running = await this.lifecycle.withLease(id, "the create", async () => {
+        const state = await node.api.createBox(spec, { signal });
+        this.nodes.remember(state);
+        if (state.diskInodes !== undefined) await this.store.setDiskInodes(id, state.diskInodes);
+        return this.lifecycle.setStatus(id, "running", { action: "start" });
       });
     } catch (err) {
-      // the runtime removed what it made; a start stopped at its deadline may still be undoing it
-      await this.runtime.destroy(id).catch((cleanup) => this.log.error({ sailboxId: id, err: String(cleanup) }, "cleanup of a failed create failed"));
-      this.store.deleteSailbox(id); // the box never existed
-      if (err instanceof CreateAbandonedError) throw err;
+      // the node removed what it made; the row goes too: the box never existed
+      await this.store.deleteSailbox(id);
+      this.nodes.forget(id);
+      if (signal?.aborted) throw new CreateAbandonedError("the caller went away while its box started");
       this.log.error({ sailboxId: id, err: String(err) }, "sailbox create failed");
+      if (isTypedRefusal(err)) throw err;
       throw sailError("SAIL_RUNTIME_FAILED", `Could not start sailbox ${name ?? id}: ${(err as Error).message}`, { sailboxId: id });
     }
     if (signal?.aborted) {
@@ -185,46 +189,34 @@ export class BoxCreator {
     return this.describe(running);
   }
 
-  /** A box nobody will hear of: ended like a terminate, then forgotten like a failed create. */
+  /** A box nobody will hear of: removed from its node, then forgotten like a failed create. */
   private async undo(id: string): Promise<void> {
-    await this.lifecycle.transition(id, "terminated", { action: "terminate", before: () => this.runtime.destroy(id) });
-    this.store.deleteSailbox(id);
+    await this.nodes.node().api.destroyBox(id);
+    await this.store.deleteSailbox(id);
+    this.nodes.forget(id);
   }
 
-  /**
-   * The row in `creating`, with its address and public TCP ports. The org's caps, the quota check and the
-   * insert run in one synchronous stretch (no await between them) in the one daemon that owns
-   * the data dir, so two creates cannot both take the last endpoint.
-   */
-  private insert(org: OrgRow, box: Parameters<Store["insertSailbox"]>[0], appName: string) {
-    const tcpPorts = (box.ports ?? []).filter((p) => p.protocol === "tcp").length;
-    checkOrgCapacity(this.store, org, box);
-    checkTcpQuota(this.store, org, tcpPorts, this.tcp.defaultLimitPerOrg);
+  /** The row in `creating`, with its public TCP ports: the store checks name, caps and ports in the insert's transaction. */
+  private async insert(box: NewSailbox, org: OrgRow, appName: string): Promise<SailboxRow> {
     try {
-      return this.store.insertSailbox(box, this.defaults.maxBoxes, this.tcp);
+      return await this.store.insertSailbox(box, { tcp: this.tcp, tcpEndpointsDefault: this.tcp.defaultLimitPerOrg });
     } catch (err) {
+      if (err instanceof OrgLimitReachedError) throw orgLimitRefusal(org, err);
       if (err instanceof TcpPortsExhaustedError) {
         throw sailError("SAIL_LIMIT_EXCEEDED", `Every public TCP port of this Sail host (${this.tcp.firstPort}-${this.tcp.lastPort}) is in use`, {});
       }
       if (err instanceof NameTakenError) {
         throw sailError("SAIL_NAME_TAKEN", `App "${appName}" already has a live sailbox named "${box.name}": terminate it or pick another name`, { app: appName, name: box.name });
       }
-      if (err instanceof NetSlotsExhaustedError) {
-        throw sailError("SAIL_LIMIT_EXCEEDED", `This Sail host runs at most ${err.slots} sailboxes (its box subnet is full): terminate some first`, { limit: err.slots });
-      }
       throw err;
     }
   }
 }
 
-export interface RunOptions {
-  /** Aborted when nobody waits for the box any more. */
-  signal?: AbortSignal;
-  onProgress?: ProgressSink;
-  /** When the caller's request began (progress counts from it). */
-  startedAt?: number;
-  /** Insert only after this settles: an abandoned create of the same key, still being undone. */
-  notBefore?: Promise<unknown>;
+/** A refusal the node gave with its own code (its policy check, its slots): the user's to read as it is. */
+function isTypedRefusal(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === "string" && code.startsWith("SAIL_") && code !== "SAIL_RUNTIME_FAILED" && code !== "SAIL_INTERNAL";
 }
 
 /** TCP allowlists in canonical form (a bare address becomes /32 or /128); a bad entry refuses the create. */
@@ -243,3 +235,5 @@ function withCanonicalCidrs(p: IngressPortSpec): IngressPortSpec {
   });
   return { ...p, cidrAllowlist };
 }
+
+export type { SailboxRow };

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { checkIdempotencyKey, sailError, type CreateSailboxRequest, type SailboxInfo } from "@sail/protocol";
 import type { OrgRow, SailboxRow, Store } from "../store/store.js";
-import { CreateAbandonedError, type BoxCreator } from "./create.js";
+import { CreateAbandonedError, type BoxCreator, type CreatePlan } from "./create.js";
 import { ProgressRelay, type ProgressSink } from "./images.js";
 import type { Logger } from "./logger.js";
 
@@ -26,9 +26,26 @@ class PendingCreate {
   private readonly abandon = new AbortController();
   private waiters = 0;
   private settled = false;
-  result!: Promise<SailboxInfo>;
+  readonly result: Promise<SailboxInfo>;
+  private resolve!: (info: SailboxInfo) => void;
+  private reject!: (err: unknown) => void;
 
-  constructor(readonly requestSha256: string) {}
+  constructor(readonly requestSha256: string) {
+    this.result = new Promise((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    this.result.catch(() => {}); // a caller that joined hears it through its ticket
+  }
+
+  /** The create's outcome, once it runs. */
+  follow(run: Promise<SailboxInfo>): void {
+    run.then(this.resolve, this.reject);
+  }
+
+  fail(err: unknown): void {
+    this.reject(err);
+  }
 
   get signal(): AbortSignal {
     return this.abandon.signal;
@@ -68,7 +85,7 @@ export class Creates {
   constructor(
     private readonly store: Store,
     private readonly creator: BoxCreator,
-    private readonly describe: (box: SailboxRow) => SailboxInfo,
+    private readonly describe: (box: SailboxRow) => Promise<SailboxInfo>,
     private readonly log: Logger,
     private readonly keepMs = IDEMPOTENCY_KEY_TTL_MS,
   ) {}
@@ -76,40 +93,54 @@ export class Creates {
   /** Start a create, or join the one this key names. Refusals of the request throw here, before any answer starts. */
   async begin(org: OrgRow, request: Record<string, unknown>, key?: string): Promise<CreateTicket> {
     const startedAt = Date.now();
-    if (key === undefined) return this.start(org, request, startedAt).ticket();
+    if (key === undefined) return (await this.start(org, request, startedAt)).ticket();
     checkIdempotencyKey(key);
     const requestSha256 = hashRequest(request);
-    this.store.forgetIdempotentCreates(new Date(Date.now() - this.keepMs).toISOString());
+    await this.store.forgetIdempotentCreates(new Date(Date.now() - this.keepMs).toISOString());
     const slot = `${org.id} ${key}`;
-    const done = this.store.findIdempotentCreate(org.id, key);
-    const box = done && this.store.getSailbox(done.sailboxId);
+    const done = await this.store.findIdempotentCreate(org.id, key);
+    const box = done && (await this.store.getSailbox(done.sailboxId));
     if (done && box) {
       this.checkSameRequest(done.requestSha256, requestSha256, key);
-      return answered(this.describe(box));
+      return answered(await this.describe(box));
     }
     const inFlight = this.pending.get(slot);
     if (inFlight) this.checkSameRequest(inFlight.requestSha256, requestSha256, key);
     if (inFlight && !inFlight.signal.aborted) return inFlight.ticket();
     // every caller had left the one in flight: start afresh, inserting only once its undo is done (its name frees up)
-    return this.start(org, request, startedAt, { key, requestSha256 }, inFlight?.result).ticket();
+    return (await this.start(org, request, startedAt, { key, requestSha256 }, inFlight?.result)).ticket();
   }
 
-  private start(org: OrgRow, request: Record<string, unknown>, startedAt: number, idempotency?: { key: string; requestSha256: string }, abandoned?: Promise<unknown>): PendingCreate {
-    const plan = this.creator.plan(org, request as unknown as CreateSailboxRequest);
+  /**
+   * The pending create is registered before the first await (a retry with the same key that
+   * arrives meanwhile joins it); its result settles once the plan and the run did.
+   */
+  private async start(org: OrgRow, request: Record<string, unknown>, startedAt: number, idempotency?: { key: string; requestSha256: string }, abandoned?: Promise<unknown>): Promise<PendingCreate> {
     const pending = new PendingCreate(idempotency?.requestSha256 ?? "");
     const slot = idempotency && `${org.id} ${idempotency.key}`;
     if (slot) this.pending.set(slot, pending);
-    pending.result = this.creator
-      .run(plan, { signal: pending.signal, onProgress: pending.progress.emit, startedAt, notBefore: abandoned?.catch(() => {}) })
-      .then((info) => {
-        // before any caller hears of the box: a retry from now on gets it from the store
-        if (idempotency) this.store.rememberIdempotentCreate(org.id, idempotency.key, idempotency.requestSha256, info.id);
-        return info;
-      })
-      .finally(() => {
-        pending.settle();
-        if (slot && this.pending.get(slot) === pending) this.pending.delete(slot);
-      });
+    const forget = () => {
+      pending.settle();
+      if (slot && this.pending.get(slot) === pending) this.pending.delete(slot);
+    };
+    let plan: CreatePlan;
+    try {
+      plan = await this.creator.plan(org, request as unknown as CreateSailboxRequest);
+    } catch (err) {
+      forget();
+      pending.fail(err);
+      throw err;
+    }
+    pending.follow(
+      this.creator
+        .run(plan, { signal: pending.signal, onProgress: pending.progress.emit, startedAt, notBefore: abandoned?.catch(() => {}) })
+        .then(async (info) => {
+          // before any caller hears of the box: a retry from now on gets it from the store
+          if (idempotency) await this.store.rememberIdempotentCreate(org.id, idempotency.key, idempotency.requestSha256, info.id);
+          return info;
+        })
+        .finally(forget),
+    );
     pending.result.catch((err: unknown) => {
       if (err instanceof CreateAbandonedError) this.log.info({ app: plan.app.name, name: plan.name, image: plan.image.name, reason: err.message }, "create abandoned: nothing was made");
     });

@@ -1,6 +1,5 @@
 import { httpLabel, type ListenerInfo } from "@sail/protocol";
 import type { ListenerRow } from "../store/store.js";
-import type { TcpBinds } from "./tcp-binds.js";
 
 /** Where published ports are reachable from outside. */
 export interface PublicAddresses {
@@ -12,14 +11,16 @@ export interface PublicAddresses {
   publicHost: string;
 }
 
+/** What the node says of a TCP listener's public port (bound, pending, unbound and why). */
+export type TcpBindState = Pick<Extract<ListenerInfo, { protocol: "tcp" }>, "state" | "unbound">;
+
 /**
  * A listener's public endpoint: derived from the box id, the port and the daemon's settings,
  * never stored, so URLs are known at create and survive sleep, wake and restarts. A TCP
- * listener also says whether the host holds its public port (`binds`).
+ * listener also says whether its node holds its public port (`bind`, as the node reported it).
  */
-export function listenerInfo(listener: ListenerRow, at: PublicAddresses, binds?: TcpBinds): ListenerInfo {
+export function listenerInfo(listener: ListenerRow, at: PublicAddresses, bind?: TcpBindState): ListenerInfo {
   if (listener.protocol === "tcp") {
-    const bind = binds?.of(listener.publicPort!) ?? { state: "pending" };
     return {
       sailboxId: listener.sailboxId,
       port: listener.port,
@@ -28,8 +29,8 @@ export function listenerInfo(listener: ListenerRow, at: PublicAddresses, binds?:
       cidrAllowlist: listener.cidrAllowlist,
       allowPublic: listener.allowPublic,
       proxyProtocol: listener.proxyProtocol,
-      state: bind.state,
-      ...(bind.unbound ? { unbound: bind.unbound } : {}),
+      state: bind?.state ?? "pending",
+      ...(bind?.unbound ? { unbound: bind.unbound } : {}),
     };
   }
   const host = `${httpLabel(listener.sailboxId, listener.port)}.${at.domain}`;

@@ -1,6 +1,6 @@
 import { ARCHITECTURES, checkAptPackages, imageName, sailError, type Architecture, type BuildProgress, type ImageInfo, type ImageRef } from "@sail/protocol";
-import { EmulationUnavailableError, ImageBuildError, type ImageProgress, type Runtime } from "../runtime/runtime.js";
 import type { Logger } from "./logger.js";
+import type { Nodes } from "./nodes.js";
 
 /** An image a create or a build asked for, checked: its architecture resolved, its packages sorted. */
 export interface ImagePlan {
@@ -34,19 +34,22 @@ export class ProgressRelay {
   }
 }
 
-/** The daemon logs a build's progress at most this often (debootstrap prints hundreds of lines). */
-const LOG_EVERY_MS = 2000;
-
 /**
- * Images for boxes: the checks of an image reference, and its build (or the cached copy).
- * Creates, `POST /v1/images` and `sail up --prebuild-image` all come through here, so each
- * build is logged, shared by every caller that waits for it, and refused with one set of errors.
+ * Images for boxes: the checks of an image reference, and its build on the node (or the cached
+ * copy). Creates, `POST /v1/images` and `sail up --prebuild-image` all come through here, so
+ * each build is shared by every caller that waits for it (the node's runtime shares builds)
+ * and refused with one set of errors (the node's: SAIL_IMAGE_ARCH_UNSUPPORTED,
+ * SAIL_IMAGE_BUILD_FAILED).
  */
 export class Images {
   constructor(
-    private readonly runtime: Pick<Runtime, "hostArch" | "prepareImage" | "preparePackageImage">,
+    private readonly nodes: Pick<Nodes, "node">,
     private readonly log: Logger,
   ) {}
+
+  private get hostArch(): Architecture {
+    return this.nodes.node().info.hostArch;
+  }
 
   /** Check an image reference (`{ name: "debian", arch?, aptPackages? }`) from a request. */
   check(image: unknown, field = "image"): ImagePlan {
@@ -60,46 +63,30 @@ export class Images {
       throw sailError("SAIL_IMAGE_UNKNOWN", `Unknown architecture ${JSON.stringify(ref.arch)}: use ${ARCHITECTURES.join(" or ")}`, { field });
     }
     const aptPackages = checkAptPackages(ref.aptPackages);
-    return { arch: ref.arch ?? this.runtime.hostArch, aptPackages, name: imageName({ arch: ref.arch, aptPackages }) };
+    return { arch: ref.arch ?? this.hostArch, aptPackages, name: imageName({ arch: ref.arch, aptPackages }) };
   }
 
   info(plan: ImagePlan): ImageInfo {
-    return { name: "debian", arch: plan.arch, aptPackages: plan.aptPackages, emulated: plan.arch !== this.runtime.hostArch };
+    return { name: "debian", arch: plan.arch, aptPackages: plan.aptPackages, emulated: plan.arch !== this.hostArch };
   }
 
   /**
-   * Build the image, or find it cached (then at once, without progress). A foreign
-   * architecture the host cannot emulate, or a package set apt cannot install, is refused
-   * with its typed error. `onProgress` hears each step; `startedAt` is when the call began.
+   * Build the image on the node, or find it cached (then at once, without progress).
+   * `onProgress` hears each step; `startedAt` is when the call began.
    */
   async prepare(plan: ImagePlan, onProgress?: ProgressSink, startedAt = Date.now()): Promise<void> {
-    const foreign = plan.arch !== this.runtime.hostArch;
-    if (!foreign && !plan.aptPackages.length) return;
+    if (plan.arch === this.hostArch && !plan.aptPackages.length) return;
     const buildStarted = Date.now();
-    let lastLog = 0;
     let built = false;
-    const report = (progress: ImageProgress) => {
-      built = true;
-      onProgress?.({ phase: "image", image: plan.name, step: progress.phase, ...(progress.detail ? { detail: progress.detail } : {}), elapsedMs: Date.now() - startedAt });
-      if (Date.now() - lastLog < LOG_EVERY_MS && !progress.done) return;
-      lastLog = Date.now();
-      this.log.info({ image: plan.name, ...progress }, "building image");
-    };
-    const label = `Image.debian${foreign ? `_${plan.arch}` : ""}${plan.aptPackages.length ? `.aptInstall(${plan.aptPackages.map((p) => JSON.stringify(p)).join(", ")})` : ""}`;
-    try {
-      if (plan.aptPackages.length) await this.runtime.preparePackageImage(plan.arch, plan.aptPackages, report);
-      else await this.runtime.prepareImage(plan.arch, report);
-    } catch (err) {
-      if (err instanceof EmulationUnavailableError) {
-        throw sailError(
-          "SAIL_IMAGE_ARCH_UNSUPPORTED",
-          `${label} needs ${plan.arch} emulation on this ${this.runtime.hostArch} host, which is not available: ${err.message}. Or use Image.debian (the host's architecture)`,
-          { field: "image", requested: plan.arch, host: this.runtime.hostArch },
-        );
-      }
-      if (err instanceof ImageBuildError) throw sailError("SAIL_IMAGE_BUILD_FAILED", `Could not build ${label}: ${err.message}`, { field: "image.aptPackages", aptPackages: plan.aptPackages });
-      throw err;
-    }
+    await this.nodes.node().api.prepareImage(
+      { arch: plan.arch, aptPackages: plan.aptPackages },
+      {
+        onProgress: (step) => {
+          built = true;
+          onProgress?.({ phase: "image", image: plan.name, ...step, elapsedMs: Date.now() - startedAt });
+        },
+      },
+    );
     if (built) this.log.info({ image: plan.name, ms: Date.now() - buildStarted }, "image ready");
   }
 }

@@ -1,5 +1,8 @@
+import { randomBytes } from "node:crypto";
 import { canTransition, sailError, SAILBOX_TRANSITIONS, type SailboxStatus } from "@sail/protocol";
+import type { NodeBoxState } from "../node-wire/node-api.js";
 import type { OrgRow, SailboxRow, Store } from "../store/store.js";
+import type { Logger } from "./logger.js";
 
 /** One status change, as subscribers hear it (after the store has it). */
 export interface Transition {
@@ -9,44 +12,36 @@ export interface Transition {
   reason?: string;
 }
 
-export interface TransitionSteps {
-  /**
-   * Runs holding the lock, before the status changes; if it throws or passes the deadline, the
-   * status does not change (e.g. thaw before "running"). `signal` aborts at the deadline (and when
-   * terminate preempts the step): pass it to the runtime, whose commands are then killed.
-   */
-  before?: (box: SailboxRow, signal: AbortSignal) => Promise<void>;
-  /** Runs holding the lock, once the store has the new status and subscribers heard it (e.g. freeze after "sleeping"); the status stays changed if it fails. */
-  after?: (box: SailboxRow, from: SailboxStatus, signal: AbortSignal) => Promise<void>;
-  /** Why (kept with a failure, logged). */
-  reason?: string;
-  /** What the user asked for, for the refusal's message ("sleep", "resume"). */
-  action?: string;
-  /** The most `before` and `after` may take together; default `STEP_DEADLINE_MS`. */
-  deadlineMs?: number;
-}
-
 /**
- * How long a transition's steps may hold a box's lock unless they say otherwise: a thaw takes
- * milliseconds, a freeze gives up by itself after ≈ 5 s (runtime/freezer.ts), pushing routes to
- * the data paths takes milliseconds. Past it the lock is released with `SAIL_RUNTIME_TIMEOUT`.
+ * How long a box's lease lasts before it must be renewed: a holder that crashed loses it this
+ * long after its last renewal, and another control plane may then drive the box.
  */
-export const STEP_DEADLINE_MS = 30_000;
+export const LEASE_TTL_MS = 15_000;
+const LEASE_RENEW_MS = 5_000;
+/** While another holder has the lease, look again this often, and give up after this long. */
+const LEASE_RETRY_MS = 50;
+export const LEASE_WAIT_MS = 60_000;
 
 /**
- * The lifecycle core: the only place a box's status changes. `transition(id, to)` takes the
- * box's lock, checks SAILBOX_TRANSITIONS (@sail/protocol), writes the store and tells the
- * subscribers (routes, connection drops, idle tracking, wake counts), in that order. One
- * operation per box at a time, so concurrent wakes of a sleeping box share one resume: the
- * second finds it running.
+ * The control plane's lifecycle core: a box's status as the store keeps it, who may drive a
+ * box (its lease in the store), and who hears of changes. The store is written before anyone
+ * hears: a change is never announced that a restart would forget.
+ *
+ * Existence is decided here (creating → running on create, → terminated, → failed); power
+ * (running ⇄ sleeping, paused) is the node's: it reports each change with a sequence number,
+ * and `applyNodeState` keeps the newest (docs/architecture.md, "The node boundary").
  */
 export class Lifecycle {
-  private readonly locks = new Map<string, Promise<unknown>>();
-  /** Per box: aborts the work holding its lock now (terminate preempts it). */
-  private readonly holders = new Map<string, AbortController>();
+  /** This process, as lease holder: unique per start, so a restarted control plane waits out its old leases. */
+  readonly holder = `cp-${process.pid}-${randomBytes(4).toString("hex")}`;
+  /** Work on one box in this process waits its turn here, so only the first in line asks the store. */
+  private readonly queues = new Map<string, Promise<unknown>>();
   private readonly subscribers: Array<(change: Transition) => void> = [];
 
-  constructor(private readonly store: Store) {}
+  constructor(
+    private readonly store: Store,
+    private readonly log: Logger,
+  ) {}
 
   /** Hear every status change, in order, after the store has it. */
   onTransition(subscriber: (change: Transition) => void): void {
@@ -54,95 +49,93 @@ export class Lifecycle {
   }
 
   /** The box, if it belongs to `org`: another org's box is reported exactly like a missing one. */
-  owned(org: OrgRow, id: string): SailboxRow {
-    const box = this.store.getSailbox(id);
+  async owned(org: OrgRow, id: string): Promise<SailboxRow> {
+    const box = await this.store.getSailbox(id);
     if (!box || box.orgId !== org.id) throw sailError("SAIL_SAILBOX_NOT_FOUND", `No sailbox ${id}`, { sailboxId: id });
     return box;
   }
 
   /** The box as the store has it now. */
-  current(id: string): SailboxRow | undefined {
+  current(id: string): Promise<SailboxRow | undefined> {
     return this.store.getSailbox(id);
   }
 
   /**
-   * Move the box to `to`. Moving to the status it has is a no-op that returns it (sleep,
-   * pause, resume and terminate are idempotent); a change the table forbids is a
-   * `SAIL_SAILBOX_NOT_RUNNING` conflict that names the status and what would allow it.
-   * The steps are bounded by `deadlineMs`: past it the lock is released with a
-   * `SAIL_RUNTIME_TIMEOUT` naming the box and the step, the step's signal aborts (its runtime
-   * commands are killed), and the status is what the step had reached: unchanged when `before`
-   * was stuck, the new one when `after` was (docs/architecture.md, "Steps past their deadline").
+   * Run `work` holding the box's lease, so no other control plane (and no other call in this
+   * one) drives the box meanwhile. The lease is renewed while `work` runs; past LEASE_WAIT_MS
+   * waiting for another holder the call fails with SAIL_SAILBOX_BUSY naming the box.
    */
-  transition(id: string, to: SailboxStatus, steps: TransitionSteps = {}): Promise<SailboxRow> {
-    const what = steps.action ?? `become ${to}`;
-    return this.withLock(
-      id,
-      async (signal) => {
-        const box = this.store.getSailbox(id);
-        if (!box) throw sailError("SAIL_SAILBOX_NOT_FOUND", `No sailbox ${id}`, { sailboxId: id });
-        if (box.status === to) return box;
-        if (!canTransition(box.status, to)) throw refusal(box, to, steps.action);
-        await steps.before?.(box, signal);
-        signal.throwIfAborted(); // past the deadline the status must not change any more
-        this.store.setStatus(id, to, steps.reason ?? null);
-        const changed = this.store.getSailbox(id)!;
-        for (const subscriber of this.subscribers) subscriber({ box: changed, from: box.status, to, reason: steps.reason });
-        await steps.after?.(changed, box.status, signal);
-        return changed;
-      },
-      { deadlineMs: steps.deadlineMs, what },
-    );
+  async withLease<T>(id: string, what: string, work: () => Promise<T>): Promise<T> {
+    const previous = this.queues.get(id) ?? Promise.resolve();
+    const mine = previous.catch(() => {}).then(() => this.leased(id, what, work));
+    this.queues.set(id, mine);
+    try {
+      return await mine;
+    } finally {
+      if (this.queues.get(id) === mine) this.queues.delete(id);
+    }
   }
 
-  /**
-   * Run `work` holding the box's lock (for work that changes no status, e.g. removing a failed
-   * box's leftovers), bounded like a transition's steps: past the deadline, or when `preempt`
-   * is called, `signal` aborts and the lock is released at once with that reason, whether or
-   * not `work` has noticed yet.
-   */
-  async withLock<T>(id: string, work: (signal: AbortSignal) => Promise<T>, options: { deadlineMs?: number; what?: string } = {}): Promise<T> {
-    const previous = this.locks.get(id) ?? Promise.resolve();
-    const next = previous.catch(() => {}).then(() => this.bounded(id, work, options.deadlineMs ?? STEP_DEADLINE_MS, options.what ?? "its operation"));
-    this.locks.set(id, next);
+  private async leased<T>(id: string, what: string, work: () => Promise<T>): Promise<T> {
+    const giveUpAt = Date.now() + LEASE_WAIT_MS;
+    while (!(await this.store.takeLease(id, this.holder, LEASE_TTL_MS))) {
+      if (Date.now() >= giveUpAt) {
+        throw sailError("SAIL_SAILBOX_BUSY", `Sailbox ${id} is being changed by another request (a create, terminate, sleep or resume still in progress): try ${what} again shortly`, {
+          sailboxId: id,
+        });
+      }
+      await new Promise((resolve) => setTimeout(resolve, LEASE_RETRY_MS));
+    }
+    const renew = setInterval(() => {
+      void this.store.renewLease(id, this.holder, LEASE_TTL_MS).then(
+        (held) => held || this.log.error({ sailboxId: id, what }, "lost the sailbox's lease while working on it"),
+        (err) => this.log.warn({ sailboxId: id, err: String(err) }, "could not renew the sailbox's lease"),
+      );
+    }, LEASE_RENEW_MS);
     try {
-      return await next;
+      return await work();
     } finally {
-      if (this.locks.get(id) === next) this.locks.delete(id);
+      clearInterval(renew);
+      await this.store.releaseLease(id, this.holder).catch((err) => this.log.warn({ sailboxId: id, err: String(err) }, "could not release the sailbox's lease; it expires by itself"));
     }
   }
 
   /**
-   * Abort whatever holds the box's lock now (terminate must never wait behind a stuck step);
-   * returns whether something did.
+   * Move the box to `to` in the store (the caller holds its lease and did the work the change
+   * stands for). Moving to the status it has is a no-op; a change the table forbids is a
+   * `SAIL_SAILBOX_NOT_RUNNING` conflict naming the status and what would allow it.
    */
-  preempt(id: string, why: string): boolean {
-    const holder = this.holders.get(id);
-    if (!holder) return false;
-    holder.abort(sailError("SAIL_SAILBOX_NOT_RUNNING", `Sailbox ${id}: ${why}`, { sailboxId: id }));
-    return true;
+  async setStatus(id: string, to: SailboxStatus, options: { reason?: string; action?: string } = {}): Promise<SailboxRow> {
+    const box = await this.store.getSailbox(id);
+    if (!box) throw sailError("SAIL_SAILBOX_NOT_FOUND", `No sailbox ${id}`, { sailboxId: id });
+    if (box.status === to) return box;
+    if (!canTransition(box.status, to)) throw refusal(box, to, options.action);
+    await this.store.setStatus(id, to, options.reason ?? null);
+    return this.announce(box, to, options.reason);
   }
 
-  private async bounded<T>(id: string, work: (signal: AbortSignal) => Promise<T>, deadlineMs: number, what: string): Promise<T> {
-    const controller = new AbortController();
-    this.holders.set(id, controller);
-    const timer = setTimeout(() => {
-      const seconds = Math.round(deadlineMs / 100) / 10;
-      controller.abort(sailError("SAIL_RUNTIME_TIMEOUT", `Sailbox ${id}: ${what} did not finish within ${seconds} s; it was stopped`, { sailboxId: id, deadlineMs }));
-    }, deadlineMs);
-    const released = new Promise<never>((_, reject) => controller.signal.addEventListener("abort", () => reject(controller.signal.reason as Error), { once: true }));
-    const running = work(controller.signal);
-    running.catch(() => {}); // once released, what the stuck work ends with is nobody's answer
-    try {
-      return await Promise.race([running, released]);
-    } finally {
-      clearTimeout(timer);
-      if (this.holders.get(id) === controller) this.holders.delete(id);
-    }
+  /** Refuse now what the table would refuse (before asking a node to do it). */
+  check(box: SailboxRow, to: SailboxStatus, action: string): void {
+    if (box.status !== to && !canTransition(box.status, to)) throw refusal(box, to, action);
+  }
+
+  /** A node's word on a box (its power state, or that it lost the box): kept when newer than the last one. */
+  async applyNodeState(state: NodeBoxState): Promise<SailboxRow | undefined> {
+    const before = await this.store.getSailbox(state.sailboxId);
+    if (!before) return undefined;
+    const kept = await this.store.applyNodeState(state.sailboxId, { status: state.status, seq: state.seq, failureReason: state.failureReason ?? null });
+    if (!kept || before.status === state.status) return kept ? before : undefined;
+    return this.announce(before, state.status, state.failureReason);
+  }
+
+  private async announce(before: SailboxRow, to: SailboxStatus, reason?: string): Promise<SailboxRow> {
+    const changed = (await this.store.getSailbox(before.id))!;
+    for (const subscriber of this.subscribers) subscriber({ box: changed, from: before.status, to, reason });
+    return changed;
   }
 
   /** Live sailboxes per status, for every org (metrics). */
-  countByStatus(): Record<string, number> {
+  countByStatus(): Promise<Record<string, number>> {
     return this.store.countLiveByStatus();
   }
 }

@@ -1,49 +1,45 @@
-import { setTimeout as delay } from "node:timers/promises";
 import { isLive, sailError, type ListenerInfo } from "@sail/protocol";
-import type { Runtime } from "../runtime/runtime.js";
-import { PROXY_V2_LOCAL } from "../wire/proxy-protocol.js";
 import type { OrgRow, Store } from "../store/store.js";
 import { listenerInfo, type PublicAddresses } from "./endpoints.js";
-import type { IdleSleeper } from "./idle.js";
 import type { Lifecycle } from "./lifecycle.js";
+import type { Nodes } from "./nodes.js";
 import type { Power } from "./power.js";
-import type { TcpBinds } from "./tcp-binds.js";
 
-/** How often `listener.wait()` probes the guest port. */
-const LISTENER_PROBE_INTERVAL_MS = 100;
 /** The longest a single wait may hold an API request. */
 export const LISTENER_WAIT_MAX_MS = 10 * 60_000;
 
-/** Published ports: which a box has, and waiting until a process serves one. */
+/** Published ports: which a box has (the store), and waiting until a process serves one (its node). */
 export class Listeners {
   constructor(
     private readonly store: Store,
     private readonly lifecycle: Lifecycle,
     private readonly power: Pick<Power, "awake">,
-    private readonly idle: Pick<IdleSleeper, "touch">,
-    private readonly runtime: Pick<Runtime, "probePort" | "listeningAddresses">,
-    private readonly routesSynced: () => Promise<void>,
+    private readonly nodes: Pick<Nodes, "node" | "state">,
     private readonly addresses: PublicAddresses,
-    private readonly binds: TcpBinds,
   ) {}
 
   /** The published ports of a live box; a terminated or failed one has none (its public ports may belong to another box now). */
-  list(org: OrgRow, id: string): ListenerInfo[] {
-    const box = this.lifecycle.owned(org, id);
+  async list(org: OrgRow, id: string): Promise<ListenerInfo[]> {
+    const box = await this.lifecycle.owned(org, id);
     if (!isLive(box.status)) return [];
-    return this.store.listListeners(box.id).map((l) => listenerInfo(l, this.addresses, this.binds));
+    const binds = this.nodes.state(box.id)?.listeners ?? [];
+    return (await this.store.listListeners(box.id)).map((l) =>
+      listenerInfo(
+        l,
+        this.addresses,
+        binds.find((b) => b.port === l.port),
+      ),
+    );
   }
 
   /**
-   * Resolve once a process in the box accepts connections on `port` at the box's address and
-   * every data path routes to it, or fail after `timeoutMs` saying why: nothing listening, or
-   * listening only where the gateway cannot reach (::1, another address), or — for raw TCP —
-   * the host could not bind the public port (`SAIL_LISTENER_UNBOUND`, with the OS's reason;
-   * the gateway keeps retrying it). A sleeping box is woken; a paused one refused.
+   * Resolve once a process in the box accepts connections on `port` and the node's data paths
+   * route to it, or fail after `timeoutMs` saying why (the node's SAIL_LISTENER_TIMEOUT or
+   * SAIL_LISTENER_UNBOUND). A sleeping box is woken; a paused one refused.
    */
   async wait(org: OrgRow, id: string, port: number, timeoutMs: number): Promise<ListenerInfo> {
-    const box = this.lifecycle.owned(org, id);
-    const listeners = this.store.listListeners(box.id);
+    const box = await this.lifecycle.owned(org, id);
+    const listeners = await this.store.listListeners(box.id);
     const listener = listeners.find((l) => l.port === port);
     if (!listener) {
       const published = listeners.map((l) => l.port);
@@ -53,38 +49,10 @@ export class Listeners {
         { sailboxId: id, port },
       );
     }
-    const deadline = Date.now() + Math.min(Math.max(timeoutMs, 0), LISTENER_WAIT_MAX_MS);
-    const bound = () => listener.protocol !== "tcp" || this.binds.of(listener.publicPort!).state === "bound";
-    for (;;) {
-      this.idle.touch(box.id); // waiting for a listener is activity: the box must not fall asleep meanwhile
-      await this.power.awake(org, id);
-      if (await this.runtime.probePort(box.id, port, listener.proxyProtocol ? PROXY_V2_LOCAL : undefined)) {
-        // the data paths follow the routes within the wait's own deadline
-        const synced = await Promise.race([this.routesSynced().then(() => true), delay(Math.max(0, deadline - Date.now()), false, { ref: false })]);
-        if (synced && bound()) return listenerInfo(listener, this.addresses, this.binds);
-      }
-      if (Date.now() >= deadline) break;
-      await delay(Math.min(LISTENER_PROBE_INTERVAL_MS, Math.max(0, deadline - Date.now())));
-    }
-    if (!bound()) throw this.unbound(id, listener.port, listener.publicPort!);
-    // the gateway reaches a server bound to 0.0.0.0, :: or 127.0.0.1 (connections from the host go to the box's loopback)
-    const addresses = await this.runtime.listeningAddresses(box.id, port).catch(() => []);
-    const reachable = (a: string) => a === "0.0.0.0" || a === "::" || a.startsWith("127.") || a.startsWith("::ffff:127.");
-    const unreachableOnly = addresses.length > 0 && !addresses.some(reachable);
-    const seconds = Math.round(timeoutMs / 100) / 10;
-    const message = unreachableOnly
-      ? `Port ${port} of sailbox ${id} did not become reachable within ${seconds} s: the process listens on ${addresses.join(" and ")} only, which the gateway cannot reach; bind it to 0.0.0.0 or 127.0.0.1 (e.g. \`--bind 0.0.0.0\`)`
-      : `No process listens on port ${port} in sailbox ${id} after ${seconds} s: start your server on port ${port} (0.0.0.0 or 127.0.0.1; e.g. sb.exec("…", { background: true })), then wait again`;
-    throw sailError("SAIL_LISTENER_TIMEOUT", message, { sailboxId: id, port, boundTo: addresses });
-  }
-
-  private unbound(id: string, port: number, publicPort: number): Error {
-    const bind = this.binds.of(publicPort);
-    const why = bind.unbound ? `${bind.unbound.code}: ${bind.unbound.message}, since ${bind.unbound.since}` : "it is still being bound";
-    return sailError(
-      "SAIL_LISTENER_UNBOUND",
-      `Port ${port} of sailbox ${id} is not reachable: this Sail host could not bind its public TCP port ${publicPort} (${why}). Sail keeps retrying; if another program holds the port, stop it (the operator's job), then wait again`,
-      { sailboxId: id, port, publicPort, reason: bind.unbound?.code ?? bind.state },
-    );
+    await this.power.awake(org, id);
+    const waitMs = Math.min(Math.max(timeoutMs, 0), LISTENER_WAIT_MAX_MS);
+    await this.nodes.node().api.waitListener(box.id, { port, protocol: listener.protocol, publicPort: listener.publicPort, proxyProtocol: listener.proxyProtocol }, waitMs);
+    const bind = this.nodes.state(box.id)?.listeners.find((b) => b.port === port);
+    return listenerInfo(listener, this.addresses, listener.protocol === "tcp" ? { state: "bound", ...(bind?.unbound ? {} : {}) } : undefined);
   }
 }

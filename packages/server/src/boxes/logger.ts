@@ -1,6 +1,2 @@
-/** The slice of pino the rooms use (structured fields first, then the message). */
-export interface Logger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
+/** The daemon's logger, as the control plane's rooms use it. */
+export type { Logger } from "../logger.js";

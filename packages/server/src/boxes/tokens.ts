@@ -1,9 +1,7 @@
 import { checkName, checkTokenLabel, sailError, type CreateTokenRequest, type CreatedToken, type TokenInfo } from "@sail/protocol";
 import type { OrgRow, Store } from "../store/store.js";
 
-interface Logger {
-  info(obj: object, msg: string): void;
-}
+import type { Logger } from "./logger.js";
 
 /**
  * API tokens. An org manages its own tokens; the operator's org (the one `sail up` made)
@@ -16,7 +14,7 @@ export class Tokens {
     private readonly log: Logger,
   ) {}
 
-  create(caller: OrgRow, request: CreateTokenRequest): CreatedToken {
+  async create(caller: OrgRow, request: CreateTokenRequest): Promise<CreatedToken> {
     const label = checkTokenLabel(request.label);
     let org = caller;
     if (request.org !== undefined && request.org !== caller.name) {
@@ -24,27 +22,27 @@ export class Tokens {
       if (!caller.operator) {
         throw sailError("SAIL_FORBIDDEN", `Only the operator's org may create tokens for another org; your token belongs to org "${caller.name}"`, { org: name });
       }
-      org = this.store.findOrgByName(name) ?? this.store.createOrg(name);
+      org = await this.store.ensureOrg(name);
     }
-    const { id, token } = this.store.createToken(org.id, label);
+    const { id, token } = await this.store.createToken(org.id, label);
     this.log.info({ org: org.name, tokenId: id, by: caller.name }, "token created");
-    return { ...this.store.getToken(id, org.id)!, token };
+    return { ...(await this.store.getToken(id, org.id))!, token };
   }
 
-  list(caller: OrgRow, orgName?: string): TokenInfo[] {
+  async list(caller: OrgRow, orgName?: string): Promise<TokenInfo[]> {
     if (orgName === undefined || orgName === caller.name) return this.store.listTokens(caller.id);
     if (!caller.operator) throw sailError("SAIL_FORBIDDEN", `Only the operator's org may list another org's tokens`, { org: orgName });
-    const org = this.store.findOrgByName(checkName("org", orgName));
+    const org = await this.store.findOrgByName(checkName("org", orgName));
     if (!org) throw sailError("SAIL_TOKEN_NOT_FOUND", `There is no org "${orgName}"`, { org: orgName });
     return this.store.listTokens(org.id);
   }
 
   /** Revoke at once: every request looks its token up. Idempotent. */
-  revoke(caller: OrgRow, id: string): TokenInfo {
-    const token = this.store.getToken(id, caller.operator ? undefined : caller.id);
+  async revoke(caller: OrgRow, id: string): Promise<TokenInfo> {
+    const token = await this.store.getToken(id, caller.operator ? undefined : caller.id);
     if (!token) throw sailError("SAIL_TOKEN_NOT_FOUND", `No token with id ${id} in org "${caller.name}"`, { tokenId: id });
-    this.store.revokeToken(id);
+    await this.store.revokeToken(id);
     this.log.info({ org: token.org, tokenId: id, by: caller.name }, "token revoked");
-    return this.store.getToken(id, undefined)!;
+    return (await this.store.getToken(id, undefined))!;
   }
 }

@@ -1,52 +1,64 @@
 import { isLive, type Architecture, type SailboxInfo } from "@sail/protocol";
-import type { OrgRow, SailboxRow, Store } from "../store/store.js";
+import type { ListenerRow, OrgRow, SailboxRow, Store } from "../store/store.js";
 import { listenerInfo, type PublicAddresses } from "./endpoints.js";
 import type { Lifecycle } from "./lifecycle.js";
+import type { Nodes } from "./nodes.js";
 import { networkPolicyOf } from "./outbound.js";
-import type { TcpBinds } from "./tcp-binds.js";
 
-/** What the API shows of sailboxes: SailboxInfo, with its published endpoints and wake count. */
+/** What the API shows of sailboxes: SailboxInfo, with its published endpoints and what its node last said (wakes, TCP binds). */
 export class SailboxViews {
-  /** Wakes from sleep per box since the daemon started (a shared resume counts once). */
-  private readonly wakes = new Map<string, number>();
-
   constructor(
     private readonly store: Store,
     private readonly lifecycle: Lifecycle,
-    private readonly hostArch: Architecture,
+    private readonly nodes: Nodes,
+    private readonly hostArch: () => Architecture | undefined,
     private readonly addresses: PublicAddresses,
-    private readonly binds?: TcpBinds,
-  ) {
-    lifecycle.onTransition(({ box, from, to }) => {
-      if (from === "sleeping" && to === "running") this.wakes.set(box.id, (this.wakes.get(box.id) ?? 0) + 1);
-      if (!isLive(to)) this.wakes.delete(box.id);
-    });
+  ) {}
+
+  async get(org: OrgRow, id: string): Promise<SailboxInfo> {
+    return this.describe(await this.lifecycle.owned(org, id));
   }
 
-  get(org: OrgRow, id: string): SailboxInfo {
-    return this.describe(this.lifecycle.owned(org, id));
+  async list(org: OrgRow, filter: { appId?: string; name?: string; liveOnly?: boolean }): Promise<SailboxInfo[]> {
+    const boxes = await this.store.listSailboxes({ orgId: org.id, ...filter });
+    const listeners = await this.store.listListenersOf(boxes.filter((b) => isLive(b.status)).map((b) => b.id));
+    return boxes.map((box) => this.view(box, listeners.get(box.id) ?? []));
   }
 
-  list(org: OrgRow, filter: { appId?: string; name?: string; liveOnly?: boolean }): SailboxInfo[] {
-    return this.store.listSailboxes({ orgId: org.id, ...filter }).map((box) => this.describe(box));
+  /** What the store kept at create; for an older box, the attached node's word (false while none is attached). */
+  private emulated(box: SailboxRow): boolean {
+    if (box.imageEmulated !== null) return box.imageEmulated === 1;
+    const hostArch = this.hostArch();
+    return hostArch !== undefined && box.imageArch !== hostArch;
   }
 
-  describe(box: SailboxRow): SailboxInfo {
+  async describe(box: SailboxRow): Promise<SailboxInfo> {
+    // an ended box publishes nothing: its public ports may belong to another box now
+    return this.view(box, isLive(box.status) ? await this.store.listListeners(box.id) : []);
+  }
+
+  private view(box: SailboxRow, listeners: ListenerRow[]): SailboxInfo {
+    const node = this.nodes.state(box.id);
     return {
       id: box.id,
       appId: box.appId,
       name: box.name,
       status: box.status,
-      image: { name: "debian", arch: box.imageArch, aptPackages: box.imagePackages ? box.imagePackages.split(" ") : [], emulated: box.imageArch !== this.hostArch },
+      image: { name: "debian", arch: box.imageArch, aptPackages: box.imagePackages ? box.imagePackages.split(" ") : [], emulated: this.emulated(box) },
       cpu: box.cpu,
       memoryMiB: box.memoryMiB,
       diskMiB: box.diskMiB,
       diskInodes: box.diskInodes,
       idleTimeout: box.idleTimeout,
-      wakes: this.wakes.get(box.id) ?? 0,
+      wakes: node?.wakes ?? 0,
       createdAt: box.createdAt,
-      // an ended box publishes nothing: its public ports may belong to another box now
-      listeners: isLive(box.status) ? this.store.listListeners(box.id).map((l) => listenerInfo(l, this.addresses, this.binds)) : [],
+      listeners: listeners.map((l) =>
+        listenerInfo(
+          l,
+          this.addresses,
+          node?.listeners.find((n) => n.port === l.port),
+        ),
+      ),
       network: networkPolicyOf(box),
       ...(box.failureReason ? { failureReason: box.failureReason } : {}),
     };

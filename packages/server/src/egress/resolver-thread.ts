@@ -7,8 +7,8 @@
  */
 import { once } from "node:events";
 import { Worker } from "node:worker_threads";
-import type { NameRules, ResolverDirectory, ResolverSubscriber } from "../boxes/outbound.js";
-import type { Logger } from "../boxes/logger.js";
+import type { NameRules, ResolverDirectory, ResolverSubscriber } from "../node/outbound.js";
+import type { Logger } from "../node/logger.js";
 import type { QueryResult, ResolverSettings } from "./resolver.js";
 import type { FromResolverWorker, ResolverWorkerData, ToResolverWorker } from "./resolver-worker.js";
 

@@ -8,7 +8,7 @@
 import { readlinkSync } from "node:fs";
 import { getPriority, setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
-import { decideName, type NameRules } from "../boxes/outbound.js";
+import { decideName, type NameRules } from "../node/outbound.js";
 import { Resolver, type QueryResult, type ResolverPolicy, type ResolverSettings } from "./resolver.js";
 
 /** Main thread → resolver thread. */

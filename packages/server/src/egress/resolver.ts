@@ -22,9 +22,9 @@ import dgram from "node:dgram";
 import net from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import dnsPacket from "dns-packet";
-import type { NameDecision } from "../boxes/outbound.js";
-import type { Logger } from "../boxes/logger.js";
-import { TokenBucket } from "../boxes/token-bucket.js";
+import type { NameDecision } from "../node/outbound.js";
+import type { Logger } from "../node/logger.js";
+import { TokenBucket } from "../node/token-bucket.js";
 
 export interface Upstream {
   host: string;

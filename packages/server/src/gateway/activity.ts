@@ -1,4 +1,4 @@
-import type { ActivityReport } from "../boxes/idle.js";
+import type { ActivityReport } from "../node/idle.js";
 
 /** Forget a box's activity this long after its last byte (its idleTimeout is shorter). */
 const KEEP_MS = 7 * 86_400_000;

@@ -1,6 +1,6 @@
 import { renameSync, writeFileSync } from "node:fs";
 import { parseHttpLabel } from "@sail/protocol";
-import type { HttpRoute, RouteChange } from "../boxes/routes.js";
+import type { HttpRoute, RouteChange } from "../node/routes.js";
 import type { Logger } from "./haproxy.js";
 import type { HaproxyProcess } from "./haproxy-process.js";
 import type { RuntimeApi } from "./runtime-api.js";

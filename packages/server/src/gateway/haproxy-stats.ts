@@ -1,6 +1,6 @@
 import { request } from "node:http";
 import { parseHttpLabel } from "@sail/protocol";
-import type { ActivityReport } from "../boxes/idle.js";
+import type { ActivityReport } from "../node/idle.js";
 import type { CounterDelta } from "./counters.js";
 import type { HaproxyProcess } from "./haproxy-process.js";
 import type { RuntimeApi } from "./runtime-api.js";

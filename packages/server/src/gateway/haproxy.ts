@@ -1,7 +1,7 @@
 import { chmodSync, chownSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { ActivityReport } from "../boxes/idle.js";
-import type { RouteChange, RouteSubscriber } from "../boxes/routes.js";
+import type { ActivityReport } from "../node/idle.js";
+import type { RouteChange, RouteSubscriber } from "../node/routes.js";
 import type { CounterDelta } from "./counters.js";
 import { errorFile, gatewayPaths, HAPROXY_ERRORS, haproxyConfig, returnBodies, type HaproxySettings } from "./haproxy-config.js";
 import { HaproxyProcess } from "./haproxy-process.js";
@@ -10,12 +10,8 @@ import { SessionDrops } from "./haproxy-sessions.js";
 import { HaproxyStats, type HttpListenerTraffic } from "./haproxy-stats.js";
 import { RuntimeApi } from "./runtime-api.js";
 import type { TlsMaterial } from "./tls.js";
-
-export interface Logger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
+import type { Logger } from "../logger.js";
+export type { Logger };
 
 /**
  * The HTTPS data path: HAProxy (Debian's 2.6), run and supervised by the daemon. It terminates

@@ -1,7 +1,4 @@
-interface Logger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-}
+import type { Logger } from "../logger.js";
 
 /** Lines per reason per second before the rest are only counted. */
 const LINES_PER_SECOND = 10;

@@ -4,18 +4,14 @@ import { connect as http2Connect, constants as h2 } from "node:http2";
 import { createServer, request, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import { decideAfterWake, decideIngress, nothingListening, WAKE_BUDGET_MS, type IngressDecision, type IngressRefusal } from "../boxes/ingress-policy.js";
-import type { HttpRoute, RouteChange, RouteSubscriber } from "../boxes/routes.js";
+import { decideAfterWake, decideIngress, nothingListening, WAKE_BUDGET_MS, type IngressDecision, type IngressRefusal } from "../node/ingress-policy.js";
+import type { HttpRoute, RouteChange, RouteSubscriber } from "../node/routes.js";
 import { ActivityMeter } from "./activity.js";
 import { GatewayCounters } from "./counters.js";
 import { dialWithRetries } from "./dial.js";
 import { errorResponse, HOST_AMBIGUOUS, renderError, type GatewayError } from "./error-pages.js";
 import { RefusalLog } from "./refusal-log.js";
-
-interface Logger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-}
+import type { Logger } from "../logger.js";
 
 /**
  * Hop-by-hop fields (RFC 9110 §7.6.1) are the connection's, not the message's: never forwarded.

@@ -1,11 +1,12 @@
 import cluster, { type Worker } from "node:cluster";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
-import type { ActivityReport } from "../boxes/idle.js";
-import type { RouteChange, RouteSubscriber, TcpRoute } from "../boxes/routes.js";
-import type { TcpBind } from "../boxes/tcp-binds.js";
+import type { ActivityReport } from "../node/idle.js";
+import type { RouteChange, RouteSubscriber, TcpRoute } from "../node/routes.js";
+import type { TcpBind } from "../node/tcp-binds.js";
 import type { CounterDelta } from "./counters.js";
 import type { FromTcpWorker, ToTcpWorker } from "./tcp-worker.js";
+import type { Logger } from "../logger.js";
 
 /** What the TCP data path needs from `boxes`: the routes as they change, wakes, and where to report activity. */
 export interface TcpIngressSource {
@@ -14,12 +15,6 @@ export interface TcpIngressSource {
   noteActivity(source: string, report: ActivityReport): void;
   /** Whether the host holds a public port (undefined: no longer served). */
   noteTcpBind(publicPort: number, bind: TcpBind | undefined): void;
-}
-
-interface Logger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
 }
 
 /** Retrying a port another program holds: from 250 ms, doubling up to 5 s (one bind attempt each: cheap). */

@@ -1,24 +1,19 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
 import { cidrMatcher } from "@sail/protocol";
-import { decideAfterWake, decideIngress, nothingListening, WAKE_BUDGET_MS, type IngressRefusal } from "../boxes/ingress-policy.js";
-import type { RouteChange, RouteSubscriber, TcpRoute } from "../boxes/routes.js";
+import { decideAfterWake, decideIngress, nothingListening, WAKE_BUDGET_MS, type IngressRefusal } from "../node/ingress-policy.js";
+import type { RouteChange, RouteSubscriber, TcpRoute } from "../node/routes.js";
 import { ActivityMeter } from "./activity.js";
 import { GatewayCounters, meterPipe } from "./counters.js";
 import { RefusalLog } from "./refusal-log.js";
 import { dialWithRetries } from "./dial.js";
 import { proxyV2Header } from "../wire/proxy-protocol.js";
 import type { SplicePumps } from "./splice-pump.js";
+import type { Logger } from "../logger.js";
 
 export interface TcpRouteSource {
   subscribe(subscriber: RouteSubscriber): void;
   wakeOnIngress(sailboxId: string): Promise<string | undefined>;
-}
-
-interface Logger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
 }
 
 interface Bound {

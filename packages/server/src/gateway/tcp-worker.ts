@@ -4,8 +4,8 @@
  * boxes, and hands accepted connections to the native splice pump.
  */
 import pino from "pino";
-import type { ActivityReport } from "../boxes/idle.js";
-import type { RouteSubscriber, TcpRoute } from "../boxes/routes.js";
+import type { ActivityReport } from "../node/idle.js";
+import type { RouteSubscriber, TcpRoute } from "../node/routes.js";
 import type { CounterDelta } from "./counters.js";
 import { SplicePumps } from "./splice-pump.js";
 import { TcpGateway } from "./tcp-gateway.js";

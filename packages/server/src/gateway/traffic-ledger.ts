@@ -1,5 +1,5 @@
 import type { ListenerInfo, ListenerTraffic } from "@sail/protocol";
-import type { ActivityReport } from "../boxes/idle.js";
+import type { ActivityReport } from "../node/idle.js";
 import type { CounterDelta, ListenerDelta } from "./counters.js";
 import type { HttpListenerTraffic } from "./haproxy-stats.js";
 
@@ -34,7 +34,8 @@ export class TrafficLedger {
     this.tcpActivity.set(source, report);
   }
 
-  forListeners(listeners: readonly ListenerInfo[]): ListenerTraffic[] {
+  /** The totals of these listeners (an HTTP one's HAProxy counters are keyed by its public host). */
+  forListeners(listeners: ReadonlyArray<Pick<ListenerInfo, "sailboxId" | "port" | "protocol"> & { endpoint: { host: string } }>): ListenerTraffic[] {
     return listeners.map((l) => {
       const own = this.totals.get(`${l.sailboxId}:${l.port}`);
       const refusals = { ...own?.refusals };

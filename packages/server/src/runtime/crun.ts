@@ -22,6 +22,8 @@ interface ExecOptions {
   cwd?: string;
   env?: Record<string, string>;
   consoleSocket?: string;
+  /** Where crun writes the process's pid (as the host sees it). */
+  pidFile?: string;
 }
 
 /** The `crun` CLI, with its state kept under `root` so Sail's containers are its own. */
@@ -70,6 +72,7 @@ export class Crun {
     if (options.detach) args.push("--detach");
     // a terminal opened inside the box; its master end is sent to this unix socket (runtime/pty.ts)
     if (options.consoleSocket) args.push("--tty", "--console-socket", options.consoleSocket);
+    if (options.pidFile) args.push("--pid-file", options.pidFile);
     if (options.cwd) args.push("--cwd", options.cwd);
     for (const [key, value] of Object.entries(options.env ?? {})) args.push("--env", `${key}=${value}`);
     args.push(id, ...argv);

@@ -1,5 +1,5 @@
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, writeFileSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Architecture, Ipv4Range } from "@sail/protocol";
 import { mustRun, runCommand, signalNumber } from "./commands.js";
@@ -27,7 +27,7 @@ import {
   type OutboundRefusal,
   type OutboundRules,
   type PtySpec,
-  type Runtime,
+  type NodeRuntime,
   type RuntimeLogger,
   type RuntimeState,
   type RunningExec,
@@ -70,7 +70,7 @@ interface SharedBuild {
 }
 
 /** Boxes as crun containers on an overlay rootfs, each in its own network namespace. */
-export class LocalRuntime implements Runtime {
+export class LocalRuntime implements NodeRuntime {
   readonly hostArch: Architecture;
   private readonly crun: Crun;
   private readonly networks: BoxNetworks;
@@ -200,6 +200,20 @@ export class LocalRuntime implements Runtime {
     } catch {
       return false;
     }
+  }
+
+  /** Box directories of this data dir (a box's container, network and disk all hang off its directory, made first and removed last). */
+  async listBoxes(): Promise<string[]> {
+    try {
+      return readdirSync(join(this.options.dataDir, "boxes")).filter((name) => /^sb-[a-z0-9]+$/.test(name));
+    } catch {
+      return [];
+    }
+  }
+
+  netSlotOf(id: string): number | undefined {
+    const network = this.addresses.get(id) ?? this.readNetwork(id);
+    return network && this.networks.slotOf(network.guestAddress);
   }
 
   private boxDir(id: string): string {
@@ -347,6 +361,28 @@ export class LocalRuntime implements Runtime {
     return join(this.growingDir(id), "execs", `${execId}.log`);
   }
 
+  private execPidPath(id: string, execId: string): string {
+    return join(this.growingDir(id), "execs", `${execId}.pid`);
+  }
+
+  /**
+   * The pid crun wrote when it started the exec, if that process is alive and still in the
+   * box's cgroup (a pid the kernel gave to another process since is not it). An exec started
+   * before pids were kept has none: it counts as ended.
+   */
+  async execRunning(id: string, execId: string): Promise<boolean> {
+    try {
+      const pid = Number((await readFile(this.execPidPath(id, execId), "utf8")).trim());
+      if (!Number.isInteger(pid) || pid <= 0) return false;
+      const [stat, cgroup] = await Promise.all([readFile(`/proc/${pid}/stat`, "utf8"), readFile(`/proc/${pid}/cgroup`, "utf8")]);
+      // the state follows the command name, which is in parentheses and may hold any byte (proc(5))
+      const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+      return state !== "Z" && state !== "X" && cgroup.includes(`/sail/${id}\n`);
+    } catch {
+      return false;
+    }
+  }
+
   /**
    * `crun exec --detach` returns once the process has started. The process inherits
    * the log fd for stdout and stderr (a pipe would tie its lifetime to ours), so a
@@ -356,7 +392,12 @@ export class LocalRuntime implements Runtime {
     const logPath = this.execLogPath(id, execId);
     const log = openLog(id, logPath);
     try {
-      const code = await this.crun.execDetached(id, ["/bin/sh", "-c", spec.cmd], { cwd: spec.cwd ?? DEFAULT_CWD, env: spec.env, stdio: ["ignore", log, log] });
+      const code = await this.crun.execDetached(id, ["/bin/sh", "-c", spec.cmd], {
+        cwd: spec.cwd ?? DEFAULT_CWD,
+        env: spec.env,
+        stdio: ["ignore", log, log],
+        pidFile: this.execPidPath(id, execId),
+      });
       if (code !== 0) throw new Error(`could not start the command: ${readFileSync(logPath, "utf8").trim().slice(-500) || `crun exec exited ${code}`}`);
     } finally {
       closeSync(log);

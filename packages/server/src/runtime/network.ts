@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
-import { cidrRanges, forbiddenIpv4Ranges, intToIpv4, parseIpv4Cidr } from "@sail/protocol";
+import { cidrRanges, forbiddenIpv4Ranges, intToIpv4, ipv4ToInt, parseIpv4Cidr } from "@sail/protocol";
 import { mustRun, runCommand } from "./commands.js";
 import { EgressFirewall, rangeTexts, type OutboundBounds } from "./egress.js";
 import { HostNetworkWatch } from "./host-networks.js";
@@ -56,6 +56,15 @@ export class BoxNetworks {
     if (!Number.isInteger(slot) || slot < 0 || slot >= this.slots) throw new RangeError(`network slot ${slot} is outside the box subnet`);
     const net = this.base + slot * 4;
     return { hostAddress: intToIpv4(net + 1), guestAddress: intToIpv4(net + 2) };
+  }
+
+  /** The slot whose /30 holds `guestAddress` as its guest side (`addresses`' inverse); undefined when none does. */
+  slotOf(guestAddress: string): number | undefined {
+    const address = ipv4ToInt(guestAddress);
+    if (address === undefined) return undefined;
+    const offset = address - this.base - 2;
+    if (offset < 0 || offset % 4 !== 0 || offset / 4 >= this.slots) return undefined;
+    return offset / 4;
   }
 
   /**

@@ -42,12 +42,8 @@ export interface OutboundRefusal {
   port: number;
 }
 
-/** Where the runtime reports what happens on its own (the slice of pino it uses). */
-export interface RuntimeLogger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
+/** Where the runtime reports what happens on its own. */
+export type { Logger as RuntimeLogger } from "../logger.js";
 
 /** What `create` made: the box's addresses, and the inodes its disk has (what `df -i` in it shows). */
 export interface CreatedBox {
@@ -171,6 +167,22 @@ export interface Runtime {
    * what was just removed.
    */
   destroy(id: string, options?: { afterCrash?: boolean; signal?: AbortSignal }): Promise<void>;
+}
+
+/**
+ * What a node agent needs of its runtime beyond `Runtime`: its capacity, the boxes it holds on
+ * the host (to adopt or remove those its node.db does not know), the slot a box's addresses
+ * were carved from, and whether a background exec still runs (a log followed to its end).
+ */
+export interface NodeRuntime extends Runtime {
+  /** Boxes the box subnet has room for (its /30 network slots). */
+  readonly maxBoxes: number;
+  /** Every box this runtime holds anything of on the host (its directory: container, network, disk), running or not. */
+  listBoxes(): Promise<string[]>;
+  /** The network slot a box's addresses (its network.json) were carved from; undefined when it has none or they are not of this box subnet. */
+  netSlotOf(id: string): number | undefined;
+  /** Whether a background exec's process still runs in the box. */
+  execRunning(id: string, execId: string): Promise<boolean>;
 }
 
 export { FreezeError } from "./freezer.js";

@@ -1,10 +1,19 @@
 /**
- * Numbered migrations, applied in order inside one transaction each; the
- * applied number lives in `PRAGMA user_version`. Never edit a shipped one: add the next.
+ * Numbered migrations, applied in order inside one transaction each; the applied number lives
+ * in `PRAGMA user_version` (SQLite) or the `schema_migrations` table (PostgreSQL). Never edit a
+ * shipped one: add the next. Shared SQL keeps SQLite's types, which PostgreSQL reads alike: TEXT
+ * ISO timestamps, 0/1 INTEGER flags, BIGINT epoch ms. A dialect gets its own text only where the
+ * two differ in meaning.
  */
-export const MIGRATIONS: readonly string[] = [
-  // 1: orgs, tokens (hashed), apps, sailboxes, execs
-  `
+/** One migration: the same SQL for SQLite and PostgreSQL, or each dialect's own where they differ. */
+export type Migration = string | { sqlite: string; postgres: string };
+
+/** The text of `migration` in `dialect`. */
+export const migrationSql = (migration: Migration, dialect: "sqlite" | "postgres") => (typeof migration === "string" ? migration : migration[dialect]);
+
+// Cores are fractional: SQLite's REAL is 8 bytes, PostgreSQL's is float4, where 0.1 core reads
+// back as 0.100000001490116 and ten of them pass a 1-core cap. DOUBLE PRECISION is SQLite's REAL.
+const SCHEMA_1 = (cores: string) => `
   CREATE TABLE orgs (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -34,7 +43,7 @@ export const MIGRATIONS: readonly string[] = [
     live INTEGER NOT NULL DEFAULT 1,
     image_name TEXT NOT NULL,
     image_arch TEXT NOT NULL,
-    cpu REAL NOT NULL,
+    cpu ${cores} NOT NULL,
     memory_mib INTEGER NOT NULL,
     net_slot INTEGER NOT NULL,
     failure_reason TEXT,
@@ -52,7 +61,16 @@ export const MIGRATIONS: readonly string[] = [
     background INTEGER NOT NULL,
     started_at TEXT NOT NULL
   );
-  `,
+  `;
+const ORG_CAPS_9 = (cores: string) => `
+  ALTER TABLE orgs ADD COLUMN sailbox_limit INTEGER;
+  ALTER TABLE orgs ADD COLUMN cpu_limit ${cores};
+  ALTER TABLE orgs ADD COLUMN memory_limit_mib INTEGER;
+  `;
+
+export const MIGRATIONS: readonly Migration[] = [
+  // 1: orgs, tokens (hashed), apps, sailboxes, execs
+  { sqlite: SCHEMA_1("REAL"), postgres: SCHEMA_1("DOUBLE PRECISION") },
   // 2: published ports (listeners); public_port is the gateway port of a TCP listener
   `
   CREATE TABLE listeners (
@@ -92,11 +110,7 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE sailboxes ADD COLUMN network_policy TEXT NOT NULL DEFAULT '{"outbound":"blocked","allowOut":[],"denyOut":[]}';
   `,
   // 9: the operator's caps on an org's live boxes (NULL: none)
-  `
-  ALTER TABLE orgs ADD COLUMN sailbox_limit INTEGER;
-  ALTER TABLE orgs ADD COLUMN cpu_limit REAL;
-  ALTER TABLE orgs ADD COLUMN memory_limit_mib INTEGER;
-  `,
+  { sqlite: ORG_CAPS_9("REAL"), postgres: ORG_CAPS_9("DOUBLE PRECISION") },
   // 10: creates that answered with a box, by the org's Idempotency-Key, kept a bounded time (boxes/creates.ts)
   `
   CREATE TABLE idempotent_creates (
@@ -113,5 +127,23 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE sailboxes ADD COLUMN disk_mib INTEGER;
   ALTER TABLE sailboxes ADD COLUMN disk_inodes INTEGER;
+  `,
+  // 12: what only a node knows leaves the store (a node owns its network slots, kept beside
+  // each box); the node that runs a box; box leases (one holder drives a box at a time, across
+  // control-plane processes; lease_until is epoch ms); the sequence number of the node's last word on
+  // the box (node_seq: an older report never overwrites a newer one); whether its node runs its
+  // image under emulation (image_emulated, 0/1: the control plane answers it without the node). Names stay unique among
+  // live boxes in the database itself by migration 1's sailboxes_live_name. SQLite refuses to
+  // drop an indexed column, so the slot's index goes first.
+  `
+  DROP INDEX sailboxes_live_slot;
+  ALTER TABLE sailboxes DROP COLUMN net_slot;
+  ALTER TABLE sailboxes ADD COLUMN node_id TEXT;
+  ALTER TABLE sailboxes ADD COLUMN lease_holder TEXT;
+  ALTER TABLE sailboxes ADD COLUMN lease_until BIGINT;
+  ALTER TABLE sailboxes ADD COLUMN node_seq BIGINT NOT NULL DEFAULT 0;
+  ALTER TABLE sailboxes ADD COLUMN image_emulated INTEGER;
+  CREATE INDEX sailboxes_org_live ON sailboxes(org_id, live);
+  CREATE INDEX listeners_public_port ON listeners(public_port) WHERE public_port IS NOT NULL;
   `,
 ];

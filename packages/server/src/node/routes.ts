@@ -1,7 +1,7 @@
 import { httpLabel, type SailboxStatus } from "@sail/protocol";
 import type { Runtime } from "../runtime/runtime.js";
-import type { ListenerRow, Store } from "../store/store.js";
 import type { Lifecycle, Transition } from "./lifecycle.js";
+import type { NodeListenerRow, NodeStore } from "./node-store.js";
 
 /** What the gateway needs to forward to one HTTP listener, found by its hostname label. */
 export interface HttpRoute {
@@ -47,16 +47,18 @@ export interface RouteSubscriber {
 }
 
 /**
- * Publishes the boxes' routes to the data paths as versioned changes, from the lifecycle's
- * transitions: a box's routes appear when it runs, change with its status, go when it ends;
- * its connections are dropped whenever it stops running.
+ * Publishes the node's boxes' routes to its data paths as versioned changes, from the node's
+ * own box table (node.db) and its lifecycle's transitions: a box's routes appear when it runs,
+ * change with its status, go when it ends; its connections are dropped whenever it stops running.
  */
 export class RoutePublisher {
   private readonly subscribers: RouteSubscriber[] = [];
   private version = 0;
+  /** Per box: the listeners its routes were made from, to remove them once its row is gone. */
+  private readonly published = new Map<string, NodeListenerRow[]>();
 
   constructor(
-    private readonly store: Store,
+    private readonly store: Pick<NodeStore, "liveListeners" | "listListeners">,
     private readonly runtime: Pick<Runtime, "network">,
     lifecycle: Lifecycle,
   ) {
@@ -70,6 +72,7 @@ export class RoutePublisher {
     const tcp: TcpRoute[] = [];
     for (const listener of this.store.liveListeners()) {
       if (listener.status === "creating") continue;
+      this.remember(listener);
       this.add(listener, listener.status, http, tcp);
     }
     subscriber.apply({ version: this.version, reset: true, http: { set: http, remove: [] }, tcp: { set: tcp, remove: [] } });
@@ -81,9 +84,12 @@ export class RoutePublisher {
   }
 
   private publish({ box, from, to }: Transition): void {
-    const listeners = this.store.listListeners(box.id);
-    const change: RouteChange = { version: ++this.version, http: { set: [], remove: [] }, tcp: { set: [], remove: [] } };
     const ended = to === "terminated" || to === "failed";
+    // a terminated box's row (and listeners) are gone from node.db: remove what was published of it
+    const listeners = ended ? (this.published.get(box.id) ?? this.store.listListeners(box.id)) : this.store.listListeners(box.id);
+    const change: RouteChange = { version: ++this.version, http: { set: [], remove: [] }, tcp: { set: [], remove: [] } };
+    if (ended) this.published.delete(box.id);
+    else this.published.set(box.id, listeners);
     for (const listener of listeners) {
       if (ended || to === "creating") {
         if (listener.protocol === "http") change.http.remove.push(httpLabel(box.id, listener.port));
@@ -98,7 +104,12 @@ export class RoutePublisher {
     }
   }
 
-  private add(listener: ListenerRow, status: SailboxStatus, http: RouteChange["http"]["set"], tcp: TcpRoute[]): void {
+  private remember(listener: NodeListenerRow): void {
+    const known = this.published.get(listener.sailboxId) ?? [];
+    if (!known.some((l) => l.port === listener.port)) this.published.set(listener.sailboxId, [...known, listener]);
+  }
+
+  private add(listener: NodeListenerRow, status: SailboxStatus, http: RouteChange["http"]["set"], tcp: TcpRoute[]): void {
     let guestAddress: string;
     try {
       guestAddress = this.runtime.network(listener.sailboxId).guestAddress;

@@ -1,6 +1,6 @@
-import type { Store } from "../store/store.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { Logger } from "./logger.js";
+import type { NodeStore } from "./node-store.js";
 
 /** Per box: connections open now, and when bytes last moved (ms since epoch). */
 export type ActivityReport = Record<string, { open: number; lastActiveMs: number }>;
@@ -9,7 +9,8 @@ export type ActivityReport = Record<string, { open: number; lastActiveMs: number
  * Idle auto-sleep. A box with an idleTimeout sleeps once it has been idle that long: no
  * inbound connection open through the gateway, no bytes moved on one, no foreground exec
  * running and no API call on it. Long-lived connections count as activity (agent-sandbox
- * counts only request heads, a documented flaw).
+ * counts only request heads, a documented flaw). Decided on the node, from its own data paths:
+ * the control plane hears the sleep as an event.
  */
 export class IdleSleeper {
   /** Data-path activity by source (HAProxy, the slow path, each TCP worker). */
@@ -20,7 +21,7 @@ export class IdleSleeper {
   private readonly lastTouched = new Map<string, number>();
 
   constructor(
-    private readonly store: Store,
+    private readonly store: Pick<NodeStore, "idleCandidates">,
     lifecycle: Lifecycle,
     private readonly sleepBox: (id: string, reason: string) => Promise<unknown>,
     private readonly log: Logger,
@@ -53,7 +54,7 @@ export class IdleSleeper {
       });
   }
 
-  /** Sleep every running box with an idleTimeout that has been idle that long. Called every second by the daemon. */
+  /** Sleep every running box with an idleTimeout that has been idle that long. Called every second by the node agent. */
   async sleepIdleBoxes(now = Date.now()): Promise<string[]> {
     const slept: string[] = [];
     for (const box of this.store.idleCandidates()) {

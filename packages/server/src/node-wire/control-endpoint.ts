@@ -1,0 +1,43 @@
+/**
+ * The control plane's side of the node → control direction: a node registers (its wire URL and
+ * who it is) and sends its events, under /node/v1 on the control plane's API listener, with
+ * the node credential rather than a user's token.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { sailError } from "@sail/protocol";
+import type { NodeEvent, NodeEventSink, NodeInfo } from "./node-api.js";
+import { checkWireRequest, readWireJson, sendWireError, sendWireJson, WIRE_PREFIX } from "./wire.js";
+
+export class NodeEndpoint {
+  constructor(
+    private readonly credential: string,
+    /** A node (re)joined at `url`: attach it, then reconcile what it holds. */
+    private readonly onRegister: (url: string, info: NodeInfo) => Promise<void>,
+    private readonly sink: NodeEventSink,
+  ) {}
+
+  handles(pathname: string): boolean {
+    return pathname.startsWith(`${WIRE_PREFIX}/`);
+  }
+
+  async serve(req: IncomingMessage, res: ServerResponse, pathname: string): Promise<void> {
+    try {
+      checkWireRequest(req, this.credential);
+      if (req.method !== "POST") throw sailError("SAIL_ROUTE_NOT_FOUND", `No node wire route ${req.method} ${pathname}`);
+      const body = await readWireJson(req);
+      if (pathname === `${WIRE_PREFIX}/register`) {
+        const { url, info } = body as { url: string; info: NodeInfo };
+        if (typeof url !== "string" || !/^https?:\/\//.test(url) || !info || typeof info.nodeId !== "string") throw sailError("SAIL_INVALID_ARGUMENT", "register needs { url, info }");
+        await this.onRegister(url.replace(/\/$/, ""), info);
+        return sendWireJson(res, 200, {});
+      }
+      if (pathname === `${WIRE_PREFIX}/events`) {
+        await this.sink.deliver(((body as { events?: NodeEvent[] }).events ?? []) as NodeEvent[]);
+        return sendWireJson(res, 200, {});
+      }
+      throw sailError("SAIL_ROUTE_NOT_FOUND", `No node wire route ${req.method} ${pathname}`);
+    } catch (err) {
+      sendWireError(res, err, `${req.method} ${pathname}`);
+    }
+  }
+}
