@@ -228,14 +228,10 @@ describe("creates: every rule before anything exists", () => {
     assert.equal((await create({ name: "web" })).name, "web", "the name is free again");
   });
 
-  test(
-    "a start the node failed says so once: the box and the runtime's reason",
-    { todo: "boxes/create.ts wraps the node's SAIL_RUNTIME_FAILED, which names the box already: 'Could not start sailbox web: Could not start sailbox web: crun run exited 1'" },
-    async () => {
-      runtime.failCreate = true;
-      await assert.rejects(create({ name: "web" }), (e: SailError) => e.code === "SAIL_RUNTIME_FAILED" && e.message === "Could not start sailbox web: crun run exited 1");
-    },
-  );
+  test("a start the node failed says so once: the box and the runtime's reason", async () => {
+    runtime.failCreate = true;
+    await assert.rejects(create({ name: "web" }), (e: SailError) => e.code === "SAIL_RUNTIME_FAILED" && e.message === "Could not start sailbox web: crun run exited 1");
+  });
 
   test("with no node attached a create is SAIL_NODE_UNAVAILABLE and makes nothing", async () => {
     const alone = createBoxes(store, SETTINGS, silent);

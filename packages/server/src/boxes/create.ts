@@ -7,6 +7,7 @@ import {
   normalizeCidr,
   normalizeIngressPorts,
   sailError,
+  SailError,
   SSH_PORT,
   type CreateSailboxRequest,
   type IngressPortSpec,
@@ -179,6 +180,8 @@ export class BoxCreator {
       if (signal?.aborted) throw new CreateAbandonedError("the caller went away while its box started");
       this.log.error({ sailboxId: id, err: String(err) }, "sailbox create failed");
       if (isTypedRefusal(err)) throw err;
+      // the node's own start failure names the box and the runtime's reason already
+      if (err instanceof SailError && err.code === "SAIL_RUNTIME_FAILED") throw err;
       throw sailError("SAIL_RUNTIME_FAILED", `Could not start sailbox ${name ?? id}: ${(err as Error).message}`, { sailboxId: id });
     }
     if (signal?.aborted) {
