@@ -1,5 +1,5 @@
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -61,20 +61,23 @@ export interface Started {
   stop(): Promise<void>;
 }
 
-function started(child: ChildProcess, name: string): Started {
+/** `dir`: its temporary directory, removed once it has exited. */
+function started(child: ChildProcess, name: string, dir: string): Started {
   let exited = child.exitCode !== null;
   child.once("exit", () => (exited = true));
   return {
     async stop() {
-      if (exited) return;
-      const exit = new Promise((resolve) => child.once("exit", resolve));
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => {
-        console.error(`${name} (pid ${child.pid}) ignored SIGTERM for 5 s; killing it`);
-        child.kill("SIGKILL");
-      }, 5000);
-      await exit;
-      clearTimeout(timer);
+      if (!exited) {
+        const exit = new Promise((resolve) => child.once("exit", resolve));
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => {
+          console.error(`${name} (pid ${child.pid}) ignored SIGTERM for 5 s; killing it`);
+          child.kill("SIGKILL");
+        }, 5000);
+        await exit;
+        clearTimeout(timer);
+      }
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
@@ -95,7 +98,7 @@ export function startNginx(httpBlock: string, options: { netns?: string; workers
   // errors go to stderr until the config is read, then to error.log: a bad config shows in the bench's output
   const argv = ["nginx", "-c", conf, "-p", dir];
   const child = options.netns ? spawn("ip", ["netns", "exec", options.netns, ...argv], { stdio: "inherit" }) : spawn(argv[0]!, argv.slice(1), { stdio: "inherit" });
-  return started(child, `nginx ${conf}`);
+  return started(child, `nginx ${conf}`, dir);
 }
 
 /**
@@ -107,7 +110,7 @@ export function startCaddy(config: object): Started {
   const file = join(dir, "caddy.json");
   writeFileSync(file, JSON.stringify(config, null, 1));
   const child = spawn("caddy", ["run", "--config", file], { stdio: "inherit", env: { ...process.env, HOME: dir, XDG_CONFIG_HOME: dir, XDG_DATA_HOME: dir } });
-  return started(child, `caddy ${file}`);
+  return started(child, `caddy ${file}`, dir);
 }
 
 export interface H2loadResult {
