@@ -1,7 +1,7 @@
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 
 export interface WrkResult {
   rps: number;
@@ -25,9 +25,12 @@ const hostsFiles = new Map<string, string>();
 function hostsFile(names: string[]): string {
   const key = names.join(" ");
   if (!hostsFiles.has(key)) {
-    const file = join(mkdtempSync(join(tmpdir(), "sail-bench-hosts-")), "hosts");
+    const dir = mkdtempSync(join(tmpdir(), "sail-bench-hosts-"));
+    const file = join(dir, "hosts");
     writeFileSync(file, ["127.0.0.1 localhost", ...names.map((name) => `127.0.0.1 ${name}`)].join("\n") + "\n");
     hostsFiles.set(key, file);
+    // kept while the bench runs (each load generator reads it), removed when the bench exits
+    if (hostsFiles.size === 1) process.once("exit", () => hostsFiles.forEach((f) => rmSync(dirname(f), { recursive: true, force: true })));
   }
   return hostsFiles.get(key)!;
 }
