@@ -1,7 +1,7 @@
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 
 export interface WrkResult {
   rps: number;
@@ -25,9 +25,12 @@ const hostsFiles = new Map<string, string>();
 function hostsFile(names: string[]): string {
   const key = names.join(" ");
   if (!hostsFiles.has(key)) {
-    const file = join(mkdtempSync(join(tmpdir(), "sail-bench-hosts-")), "hosts");
+    const dir = mkdtempSync(join(tmpdir(), "sail-bench-hosts-"));
+    const file = join(dir, "hosts");
     writeFileSync(file, ["127.0.0.1 localhost", ...names.map((name) => `127.0.0.1 ${name}`)].join("\n") + "\n");
     hostsFiles.set(key, file);
+    // kept while the bench runs (each load generator reads it), removed when the bench exits
+    if (hostsFiles.size === 1) process.once("exit", () => hostsFiles.forEach((f) => rmSync(dirname(f), { recursive: true, force: true })));
   }
   return hostsFiles.get(key)!;
 }
@@ -61,20 +64,23 @@ export interface Started {
   stop(): Promise<void>;
 }
 
-function started(child: ChildProcess, name: string): Started {
+/** `dir`: its temporary directory, removed once it has exited. */
+function started(child: ChildProcess, name: string, dir: string): Started {
   let exited = child.exitCode !== null;
   child.once("exit", () => (exited = true));
   return {
     async stop() {
-      if (exited) return;
-      const exit = new Promise((resolve) => child.once("exit", resolve));
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => {
-        console.error(`${name} (pid ${child.pid}) ignored SIGTERM for 5 s; killing it`);
-        child.kill("SIGKILL");
-      }, 5000);
-      await exit;
-      clearTimeout(timer);
+      if (!exited) {
+        const exit = new Promise((resolve) => child.once("exit", resolve));
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => {
+          console.error(`${name} (pid ${child.pid}) ignored SIGTERM for 5 s; killing it`);
+          child.kill("SIGKILL");
+        }, 5000);
+        await exit;
+        clearTimeout(timer);
+      }
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
@@ -95,7 +101,7 @@ export function startNginx(httpBlock: string, options: { netns?: string; workers
   // errors go to stderr until the config is read, then to error.log: a bad config shows in the bench's output
   const argv = ["nginx", "-c", conf, "-p", dir];
   const child = options.netns ? spawn("ip", ["netns", "exec", options.netns, ...argv], { stdio: "inherit" }) : spawn(argv[0]!, argv.slice(1), { stdio: "inherit" });
-  return started(child, `nginx ${conf}`);
+  return started(child, `nginx ${conf}`, dir);
 }
 
 /**
@@ -107,7 +113,7 @@ export function startCaddy(config: object): Started {
   const file = join(dir, "caddy.json");
   writeFileSync(file, JSON.stringify(config, null, 1));
   const child = spawn("caddy", ["run", "--config", file], { stdio: "inherit", env: { ...process.env, HOME: dir, XDG_CONFIG_HOME: dir, XDG_DATA_HOME: dir } });
-  return started(child, `caddy ${file}`);
+  return started(child, `caddy ${file}`, dir);
 }
 
 export interface H2loadResult {
