@@ -30,6 +30,8 @@ export class PtySession {
   readonly output: AsyncIterable<Uint8Array>;
   private readonly queue = new Queue<Uint8Array>();
   private readonly listeners = new Set<(chunk: Uint8Array) => void>();
+  /** Output that arrived before any `onData` listener: the first listener gets it, so none is lost. */
+  private early: Uint8Array[] | undefined = [];
   private readonly exit: Promise<number>;
 
   /** @internal */
@@ -45,7 +47,8 @@ export class PtySession {
         if (isBinary) {
           const chunk = new Uint8Array(bytes);
           this.queue.push(chunk);
-          for (const listener of this.listeners) listener(chunk);
+          if (this.early) this.early.push(chunk);
+          else for (const listener of this.listeners) listener(chunk);
           return;
         }
         const message = JSON.parse(bytes.toString("utf8")) as PtyServerMessage;
@@ -60,9 +63,13 @@ export class PtySession {
     this.exit.catch(() => {}); // surfaced through wait() and the output
   }
 
-  /** Call `listener` with each chunk of output (alongside `output`). */
+  /** Call `listener` with each chunk of output (alongside `output`); the first listener also gets what arrived before it. */
   onData(listener: (chunk: Uint8Array) => void): () => void {
     this.listeners.add(listener);
+    // what the program wrote between the terminal's opening and this first listener
+    const early = this.early;
+    this.early = undefined;
+    for (const chunk of early ?? []) listener(chunk);
     return () => this.listeners.delete(listener);
   }
 
