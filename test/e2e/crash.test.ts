@@ -6,11 +6,10 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { connect } from "node:net";
 import { describe, test } from "node:test";
 import { fetch, type Agent } from "undici";
 import { IngressPort, Sailbox } from "@sail/sdk";
-import { gatewayAgent, hostBoxIds, leftoversOnceRemoved, prng, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
+import { echoPing, gatewayAgent, hostBoxIds, leftoversOnceRemoved, prng, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon({
   setup: async (daemon) => {
@@ -22,16 +21,6 @@ let agent: Agent;
 
 const SEED = Number(process.env.SAIL_CRASH_SEED ?? 7);
 const ITERATIONS = Number(process.env.SAIL_CRASH_ITERATIONS ?? 15);
-
-function echo(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    let got = "";
-    const s = connect({ host: "127.0.0.1", port }, () => s.end("ping\n"));
-    s.on("data", (d) => (got += d));
-    s.on("error", () => {});
-    s.on("close", () => resolve(got));
-  });
-}
 
 describe("crashes", () => {
   test(`SIGKILL during create, exec, sleep, wake and terminate (${ITERATIONS} iterations, seed ${SEED}): live boxes answer, TCP ports stay, nothing is orphaned`, async () => {
@@ -100,7 +89,7 @@ describe("crashes", () => {
       assert.ok(liveIds.has(steady.id));
       assert.equal((await fetch(`${url}/headers`, { dispatcher: agent })).status, 200, log.join(" "));
       assert.equal((await steady.listener(7070).wait({ timeout: 30 })).endpoint.port, tcpPort);
-      assert.match(await echo(tcpPort), /ping/, log.join(" "));
+      assert.match(await echoPing(tcpPort), /ping/, log.join(" "));
       if (process.env.SAIL_CRASH_TRACE) console.error(`checks done ${Date.now() - t1} ms`);
     }
   });

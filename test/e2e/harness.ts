@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { randomBytes } from "node:crypto";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
@@ -499,4 +500,15 @@ export function hostBoxIds(): Map<string, string[]> {
   }
   for (const id of foreign) found.delete(id);
   return found;
+}
+
+/** What a TCP echo server at 127.0.0.1:`port` answers to "ping" (empty: nothing, or the connection was refused). */
+export function echoPing(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    let got = "";
+    const s = connect({ host: "127.0.0.1", port }, () => s.end("ping\n"));
+    s.on("data", (d) => (got += d));
+    s.on("error", () => {});
+    s.on("close", () => resolve(got));
+  });
 }

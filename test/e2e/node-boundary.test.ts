@@ -13,11 +13,10 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { connect } from "node:net";
 import { describe, test } from "node:test";
 import { fetch, type Agent } from "undici";
 import { App, IngressPort, Sailbox, SailError } from "@sail/sdk";
-import { eventually, gatewayAgent, hostBoxIds, leftoversOnceRemoved, prng, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
+import { eventually, echoPing, gatewayAgent, hostBoxIds, leftoversOnceRemoved, prng, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon({
   split: true,
@@ -45,17 +44,6 @@ function containerStatus(id: string): string {
 
 /** The container status a box's store status stands for: power is the node's, the store must follow it. */
 const CONTAINER_OF: Record<string, string> = { running: "running", sleeping: "paused", paused: "paused" };
-
-/** What a TCP echo answers to "ping". */
-function echo(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    let got = "";
-    const s = connect({ host: "127.0.0.1", port }, () => s.end("ping\n"));
-    s.on("data", (d) => (got += d));
-    s.on("error", () => {});
-    s.on("close", () => resolve(got));
-  });
-}
 
 /** The status code of a GET through the gateway (0: no answer at all). */
 async function statusOf(url: string): Promise<number> {
@@ -102,7 +90,7 @@ describe("the node boundary: either part dies, the database stops answering", ()
 
     await daemon.stopPart("main", "SIGKILL");
     assert.equal(await statusOf(`${url}/headers`), 200, "a running box answers while the control plane is down");
-    assert.match(await echo(tcpPort), /ping/, "its raw TCP port too");
+    assert.match(await echoPing(tcpPort), /ping/, "its raw TCP port too");
     assert.equal(await statusOf(`${sleeperUrl}/headers`), 200, "a sleeping box wakes on a request without the control plane");
 
     await daemon.startControl();

@@ -18,6 +18,7 @@ import type { NodeBoxSpec } from "../node-wire/node-api.js";
 import { NameTakenError, newId, OrgLimitReachedError, TcpPortsExhaustedError, type NewSailbox, type OrgRow, type SailboxRow, type Store, type TcpPortRange } from "../store/store.js";
 
 import type { ImagePlan, Images, ProgressSink } from "./images.js";
+import { listenerSpec } from "./listeners.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { Logger } from "./logger.js";
 import type { Nodes } from "./nodes.js";
@@ -154,15 +155,7 @@ export class BoxCreator {
       diskMiB: plan.diskMiB,
       idleTimeout: box.idleTimeout,
       network,
-      listeners: listeners.map((l) => ({
-        port: l.port,
-        protocol: l.protocol,
-        cidrAllowlist: l.cidrAllowlist,
-        allowPublic: l.allowPublic,
-        publicPort: l.publicPort,
-        h2c: l.h2c,
-        proxyProtocol: l.proxyProtocol,
-      })),
+      listeners: listeners.map(listenerSpec),
       ...(sshKey ? { sshPublicKey: sshKey } : {}),
     };
     let running: SailboxRow;

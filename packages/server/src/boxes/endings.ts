@@ -1,6 +1,7 @@
 import type { SailboxInfo } from "@sail/protocol";
 import type { NodeBoxSpec, NodeBoxState } from "../node-wire/node-api.js";
 import { networkPolicyOf } from "./outbound.js";
+import { listenerSpec } from "./listeners.js";
 import type { OrgRow, SailboxRow, Store } from "../store/store.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { Logger } from "./logger.js";
@@ -79,15 +80,7 @@ export class Endings {
       ...(box.diskMiB !== null ? { diskMiB: box.diskMiB } : {}),
       idleTimeout: box.idleTimeout,
       network: networkPolicyOf(box),
-      listeners: listeners.map((l) => ({
-        port: l.port,
-        protocol: l.protocol,
-        cidrAllowlist: l.cidrAllowlist,
-        allowPublic: l.allowPublic,
-        publicPort: l.publicPort,
-        h2c: l.h2c,
-        proxyProtocol: l.proxyProtocol,
-      })),
+      listeners: listeners.map(listenerSpec),
     };
   }
 }

@@ -1,5 +1,6 @@
 import { isLive, sailError, type ListenerInfo } from "@sail/protocol";
-import type { OrgRow, Store } from "../store/store.js";
+import type { NodeListenerSpec } from "../node-wire/node-api.js";
+import type { ListenerRow, OrgRow, Store } from "../store/store.js";
 import { listenerInfo, type PublicAddresses } from "./endpoints.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { Nodes } from "./nodes.js";
@@ -55,4 +56,9 @@ export class Listeners {
     const bind = this.nodes.state(box.id)?.listeners.find((b) => b.port === port);
     return listenerInfo(listener, this.addresses, listener.protocol === "tcp" ? { state: "bound", ...(bind?.unbound ? {} : {}) } : undefined);
   }
+}
+
+/** A stored listener as its node needs it: the published port with its public TCP port. */
+export function listenerSpec(l: ListenerRow): NodeListenerSpec {
+  return { port: l.port, protocol: l.protocol, cidrAllowlist: l.cidrAllowlist, allowPublic: l.allowPublic, publicPort: l.publicPort, h2c: l.h2c, proxyProtocol: l.proxyProtocol };
 }
