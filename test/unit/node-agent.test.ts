@@ -578,6 +578,18 @@ describe("events to the control plane", () => {
     assert.deepEqual(afterOutage, ["b sleeping", "woken a", "a paused"], "a's sleep and wake were replaced by its newest state");
   });
 
+  test("a control plane that is reachable again gets what waits at once, not after the backoff's timer", { timeout: 60_000 }, async () => {
+    const patient = makeAgent({ ...SETTINGS, events: { firstRetryMs: 3_600_000, maxRetryMs: 3_600_000 } }); // a timer that never fires in a test
+    sink.failing = true;
+    const box = await patient.createBox(spec());
+    while (sink.attempts < 1) await new Promise((r) => setTimeout(r, 1));
+    await new Promise((r) => setTimeout(r, 1)); // the failed delivery has set its retry timer
+    sink.failing = false;
+    patient.controlPlaneReachable();
+    await patient.eventsDelivered();
+    assert.deepEqual(sink.statesOf(box.sailboxId), ["running 2"]);
+  });
+
   test("a raw-TCP listener's bind state is part of its box's state: a change is an event with a new sequence number", async () => {
     const box = await create({ listeners: [tcp(5432, 20000)] });
     assert.deepEqual((await agent.box(box.id)).listeners, [{ port: 5432, state: "pending" }]);

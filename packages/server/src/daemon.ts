@@ -88,6 +88,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
     const node = await startNode(config, log, undo, events, hooks);
     const control = await startControl(config, log, undo, () => node.tls.caCert);
     events.target = control.boxes.nodes;
+    node.agent.controlPlaneReachable(); // what the node said while the control plane started goes now, not after its backoff
     control.boxes.nodes.attach(node.agent, await node.agent.info());
     log.info(await control.boxes.endings.reconcile(), "reconciled the store with the node");
     prebuildImages(control.boxes, config.prebuildImages, log);
@@ -146,7 +147,8 @@ async function startNodeRole(config: DaemonConfig, log: Logger, undo: Undo, hook
   undo.push(() => closeServer(server));
   const url = config.nodeUrl ?? `http://${host.includes(":") ? `[${host}]` : host}:${(server.address() as AddressInfo).port}`;
   const info = { ...(await node.agent.info()), ...(node.tls.caCert ? { caCert: node.tls.caCert } : {}) };
-  const register = () => link.register(url, info);
+  // a heard registration means the control plane is there: events waiting out a backoff go now
+  const register = () => link.register(url, info).then(() => node.agent.controlPlaneReachable());
   await retryUntil(register, log, "could not join the control plane yet; retrying");
   const heartbeat = setInterval(() => void register().catch((err) => log.warn({ err: String(err) }, "the control plane did not hear this node's heartbeat")), NODE_HEARTBEAT_MS);
   undo.push(() => clearInterval(heartbeat));

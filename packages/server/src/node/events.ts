@@ -65,6 +65,18 @@ export class EventOutbox {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  /**
+   * The control plane is reachable again (it came up, or heard the node's heartbeat): what waits
+   * goes now, not when the backoff's timer fires, which may be seconds away.
+   */
+  retryNow(): void {
+    if (this.closed || !this.retryTimer) return;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    this.retryMs = this.settings.firstRetryMs;
+    void this.deliver();
+  }
+
   /** Stop delivering (what waits is dropped: the control plane reconciles with `boxes()`). */
   close(): void {
     this.closed = true;

@@ -180,6 +180,11 @@ export class NodeAgent implements NodeApi {
     this.metrics.dnsQueries.inc({ result }, count);
   };
 
+  /** The control plane is up, or heard this node: events waiting out a backoff go now. */
+  controlPlaneReachable(): void {
+    this.outbox.retryNow();
+  }
+
   /** Resolves once every event so far reached the control plane (tests; a node that stops). */
   eventsDelivered(): Promise<void> {
     return this.outbox.idle();
