@@ -49,7 +49,16 @@ const SETTINGS: BoxesSettings = {
   defaults: { cpu: 1, memoryMiB: 512, diskMiB: 2048, hostCpus: 2 },
   tcp: { firstPort: 20000, lastPort: 20099, defaultLimitPerOrg: 32 },
   addresses: { domain: "sail.localhost", publicHttpsPort: 8443, publicHost: "localhost" },
+  dialNode: (url) => dialled(url),
+  nodeLease: { leaseMs: 60_000, graceMs: 0, sweepMs: 60_000 },
 };
+/** Nodes "on the network", by URL: what the control plane dials (tests attach a node agent at a URL). */
+const remoteNodes = new Map<string, NodeAgent>();
+function dialled(url: string): NodeAgent {
+  const node = remoteNodes.get(url);
+  if (!node) throw new Error(`no node at ${url}`);
+  return node;
+}
 const NODE_SETTINGS: NodeAgentSettings = {
   pidsLimit: 64,
   diskMiB: 1024,
@@ -78,7 +87,7 @@ async function startNode(): Promise<NodeAgent> {
   const made = new NodeAgent(nodeStore, runtime, NODE_SETTINGS, link, silent);
   agents.push(made);
   await made.start();
-  boxes.nodes.attach(made, await made.info());
+  await boxes.nodes.attachLocal(made, await made.info());
   return made;
 }
 
@@ -537,7 +546,7 @@ describe("terminate and reconcile", () => {
     link.away = true;
     runtime.boxes.delete(lost.id); // its container vanished while the node was down
     await restartNode();
-    assert.deepEqual(await boxes.endings.reconcile(), { kept: 0, failed: 1, removed: 0 });
+    assert.deepEqual(await boxes.endings.reconcile(boxes.nodes.some()), { kept: 0, failed: 1, removed: 0 });
     const failed = await boxes.endings.terminate(org, lost.id);
     assert.equal(failed.status, "failed");
     assert.match(failed.failureReason!, /container was missing/);
@@ -551,7 +560,7 @@ describe("terminate and reconcile", () => {
     link.away = true; // as in one process: the node starts before the control plane takes its events
     runtime.boxes.delete(lost.id);
     await restartNode();
-    assert.deepEqual(await boxes.endings.reconcile(), { kept: 1, failed: 1, removed: 0 });
+    assert.deepEqual(await boxes.endings.reconcile(boxes.nodes.some()), { kept: 1, failed: 1, removed: 0 });
     const failed = (await store.getSailbox(lost.id))!;
     assert.equal(failed.status, "failed");
     assert.match(failed.failureReason!, /its container was missing when the daemon started/);
@@ -567,7 +576,7 @@ describe("terminate and reconcile", () => {
     const cut = await store.insertSailbox(row({ nodeId: node }), { tcpEndpointsDefault: 32 });
     await agent.createBox(nodeSpec({ id: cut.id })); // the node finished; the control plane never heard
     await madeBefore(cut.id);
-    assert.deepEqual(await boxes.endings.reconcile(), { kept: 0, failed: 1, removed: 1 });
+    assert.deepEqual(await boxes.endings.reconcile(boxes.nodes.some()), { kept: 0, failed: 1, removed: 1 });
     const failed = (await store.getSailbox(cut.id))!;
     assert.equal(failed.status, "failed");
     assert.equal(failed.failureReason, "the daemon stopped while it was being created");
@@ -580,7 +589,7 @@ describe("terminate and reconcile", () => {
     const stray = await agent.createBox(nodeSpec());
     runtime.dirs.add("sb-leftover1"); // a directory neither knows
     await madeBefore(stray.sailboxId);
-    assert.deepEqual(await boxes.endings.reconcile(), { kept: 1, failed: 0, removed: 2 });
+    assert.deepEqual(await boxes.endings.reconcile(boxes.nodes.some()), { kept: 1, failed: 0, removed: 2 });
     assert.equal(await codeOf(agent.box(stray.sailboxId)), "SAIL_SAILBOX_NOT_FOUND");
     assert.ok(runtime.calls.includes(`destroy ${stray.sailboxId} afterCrash`) && runtime.calls.includes("destroy sb-leftover1 afterCrash"));
     assert.equal(await statusOf(known.id), "running");
@@ -594,7 +603,7 @@ describe("terminate and reconcile", () => {
     runtime.states.set(legacy.id, "paused"); // frozen, as it slept
     const gone = await store.insertSailbox(row(), { tcpEndpointsDefault: 32 });
     await store.setStatus(gone.id, "running");
-    assert.deepEqual(await boxes.endings.reconcile(), { kept: 1, failed: 1, removed: 0 });
+    assert.deepEqual(await boxes.endings.reconcile(boxes.nodes.some()), { kept: 1, failed: 1, removed: 0 });
     const taken = nodeStore.getBox(legacy.id)!;
     assert.deepEqual([taken.status, taken.netSlot], ["sleeping", 5]);
     assert.deepEqual(
@@ -636,7 +645,7 @@ describe("leases: one holder drives a box at a time", () => {
       return taken;
     };
     const other = createBoxes(second, SETTINGS, silent);
-    other.nodes.attach(agent, await agent.info());
+    await other.nodes.attachLocal(agent, await agent.info());
     const release = holdFreezes();
     const sleeping = boxes.power.sleep(org, box.id);
     await eventually("the node is freezing the box", () => runtime.calls.includes(`freeze held ${box.id}`));
@@ -790,5 +799,89 @@ describe("creates by Idempotency-Key, and creates nobody waits for", () => {
     const later = await boxes.creates.begin(org, request(), "key-4");
     assert.equal(later.replayed, false);
     assert.notEqual((await later.result).id, first.id);
+  });
+});
+
+describe("many nodes: placement, drain, loss", () => {
+  /** A node agent "on the network" at http://<name>:7080 with its own node.db and host, joined by heartbeat as a remote node is. */
+  async function joinNode(name: string, maxBoxes = 8): Promise<{ agent: NodeAgent; runtime: FakeRuntime; url: string; beat: () => Promise<boolean> }> {
+    mkdirSync(join(dir, `logs-${name}`));
+    const host = new FakeRuntime(join(dir, `logs-${name}`));
+    host.maxBoxes = maxBoxes;
+    const made = new NodeAgent(new NodeStore(join(dir, `${name}.db`)), host, NODE_SETTINGS, link, silent);
+    agents.push(made);
+    await made.start();
+    const url = `http://${name}:7080`;
+    remoteNodes.set(url, made);
+    const info = await made.info();
+    const beat = async () => {
+      const reconcile = await boxes.nodes.heartbeat(url, info);
+      if (reconcile) await boxes.endings.reconcile(boxes.nodes.get(info.nodeId)!);
+      return reconcile;
+    };
+    await beat();
+    return { agent: made, runtime: host, url, beat };
+  }
+
+  test("each box goes to the node with more free slots of two; each says its node; calls go to that node", async () => {
+    const b = await joinNode("b", 4);
+    const made = [];
+    for (let i = 0; i < 6; i++) made.push(await create()); // the local node has 8 slots, b 4
+    const [localId, bId] = [(await agent.info()).nodeId, (await b.agent.info()).nodeId];
+    const on = (id: string) => made.filter((box) => box.node === id).length;
+    assert.deepEqual([on(localId), on(bId)], [5, 1], "8-0 > 4-0, …, 4-4 > 4-0, 3 = 3 (either), then the other");
+    for (const box of made) {
+      const holder = box.node === bId ? b.runtime : runtime;
+      assert.ok(holder.boxes.has(box.id), `${box.id} runs on ${box.node}`);
+      await boxes.power.sleep(org, box.id);
+      assert.ok(holder.calls.includes(`freeze ${box.id}`), `its sleep went to ${box.node}`);
+    }
+  });
+
+  test("a draining node takes no new box and keeps its own; with no node left the create says why, and nothing is made", async () => {
+    const b = await joinNode("b");
+    const bId = (await b.agent.info()).nodeId;
+    const localId = (await agent.info()).nodeId;
+    await boxes.nodes.drain(bId, true);
+    const made = await Promise.all(Array.from({ length: 4 }, () => create()));
+    assert.deepEqual(new Set(made.map((box) => box.node)), new Set([localId]));
+    await boxes.nodes.drain(localId, true);
+    const before = inserts;
+    await assert.rejects(create(), (e: SailError) => e.code === "SAIL_NODE_UNAVAILABLE" && e.message.includes(`${bId} is draining`) && e.message.includes(`${localId} is draining`));
+    assert.equal(inserts, before, "no row was written");
+    await assert.rejects(boxes.nodes.drain("node-nobody", true), (e: SailError) => e.code === "SAIL_NODE_NOT_FOUND");
+    const listed = await boxes.nodes.list();
+    assert.deepEqual(listed.map((n) => [n.nodeId === localId ? "local" : "b", n.state, n.boxes]).sort(), [
+      ["b", "draining", 0],
+      ["local", "draining", 4],
+    ]);
+  });
+
+  test("a node whose lease lapsed is lost: its boxes fail naming it, their TCP ports are free, creates go elsewhere; when it joins again its boxes are removed from it", async () => {
+    const b = await joinNode("b");
+    const bId = (await b.agent.info()).nodeId;
+    await boxes.nodes.drain((await agent.info()).nodeId, true);
+    const onB = await create({ ingressPorts: [{ port: 5432, protocol: "tcp", allowPublic: true }] });
+    assert.equal(onB.node, bId);
+    const publicPort = onB.listeners[0]!.endpoint.port;
+    await boxes.nodes.drain((await agent.info()).nodeId, false);
+    // b stops beating; its lease runs out (the store's clock), then the sweep declares it
+    await store.heartbeatNode({ id: bId, url: b.url, info: JSON.stringify(await b.agent.info()) }, 1);
+    await eventually("b's lease lapsed", async () => (await store.listNodes()).some((n) => n.id === bId && n.leaseUntil! < n.nowMs));
+    assert.deepEqual(await boxes.nodes.sweep(), [{ nodeId: bId, failed: [onB.id] }]);
+    const failed = await boxes.views.get(org, onB.id);
+    assert.equal(failed.status, "failed");
+    assert.match(failed.failureReason!, new RegExp(`its node ${bId} was lost`));
+    assert.equal((await boxes.nodes.list()).find((n) => n.nodeId === bId)!.state, "lost");
+    const next = await create({ ingressPorts: [{ port: 5432, protocol: "tcp", allowPublic: true }] });
+    assert.notEqual(next.node, bId, "creates go elsewhere");
+    assert.equal(next.listeners[0]!.endpoint.port, publicPort, "the lost box's public port was free again");
+    // a late word of the lost node does not bring the box back
+    await boxes.nodes.deliver([{ type: "box", state: { ...(await b.agent.box(onB.id)), seq: 1000 } }]);
+    assert.equal((await boxes.views.get(org, onB.id)).status, "failed");
+    assert.equal(b.runtime.boxes.has(onB.id), true, "b (cut off, fenced) still holds it");
+    assert.equal(await b.beat(), true, "a lost node that joins again is reconciled");
+    assert.equal(b.runtime.boxes.has(onB.id), false, "its failed box was removed from it");
+    assert.equal((await boxes.nodes.list()).find((n) => n.nodeId === bId)!.generation, 2);
   });
 });

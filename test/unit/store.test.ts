@@ -590,6 +590,64 @@ for (const backend of [sqliteBackend(), postgresBackend()]) {
       });
     });
 
+    describe("nodes", () => {
+      const info = (maxBoxes = 10) => JSON.stringify({ nodeId: "x", version: 1, hostArch: "amd64", maxBoxes });
+
+      test("a node joins with a lease, beats to renew it, lists with what its live boxes hold, and drains", async () => {
+        const db = await backend.database();
+        const store = await db.open();
+        const { org, app } = await orgAndApp(store);
+        const joined = await store.heartbeatNode({ id: "node-a", url: "http://198.51.100.131:7080", info: info() }, 60_000);
+        assert.equal(joined.wasLost, false);
+        assert.equal(joined.node.generation, 1);
+        assert.equal(joined.node.draining, false);
+        await store.heartbeatNode({ id: "node-local", url: "", info: info() }, null);
+        await store.insertSailbox(boxSpec(org, app, { nodeId: "node-a", cpu: 0.5, memoryMiB: 256 }), RULES);
+        const ended = await store.insertSailbox(boxSpec(org, app, { nodeId: "node-a" }), RULES);
+        await store.setStatus(ended.id, "terminated");
+        const [a, local] = await store.listNodes();
+        assert.deepEqual([a!.id, a!.boxes, a!.cpu, a!.memoryMiB], ["node-a", 1, 0.5, 256], "only live boxes count");
+        assert.ok(a!.leaseUntil! > a!.nowMs && a!.leaseUntil! <= a!.nowMs + 60_000);
+        assert.deepEqual([local!.id, local!.boxes, local!.leaseUntil], ["node-local", 0, null]);
+        assert.equal(await store.setNodeDraining("node-a", true), true);
+        assert.equal((await store.getNode("node-a"))!.draining, true);
+        assert.equal(await store.setNodeDraining("node-nobody", true), false);
+        assert.deepEqual(
+          (await store.liveSailboxesOn("node-a")).map((b) => b.cpu),
+          [0.5],
+        );
+      });
+
+      test("a lapsed node is declared lost once, by one of several sweepers; the in-process node never lapses; it rejoins as its next generation", async () => {
+        const db = await backend.database();
+        const stores = await Promise.all([db.open(), db.open(), db.open()]);
+        await stores[0]!.heartbeatNode({ id: "node-gone", url: "http://198.51.100.132:7080", info: info() }, 1);
+        await stores[0]!.heartbeatNode({ id: "node-live", url: "http://198.51.100.133:7080", info: info() }, 600_000);
+        await stores[0]!.heartbeatNode({ id: "node-local", url: "", info: info() }, null);
+        await eventually("node-gone's lease lapsed", async () => (await stores[0]!.getNode("node-gone"))!.leaseUntil! < (await stores[0]!.listNodes())[0]!.nowMs);
+        const declared = await Promise.all(stores.map((store) => store.declareLapsedNodesLost(0)));
+        assert.deepEqual(declared.flat(), ["node-gone"], `each sweeper declared: ${JSON.stringify(declared)}`);
+        assert.deepEqual(await stores[1]!.declareLapsedNodesLost(0), [], "declared once");
+        const lost = (await stores[1]!.getNode("node-gone"))!;
+        assert.ok(lost.lostAt);
+        const back = await stores[2]!.heartbeatNode({ id: "node-gone", url: "http://198.51.100.132:7080", info: info() }, 600_000);
+        assert.equal(back.wasLost, true);
+        assert.equal(back.node.generation, 2);
+        assert.equal(back.node.lostAt, null);
+        const again = await stores[2]!.heartbeatNode({ id: "node-gone", url: "http://198.51.100.132:7080", info: info() }, 600_000);
+        assert.deepEqual([again.wasLost, again.node.generation], [false, 2], "a beat of a node that was not lost is the same generation");
+      });
+
+      test("a node's grace: lapsed, but not yet past the grace, it is not declared", async () => {
+        const db = await backend.database();
+        const store = await db.open();
+        await store.heartbeatNode({ id: "node-slow", url: "http://198.51.100.134:7080", info: info() }, 1);
+        await eventually("its lease lapsed", async () => (await store.getNode("node-slow"))!.leaseUntil! < (await store.listNodes())[0]!.nowMs);
+        assert.deepEqual(await store.declareLapsedNodesLost(3_600_000), []);
+        assert.deepEqual(await store.declareLapsedNodesLost(0), ["node-slow"]);
+      });
+    });
+
     describe("races between control-plane processes", () => {
       test("two creates of one name at once: exactly one wins, the other gets NameTakenError", async () => {
         const db = await backend.database();

@@ -5,6 +5,7 @@ import { registerBox } from "./box/box.js";
 import { registerCa } from "./ca.js";
 import { registerConsole } from "./console.js";
 import { registerImage } from "./image.js";
+import { registerNode } from "./node.js";
 import { registerOrg } from "./org.js";
 import { failWith } from "./output.js";
 import { registerToken } from "./token.js";
@@ -27,6 +28,7 @@ registerImage(program);
 registerCa(program);
 registerToken(program);
 registerOrg(program);
+registerNode(program);
 registerConsole(program);
 
 program.parseAsync(process.argv).catch(failWith);

@@ -95,6 +95,8 @@ export const ERROR_CODES = {
   SAIL_UNAVAILABLE: { status: 503, kind: "Internal", from: "sdk" },
   // the control plane cannot reach the node that runs the box (or no node has joined yet)
   SAIL_NODE_UNAVAILABLE: { status: 503, kind: "Internal" },
+  // `sail node drain` of a node no control plane has heard of
+  SAIL_NODE_NOT_FOUND: { status: 404, kind: "NotFound" },
   // the control plane's database (PostgreSQL) did not answer in time or could not be reached; nothing known changed
   SAIL_STORE_UNAVAILABLE: { status: 503, kind: "Internal" },
   // the HTTPS gateway's own answers (x-sail-error), for traffic to published ports

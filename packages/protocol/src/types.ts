@@ -97,8 +97,29 @@ export interface SailboxInfo {
   /** Where it may open connections. */
   network: NetworkInfo;
   createdAt: string;
+  /** The node that runs it (a box lives on one node for its life); null: made before nodes were recorded. */
+  node: string | null;
   /** Why a `failed` sailbox failed. */
   failureReason?: string;
+}
+
+/** A machine that runs sailboxes, as the control plane sees it (`GET /v1/nodes`, `sail node ls`). */
+export interface NodeSummary {
+  nodeId: string;
+  /** Where control planes reach its wire; "" for the node in the control plane's own process. */
+  url: string;
+  /** active: takes new boxes; draining: keeps its boxes, takes no new ones; lost: its lease lapsed, its boxes failed. */
+  state: "active" | "draining" | "lost";
+  /** 1 at its first join, one more each time it joined again after it was lost. */
+  generation: number;
+  /** Milliseconds since its last heartbeat renewed its lease; null for the node in the control plane's own process. */
+  leaseAgeMs: number | null;
+  /** Its live sailboxes, and what they hold. */
+  boxes: number;
+  maxBoxes: number;
+  cpu: number;
+  memoryMiB: number;
+  hostArch: Architecture;
 }
 
 export interface ExecRequest {

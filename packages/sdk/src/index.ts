@@ -12,6 +12,7 @@ export { SailClient, type CallOptions, type ProgressEvent } from "./client.js";
 export { describeProgress, printBuildProgress } from "./progress.js";
 export { Tokens } from "./tokens.js";
 export { Orgs } from "./orgs.js";
+export { Nodes } from "./nodes.js";
 export { clientConfigPath, type ConnectionOptions } from "./config.js";
 export {
   SailError,
@@ -34,6 +35,7 @@ export {
   type CreatedToken,
   type OrgLimits,
   type OrgLimitsInfo,
+  type NodeSummary,
   type SetOrgLimitsRequest,
   type ConsoleLoginLink,
   type SailboxTraffic,

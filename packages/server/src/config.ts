@@ -17,6 +17,10 @@ export interface DaemonConfig {
   control?: string;
   /** The credential both ends of the node wire present (role control makes one in the data dir when not given). */
   nodeToken?: string;
+  /** Role control: a node's lease lasts this long past its last heartbeat; a node that cannot renew it fences itself. */
+  nodeLeaseSeconds: number;
+  /** Role control: after a node's lease lapsed, this long more before its boxes are failed. */
+  nodeGraceSeconds: number;
   dataDir: string;
   apiListen: string;
   metricsListen: string;
@@ -158,6 +162,24 @@ export const DAEMON_OPTIONS = [
     default: undefined,
     parse: text,
     check: (v) => (v.length >= 16 ? undefined : "must be at least 16 characters"),
+  }),
+  option({
+    key: "nodeLeaseSeconds",
+    flag: "node-lease",
+    arg: "seconds",
+    help: "role control: a node's lease lasts this long past its last heartbeat (every 5 s); a node that cannot renew it stops serving its boxes",
+    default: 15,
+    parse: integer,
+    check: inRange(6, 3600, "seconds: more than one heartbeat"),
+  }),
+  option({
+    key: "nodeGraceSeconds",
+    flag: "node-grace",
+    arg: "seconds",
+    help: "role control: after a node's lease lapsed, this long more before its sailboxes are failed and their ports freed",
+    default: 5,
+    parse: integer,
+    check: inRange(0, 3600, "seconds"),
   }),
   option({
     key: "dataDir",

@@ -61,6 +61,8 @@ const TINI_PATH = "/usr/bin/tini-static";
 const CONSOLE_DIR = join(dirname(fileURLToPath(import.meta.url)), "../../console/dist");
 /** A node agent tells its control plane it is there this often (a restarted control plane learns of it within this). */
 const NODE_HEARTBEAT_MS = 5_000;
+/** How often a node looks whether its lease lapsed (it fences itself within this of the lapse). */
+const NODE_FENCE_CHECK_MS = 500;
 
 /** What a start did, undone in reverse by close() or by a start that fails (the host as it was found). */
 class Undo {
@@ -89,8 +91,8 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
     const control = await startControl(config, log, undo, () => node.tls.caCert);
     events.target = control.boxes.nodes;
     node.agent.controlPlaneReachable(); // what the node said while the control plane started goes now, not after its backoff
-    control.boxes.nodes.attach(node.agent, await node.agent.info());
-    log.info(await control.boxes.endings.reconcile(), "reconciled the store with the node");
+    await control.boxes.nodes.attachLocal(node.agent, await node.agent.info());
+    log.info(await control.boxes.endings.reconcile(control.boxes.nodes.some()), "reconciled the store with the node");
     prebuildImages(control.boxes, config.prebuildImages, log);
     const summary =
       `Sail is up: API ${control.apiUrl}, HTTPS gateway ${config.httpsListen} for *.${config.domain}, client config ${config.clientConfigPath}\n` +
@@ -117,23 +119,26 @@ async function startControlRole(config: DaemonConfig, log: Logger, undo: Undo): 
     config,
     log,
     undo,
-    () => control.boxes.nodes.attached?.info.caCert,
-    (boxes) => new NodeEndpoint(credential, (url, info) => joins.run(() => attachRemote(boxes, url, info, credential, log).then(() => prebuild(boxes))), boxes.nodes),
+    () => control.boxes.nodes.all()[0]?.info.caCert,
+    (boxes) => new NodeEndpoint(credential, (url, info) => joins.run(() => attachRemote(boxes, url, info, log).then(() => prebuild(boxes))), boxes.nodes, boxes.nodes.lease.leaseMs),
+    (url) => new RemoteNode(url, credential),
   );
+  control.boxes.nodes.start();
+  undo.push(() => control.boxes.nodes.stop());
   const summary =
     `Sail is up (control plane): API ${control.apiUrl}, store ${config.store === "sqlite" ? join(config.dataDir, "sail.db") : "PostgreSQL"}, client config ${config.clientConfigPath}\n` +
     `Join a node: sail up --role node --control ${control.apiUrl} --node-token ${credential}`;
   return { apiUrl: control.apiUrl, token: control.token, config, summary, close: () => undo.run() };
 }
 
-/** A node (re)registered: attach it (a new address or a new node) and reconcile what it holds. The same node again is only a heartbeat. */
-async function attachRemote(boxes: Boxes, url: string, info: NodeInfo, credential: string, log: Logger): Promise<void> {
-  const current = boxes.nodes.attached;
-  if (current && current.info.nodeId === info.nodeId && (current.api as RemoteNode).url === url) return;
-  if (current && current.info.nodeId !== info.nodeId) log.warn({ was: current.info.nodeId, now: info.nodeId }, "another node joined: boxes go to it from now on");
-  const remote = new RemoteNode(url, credential);
-  boxes.nodes.attach(remote, info);
-  log.info(await boxes.endings.reconcile(), "reconciled the store with the node");
+/**
+ * A node registered or beat: its lease renewed. A node new to this control plane, at a new
+ * address, or back after it was declared lost is reconciled before the register is answered
+ * (the node stays fenced until then: a lost node's failed boxes are removed before it routes).
+ */
+async function attachRemote(boxes: Boxes, url: string, info: NodeInfo, log: Logger): Promise<void> {
+  if (!(await boxes.nodes.heartbeat(url, info))) return;
+  log.info({ nodeId: info.nodeId, ...(await boxes.endings.reconcile(boxes.nodes.get(info.nodeId)!)) }, "reconciled the store with the node");
 }
 
 /** A node agent alone: it serves the node wire and joins the control plane (again every few seconds: a restarted control plane forgets it). */
@@ -148,10 +153,20 @@ async function startNodeRole(config: DaemonConfig, log: Logger, undo: Undo, hook
   const url = config.nodeUrl ?? `http://${host.includes(":") ? `[${host}]` : host}:${(server.address() as AddressInfo).port}`;
   const info = { ...(await node.agent.info()), ...(node.tls.caCert ? { caCert: node.tls.caCert } : {}) };
   // a heard registration means the control plane is there: events waiting out a backoff go now
-  const register = () => link.register(url, info).then(() => node.agent.controlPlaneReachable());
+  const lease = new NodeLeaseKeeper(node.agent);
+  const register = async () => {
+    const sentAt = Date.now();
+    const answer = await link.register(url, info);
+    lease.renewed(sentAt, answer.leaseMs);
+    node.agent.controlPlaneReachable();
+  };
   await retryUntil(register, log, "could not join the control plane yet; retrying");
   const heartbeat = setInterval(() => void register().catch((err) => log.warn({ err: String(err) }, "the control plane did not hear this node's heartbeat")), NODE_HEARTBEAT_MS);
-  undo.push(() => clearInterval(heartbeat));
+  const fenceCheck = setInterval(() => lease.check(), NODE_FENCE_CHECK_MS);
+  undo.push(() => {
+    clearInterval(heartbeat);
+    clearInterval(fenceCheck);
+  });
   const summary = `Sail node is up: node ${info.nodeId} joined the control plane at ${config.control}; node wire ${url}, HTTPS gateway ${config.httpsListen}, raw TCP on ${config.tcpListen}`;
   return { apiUrl: config.control!, token: "", config, summary, close: () => undo.run() };
 }
@@ -255,7 +270,16 @@ async function startNode(config: DaemonConfig, log: Logger, undo: Undo, events: 
 }
 
 /** The control plane: its store, the boxes room, the API and the metrics. `nodeEndpoint`: node agents join here (role control). */
-async function startControl(config: DaemonConfig, log: Logger, undo: Undo, caCert: () => string | undefined, nodeEndpoint?: (boxes: Boxes) => NodeEndpoint) {
+async function startControl(
+  config: DaemonConfig,
+  log: Logger,
+  undo: Undo,
+  caCert: () => string | undefined,
+  nodeEndpoint?: (boxes: Boxes) => NodeEndpoint,
+  dialNode: (url: string) => RemoteNode = () => {
+    throw new Error("this control plane drives only the node in its own process");
+  },
+) {
   const store: Store = config.store === "sqlite" ? new SqliteStore(join(config.dataDir, "sail.db")) : await PostgresStore.connect(config.store);
   undo.push(() => store.close());
   const httpsListen = parseListen(config.httpsListen);
@@ -265,6 +289,8 @@ async function startControl(config: DaemonConfig, log: Logger, undo: Undo, caCer
       defaults: { cpu: config.boxCpu, memoryMiB: config.boxMemoryMiB, diskMiB: config.boxDiskMiB, hostCpus: availableParallelism() },
       tcp: { ...parsePortRange(config.tcpPorts), defaultLimitPerOrg: config.tcpLimitPerOrg },
       addresses: { domain: config.domain, publicHttpsPort: config.publicHttpsPort ?? httpsListen.port, publicHost: config.publicHost },
+      dialNode,
+      nodeLease: { leaseMs: config.nodeLeaseSeconds * 1000, graceMs: config.nodeGraceSeconds * 1000, sweepMs: Math.min(2000, config.nodeLeaseSeconds * 250) },
     },
     log,
   );
@@ -292,13 +318,33 @@ async function startControl(config: DaemonConfig, log: Logger, undo: Undo, caCer
 
   if (config.metricsListen !== "off") {
     // the node's series (its data paths, outbound, resolver, wakes, boxes by status), HAProxy's (haproxy_*) after them
-    const metricsServer = createMetricsServer(async () => ({ contentType: "text/plain; version=0.0.4; charset=utf-8", body: (await boxes.nodes.attached?.api.metricsText()) ?? "" }));
+    const metricsServer = createMetricsServer(async () => ({ contentType: "text/plain; version=0.0.4; charset=utf-8", body: (await boxes.nodes.all()[0]?.api.metricsText()) ?? "" }));
     const listen = parseListen(config.metricsListen);
     await listenOn(metricsServer, listen.host, listen.port);
     undo.push(() => void metricsServer.close());
     log.info({ metricsListen: config.metricsListen }, "metrics at GET /metrics");
   }
   return { boxes, apiUrl, token };
+}
+
+/**
+ * The node's side of its lease: renewed by each heartbeat the control plane answered (counted
+ * from when the heartbeat was sent, so the node's view never outlives the control plane's);
+ * past it the node fences itself, and the next answered heartbeat (the control plane reconciled
+ * the node first if it had declared it lost) lifts the fence.
+ */
+class NodeLeaseKeeper {
+  private until = Number.POSITIVE_INFINITY;
+  constructor(private readonly agent: Pick<NodeAgent, "fence">) {}
+
+  renewed(sentAt: number, leaseMs: number): void {
+    this.until = sentAt + leaseMs;
+    this.agent.fence(false);
+  }
+
+  check(): void {
+    if (Date.now() > this.until) this.agent.fence(true);
+  }
 }
 
 /** Events of an in-process node before its control plane is up: refused, so the node keeps them and tries again. */

@@ -46,6 +46,7 @@ export class Metrics {
     registers: [this.registry],
   });
   private readonly outboundSeen = new Map<string, { bytesOut: number; refusedPackets: number }>();
+  readonly fenced = new Gauge({ name: "sail_node_fenced", help: "1 while this node serves no routes because its lease with the control plane lapsed", registers: [this.registry] });
   readonly sailboxes = new Gauge({ name: "sail_sailboxes", help: "Live sailboxes by status", labelNames: ["status"], registers: [this.registry] });
 
   constructor() {

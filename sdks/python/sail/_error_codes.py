@@ -59,6 +59,7 @@ ERROR_CODES: Dict[str, Tuple[int, str]] = {
     "SAIL_INTERNAL": (500, "Internal"),
     "SAIL_UNAVAILABLE": (503, "Internal"),
     "SAIL_NODE_UNAVAILABLE": (503, "Internal"),
+    "SAIL_NODE_NOT_FOUND": (404, "NotFound"),
     "SAIL_STORE_UNAVAILABLE": (503, "Internal"),
     "SAIL_ROUTE_UNKNOWN": (404, "NotFound"),
     "SAIL_HOST_AMBIGUOUS": (400, "InvalidArgument"),

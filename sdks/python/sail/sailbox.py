@@ -38,6 +38,8 @@ class SailboxInfo:
     wakes: int
     created_at: str
     failure_reason: Optional[str] = None
+    #: the node that runs it (a box lives on one node for its life); None: made before nodes were recorded
+    node: Optional[str] = None
     #: its published ports and their endpoints (wire form), known from create on; none once it ended
     listeners: List[Dict[str, Any]] = field(default_factory=list, repr=False)
     #: where it may open connections: ``{"outbound": "open" | "blocked" | "allowlist" | "denylist", "allowOut": [...], "denyOut": [...]}``
@@ -60,6 +62,7 @@ class SailboxInfo:
             wakes=info.get("wakes", 0),
             created_at=info["createdAt"],
             failure_reason=info.get("failureReason"),
+            node=info.get("node"),
             listeners=list(info.get("listeners") or []),
             network=dict(info.get("network") or {}),
             raw=dict(info),

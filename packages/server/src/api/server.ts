@@ -11,6 +11,7 @@ import { PtySockets } from "./pty-socket.js";
 import type { Route } from "./route.js";
 import { appRoutes } from "./routes/apps.js";
 import { consoleRoutes } from "./routes/console.js";
+import { nodeRoutes } from "./routes/nodes.js";
 import { sailboxRoutes } from "./routes/sailboxes.js";
 import { tokenRoutes } from "./routes/tokens.js";
 
@@ -32,7 +33,7 @@ export function createApiServer(boxes: Boxes, authenticate: Authenticate, tls: {
   const webConsole = extras.console;
   const consoleAssets = webConsole && new ConsoleAssets(webConsole.assetsDir, webConsole.sessions);
   const ptySockets = new PtySockets(boxes.execs, log);
-  const routes: Route[] = [...consoleRoutes(tls, webConsole?.sessions), ...tokenRoutes(boxes), ...appRoutes(boxes), ...sailboxRoutes(boxes, log)];
+  const routes: Route[] = [...consoleRoutes(tls, webConsole?.sessions), ...tokenRoutes(boxes), ...appRoutes(boxes), ...nodeRoutes(boxes), ...sailboxRoutes(boxes, log)];
 
   const server = createServer(async (req, res) => {
     try {

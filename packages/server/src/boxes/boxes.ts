@@ -13,7 +13,7 @@ import { Images } from "./images.js";
 import { Lifecycle } from "./lifecycle.js";
 import { Listeners } from "./listeners.js";
 import type { Logger } from "./logger.js";
-import { Nodes } from "./nodes.js";
+import { Nodes, type NodeLeaseSettings } from "./nodes.js";
 import { OrgLimitsRoom } from "./org-limits.js";
 import { OutboundPolicies } from "./outbound.js";
 import { Power } from "./power.js";
@@ -24,6 +24,9 @@ export interface BoxesSettings {
   defaults: BoxDefaults;
   tcp: TcpSettings;
   addresses: PublicAddresses;
+  /** A client of a node's wire at a URL (nodes that joined over the network). */
+  dialNode: ConstructorParameters<typeof Nodes>[3];
+  nodeLease?: NodeLeaseSettings;
 }
 
 /**
@@ -34,9 +37,9 @@ export interface BoxesSettings {
  */
 export function createBoxes(store: Store, settings: BoxesSettings, log: Logger) {
   const lifecycle = new Lifecycle(store, log);
-  const nodes = new Nodes(lifecycle, log);
-  // boxes made before Sail kept whether they are emulated: the attached node's architecture says
-  const hostArch = (): Architecture | undefined => nodes.attached?.info.hostArch;
+  const nodes = new Nodes(store, lifecycle, log, settings.dialNode, settings.nodeLease);
+  // boxes made before Sail kept whether they are emulated: an attached node's architecture says
+  const hostArch = (): Architecture | undefined => nodes.all()[0]?.info.hostArch;
   const views = new SailboxViews(store, lifecycle, nodes, hostArch, settings.addresses);
   const describe = views.describe.bind(views);
   const outbound = new OutboundPolicies(store, lifecycle, nodes, describe, log);

@@ -21,7 +21,7 @@ import type { ImagePlan, Images, ProgressSink } from "./images.js";
 import { listenerSpec } from "./listeners.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { Logger } from "./logger.js";
-import type { Nodes } from "./nodes.js";
+import type { AttachedNode, Nodes } from "./nodes.js";
 import { orgLimitRefusal } from "./org-limits.js";
 import type { OutboundPolicies } from "./outbound.js";
 
@@ -100,7 +100,7 @@ export class BoxCreator {
     const idleTimeout = checkIdleTimeout(request.idleTimeout) ?? null;
     const ports = normalizeIngressPorts(request.ingressPorts).map(withCanonicalCidrs);
     // the shape here, then what only the box's node can judge (what this host never lets boxes reach)
-    const network = await this.nodes.node().api.checkNetwork(this.outbound.check(request));
+    const network = await this.nodes.some().api.checkNetwork(this.outbound.check(request));
     const sshKey = request.ssh === undefined || request.ssh === null ? undefined : checkSshPublicKey((request.ssh as { publicKey?: unknown }).publicKey, "ssh.publicKey");
     // ssh publishes 22 as raw TCP, unless the user did so already (e.g. with a cidrAllowlist)
     if (sshKey && !ports.some((p) => p.port === SSH_PORT)) ports.push({ port: SSH_PORT, protocol: "tcp", cidrAllowlist: [], allowPublic: false });
@@ -116,12 +116,13 @@ export class BoxCreator {
    * later, its box is removed again before this rejects with `CreateAbandonedError`.
    */
   async run(plan: CreatePlan, { signal, onProgress, startedAt = Date.now(), notBefore }: RunOptions = {}): Promise<SailboxInfo> {
-    await this.images.prepare(plan.image, onProgress, startedAt);
+    // the box lives on this node for its life: its image is built there
+    const node = await this.nodes.place();
+    await this.images.prepare(plan.image, onProgress, startedAt, node);
     await notBefore;
     if (signal?.aborted) throw new CreateAbandonedError("the caller went away before its box was made");
 
     const { org, app, name, image, network, sshKey } = plan;
-    const node = this.nodes.node();
     const id = newId("sb-");
     const box = await this.insert(
       {
@@ -178,7 +179,7 @@ export class BoxCreator {
       throw sailError("SAIL_RUNTIME_FAILED", `Could not start sailbox ${name ?? id}: ${(err as Error).message}`, { sailboxId: id });
     }
     if (signal?.aborted) {
-      await this.undo(id);
+      await this.undo(id, node);
       throw new CreateAbandonedError("the caller went away as its box came up");
     }
     this.log.info({ sailboxId: id, app: app.name, name }, "sailbox running");
@@ -186,8 +187,8 @@ export class BoxCreator {
   }
 
   /** A box nobody will hear of: removed from its node, then forgotten like a failed create. */
-  private async undo(id: string): Promise<void> {
-    await this.nodes.node().api.destroyBox(id);
+  private async undo(id: string, node: AttachedNode): Promise<void> {
+    await node.api.destroyBox(id);
     await this.store.deleteSailbox(id);
     this.nodes.forget(id);
   }

@@ -5,7 +5,7 @@ import { listenerSpec } from "./listeners.js";
 import type { OrgRow, SailboxRow, Store } from "../store/store.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { Logger } from "./logger.js";
-import type { Nodes } from "./nodes.js";
+import type { AttachedNode, Nodes } from "./nodes.js";
 
 /** The end of a box: on request (terminate), or when its node lost it (reconcile). */
 export class Endings {
@@ -22,7 +22,7 @@ export class Endings {
     const box = await this.lifecycle.owned(org, id);
     if (box.status === "terminated") return this.describe(box);
     const ended = await this.lifecycle.withLease(id, "terminate", async () => {
-      await this.nodes.node().api.destroyBox(id);
+      await (await this.nodes.of(box)).api.destroyBox(id);
       const now = await this.lifecycle.current(id);
       if (now?.status === "failed") return now;
       return this.lifecycle.setStatus(id, "terminated", { action: "terminate" });
@@ -39,9 +39,10 @@ export class Endings {
    * node's word, and one the node does not hold — or one still `creating` (its create was cut
    * short) — is failed with the reason and its leftovers removed.
    */
-  async reconcile(): Promise<{ kept: number; failed: number; removed: number }> {
-    const { api, info } = this.nodes.node();
-    const live = (await this.store.liveSailboxes()).filter((box) => box.nodeId === null || box.nodeId === info.nodeId);
+  async reconcile(node: AttachedNode): Promise<{ kept: number; failed: number; removed: number }> {
+    const { api, info } = node;
+    // boxes from before nodes were recorded belong to the node in this process
+    const live = (await this.store.liveSailboxes()).filter((box) => box.nodeId === info.nodeId || (box.nodeId === null && node.url === ""));
     const expected = await Promise.all(live.filter((box) => box.status !== "creating").map(async (box) => ({ spec: await this.specOf(box), status: box.status })));
     const adopted = await api.adopt(expected);
     if (adopted.adopted.length) this.log.info({ sailboxIds: adopted.adopted }, "the node took over sailboxes it runs");

@@ -11,7 +11,7 @@ export class Execs {
     private readonly store: Store,
     private readonly lifecycle: Lifecycle,
     private readonly power: Pick<Power, "awake">,
-    private readonly nodes: Pick<Nodes, "node">,
+    private readonly nodes: Pick<Nodes, "of">,
   ) {}
 
   /** Start a foreground command (a sleeping box is woken); the caller streams its events. */
@@ -19,7 +19,7 @@ export class Execs {
     checkExec(request);
     const box = await this.power.awake(org, id);
     await this.store.insertExec({ id: newId("ex-"), sailboxId: box.id, cmd: request.cmd, background: false });
-    return this.nodes.node().api.exec(box.id, { cmd: request.cmd, cwd: request.cwd, env: request.env });
+    return (await this.nodes.of(box)).api.exec(box.id, { cmd: request.cmd, cwd: request.cwd, env: request.env });
   }
 
   /** Start a command on a pseudo-terminal (a sleeping box is woken); the caller pumps the terminal. */
@@ -27,7 +27,7 @@ export class Execs {
     checkPtyRequest(request);
     const box = await this.power.awake(org, id);
     await this.store.insertExec({ id: newId("ex-"), sailboxId: box.id, cmd: request.cmd ?? "(login shell)", background: false });
-    return this.nodes.node().api.pty(box.id, request);
+    return (await this.nodes.of(box)).api.pty(box.id, request);
   }
 
   /** Start a background command; resolves once it runs, its output goes to a log on the node. */
@@ -35,7 +35,7 @@ export class Execs {
     checkExec(request);
     const box = await this.power.awake(org, id);
     const exec = await this.store.insertExec({ id: newId("ex-"), sailboxId: box.id, cmd: request.cmd, background: true });
-    await this.nodes.node().api.execBackground(box.id, exec.id, { cmd: request.cmd, cwd: request.cwd, env: request.env });
+    await (await this.nodes.of(box)).api.execBackground(box.id, exec.id, { cmd: request.cmd, cwd: request.cwd, env: request.env });
     return { execId: exec.id, sailboxId: box.id, cmd: exec.cmd, startedAt: exec.startedAt };
   }
 
@@ -53,12 +53,12 @@ export class Execs {
     if (box.status === "terminated" || box.status === "failed") {
       throw sailError("SAIL_SAILBOX_NOT_RUNNING", `Sailbox ${id} is ${box.status}: its logs went with it`, { sailboxId: id, status: box.status });
     }
-    return this.nodes.node().api.execLog(box.id, exec.id, { signal });
+    return (await this.nodes.of(box)).api.execLog(box.id, exec.id, { signal });
   }
 
   /** Start the box's sshd if it is not running (idempotent: never two daemons). */
   async startSshd(org: OrgRow, id: string): Promise<void> {
     const box = await this.power.awake(org, id);
-    await this.nodes.node().api.startSshd(box.id);
+    await (await this.nodes.of(box)).api.startSshd(box.id);
   }
 }

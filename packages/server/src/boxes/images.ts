@@ -1,6 +1,6 @@
 import { ARCHITECTURES, checkAptPackages, imageName, sailError, type Architecture, type BuildProgress, type ImageInfo, type ImageRef } from "@sail/protocol";
 import type { Logger } from "./logger.js";
-import type { Nodes } from "./nodes.js";
+import type { AttachedNode, Nodes } from "./nodes.js";
 
 /** An image a create or a build asked for, checked: its architecture resolved, its packages sorted. */
 export interface ImagePlan {
@@ -43,12 +43,12 @@ export class ProgressRelay {
  */
 export class Images {
   constructor(
-    private readonly nodes: Pick<Nodes, "node">,
+    private readonly nodes: Pick<Nodes, "some" | "all">,
     private readonly log: Logger,
   ) {}
 
   private get hostArch(): Architecture {
-    return this.nodes.node().info.hostArch;
+    return this.nodes.some().info.hostArch;
   }
 
   /** Check an image reference (`{ name: "debian", arch?, aptPackages? }`) from a request. */
@@ -71,14 +71,19 @@ export class Images {
   }
 
   /**
-   * Build the image on the node, or find it cached (then at once, without progress).
-   * `onProgress` hears each step; `startedAt` is when the call began.
+   * Build the image on `node` (the one a create placed its box on), or on every node this
+   * control plane drives (`POST /v1/images`, `--prebuild-image`), or find it cached (then at
+   * once, without progress). `onProgress` hears each step; `startedAt` is when the call began.
    */
-  async prepare(plan: ImagePlan, onProgress?: ProgressSink, startedAt = Date.now()): Promise<void> {
-    if (plan.arch === this.hostArch && !plan.aptPackages.length) return;
+  async prepare(plan: ImagePlan, onProgress?: ProgressSink, startedAt = Date.now(), node?: AttachedNode): Promise<void> {
+    if (!node) {
+      for (const each of this.nodes.all()) await this.prepare(plan, onProgress, startedAt, each);
+      return;
+    }
+    if (plan.arch === node.info.hostArch && !plan.aptPackages.length) return;
     const buildStarted = Date.now();
     let built = false;
-    await this.nodes.node().api.prepareImage(
+    await node.api.prepareImage(
       { arch: plan.arch, aptPackages: plan.aptPackages },
       {
         onProgress: (step) => {

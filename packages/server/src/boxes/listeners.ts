@@ -15,7 +15,7 @@ export class Listeners {
     private readonly store: Store,
     private readonly lifecycle: Lifecycle,
     private readonly power: Pick<Power, "awake">,
-    private readonly nodes: Pick<Nodes, "node" | "state">,
+    private readonly nodes: Pick<Nodes, "of" | "state">,
     private readonly addresses: PublicAddresses,
   ) {}
 
@@ -52,7 +52,7 @@ export class Listeners {
     }
     await this.power.awake(org, id);
     const waitMs = Math.min(Math.max(timeoutMs, 0), LISTENER_WAIT_MAX_MS);
-    await this.nodes.node().api.waitListener(box.id, { port, protocol: listener.protocol, publicPort: listener.publicPort, proxyProtocol: listener.proxyProtocol }, waitMs);
+    await (await this.nodes.of(box)).api.waitListener(box.id, { port, protocol: listener.protocol, publicPort: listener.publicPort, proxyProtocol: listener.proxyProtocol }, waitMs);
     const bind = this.nodes.state(box.id)?.listeners.find((b) => b.port === port);
     return listenerInfo(listener, this.addresses, listener.protocol === "tcp" ? { state: "bound", ...(bind?.unbound ? {} : {}) } : undefined);
   }

@@ -32,7 +32,7 @@ export class OutboundPolicies {
       throw sailError("SAIL_SAILBOX_NOT_RUNNING", `Sailbox ${id} is ${box.status}: only a live sailbox has a network policy to change`, { sailboxId: id, status: box.status });
     }
     await this.lifecycle.withLease(id, "the network change", async () => {
-      await this.nodes.node().api.setNetwork(id, policy);
+      await (await this.nodes.of(box)).api.setNetwork(id, policy);
       await this.store.setNetworkPolicy(id, JSON.stringify(policy));
     });
     this.log.info({ sailboxId: id, outbound: policy.outbound }, "sailbox network policy changed");

@@ -36,7 +36,7 @@ export class Power {
     const state = await this.lifecycle.withLease(id, action, async () => {
       const now = await this.lifecycle.current(id);
       if (now) this.lifecycle.check(now, to, action); // another request may have ended it meanwhile
-      const answered = await this.nodes.node().api.setPower(id, action);
+      const answered = await (await this.nodes.of(box)).api.setPower(id, action);
       this.nodes.remember(answered);
       await this.lifecycle.applyNodeState(answered);
       return answered;
@@ -56,7 +56,7 @@ export class Power {
     if (box.status !== "running" && box.status !== "sleeping") {
       throw sailError("SAIL_SAILBOX_NOT_RUNNING", `Sailbox ${id} is ${box.status}${box.failureReason ? ` (${box.failureReason})` : ""}: create a new one`, { sailboxId: id, status: box.status });
     }
-    const state = await this.nodes.node().api.awake(id);
+    const state = await (await this.nodes.of(box)).api.awake(id);
     this.nodes.remember(state);
     return (await this.lifecycle.applyNodeState(state)) ?? box;
   }

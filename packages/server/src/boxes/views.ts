@@ -52,6 +52,7 @@ export class SailboxViews {
       idleTimeout: box.idleTimeout,
       wakes: node?.wakes ?? 0,
       createdAt: box.createdAt,
+      node: box.nodeId,
       listeners: listeners.map((l) =>
         listenerInfo(
           l,

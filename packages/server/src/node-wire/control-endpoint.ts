@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { sailError } from "@sail/protocol";
-import type { NodeEvent, NodeEventSink, NodeInfo } from "./node-api.js";
+import type { NodeEvent, NodeEventSink, NodeInfo, RegisterAnswer } from "./node-api.js";
 import { checkWireRequest, readWireJson, sendWireError, sendWireJson, WIRE_PREFIX } from "./wire.js";
 
 export class NodeEndpoint {
@@ -14,6 +14,8 @@ export class NodeEndpoint {
     /** A node (re)joined at `url`: attach it, then reconcile what it holds. */
     private readonly onRegister: (url: string, info: NodeInfo) => Promise<void>,
     private readonly sink: NodeEventSink,
+    /** How long the node's lease lasts past this heartbeat (the node fences itself when it could not renew it for as long). */
+    private readonly leaseMs: number,
   ) {}
 
   handles(pathname: string): boolean {
@@ -29,7 +31,7 @@ export class NodeEndpoint {
         const { url, info } = body as { url: string; info: NodeInfo };
         if (typeof url !== "string" || !/^https?:\/\//.test(url) || !info || typeof info.nodeId !== "string") throw sailError("SAIL_INVALID_ARGUMENT", "register needs { url, info }");
         await this.onRegister(url.replace(/\/$/, ""), info);
-        return sendWireJson(res, 200, {});
+        return sendWireJson(res, 200, { leaseMs: this.leaseMs } satisfies RegisterAnswer);
       }
       if (pathname === `${WIRE_PREFIX}/events`) {
         await this.sink.deliver(((body as { events?: NodeEvent[] }).events ?? []) as NodeEvent[]);

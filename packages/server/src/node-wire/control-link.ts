@@ -5,7 +5,7 @@
  */
 import { Agent, request } from "undici";
 import { errorFromWire } from "@sail/protocol";
-import type { NodeEvent, NodeEventSink, NodeInfo } from "./node-api.js";
+import type { NodeEvent, NodeEventSink, NodeInfo, RegisterAnswer } from "./node-api.js";
 import { WIRE_PREFIX, wireHeaders } from "./wire.js";
 
 const CALL_MS = 10_000;
@@ -20,19 +20,21 @@ export class ControlLink implements NodeEventSink {
   ) {}
 
   /** Tell the control plane where this node's wire listens and who it is. */
-  register(url: string, info: NodeInfo): Promise<void> {
-    return this.post("/register", { url, info });
+  async register(url: string, info: NodeInfo): Promise<RegisterAnswer> {
+    const answer = (await this.post("/register", { url, info })) as Partial<RegisterAnswer> | undefined;
+    if (typeof answer?.leaseMs !== "number" || !(answer.leaseMs > 0)) throw new Error(`the control plane at ${this.controlUrl} answered the registration without a lease`);
+    return { leaseMs: answer.leaseMs };
   }
 
-  deliver(events: NodeEvent[]): Promise<void> {
-    return this.post("/events", { events });
+  async deliver(events: NodeEvent[]): Promise<void> {
+    await this.post("/events", { events });
   }
 
   close(): Promise<void> {
     return this.dispatcher.close();
   }
 
-  private async post(path: string, body: unknown): Promise<void> {
+  private async post(path: string, body: unknown): Promise<unknown> {
     let answer;
     try {
       answer = await request(`${this.controlUrl.replace(/\/$/, "")}${WIRE_PREFIX}${path}`, {
@@ -49,6 +51,7 @@ export class ControlLink implements NodeEventSink {
     }
     const text = await answer.body.text();
     if (answer.statusCode >= 400) throw errorFromWire(safeJson(text), answer.statusCode);
+    return safeJson(text);
   }
 }
 

@@ -165,6 +165,12 @@ export interface NodeInfo {
   caCert?: string;
 }
 
+/** The control plane's answer to a node's registration (or heartbeat), once it reconciled the node if it had to. */
+export interface RegisterAnswer {
+  /** The node's lease runs this long from the heartbeat: a node that cannot renew it in that time fences itself. */
+  leaseMs: number;
+}
+
 /** Where a node's events go: the control plane (in one process, a method; across, HTTP). */
 export interface NodeEventSink {
   deliver(events: NodeEvent[]): Promise<void>;

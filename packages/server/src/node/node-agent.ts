@@ -180,6 +180,22 @@ export class NodeAgent implements NodeApi {
     this.metrics.dnsQueries.inc({ result }, count);
   };
 
+  /**
+   * Stop serving (true) or serve again (false) every box's public routes: a node whose lease
+   * lapsed can no longer vouch for its boxes (docs/architecture.md, "More than one machine").
+   */
+  fence(fenced: boolean): void {
+    if (fenced === this.routes.isFenced) return;
+    this.routes.fence(fenced);
+    this.metrics.fenced.set(fenced ? 1 : 0);
+    if (fenced) this.log.error({}, "fenced: the control plane has not heard this node for its whole lease; its sailboxes' routes are down until it does");
+    else this.log.info({}, "the control plane hears this node again: routes are back");
+  }
+
+  get fenced(): boolean {
+    return this.routes.isFenced;
+  }
+
   /** The control plane is up, or heard this node: events waiting out a backoff go now. */
   controlPlaneReachable(): void {
     this.outbox.retryNow();

@@ -56,6 +56,7 @@ export class RoutePublisher {
   private version = 0;
   /** Per box: the listeners its routes were made from, to remove them once its row is gone. */
   private readonly published = new Map<string, NodeListenerRow[]>();
+  private fenced = false;
 
   constructor(
     private readonly store: Pick<NodeStore, "liveListeners" | "listListeners">,
@@ -68,14 +69,40 @@ export class RoutePublisher {
   /** Follow the routes: the subscriber gets the whole table now, then every change. */
   subscribe(subscriber: RouteSubscriber): void {
     this.subscribers.push(subscriber);
+    subscriber.apply(this.wholeTable());
+  }
+
+  /**
+   * Fence (true): the node can no longer vouch for its boxes (its lease with the control plane
+   * lapsed, so their boxes may be failed and their public ports handed to boxes elsewhere):
+   * every route goes and every proxied connection is closed; the boxes themselves run on.
+   * Unfence (false, once the control plane heard the node and reconciled it): the whole
+   * table again. Changes while fenced are kept in node.db and come back with it.
+   */
+  fence(fenced: boolean): void {
+    if (fenced === this.fenced) return;
+    this.fenced = fenced;
+    const change = fenced ? { version: ++this.version, reset: true, http: { set: [], remove: [] }, tcp: { set: [], remove: [] } } : this.wholeTable(++this.version);
+    for (const subscriber of this.subscribers) {
+      subscriber.apply(change);
+      if (fenced) for (const id of this.published.keys()) subscriber.dropConnections(id);
+    }
+  }
+
+  get isFenced(): boolean {
+    return this.fenced;
+  }
+
+  /** Every route of the node's running, sleeping and paused boxes, as one reset (none while fenced). */
+  private wholeTable(version = this.version): RouteChange {
     const http: RouteChange["http"]["set"] = [];
     const tcp: TcpRoute[] = [];
     for (const listener of this.store.liveListeners()) {
       if (listener.status === "creating") continue;
       this.remember(listener);
-      this.add(listener, listener.status, http, tcp);
+      if (!this.fenced) this.add(listener, listener.status, http, tcp);
     }
-    subscriber.apply({ version: this.version, reset: true, http: { set: http, remove: [] }, tcp: { set: tcp, remove: [] } });
+    return { version, reset: true, http: { set: http, remove: [] }, tcp: { set: tcp, remove: [] } };
   }
 
   /** Resolves once every data path routes by the latest change. */
@@ -91,6 +118,7 @@ export class RoutePublisher {
     if (ended) this.published.delete(box.id);
     else this.published.set(box.id, listeners);
     for (const listener of listeners) {
+      if (this.fenced) continue; // nothing is routed; unfencing publishes the whole table
       if (ended || to === "creating") {
         if (listener.protocol === "http") change.http.remove.push(httpLabel(box.id, listener.port));
         else if (listener.publicPort !== null) change.tcp.remove.push(listener.publicPort);

@@ -146,4 +146,20 @@ export const MIGRATIONS: readonly Migration[] = [
   CREATE INDEX sailboxes_org_live ON sailboxes(org_id, live);
   CREATE INDEX listeners_public_port ON listeners(public_port) WHERE public_port IS NOT NULL;
   `,
+  // 13: the nodes that joined, each with its lease (epoch ms by the store's clock; NULL: the node in
+  // the control plane's own process, which never lapses), whether it takes new boxes (draining), and
+  // when it was declared lost; a node that joins again after that is a new generation
+  `
+  CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    info TEXT NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 1,
+    lease_until BIGINT,
+    draining INTEGER NOT NULL DEFAULT 0,
+    lost_at TEXT,
+    joined_at TEXT NOT NULL
+  );
+  CREATE INDEX sailboxes_node_live ON sailboxes(node_id, live);
+  `,
 ];

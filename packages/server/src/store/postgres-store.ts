@@ -8,6 +8,9 @@ import {
   decodeOrg,
   LIMIT_COLUMNS,
   LISTENER_COLUMNS,
+  decodeNode,
+  NODE_COLUMNS,
+  NODE_USAGE_JOIN,
   NEW_SAILBOX_COLUMNS,
   newSailboxValues,
   NO_LIMITS,
@@ -32,6 +35,8 @@ import {
   type InsertRules,
   type ListenerRow,
   type NewSailbox,
+  type NodeRow,
+  type NodeUsageRow,
   type OrgRow,
   type SailboxRow,
   type Store,
@@ -408,6 +413,54 @@ export class PostgresStore implements Store {
 
   async releaseLease(sailboxId: string, holder: string): Promise<void> {
     await this.query("UPDATE sailboxes SET lease_holder = NULL, lease_until = NULL WHERE id = $1 AND lease_holder = $2", [sailboxId, holder]);
+  }
+
+  // --- nodes ---
+
+  async heartbeatNode(node: { id: string; url: string; info: string }, leaseMs: number | null): Promise<{ node: NodeRow; wasLost: boolean }> {
+    return this.transaction(async (client) => {
+      // the node's row locked (or the insert racing for it), so a sweeper's declaration and this beat are ordered
+      const before = (await client.query<{ lostAt: string | null }>(`SELECT lost_at AS "lostAt" FROM nodes WHERE id = $1 FOR UPDATE`, [node.id])).rows[0];
+      const until = leaseMs === null ? null : `${NOW_MS} + ${Math.round(leaseMs)}`;
+      await client.query(
+        `INSERT INTO nodes AS n (id, url, info, generation, lease_until, draining, lost_at, joined_at) VALUES ($1, $2, $3, 1, ${until ?? "NULL"}, 0, NULL, $4)
+         ON CONFLICT (id) DO UPDATE SET url = EXCLUDED.url, info = EXCLUDED.info, lease_until = EXCLUDED.lease_until,
+           generation = n.generation + (CASE WHEN n.lost_at IS NULL THEN 0 ELSE 1 END), lost_at = NULL`,
+        [node.id, node.url, node.info, now()],
+      );
+      const row = (await client.query<NodeRow & { draining: number }>(`SELECT ${NODE_COLUMNS} FROM nodes n WHERE n.id = $1`, [node.id])).rows[0]!;
+      return { node: decodeNode(row), wasLost: before?.lostAt != null };
+    });
+  }
+
+  async getNode(id: string): Promise<NodeRow | undefined> {
+    const row = await this.row<NodeRow & { draining: number }>(`SELECT ${NODE_COLUMNS} FROM nodes n WHERE n.id = $1`, [id]);
+    return row && decodeNode(row);
+  }
+
+  async listNodes(): Promise<NodeUsageRow[]> {
+    const rows = await this.rows<NodeUsageRow & { draining: number }>(
+      `SELECT ${NODE_COLUMNS}, COALESCE(b.boxes, 0) AS boxes, COALESCE(b.cpu, 0) AS cpu, COALESCE(b.memory, 0) AS "memoryMiB", ${NOW_MS} AS "nowMs" FROM nodes n ${NODE_USAGE_JOIN} ORDER BY n.id`,
+      [],
+    );
+    return rows.map(decodeNode);
+  }
+
+  async setNodeDraining(id: string, draining: boolean): Promise<boolean> {
+    return ((await this.query("UPDATE nodes SET draining = $1 WHERE id = $2", [draining ? 1 : 0, id])).rowCount ?? 0) === 1;
+  }
+
+  async declareLapsedNodesLost(graceMs: number): Promise<string[]> {
+    // a second sweeper's UPDATE waits on the row and then finds lost_at set: each node is declared once
+    const rows = await this.rows<{ id: string }>(`UPDATE nodes SET lost_at = $1 WHERE lost_at IS NULL AND lease_until IS NOT NULL AND lease_until + $2 < ${NOW_MS} RETURNING id`, [
+      now(),
+      Math.round(graceMs),
+    ]);
+    return rows.map((r) => r.id);
+  }
+
+  async liveSailboxesOn(nodeId: string): Promise<SailboxRow[]> {
+    return this.rows<SailboxRow>(`SELECT ${SAILBOX_COLUMNS} FROM sailboxes WHERE live = 1 AND node_id = $1`, [nodeId]);
   }
 
   // --- idempotent creates ---

@@ -16,6 +16,14 @@ export const TOKEN_COLUMNS = `t.id, o.name AS org, t.label, t.created_at AS "cre
 export const LISTENER_COLUMNS = `l.sailbox_id AS "sailboxId", l.port, l.protocol, l.cidr_allowlist AS "cidrAllowlist", l.allow_public AS "allowPublic",
   l.public_port AS "publicPort", l.h2c, l.proxy_protocol AS "proxyProtocol"`;
 
+export const NODE_COLUMNS = `n.id, n.url, n.info, n.generation, n.lease_until AS "leaseUntil", n.draining, n.lost_at AS "lostAt", n.joined_at AS "joinedAt"`;
+
+/** What each node's live boxes hold, to LEFT JOIN on n.id as b. */
+export const NODE_USAGE_JOIN = `LEFT JOIN (SELECT node_id, COUNT(*) AS boxes, SUM(cpu) AS cpu, SUM(memory_mib) AS memory FROM sailboxes WHERE live = 1 GROUP BY node_id) b ON b.node_id = n.id`;
+
+/** A node row as stored: draining as 0/1. */
+export const decodeNode = <T extends { draining: number | boolean }>(row: T): T & { draining: boolean } => ({ ...row, draining: row.draining === 1 || row.draining === true });
+
 export const APP_COLUMNS = `id, org_id AS "orgId", name, created_at AS "createdAt"`;
 
 export const LIMIT_COLUMNS = `sailbox_limit AS sailboxes, cpu_limit AS cpu, memory_limit_mib AS "memoryMiB", tcp_limit AS "tcpEndpoints"`;

@@ -8,6 +8,9 @@ import {
   decodeOrg,
   LIMIT_COLUMNS,
   LISTENER_COLUMNS,
+  decodeNode,
+  NODE_COLUMNS,
+  NODE_USAGE_JOIN,
   NEW_SAILBOX_COLUMNS,
   newSailboxValues,
   NO_LIMITS,
@@ -29,6 +32,8 @@ import {
   type InsertRules,
   type ListenerRow,
   type NewSailbox,
+  type NodeRow,
+  type NodeUsageRow,
   type OrgRow,
   type SailboxRow,
   type Store,
@@ -322,6 +327,54 @@ export class SqliteStore implements Store {
 
   async releaseLease(sailboxId: string, holder: string): Promise<void> {
     this.db.prepare("UPDATE sailboxes SET lease_holder = NULL, lease_until = NULL WHERE id = ? AND lease_holder = ?").run(sailboxId, holder);
+  }
+
+  // --- nodes ---
+
+  async heartbeatNode(node: { id: string; url: string; info: string }, leaseMs: number | null): Promise<{ node: NodeRow; wasLost: boolean }> {
+    return this.immediate(() => {
+      const before = this.nodeRow(node.id);
+      const until = leaseMs === null ? null : Date.now() + leaseMs;
+      if (!before) {
+        this.db.prepare("INSERT INTO nodes (id, url, info, generation, lease_until, draining, lost_at, joined_at) VALUES (?, ?, ?, 1, ?, 0, NULL, ?)").run(node.id, node.url, node.info, until, now());
+      } else {
+        this.db
+          .prepare("UPDATE nodes SET url = ?, info = ?, lease_until = ?, generation = generation + (CASE WHEN lost_at IS NULL THEN 0 ELSE 1 END), lost_at = NULL WHERE id = ?")
+          .run(node.url, node.info, until, node.id);
+      }
+      return { node: this.nodeRow(node.id)!, wasLost: before?.lostAt != null };
+    });
+  }
+
+  async getNode(id: string): Promise<NodeRow | undefined> {
+    return this.nodeRow(id);
+  }
+
+  private nodeRow(id: string): NodeRow | undefined {
+    const row = this.db.prepare(`SELECT ${NODE_COLUMNS} FROM nodes n WHERE n.id = ?`).get(id) as (NodeRow & { draining: number }) | undefined;
+    return row && decodeNode(row);
+  }
+
+  async listNodes(): Promise<NodeUsageRow[]> {
+    const rows = this.db
+      .prepare(`SELECT ${NODE_COLUMNS}, COALESCE(b.boxes, 0) AS boxes, COALESCE(b.cpu, 0) AS cpu, COALESCE(b.memory, 0) AS "memoryMiB", ? AS "nowMs" FROM nodes n ${NODE_USAGE_JOIN} ORDER BY n.id`)
+      .all(Date.now()) as Array<NodeUsageRow & { draining: number }>;
+    return rows.map(decodeNode);
+  }
+
+  async setNodeDraining(id: string, draining: boolean): Promise<boolean> {
+    return this.db.prepare("UPDATE nodes SET draining = ? WHERE id = ?").run(draining ? 1 : 0, id).changes === 1;
+  }
+
+  async declareLapsedNodesLost(graceMs: number): Promise<string[]> {
+    const rows = this.db.prepare("UPDATE nodes SET lost_at = ? WHERE lost_at IS NULL AND lease_until IS NOT NULL AND lease_until + ? < ? RETURNING id").all(now(), graceMs, Date.now()) as Array<{
+      id: string;
+    }>;
+    return rows.map((r) => r.id);
+  }
+
+  async liveSailboxesOn(nodeId: string): Promise<SailboxRow[]> {
+    return this.db.prepare(`SELECT ${SAILBOX_COLUMNS} FROM sailboxes WHERE live = 1 AND node_id = ?`).all(nodeId) as SailboxRow[];
   }
 
   // --- idempotent creates ---

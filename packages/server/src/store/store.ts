@@ -54,6 +54,30 @@ export interface SailboxRow {
   createdAt: string;
   terminatedAt: string | null;
 }
+/** A node that joined the control plane, as the store keeps it. */
+export interface NodeRow {
+  id: string;
+  /** Where control planes dial its wire; "" for the node in the control plane's own process. */
+  url: string;
+  /** Its NodeInfo as it last registered (JSON). */
+  info: string;
+  /** 1 at its first join, one more each time it joins again after it was declared lost. */
+  generation: number;
+  /** Epoch ms its lease runs to, by the store's clock; null: it never lapses (the in-process node). */
+  leaseUntil: number | null;
+  /** Takes no new boxes; those it has stay until they end. */
+  draining: boolean;
+  /** When it was declared lost (its lease lapsed past the grace); null while it is not. */
+  lostAt: string | null;
+  joinedAt: string;
+}
+/** A node with what its live boxes hold, and the store's clock when read (what `leaseUntil` is compared with). */
+export interface NodeUsageRow extends NodeRow {
+  boxes: number;
+  cpu: number;
+  memoryMiB: number;
+  nowMs: number;
+}
 export interface ExecRow {
   id: string;
   sailboxId: string;
@@ -212,6 +236,26 @@ export interface Store {
   /** Extend a lease `holder` holds; false when it lost it (expired and taken by another). */
   renewLease(sailboxId: string, holder: string, ttlMs: number): Promise<boolean>;
   releaseLease(sailboxId: string, holder: string): Promise<void>;
+
+  // nodes: each holds a lease it renews with every heartbeat
+  /**
+   * A node joined or beat: its URL and info kept, its lease until now + `leaseMs` by the store's
+   * clock (null: never lapses). A node that was lost comes back active as its next generation
+   * (`wasLost`); its boxes stay failed.
+   */
+  heartbeatNode(node: { id: string; url: string; info: string }, leaseMs: number | null): Promise<{ node: NodeRow; wasLost: boolean }>;
+  getNode(id: string): Promise<NodeRow | undefined>;
+  /** Every node, with what its live boxes hold (placement, `sail node ls`). */
+  listNodes(): Promise<NodeUsageRow[]>;
+  /** Take no new boxes (true) or take them again; false when there is no such node. */
+  setNodeDraining(id: string, draining: boolean): Promise<boolean>;
+  /**
+   * Declare lost every node whose lease ended more than `graceMs` ago: the ids this call
+   * declared (among control planes sweeping at once, each node is declared by one).
+   */
+  declareLapsedNodesLost(graceMs: number): Promise<string[]>;
+  /** The live boxes of a node. */
+  liveSailboxesOn(nodeId: string): Promise<SailboxRow[]>;
 
   // idempotent creates
   findIdempotentCreate(orgId: string, key: string): Promise<{ requestSha256: string; sailboxId: string } | undefined>;

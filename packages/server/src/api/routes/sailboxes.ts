@@ -77,7 +77,8 @@ export function sailboxRoutes(boxes: Boxes, log: Logger): Route[] {
       path: /^\/v1\/sailboxes\/([^/]+)\/traffic$/,
       handler: async ({ org, params, res }) => {
         const box = await boxes.views.get(org, params[0]!);
-        const counted = box.status === "terminated" || box.status === "failed" ? { wakes: box.wakes, listeners: [] } : await boxes.nodes.node().api.traffic(box.id);
+        const counted =
+          box.status === "terminated" || box.status === "failed" ? { wakes: box.wakes, listeners: [] } : await (await boxes.nodes.of({ id: box.id, nodeId: box.node })).api.traffic(box.id);
         const listeners = box.listeners.map((l) => {
           const c = counted.listeners.find((t) => t.port === l.port);
           return { port: l.port, protocol: l.protocol, open: c?.open ?? 0, requests: c?.requests ?? 0, bytesIn: c?.bytesIn ?? 0, bytesOut: c?.bytesOut ?? 0, refusals: c?.refusals ?? {} };
