@@ -52,6 +52,8 @@ export interface DaemonConfig {
   prebuildImages: string[];
   clientConfigPath: string;
   crunRoot: string;
+  /** The cgroup every box's cgroup is made under (`/<parent>/<box id>`), so nodes sharing a kernel (tests) keep apart. */
+  cgroupParent: string;
   boxCpu: number;
   boxMemoryMiB: number;
   boxDiskMiB: number;
@@ -468,10 +470,21 @@ export const DAEMON_OPTIONS = [
   }),
   option({
     key: "crunRoot",
-    help: "crun's state directory (tmpfs: container state must not outlive a reboot)",
+    flag: "crun-root",
+    arg: "dir",
+    help: "crun's state directory (tmpfs: container state must not outlive a reboot); node agents sharing a host each need their own",
     default: "/run/sail/crun",
     parse: text,
     check: (v) => (isAbsolute(v) ? undefined : "must be an absolute path"),
+  }),
+  option({
+    key: "cgroupParent",
+    flag: "cgroup-parent",
+    arg: "name",
+    help: "the cgroup boxes are made under (/<name>/<box id> in each hierarchy); node agents sharing a host each need their own",
+    default: "sail",
+    parse: text,
+    check: (v) => (/^[a-z0-9][a-z0-9_-]{0,62}$/.test(v) ? undefined : "must be one cgroup name of [a-z0-9_-], e.g. sail-n1"),
   }),
   option({ key: "boxCpu", help: "CPU cores of a box that does not say", default: 1, parse: number, check: inRange(0.1, 1024, "cores", false) }),
   option({ key: "boxMemoryMiB", help: "memory (MiB) of a box that does not say", default: 1024, parse: integer, check: inRange(64, 65536, "MiB") }),

@@ -188,6 +188,7 @@ async function startNode(config: DaemonConfig, log: Logger, undo: Undo, events: 
     debianMirror: config.debianMirror,
     tiniPath: TINI_PATH,
     crunRoot: config.crunRoot,
+    cgroupParent: config.cgroupParent,
     nofileLimit: 20_000,
     outbound: outboundBounds,
     log,

@@ -41,6 +41,8 @@ export interface LocalRuntimeOptions {
   tiniPath: string;
   /** Where crun keeps container state (tmpfs: it must not outlive a reboot). */
   crunRoot: string;
+  /** The cgroup boxes' cgroups are made under (default "sail"): node agents sharing a kernel each need their own. */
+  cgroupParent?: string;
   nofileLimit: number;
   /** What boxes may reach beyond the host at all; off when omitted. */
   outbound?: OutboundBounds;
@@ -52,7 +54,7 @@ export interface LocalRuntimeOptions {
   onBackgroundError?: (what: string, err: unknown) => void;
 }
 
-/** Cgroup v1 hierarchies crun creates `/sail/<id>` in; removed on destroy if crun left any. */
+/** Cgroup v1 hierarchies crun creates `/<parent>/<id>` in; removed on destroy if crun left any. */
 const CGROUP_V1_CONTROLLERS = ["memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio", "systemd", "unified"];
 
 /** The default exec directory, matching HOME. */
@@ -84,10 +86,13 @@ export class LocalRuntime implements NodeRuntime {
   private readonly disks: BoxDisks;
 
   private readonly boxNofile: number;
+  /** The cgroup boxes are made under: `/<parent>/<id>` in each hierarchy. */
+  private readonly cgroupParent: string;
 
   constructor(private readonly options: LocalRuntimeOptions) {
     this.hostArch = options.hostArch;
     this.boxNofile = nofileWithinOurs(options.nofileLimit);
+    this.cgroupParent = options.cgroupParent ?? "sail";
     this.crun = new Crun(options.crunRoot);
     this.networks = new BoxNetworks(options.boxSubnet, options.outbound, forwardingMark(options.crunRoot, options.dataDir), options.log);
     const onError = options.onBackgroundError ?? (() => {});
@@ -183,10 +188,10 @@ export class LocalRuntime implements NodeRuntime {
     await this.disks.stop();
     await this.trash.drained();
     await this.networks.unfenceSubnet(this.boxesRemain());
-    // crun creates the /sail parents; remove them when no box is left in them
+    // crun creates the parents; remove them when no box is left in them
     for (const controller of CGROUP_V1_CONTROLLERS) {
       try {
-        rmdirSync(`/sys/fs/cgroup/${controller}/sail`);
+        rmdirSync(`/sys/fs/cgroup/${controller}/${this.cgroupParent}`);
       } catch {
         // missing, or boxes still run in it (they outlive the daemon)
       }
@@ -209,6 +214,11 @@ export class LocalRuntime implements NodeRuntime {
     } catch {
       return [];
     }
+  }
+
+  /** A box's cgroup path (the same in every hierarchy). */
+  private cgroupOf(id: string): string {
+    return `/${this.cgroupParent}/${id}`;
   }
 
   netSlotOf(id: string): number | undefined {
@@ -265,7 +275,7 @@ export class LocalRuntime implements NodeRuntime {
       this.addresses.set(spec.id, network);
       giveToBox(writeIdentity(rootfs, spec.hostname, network), ids);
       const netnsPath = `/run/netns/${BoxNetworks.namespace(spec.id)}`;
-      const config = ociConfig(spec, { rootfs, netnsPath, sysfs: join(dir, "sys"), nofile: this.boxNofile, hostArch: this.hostArch, ids });
+      const config = ociConfig(spec, { rootfs, netnsPath, sysfs: join(dir, "sys"), nofile: this.boxNofile, hostArch: this.hostArch, ids, cgroupsPath: this.cgroupOf(spec.id) });
       writeFileSync(join(dir, "config.json"), JSON.stringify(config));
       const consoleLog = openSync(join(disk, "console.log"), "a");
       try {
@@ -304,7 +314,7 @@ export class LocalRuntime implements NodeRuntime {
    * Elsewhere (cgroup v2) crun does it, within its deadline, and a failed pause is resumed.
    */
   async freeze(id: string, signal?: AbortSignal): Promise<void> {
-    const dir = `/sys/fs/cgroup/freezer/sail/${id}`;
+    const dir = `/sys/fs/cgroup/freezer${this.cgroupOf(id)}`;
     if (existsSync(join(dir, "freezer.state"))) {
       await freezeCgroupV1(dir, { signal }).catch((err: Error) => {
         throw new FreezeError(`sailbox ${id} could not be frozen: ${err.message}`, { cause: err });
@@ -320,7 +330,7 @@ export class LocalRuntime implements NodeRuntime {
   }
 
   async thaw(id: string, signal?: AbortSignal): Promise<void> {
-    const state = `/sys/fs/cgroup/freezer/sail/${id}/freezer.state`;
+    const state = `/sys/fs/cgroup/freezer${this.cgroupOf(id)}/freezer.state`;
     if (!existsSync(state)) return this.crun.resume(id, signal);
     await writeFile(state, "THAWED");
   }
@@ -377,7 +387,7 @@ export class LocalRuntime implements NodeRuntime {
       const [stat, cgroup] = await Promise.all([readFile(`/proc/${pid}/stat`, "utf8"), readFile(`/proc/${pid}/cgroup`, "utf8")]);
       // the state follows the command name, which is in parentheses and may hold any byte (proc(5))
       const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-      return state !== "Z" && state !== "X" && cgroup.includes(`/sail/${id}\n`);
+      return state !== "Z" && state !== "X" && cgroup.includes(`${this.cgroupOf(id)}\n`);
     } catch {
       return false;
     }
@@ -437,7 +447,7 @@ export class LocalRuntime implements NodeRuntime {
 
   async destroy(id: string, options: { afterCrash?: boolean; signal?: AbortSignal } = {}): Promise<void> {
     const { signal } = options;
-    if (options.afterCrash) await settleStrays(id);
+    if (options.afterCrash) await settleStrays(id, this.cgroupParent);
     const dir = this.boxDir(id);
     const network = this.addresses.get(id) ?? this.readNetwork(id);
     if (network) await this.networks.egress.remove(id, network.guestAddress, network.hostAddress, signal);
@@ -445,7 +455,7 @@ export class LocalRuntime implements NodeRuntime {
     await this.crun.delete(id, signal);
     await this.networks.destroy(id, signal);
     for (const controller of CGROUP_V1_CONTROLLERS) {
-      const path = `/sys/fs/cgroup/${controller}/sail/${id}`;
+      const path = `/sys/fs/cgroup/${controller}${this.cgroupOf(id)}`;
       if (existsSync(path)) rmdirSync(path);
     }
     // its rootfs, disk and directory: unmounted and removed in the background

@@ -155,7 +155,7 @@ function thermalThrottlePaths(cpuDir = "/sys/devices/system/cpu"): string[] {
  * (network.ts), bound read-only with the masked paths over it. Its root cannot change the
  * namespace's sysctls either, so the daemon lets it bind ports below 1024 there.
  */
-export function ociConfig(spec: BoxSpec, options: { rootfs: string; netnsPath: string; sysfs: string; nofile: number; hostArch: BoxSpec["arch"]; ids: IdRange }) {
+export function ociConfig(spec: BoxSpec, options: { rootfs: string; netnsPath: string; sysfs: string; nofile: number; hostArch: BoxSpec["arch"]; ids: IdRange; cgroupsPath?: string }) {
   const caps = BOX_CAPABILITIES;
   const userns = userNamespaceSpec(options.ids);
   return {
@@ -187,7 +187,7 @@ export function ociConfig(spec: BoxSpec, options: { rootfs: string; netnsPath: s
       namespaces: [userns.namespace, { type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" }, { type: "network", path: options.netnsPath }],
       uidMappings: userns.uidMappings,
       gidMappings: userns.gidMappings,
-      cgroupsPath: `/sail/${spec.id}`,
+      cgroupsPath: options.cgroupsPath ?? `/sail/${spec.id}`,
       seccomp: seccompProfile(options.hostArch),
       resources: {
         memory: { limit: spec.memoryMiB * 1024 * 1024, swap: spec.memoryMiB * 1024 * 1024 },

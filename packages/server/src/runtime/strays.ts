@@ -12,7 +12,7 @@ const STRAY_POLL_MS = 20;
  * Only our own tools, outside other boxes' cgroups, whose arguments name the box: a guest naming a
  * process after another box's id is neither waited for nor killed.
  */
-export function strayProcesses(id: string): number[] {
+export function strayProcesses(id: string, cgroupParent = "sail"): number[] {
   const found: number[] = [];
   for (const entry of readdirSync("/proc")) {
     const pid = Number(entry);
@@ -21,8 +21,9 @@ export function strayProcesses(id: string): number[] {
       const argv = readFileSync(`/proc/${entry}/cmdline`, "utf8").split("\0");
       if (!TOOLS.has(basename(argv[0] ?? "")) || !argv.slice(1).some((arg) => arg.includes(id))) continue;
       const cgroups = readFileSync(`/proc/${entry}/cgroup`, "utf8");
-      // crun may already sit in this box's cgroup; anything in another box's is a guest
-      if (cgroups.includes("/sail/") && !cgroups.includes(`/sail/${id}`)) continue;
+      // crun may already sit in this box's cgroup; anything in another box's is a guest, whichever
+      // node agent's parent that box is under (agents sharing a kernel have one each)
+      if (/\/sb-[a-z0-9]+(\/|$)/m.test(cgroups) && !cgroups.includes(`/${cgroupParent}/${id}`)) continue;
       found.push(pid);
     } catch {
       // it exited while we looked
@@ -32,12 +33,12 @@ export function strayProcesses(id: string): number[] {
 }
 
 /** Let strays of box `id` finish (they are short), so cleaning up after them leaves nothing behind; kill any still there after 10 s. */
-export async function settleStrays(id: string): Promise<number[]> {
+export async function settleStrays(id: string, cgroupParent = "sail"): Promise<number[]> {
   const deadline = Date.now() + STRAY_WAIT_MS;
-  let strays = strayProcesses(id);
+  let strays = strayProcesses(id, cgroupParent);
   while (strays.length && Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, STRAY_POLL_MS));
-    strays = strayProcesses(id);
+    strays = strayProcesses(id, cgroupParent);
   }
   for (const pid of strays) {
     try {
