@@ -13,7 +13,7 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
-import { canTransition, parseIpv4Cidr, SAILBOX_TRANSITIONS, SailError, type SailboxStatus } from "@sail/protocol";
+import { canTransition, parseIpv4Cidr, SAILBOX_TRANSITIONS, SailError, type SailboxInfo, type SailboxStatus } from "@sail/protocol";
 import { createBoxes, type Boxes, type BoxesSettings } from "../../packages/server/src/boxes/boxes.js";
 import { CreateAbandonedError } from "../../packages/server/src/boxes/create.js";
 import { IDEMPOTENCY_KEY_TTL_MS } from "../../packages/server/src/boxes/creates.js";
@@ -825,7 +825,7 @@ describe("many nodes: placement, drain, loss", () => {
 
   test("each box goes to the node with more free slots of two; each says its node; calls go to that node", async () => {
     const b = await joinNode("b", 4);
-    const made = [];
+    const made: SailboxInfo[] = [];
     for (let i = 0; i < 6; i++) made.push(await create()); // the local node has 8 slots, b 4
     const [localId, bId] = [(await agent.info()).nodeId, (await b.agent.info()).nodeId];
     const on = (id: string) => made.filter((box) => box.node === id).length;
