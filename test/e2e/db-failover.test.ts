@@ -16,12 +16,14 @@ import { App, SailError } from "@sail/sdk";
 import { startPatroni, PATRONI_TTL_S, CHECK_INTERVAL_MS, type PatroniCluster } from "../fixtures/patroni.js";
 import { eventually, gatewayAgent, startGuestServer, useTestDaemon } from "./harness.js";
 
+/** etcd's members: one (the default) or three (SAIL_DB_FAILOVER_ETCD=3, as in production). */
+const ETCD_MEMBERS = process.env.SAIL_DB_FAILOVER_ETCD === "3" ? 3 : 1;
 let db: PatroniCluster;
 let agent: Agent;
 const { daemon, pool } = useTestDaemon({
   split: true,
   store: async () => {
-    db = await startPatroni();
+    db = await startPatroni({ etcdMembers: ETCD_MEMBERS });
     return { url: await db.createDatabase("sail"), stop: () => db.stop() };
   },
   setup: async (daemon) => {
@@ -115,7 +117,7 @@ describe("losing the database primary (Patroni + HAProxy)", () => {
     const newPrimary = await db.primary();
     const longestRefusalMs = Math.max(0, ...refusals.map((r) => r.ms));
     console.log(
-      `[db-failover] kill -9 of ${killed} (Patroni ttl ${PATRONI_TTL_S} s, HAProxy check every ${CHECK_INTERVAL_MS} ms) → first acknowledged write ` +
+      `[db-failover] kill -9 of ${killed} (etcd members ${ETCD_MEMBERS}, Patroni ttl ${PATRONI_TTL_S} s, HAProxy check every ${CHECK_INTERVAL_MS} ms) → first acknowledged write ` +
         `${(firstWriteMs / 1000).toFixed(1)} s later on ${newPrimary}; ${refusals.length} writes refused as SAIL_STORE_UNAVAILABLE meanwhile ` +
         `(longest ${Math.round(longestRefusalMs)} ms); HTTPS to the running box: ${seen.ok} answered 200, ${seen.failed.length} failed; ` +
         `the sleeping box answered ${woke.status} ${(woke.ms / 1000).toFixed(1)} s after the kill`,
