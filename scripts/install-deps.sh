@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 # generators and baselines (haproxy in tcp mode too), and libnginx-mod-http-lua (nginx with a Lua balancer)
 # and caddy the proxies that route by Host as the gateway does (bench/proxies.ts); psql (postgresql-client)
 # talks to a real PostgreSQL in a box in the tests; postgresql-15 is the server the store's tests
-# start in a temp dir (test/fixtures/postgres.ts); qemu-user-static runs boxes of the other
+# start in a temp dir (test/fixtures/postgres.ts); patroni and etcd-server make two of them a
+# cluster that survives the loss of its primary (test/fixtures/patroni.ts, behind haproxy); qemu-user-static runs boxes of the other
 # architecture (Image.debian_arm64 on amd64); python3-pip installs the Python SDK, whose tests
 # run on Debian's pytest and websocket client; conntrack cuts a box's open connections when its
 # outbound policy stops allowing them; tmux is the real terminal `sail box exec -it` is tested
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/.."
 # prebuilds come from GitHub, which a machine with only the npm registry cannot reach)
 APT_PACKAGES=(crun debootstrap tini gcc g++ make libc6-dev iproute2 nftables util-linux e2fsprogs curl ca-certificates openssl openssh-client postgresql-client wrk nginx-light haproxy
   libnginx-mod-http-lua caddy qemu-user-static python3 python3-pip python3-pytest python3-websocket iperf3 nghttp2-client conntrack tmux chromium fonts-dejavu-core
-  postgresql-15)
+  postgresql-15 etcd-server patroni)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -41,6 +42,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   # starts its own Caddy, so a Caddy installed here for it does not stay running as a service
   if [[ " ${missing[*]} " == *" caddy "* ]] && [ -d /run/systemd/system ]; then
     systemctl disable --now caddy.service
+  fi
+  # likewise Debian's etcd-server enables an etcd.service on localhost:2379: the tests start their own
+  if [[ " ${missing[*]} " == *" etcd-server "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now etcd.service
   fi
 fi
 

@@ -24,6 +24,12 @@ export const BOX_SUBNET = process.env.SAIL_TEST_BOX_SUBNET ?? "10.203.0.0/16";
 export const HTTPS_PORT = Number(process.env.SAIL_TEST_HTTPS_PORT ?? 18443);
 export const TCP_PORTS = process.env.SAIL_TEST_TCP_PORTS ?? "21000-21999";
 
+/** A database for the split form's control plane that a test file made itself: its URL, and how to stop it. */
+export interface ExternalStore {
+  url: string;
+  stop(): Promise<void>;
+}
+
 /**
  * The form the suite runs Sail in: one `sail up` (the default), or the parts apart — a control
  * plane on PostgreSQL (a real server this process starts, one per test file) and a node agent,
@@ -39,18 +45,21 @@ const OUTBOUND_DEFAULT = ["--outbound", "off"];
 export class TestDaemon {
   /**
    * More `sail up` options (the benchmarks try gateway settings; a test may change them before
-   * a restart); `split`: run the parts apart whatever SAIL_TEST_SPLIT says (the node boundary's own tests).
+   * a restart); `split`: run the parts apart whatever SAIL_TEST_SPLIT says (the node boundary's own tests);
+   * `externalStore`: the split form's database made elsewhere (a Patroni cluster), instead of a
+   * PostgreSQL of its own; its `stop` runs after the daemon's.
    */
   constructor(
     public upArgs: string[] = [],
     readonly split = SPLIT,
+    private readonly externalStore?: () => Promise<ExternalStore>,
   ) {}
 
   readonly configDir = mkdtempSync(join(tmpdir(), "sail-test-"));
   readonly configPath = join(this.configDir, "config.json");
   /** One process (`sail up`), or the control plane and the node agent (SPLIT). */
   private children: { main?: ChildProcess; node?: ChildProcess } = {};
-  private postgres: { server: PostgresServer; url: string } | undefined;
+  private postgres: { server?: PostgresServer; url: string; stop(): Promise<void> } | undefined;
   private readonly nodeToken = randomBytes(24).toString("base64url");
   log = "";
   /** The directory `sail up` starts in (default: this process's). */
@@ -92,8 +101,11 @@ export class TestDaemon {
   /** The split form's control plane, on this file's PostgreSQL (started on first use). */
   async startControl(): Promise<void> {
     if (!this.postgres) {
-      const server = await startPostgres();
-      this.postgres = { server, url: await server.createDatabase() };
+      if (this.externalStore) this.postgres = await this.externalStore();
+      else {
+        const server = await startPostgres();
+        this.postgres = { server, url: await server.createDatabase(), stop: () => server.stop() };
+      }
     }
     await this.spawnPart(
       "main",
@@ -213,7 +225,7 @@ export class TestDaemon {
 
   async dispose(): Promise<void> {
     await this.stop();
-    await this.postgres?.server.stop();
+    await this.postgres?.stop();
     rmSync(this.configDir, { recursive: true, force: true });
   }
 }
@@ -407,11 +419,13 @@ export async function startTcpEcho(sb: Sailbox, port: number): Promise<void> {
  * The fixture every e2e file uses: a real daemon started before the file's tests (after
  * terminating what a crashed earlier run left), and every box the pool made terminated after.
  */
-export function useTestDaemon(hooks: { setup?: (daemon: TestDaemon) => Promise<void> | void; teardown?: () => Promise<void> | void; upArgs?: string[]; split?: boolean } = {}): {
+export function useTestDaemon(
+  hooks: { setup?: (daemon: TestDaemon) => Promise<void> | void; teardown?: () => Promise<void> | void; upArgs?: string[]; split?: boolean; store?: () => Promise<ExternalStore> } = {},
+): {
   daemon: TestDaemon;
   pool: BoxPool;
 } {
-  const daemon = new TestDaemon(hooks.upArgs, hooks.split);
+  const daemon = new TestDaemon(hooks.upArgs, hooks.split, hooks.store);
   const pool = new BoxPool(daemon);
   // one hook each, so the file's setup runs after the daemon is up (hooks of one file may not run in order)
   before(async () => {

@@ -794,6 +794,29 @@ function postgresOnly(backend: Backend) {
       await assert.rejects(PostgresStore.connect(`postgres://sail@/sail?host=${encodeURIComponent(dir)}`, { connectTimeoutMs: 1000 }), StoreUnavailableError);
     });
 
+    test("a server that takes no writes (a standby, or a primary a failover demoted) refuses a write with StoreUnavailableError, not an internal error", async (t: TestContext) => {
+      const db = await backend.database();
+      const { org, app } = await orgAndApp(await db.open());
+      const admin = new pg.Client({ connectionString: db.url, query_timeout: 30_000 });
+      await admin.connect();
+      t.after(() => admin.end());
+      const { database } = (await admin.query<{ database: string }>("SELECT current_database() AS database")).rows[0]!;
+      // every new session of the database then answers a write as a hot standby does: SQLSTATE 25006
+      await admin.query(`ALTER DATABASE ${database} SET default_transaction_read_only = on`);
+      const readOnly = new PostgresStore(db.url!);
+      t.after(() => readOnly.close());
+      await assert.rejects(readOnly.insertSailbox(boxSpec(org, app), RULES), StoreUnavailableError);
+      await assert.rejects(readOnly.mintApp(org.id, "other"), StoreUnavailableError);
+      await assert.rejects(readOnly.open(), StoreUnavailableError, "a control plane started on a standby: not now, rather than a failed migration");
+      assert.equal((await readOnly.findApp(org.id, app.name))?.id, app.id, "reads still answer");
+      // the database takes writes again (a new primary behind the same address): a pooled session
+      // that was read-only is not kept, so after at most one more refusal the store writes
+      await admin.query(`ALTER DATABASE ${database} RESET default_transaction_read_only`);
+      await readOnly.insertSailbox(boxSpec(org, app), RULES).catch((err: unknown) => assert.ok(err instanceof StoreUnavailableError, String(err)));
+      const box = await readOnly.insertSailbox(boxSpec(org, app), RULES);
+      assert.equal((await readOnly.getSailbox(box.id))?.status, "creating");
+    });
+
     test("a holder whose clock runs an hour ahead cannot take a live lease: expiry is the database's clock", async (t: TestContext) => {
       const db = await backend.database();
       const [a, b] = await Promise.all([db.open(), db.open()]);

@@ -77,9 +77,12 @@ const NOW_MS = "(EXTRACT(EPOCH FROM now()) * 1000)::bigint";
 /**
  * SQLSTATEs that say "not now" rather than "no": the statement's deadline (57014), the session's
  * idle-in-transaction deadline (25P03), the server shutting down or starting (57P0x), too many
- * connections (53300), a lock timeout (55P03) and the connection exceptions (class 08).
+ * connections (53300), a lock timeout (55P03), the connection exceptions (class 08), and a write
+ * reaching a server in recovery (25006, read_only_sql_transaction): during a failover a session
+ * can land on a standby, or on an old primary Patroni demoted before the proxy's health check
+ * marked it down; a write succeeds once it reaches the new primary.
  */
-const UNAVAILABLE_STATES = new Set(["57014", "25P03", "57P01", "57P02", "57P03", "53300", "55P03"]);
+const UNAVAILABLE_STATES = new Set(["57014", "25P03", "57P01", "57P02", "57P03", "53300", "55P03", "25006"]);
 
 /** int8 (COUNT, SUM of integers, epoch ms, sequence numbers) as a number: all stay below 2^53. */
 const types = new pg.TypeOverrides();
@@ -201,7 +204,10 @@ export class PostgresStore implements Store {
   /**
    * `work` in one transaction on one connection. A connection whose state is unknown (a client
    * deadline, a broken socket) is destroyed rather than returned to the pool; closing it rolls
-   * the transaction back on the server.
+   * the transaction back on the server. So is one the server answered "not now": it may lead to a
+   * server that will not take writes again (a standby, an old primary a failover demoted), and
+   * the pool's next connection goes where the database's address leads now. (A single
+   * statement's connection is destroyed on any error by the pool itself: pg-pool's `query`.)
    */
   private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     const client = await unavailableOnFailure(() => this.pool.connect());
@@ -212,7 +218,8 @@ export class PostgresStore implements Store {
       await client.query("COMMIT");
       return result;
     } catch (err) {
-      if (err instanceof pg.DatabaseError || err instanceof StoreError || err instanceof StoreUnavailableError)
+      if (notNow(err)) broken = err as Error;
+      else if (err instanceof pg.DatabaseError || err instanceof StoreError || err instanceof StoreUnavailableError)
         await client.query("ROLLBACK").catch((rollbackFailed: Error) => (broken = rollbackFailed));
       else broken = err as Error;
       throw unavailable(err);
@@ -600,13 +607,16 @@ const NEW_SAILBOX_PLACEHOLDERS = NEW_SAILBOX_COLUMNS.split(",")
   .map((_, i) => `$${i + 1}`)
   .join(", ");
 
+/** The server's answer "not now" (UNAVAILABLE_STATES, or a connection exception). */
+function notNow(err: unknown): boolean {
+  const state = err instanceof pg.DatabaseError ? (err.code ?? "") : "";
+  return UNAVAILABLE_STATES.has(state) || state.startsWith("08");
+}
+
 /** A driver error that means "the database is away or too slow" becomes StoreUnavailableError. */
 function unavailable(err: unknown): unknown {
   if (err instanceof StoreError || err instanceof StoreUnavailableError) return err;
-  if (err instanceof pg.DatabaseError) {
-    const state = err.code ?? "";
-    return UNAVAILABLE_STATES.has(state) || state.startsWith("08") ? new StoreUnavailableError(err.message, { cause: err }) : err;
-  }
+  if (err instanceof pg.DatabaseError) return notNow(err) ? new StoreUnavailableError(err.message, { cause: err }) : err;
   // a bug of ours, not the database's absence
   if (err instanceof TypeError || err instanceof RangeError || err instanceof SyntaxError) return err;
   // not the server's answer: a refused or broken connection, a connect or read deadline
