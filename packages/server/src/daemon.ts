@@ -19,6 +19,8 @@ import { createMetricsServer } from "./api/metrics-server.js";
 import { ConsoleSessions } from "./api/console-sessions.js";
 import { createApiServer } from "./api/server.js";
 import { createBoxes, type Boxes } from "./boxes/boxes.js";
+import { RouteFeed } from "./boxes/route-feed.js";
+import { startEdge } from "./edge/edge.js";
 import { gatewayPaths, DEFAULT_TIMEOUTS } from "./gateway/haproxy-config.js";
 import { HaproxyGateway } from "./gateway/haproxy.js";
 import { SlowPath } from "./gateway/slow-path.js";
@@ -83,6 +85,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
   try {
     if (config.role === "node") return await startNodeRole(config, log, undo, hooks);
     if (config.role === "control") return await startControlRole(config, log, undo);
+    if (config.role === "edge") return await startEdgeRole(config, log, undo);
     // all: the node agent first (its events wait for the control plane: they are retried), then the control plane with it attached
     const events = new LateSink();
     const node = await startNode(config, log, undo, events, hooks);
@@ -102,6 +105,31 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
   }
 }
 
+/** An edge: HAProxy in front of the nodes, its maps from the control plane's route feed; stateless (nothing in the data dir but HAProxy's files). */
+async function startEdgeRole(config: DaemonConfig, log: Logger, undo: Undo): Promise<RunningDaemon> {
+  const https = parseListen(config.httpsListen);
+  const edge = await startEdge(
+    {
+      dir: join(config.dataDir, "edge"),
+      control: config.control!,
+      credential: config.nodeToken!,
+      https,
+      tcpHost: config.tcpListen,
+      tcpPorts: parsePortRange(config.tcpPorts),
+      maxConnections: config.httpsMaxConnections,
+      memoryMiB: config.gatewayMemoryMiB,
+      threads: config.gatewayThreads ?? availableParallelism(),
+      user: systemUser("haproxy"),
+      clientIdleMs: config.clientIdleTimeoutSeconds * 1000,
+      tunnelMs: config.tunnelTimeoutSeconds * 1000,
+    },
+    log,
+  );
+  undo.push(() => edge.close());
+  const summary = `Sail edge is up: HTTPS by SNI on ${config.httpsListen}, raw TCP on ${config.tcpListen}:${config.tcpPorts}, routes from ${config.control}`;
+  return { apiUrl: config.control!, token: "", config, summary, close: () => undo.run() };
+}
+
 /** The control plane alone: node agents join it over the node wire with the node credential. */
 async function startControlRole(config: DaemonConfig, log: Logger, undo: Undo): Promise<RunningDaemon> {
   const credential = config.nodeToken ?? nodeTokenFile(config.dataDir);
@@ -118,12 +146,26 @@ async function startControlRole(config: DaemonConfig, log: Logger, undo: Undo): 
     log,
     undo,
     () => control.boxes.nodes.attached?.info.caCert,
-    (boxes) => new NodeEndpoint(credential, (url, info) => joins.run(() => attachRemote(boxes, url, info, credential, log).then(() => prebuild(boxes))), boxes.nodes),
+    (boxes) => {
+      const feed = routeFeed(boxes, config, log);
+      undo.push(() => feed.close());
+      const register = (url: string, info: NodeInfo) => joins.run(() => attachRemote(boxes, url, info, credential, log).then(() => (prebuild(boxes), feed.changed())));
+      return new NodeEndpoint(credential, register, boxes.nodes, (after, waitMs, signal) => feed.poll(after, waitMs, signal));
+    },
   );
   const summary =
     `Sail is up (control plane): API ${control.apiUrl}, store ${config.store === "sqlite" ? join(config.dataDir, "sail.db") : "PostgreSQL"}, client config ${config.clientConfigPath}\n` +
     `Join a node: sail up --role node --control ${control.apiUrl} --node-token ${credential}`;
   return { apiUrl: control.apiUrl, token: control.token, config, summary, close: () => undo.run() };
+}
+
+/** The route feed edges poll: every live box's public hosts and ports on its node (today: the one attached). */
+function routeFeed(boxes: Boxes, config: DaemonConfig, log: Logger): RouteFeed {
+  const nodes = () => {
+    const attached = boxes.nodes.attached?.info;
+    return { all: attached ? [attached] : [], fallback: attached?.nodeId };
+  };
+  return new RouteFeed(boxes.store, nodes, config.domain, boxes.lifecycle, log);
 }
 
 /** A node (re)registered: attach it (a new address or a new node) and reconcile what it holds. The same node again is only a heartbeat. */
@@ -146,7 +188,7 @@ async function startNodeRole(config: DaemonConfig, log: Logger, undo: Undo, hook
   await listenOn(server, host, port);
   undo.push(() => closeServer(server));
   const url = config.nodeUrl ?? `http://${host.includes(":") ? `[${host}]` : host}:${(server.address() as AddressInfo).port}`;
-  const info = { ...(await node.agent.info()), ...(node.tls.caCert ? { caCert: node.tls.caCert } : {}) };
+  const info = { ...(await node.agent.info()), ...(node.tls.caCert ? { caCert: node.tls.caCert } : {}), ...edgeAddresses(config) };
   // a heard registration means the control plane is there: events waiting out a backoff go now
   const register = () => link.register(url, info).then(() => node.agent.controlPlaneReachable());
   await retryUntil(register, log, "could not join the control plane yet; retrying");
@@ -224,6 +266,7 @@ async function startNode(config: DaemonConfig, log: Logger, undo: Undo, events: 
       memoryMiB: config.gatewayMemoryMiB,
       user: systemUser("haproxy"),
       sessionResumption: config.tlsSessionResumption,
+      edgeFrom: config.edgeFrom,
       timeouts: {
         ...DEFAULT_TIMEOUTS,
         headMs: config.headTimeoutSeconds * 1000,
@@ -244,7 +287,7 @@ async function startNode(config: DaemonConfig, log: Logger, undo: Undo, events: 
   // raw TCP: worker processes with the native splice pump
   const tcp = new TcpCluster(
     agent.ingress,
-    { host: config.tcpListen, workers: config.tcpWorkers ?? availableParallelism(), wakeBudgetMs: config.wakeTimeoutSeconds * 1000, logLevel: config.logLevel },
+    { host: config.tcpListen, workers: config.tcpWorkers ?? availableParallelism(), wakeBudgetMs: config.wakeTimeoutSeconds * 1000, logLevel: config.logLevel, edgeFrom: config.edgeFrom },
     log,
     agent.tcpWorkerReport,
   );
@@ -363,6 +406,15 @@ function prebuildImages(boxes: Boxes, specs: readonly string[], log: Logger): vo
       }
     }
   })();
+}
+
+/** Where an edge reaches this node's gateways: --edge-address, else the listen addresses unless they are wildcards (the edge could not dial those). */
+function edgeAddresses(config: DaemonConfig): { httpsAddress?: string; tcpAddress?: string } {
+  const wildcard = (host: string) => host === "0.0.0.0" || host === "::";
+  const https = parseListen(config.httpsListen);
+  const httpsHost = config.edgeAddress ?? (wildcard(https.host) ? undefined : https.host);
+  const tcpHost = config.edgeAddress ?? (wildcard(config.tcpListen) ? undefined : config.tcpListen);
+  return { ...(httpsHost ? { httpsAddress: `${httpsHost}:${https.port}` } : {}), ...(tcpHost ? { tcpAddress: tcpHost } : {}) };
 }
 
 /** Where the box resolver forwards: --dns-upstream, else the host's own nameservers. */
