@@ -107,7 +107,8 @@ export function edgeConfig(settings: EdgeSettings): string {
     "# Written by saild (role edge) at every start: edits are lost. Routes change through the runtime API.",
     "global",
     `  nbthread ${settings.threads}`,
-    `  maxconn ${settings.maxConnections * 2}`,
+    // both frontends together: each connection holds two descriptors (client and node) of the 20000 a process may hold here
+    `  maxconn ${settings.maxConnections}`,
     `  stats socket ${paths.admin} mode 600 level admin`,
     "  stats timeout 10s",
     "  tune.bufsize 16384",
