@@ -104,6 +104,8 @@ function tcpExchange(port: number, from: string): Promise<Buffer> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     const s: Socket = connect({ host: EDGE_TCP_ADDRESS, port, localAddress: from }, () => s.end("ping\n"));
+    // a deadline, so a connection the edge neither forwards nor closes fails the probe instead of hanging it
+    s.setTimeout(10_000, () => s.destroy());
     s.on("data", (d: Buffer) => chunks.push(d));
     s.on("error", () => {});
     s.on("close", () => resolve(Buffer.concat(chunks)));
@@ -150,10 +152,15 @@ describe("the edge router: HTTPS by SNI and raw TCP to the box's node, fed by th
     const sb = await pool.create({ ingressPorts: [new IngressPort(7070, "tcp", { cidrAllowlist: [`${INSIDE}/32`], proxyProtocol: true })] });
     await startTcpEcho(sb, 7070);
     const { port } = (await sb.listener(7070).wait({ timeout: 60 })).endpoint;
-    const echoed = await eventually("the echo answers through the edge", async () => {
-      const got = await tcpExchange(port, INSIDE);
-      return got.includes("ping\n") ? got : false;
-    });
+    const echoed = await eventually(
+      "the echo answers through the edge",
+      async () => {
+        const got = await tcpExchange(port, INSIDE);
+        return got.includes("ping\n") ? got : false;
+        // each probe is a connection: bound the count, not only the interval (a refusal answers at once, 1800 of them take 15 minutes)
+      },
+      { intervalMs: 200, attempts: 300 },
+    );
     // the echo sends back the PROXY v2 header the node put first: its source is the client the edge saw
     assert.equal(proxySource(echoed), INSIDE);
     assert.equal((await tcpExchange(port, OUTSIDE)).length, 0, "a source outside the allowlist gets nothing");
@@ -198,6 +205,7 @@ describe("the edge router: HTTPS by SNI and raw TCP to the box's node, fed by th
           socket.write(`GET /headers HTTP/1.1\r\nHost: ${hostB}\r\nConnection: close\r\n\r\n`),
         );
         let got = "";
+        socket.setTimeout(30_000, () => socket.destroy());
         socket.on("data", (d) => (got += d));
         socket.on("error", reject);
         socket.on("close", () => resolve(got.split("\r\n")[0] ?? ""));

@@ -21,10 +21,10 @@ import { startEdge } from "../../packages/server/src/edge/edge.js";
 import { ensureLocalTls } from "../../packages/server/src/gateway/tls.js";
 import type { EdgeRoutes } from "../../packages/server/src/node-wire/node-api.js";
 import { WIRE_PREFIX } from "../../packages/server/src/node-wire/wire.js";
-import { readProxyV2 } from "../../packages/server/src/wire/proxy-protocol.js";
+import { PROXY_V2_LOCAL, proxyV2Header, readProxyV2 } from "../../packages/server/src/wire/proxy-protocol.js";
 import type { ListenerRow, SailboxRow } from "../../packages/server/src/store/store.js";
 
-const log = pino({ level: "silent" });
+const log = pino({ level: process.env.EDGE_TEST_LOG ?? "silent" });
 const dir = mkdtempSync(join(tmpdir(), "sail-edge-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -275,5 +275,44 @@ describe("the edge's HAProxy, following a feed", () => {
     assert.equal(await exchange(tcpFirst, { localAddress: "127.0.0.4" }), "closed", "a port whose route left");
     assert.equal(await exchange(httpsPort, { servername: "3000-aaaaaaaaaaaa.sail.test" }), "closed", "a host whose route left");
     assert.equal(await exchange(tcpFirst + 1, { localAddress: "127.0.0.3" }), "node saw 127.0.0.3\n");
+  });
+});
+
+describe("reading an edge's PROXY v2 header", () => {
+  /** Feed `bytes` to readProxyV2 over a real loopback connection; what it resolved or rejected with, and what the reader got after it. */
+  async function read(bytes: Buffer, timeoutMs = 2000): Promise<{ peer?: unknown; error?: string; rest?: string }> {
+    const server = createServer({ pauseOnConnect: true });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const client = connect((server.address() as AddressInfo).port, "127.0.0.1", () => client.write(bytes));
+    client.on("error", () => {});
+    const [socket] = (await new Promise((resolve) => server.once("connection", (s) => resolve([s])))) as [Socket];
+    try {
+      const peer = await readProxyV2(socket, timeoutMs);
+      const rest = await new Promise<string>((resolve) => {
+        socket.once("data", (d) => resolve(String(d)));
+        socket.resume();
+      });
+      return { peer, rest };
+    } catch (err) {
+      return { error: (err as Error).message };
+    } finally {
+      client.destroy();
+      socket.destroy();
+      server.close();
+    }
+  }
+
+  test("the client's address and port, and the bytes after the header stay for the reader", async () => {
+    const header = proxyV2Header({ address: "198.51.100.7", port: 40000 }, { address: "127.0.0.2", port: 34001 });
+    assert.deepEqual(await read(Buffer.concat([header, Buffer.from("ping\n")])), { peer: { address: "198.51.100.7", port: 40000 }, rest: "ping\n" });
+  });
+
+  test("a LOCAL header names nobody; no header, a header longer than the bound, or silence is refused", async () => {
+    assert.equal((await read(Buffer.concat([PROXY_V2_LOCAL, Buffer.from("x")]))).peer, undefined);
+    assert.match((await read(Buffer.from("GET / HTTP/1.1\r\n\r\n"))).error ?? "", /does not start with a PROXY v2 header/);
+    const long = Buffer.from(PROXY_V2_LOCAL);
+    long.writeUInt16BE(4000, 14);
+    assert.match((await read(long)).error ?? "", /longer than/);
+    assert.match((await read(PROXY_V2_LOCAL.subarray(0, 10), 200)).error ?? "", /no PROXY v2 header within 200 ms/);
   });
 });

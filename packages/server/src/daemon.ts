@@ -149,7 +149,14 @@ async function startControlRole(config: DaemonConfig, log: Logger, undo: Undo): 
     (boxes) => {
       const feed = routeFeed(boxes, config, log);
       undo.push(() => feed.close());
-      const register = (url: string, info: NodeInfo) => joins.run(() => attachRemote(boxes, url, info, credential, log).then(() => (prebuild(boxes), feed.changed())));
+      const register = (url: string, info: NodeInfo) =>
+        joins.run(async () => {
+          const before = boxes.nodes.attached?.info;
+          await attachRemote(boxes, url, info, credential, log);
+          prebuild(boxes);
+          // a node joined or moved: its addresses are in the edges' map (a heartbeat changes nothing)
+          if (boxes.nodes.attached?.info !== before) feed.changed();
+        });
       return new NodeEndpoint(credential, register, boxes.nodes, (after, waitMs, signal) => feed.poll(after, waitMs, signal));
     },
   );
