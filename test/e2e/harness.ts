@@ -60,7 +60,8 @@ export class TestDaemon {
   /** One process (`sail up`), or the control plane and the node agent (SPLIT). */
   private children: { main?: ChildProcess; node?: ChildProcess } = {};
   private postgres: { server?: PostgresServer; url: string; stop(): Promise<void> } | undefined;
-  private readonly nodeToken = randomBytes(24).toString("base64url");
+  /** The node wire's credential of the split form (an edge presents it too). */
+  readonly nodeToken = randomBytes(24).toString("base64url");
   log = "";
   /** The directory `sail up` starts in (default: this process's). */
   cwd: string | undefined;

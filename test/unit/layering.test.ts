@@ -42,6 +42,11 @@ const RULES: Array<[string, RegExp, string]> = [
   ["server/src/egress/", /\.\.\/(store|runtime|api|gateway|boxes)\/|\.\.\/node\/(?!(outbound|logger|token-bucket)\.js$)/, "the resolver asks the node's outbound policy; it reaches nothing else"],
   ["server/src/node/", /\.\.\/(store|boxes|api)\//, "the node agent never reads the control plane's store, nor uses its domain or its API"],
   ["server/src/wire/", /^\.\.?\//, "wire formats depend on no room"],
+  [
+    "server/src/edge/",
+    /\.\.\/(store|boxes|runtime|api|node|egress)\/|\.\.\/gateway\/(?!(haproxy-process|runtime-api)\.js$)/,
+    "the edge follows the route feed over the wire and drives its HAProxy: no store, no domain, no node internals",
+  ],
   ["console/", /^@sail\/(server|sdk|cli)|^\.\.\/\.\.\//, "the console is a page: it talks to the API and shares only the protocol"],
   ["", /daemon(\.js)?$/, "nothing imports daemon.ts"],
 ];
@@ -75,6 +80,11 @@ test("the rules catch what they forbid", () => {
   assert.ok(caught("server/src/node/power.ts", "../boxes/lifecycle.js"));
   assert.ok(!caught("server/src/node/node-agent.ts", "../gateway/traffic-ledger.js"));
   assert.ok(!caught("cli/src/up.ts", "@sail/server/config"));
+  assert.ok(caught("server/src/edge/edge.ts", "../store/store.js"));
+  assert.ok(caught("server/src/edge/edge.ts", "../boxes/route-feed.js"));
+  assert.ok(caught("server/src/edge/edge.ts", "../gateway/tcp-gateway.js"));
+  assert.ok(!caught("server/src/edge/edge.ts", "../gateway/runtime-api.js"));
+  assert.ok(!caught("server/src/edge/route-poller.ts", "../node-wire/wire.js"));
 });
 
 test("every status change goes through a lifecycle core (only boxes/lifecycle.ts and, on the node, node/lifecycle.ts write a status)", () => {

@@ -102,6 +102,8 @@ export const ERROR_CODES = {
   // the HTTPS gateway's own answers (x-sail-error), for traffic to published ports
   SAIL_ROUTE_UNKNOWN: { status: 404, kind: "NotFound", from: "gateway" },
   SAIL_HOST_AMBIGUOUS: { status: 400, kind: "InvalidArgument", from: "gateway" },
+  // a connection the edge passed by its TLS server name carries a request for another host (HTTP/2 coalescing, RFC 9110 §15.5.20): reconnect
+  SAIL_MISDIRECTED: { status: 421, kind: "InvalidArgument", from: "gateway" },
   SAIL_NOTHING_LISTENING: { status: 502, kind: "Conflict", from: "gateway" },
   SAIL_UPSTREAM_FAILED: { status: 502, kind: "Internal", from: "gateway" },
   SAIL_WAKE_TIMEOUT: { status: 503, kind: "Timeout", from: "gateway" },

@@ -5,8 +5,8 @@ import { parseImageName, parseIpv4Cidr, RESOURCE_LIMITS } from "@sail/protocol";
 
 /** Everything the daemon can be told: one schema (DAEMON_OPTIONS) gives its defaults, checks and `sail up --help`. */
 export interface DaemonConfig {
-  /** all: control plane and node agent in one process (the default); control or node: one part each (docs/architecture.md, "The node boundary"). */
-  role: "all" | "control" | "node";
+  /** all: control plane and node agent in one process (the default); control or node: one part each (docs/architecture.md, "The node boundary"); edge: the router in front of the nodes ("The edge"). */
+  role: "all" | "control" | "node" | "edge";
   /** The control plane's store: "sqlite" (sail.db in the data dir) or a postgres:// URL. */
   store: string;
   /** Node agent: where the control plane reaches its wire (role node), e.g. 0.0.0.0:7080. */
@@ -21,6 +21,10 @@ export interface DaemonConfig {
   nodeLeaseSeconds: number;
   /** Role control: after a node's lease lapsed, this long more before its boxes are failed. */
   nodeGraceSeconds: number;
+  /** Node agent: the address an edge reaches its gateways at, when --https-listen / --tcp-listen bind a wildcard. */
+  edgeAddress?: string;
+  /** Node agent: sources (edges) whose connections start with a PROXY v2 header naming the real client. */
+  edgeFrom: string[];
   dataDir: string;
   apiListen: string;
   metricsListen: string;
@@ -122,11 +126,11 @@ export const DAEMON_OPTIONS = [
   option({
     key: "role",
     flag: "role",
-    arg: "all|control|node",
-    help: "all: everything in this process (one machine); control: the API and the store, nodes join it; node: a node agent that joins --control",
+    arg: "all|control|node|edge",
+    help: "all: everything in this process (one machine); control: the API and the store, nodes join it; node: a node agent that joins --control; edge: the router in front of the nodes (HTTPS by SNI on --https-listen, raw TCP on --tcp-listen:--tcp-ports), fed by --control",
     default: "all",
     parse: (v) => v as DaemonConfig["role"],
-    check: (v) => (["all", "control", "node"].includes(v) ? undefined : "must be all, control or node"),
+    check: (v) => (["all", "control", "node", "edge"].includes(v) ? undefined : "must be all, control, node or edge"),
   }),
   option({
     key: "store",
@@ -141,7 +145,7 @@ export const DAEMON_OPTIONS = [
     key: "control",
     flag: "control",
     arg: "url",
-    help: "role node: the control plane's API URL, e.g. http://10.0.0.1:7070",
+    help: "roles node and edge: the control plane's API URL, e.g. http://10.0.0.1:7070",
     default: undefined,
     parse: text,
     check: (v) => (/^https?:\/\/[^/]+\/?$/.test(v) ? undefined : "must be an http(s) URL of the control plane's API, e.g. http://10.0.0.1:7070"),
@@ -160,7 +164,7 @@ export const DAEMON_OPTIONS = [
     key: "nodeToken",
     flag: "node-token",
     arg: "secret",
-    help: "the node wire's credential (both roles; role control writes one to <data-dir>/node-token when not given)",
+    help: "the node wire's credential (roles control, node and edge; role control writes one to <data-dir>/node-token when not given)",
     default: undefined,
     parse: text,
     check: (v) => (v.length >= 16 ? undefined : "must be at least 16 characters"),
@@ -182,6 +186,25 @@ export const DAEMON_OPTIONS = [
     default: 3,
     parse: integer,
     check: inRange(0, 3600, "seconds"),
+  }),
+  option({
+    key: "edgeAddress",
+    flag: "edge-address",
+    arg: "address",
+    help: "role node: the address edges reach this node's HTTPS and TCP gateways at (default: the host of --https-listen and --tcp-listen, unless they bind a wildcard)",
+    default: undefined,
+    parse: text,
+    check: (v) => (isIP(v) === 4 ? undefined : "must be an IPv4 address such as 10.0.0.2"),
+  }),
+  option({
+    key: "edgeFrom",
+    flag: "edge-from",
+    arg: "cidr",
+    help: "role node: an edge's source range (repeatable): its connections start with a PROXY v2 header naming the real client, which then counts for CIDR allowlists, X-Forwarded-For and logs",
+    default: [],
+    parse: (v) => [v],
+    repeatable: true,
+    check: cidrs,
   }),
   option({
     key: "dataDir",
@@ -508,7 +531,9 @@ export function resolveConfig(options: Partial<DaemonConfig>): DaemonConfig {
     if (wrong) throw new Error(`${spec.flag ? `--${spec.flag}` : spec.key} ${JSON.stringify(value)} ${wrong}`);
   }
   if (!!config.tlsCert !== !!config.tlsKey) throw new Error("give both --tls-cert and --tls-key, or neither (Sail then uses its local CA)");
-  if (config.role === "node" && (!config.control || !config.nodeToken)) throw new Error("--role node needs --control URL and --node-token (the control plane prints both when it starts)");
+  if ((config.role === "node" || config.role === "edge") && (!config.control || !config.nodeToken)) {
+    throw new Error(`--role ${config.role} needs --control URL and --node-token (the control plane prints both when it starts)`);
+  }
   return config;
 }
 

@@ -19,6 +19,8 @@ import { createMetricsServer } from "./api/metrics-server.js";
 import { ConsoleSessions } from "./api/console-sessions.js";
 import { createApiServer } from "./api/server.js";
 import { createBoxes, type Boxes } from "./boxes/boxes.js";
+import { RouteFeed } from "./boxes/route-feed.js";
+import { startEdge } from "./edge/edge.js";
 import { gatewayPaths, DEFAULT_TIMEOUTS } from "./gateway/haproxy-config.js";
 import { HaproxyGateway } from "./gateway/haproxy.js";
 import { SlowPath } from "./gateway/slow-path.js";
@@ -85,6 +87,7 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
   try {
     if (config.role === "node") return await startNodeRole(config, log, undo, hooks);
     if (config.role === "control") return await startControlRole(config, log, undo);
+    if (config.role === "edge") return await startEdgeRole(config, log, undo);
     // all: the node agent first (its events wait for the control plane: they are retried), then the control plane with it attached
     const events = new LateSink();
     const node = await startNode(config, log, undo, events, hooks);
@@ -104,6 +107,31 @@ export async function startDaemon(options: Partial<DaemonConfig> = {}, hooks: { 
   }
 }
 
+/** An edge: HAProxy in front of the nodes, its maps from the control plane's route feed; stateless (nothing in the data dir but HAProxy's files). */
+async function startEdgeRole(config: DaemonConfig, log: Logger, undo: Undo): Promise<RunningDaemon> {
+  const https = parseListen(config.httpsListen);
+  const edge = await startEdge(
+    {
+      dir: join(config.dataDir, "edge"),
+      control: config.control!,
+      credential: config.nodeToken!,
+      https,
+      tcpHost: config.tcpListen,
+      tcpPorts: parsePortRange(config.tcpPorts),
+      maxConnections: config.httpsMaxConnections,
+      memoryMiB: config.gatewayMemoryMiB,
+      threads: config.gatewayThreads ?? availableParallelism(),
+      user: systemUser("haproxy"),
+      clientIdleMs: config.clientIdleTimeoutSeconds * 1000,
+      tunnelMs: config.tunnelTimeoutSeconds * 1000,
+    },
+    log,
+  );
+  undo.push(() => edge.close());
+  const summary = `Sail edge is up: HTTPS by SNI on ${config.httpsListen}, raw TCP on ${config.tcpListen}:${config.tcpPorts}, routes from ${config.control}`;
+  return { apiUrl: config.control!, token: "", config, summary, close: () => undo.run() };
+}
+
 /** The control plane alone: node agents join it over the node wire with the node credential. */
 async function startControlRole(config: DaemonConfig, log: Logger, undo: Undo): Promise<RunningDaemon> {
   const credential = config.nodeToken ?? nodeTokenFile(config.dataDir);
@@ -120,7 +148,17 @@ async function startControlRole(config: DaemonConfig, log: Logger, undo: Undo): 
     log,
     undo,
     () => control.boxes.nodes.all()[0]?.info.caCert,
-    (boxes) => new NodeEndpoint(credential, (url, info) => joins.run(() => attachRemote(boxes, url, info, log).then(() => prebuild(boxes))), boxes.nodes, boxes.nodes.lease.leaseMs),
+    (boxes) => {
+      const feed = routeFeed(boxes, config, log);
+      undo.push(() => feed.close());
+      const register = (url: string, info: NodeInfo) =>
+        joins.run(async () => {
+          // a node joined, moved or came back: its addresses are in the edges' map (a heartbeat changes nothing)
+          if (await attachRemote(boxes, url, info, log)) feed.changed();
+          prebuild(boxes);
+        });
+      return new NodeEndpoint(credential, register, boxes.nodes, boxes.nodes.lease.leaseMs, (after, waitMs, signal) => feed.poll(after, waitMs, signal));
+    },
     (url) => new RemoteNode(url, credential),
   );
   control.boxes.nodes.start();
@@ -131,14 +169,26 @@ async function startControlRole(config: DaemonConfig, log: Logger, undo: Undo): 
   return { apiUrl: control.apiUrl, token: control.token, config, summary, close: () => undo.run() };
 }
 
+/** The route feed edges poll: every live box's public hosts and ports on its node (the nodes this control plane heard). */
+function routeFeed(boxes: Boxes, config: DaemonConfig, log: Logger): RouteFeed {
+  const nodes = () => {
+    const all = boxes.nodes.all().map((node) => node.info);
+    // a box from before nodes were recorded is on the first node
+    return { all, fallback: all[0]?.nodeId };
+  };
+  return new RouteFeed(boxes.store, nodes, config.domain, boxes.lifecycle, log);
+}
+
 /**
  * A node registered or beat: its lease renewed. A node new to this control plane, at a new
  * address, or back after it was declared lost is reconciled before the register is answered
  * (the node stays fenced until then: a lost node's failed boxes are removed before it routes).
+ * True when it was.
  */
-async function attachRemote(boxes: Boxes, url: string, info: NodeInfo, log: Logger): Promise<void> {
-  if (!(await boxes.nodes.heartbeat(url, info))) return;
+async function attachRemote(boxes: Boxes, url: string, info: NodeInfo, log: Logger): Promise<boolean> {
+  if (!(await boxes.nodes.heartbeat(url, info))) return false;
   log.info({ nodeId: info.nodeId, ...(await boxes.endings.reconcile(boxes.nodes.get(info.nodeId)!)) }, "reconciled the store with the node");
+  return true;
 }
 
 /** A node agent alone: it serves the node wire and joins the control plane (again every few seconds: a restarted control plane forgets it). */
@@ -151,7 +201,7 @@ async function startNodeRole(config: DaemonConfig, log: Logger, undo: Undo, hook
   await listenOn(server, host, port);
   undo.push(() => closeServer(server));
   const url = config.nodeUrl ?? `http://${host.includes(":") ? `[${host}]` : host}:${(server.address() as AddressInfo).port}`;
-  const info = { ...(await node.agent.info()), ...(node.tls.caCert ? { caCert: node.tls.caCert } : {}) };
+  const info = { ...(await node.agent.info()), ...(node.tls.caCert ? { caCert: node.tls.caCert } : {}), ...edgeAddresses(config) };
   // a heard registration means the control plane is there: events waiting out a backoff go now
   const lease = new NodeLeaseKeeper(node.agent);
   const register = async () => {
@@ -240,6 +290,7 @@ async function startNode(config: DaemonConfig, log: Logger, undo: Undo, events: 
       memoryMiB: config.gatewayMemoryMiB,
       user: systemUser("haproxy"),
       sessionResumption: config.tlsSessionResumption,
+      edgeFrom: config.edgeFrom,
       timeouts: {
         ...DEFAULT_TIMEOUTS,
         headMs: config.headTimeoutSeconds * 1000,
@@ -260,7 +311,7 @@ async function startNode(config: DaemonConfig, log: Logger, undo: Undo, events: 
   // raw TCP: worker processes with the native splice pump
   const tcp = new TcpCluster(
     agent.ingress,
-    { host: config.tcpListen, workers: config.tcpWorkers ?? availableParallelism(), wakeBudgetMs: config.wakeTimeoutSeconds * 1000, logLevel: config.logLevel },
+    { host: config.tcpListen, workers: config.tcpWorkers ?? availableParallelism(), wakeBudgetMs: config.wakeTimeoutSeconds * 1000, logLevel: config.logLevel, edgeFrom: config.edgeFrom },
     log,
     agent.tcpWorkerReport,
   );
@@ -410,6 +461,15 @@ function prebuildImages(boxes: Boxes, specs: readonly string[], log: Logger): vo
       }
     }
   })();
+}
+
+/** Where an edge reaches this node's gateways: --edge-address, else the listen addresses unless they are wildcards (the edge could not dial those). */
+function edgeAddresses(config: DaemonConfig): { httpsAddress?: string; tcpAddress?: string } {
+  const wildcard = (host: string) => host === "0.0.0.0" || host === "::";
+  const https = parseListen(config.httpsListen);
+  const httpsHost = config.edgeAddress ?? (wildcard(https.host) ? undefined : https.host);
+  const tcpHost = config.edgeAddress ?? (wildcard(config.tcpListen) ? undefined : config.tcpListen);
+  return { ...(httpsHost ? { httpsAddress: `${httpsHost}:${https.port}` } : {}), ...(tcpHost ? { tcpAddress: tcpHost } : {}) };
 }
 
 /** Where the box resolver forwards: --dns-upstream, else the host's own nameservers. */

@@ -63,6 +63,7 @@ ERROR_CODES: Dict[str, Tuple[int, str]] = {
     "SAIL_STORE_UNAVAILABLE": (503, "Internal"),
     "SAIL_ROUTE_UNKNOWN": (404, "NotFound"),
     "SAIL_HOST_AMBIGUOUS": (400, "InvalidArgument"),
+    "SAIL_MISDIRECTED": (421, "InvalidArgument"),
     "SAIL_NOTHING_LISTENING": (502, "Conflict"),
     "SAIL_UPSTREAM_FAILED": (502, "Internal"),
     "SAIL_WAKE_TIMEOUT": (503, "Timeout"),

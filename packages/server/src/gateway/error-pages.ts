@@ -20,6 +20,18 @@ export const HOST_AMBIGUOUS: GatewayError = {
 };
 
 /**
+ * A request whose Host is not the TLS server name its connection was routed by: an edge passes
+ * TLS to a node by SNI, so a client reusing one connection for another box's host (HTTP/2
+ * coalescing with the wildcard certificate) would reach the wrong node. 421 makes it reconnect
+ * (RFC 9110 §15.5.20; browsers retry on a new connection).
+ */
+export const MISDIRECTED: GatewayError = {
+  status: 421,
+  code: "SAIL_MISDIRECTED",
+  message: "This connection was opened for another host: open a new connection for this one",
+};
+
+/**
  * The page for an answer the gateway gives itself: JSON for clients that ask for it
  * (`Accept: application/json`), a short HTML page otherwise; `x-sail-error` names the code.
  * One status per cause: 404 unknown, 502 nothing listening, 503 paused or waking too long.

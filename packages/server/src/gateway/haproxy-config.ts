@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { HOST_AMBIGUOUS, renderError, type GatewayError } from "./error-pages.js";
+import { HOST_AMBIGUOUS, MISDIRECTED, renderError, type GatewayError } from "./error-pages.js";
 
 /** What the daemon tells HAProxy; every limit a public edge needs has a name and a unit here. */
 export interface HaproxySettings {
@@ -17,6 +17,8 @@ export interface HaproxySettings {
   user?: string;
   /** TLS session tickets (default); off: every connection makes a full handshake. */
   sessionResumption?: boolean;
+  /** Edges' source ranges: their connections start with a PROXY v2 header (the real client), and may carry only the host they were routed by. */
+  edgeFrom?: readonly string[];
 }
 
 /** Per-phase limits (milliseconds), so a slow or silent peer cannot hold a connection forever. */
@@ -59,7 +61,10 @@ export const HAPROXY_ERRORS: Array<[status: number, code: string, text: string]>
 ];
 
 /** Answers HAProxy gives from its own rules (`http-request return`), as Sail's pages: JSON for clients that ask, HTML otherwise. */
-export const HAPROXY_RETURNS: Array<[file: string, error: GatewayError]> = [["host-ambiguous", HOST_AMBIGUOUS]];
+export const HAPROXY_RETURNS: Array<[file: string, error: GatewayError]> = [
+  ["host-ambiguous", HOST_AMBIGUOUS],
+  ["misdirected", MISDIRECTED],
+];
 
 /** The body files of HAPROXY_RETURNS: `<file>.json` and `<file>.html`. */
 export function returnBodies(): Array<[file: string, body: string]> {
@@ -91,6 +96,23 @@ const REASONS: Record<number, string> = { 502: "Bad Gateway", 504: "Gateway Time
 export function errorFile(status: number, code: string, text: string): string {
   const body = `<!doctype html><html><head><meta charset="utf-8"><title>${status} ${REASONS[status]}</title></head><body style="font-family:sans-serif;max-width:40em;margin:4em auto"><h1>${status} ${REASONS[status]}</h1><p>${text}</p><p><small>Sail gateway · ${code}</small></p></body></html>\n`;
   return `HTTP/1.1 ${status} ${REASONS[status]}\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\nconnection: close\r\nx-sail-error: ${code}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+}
+
+/**
+ * Connections from an edge (--edge-from): they start with a PROXY v2 header, so `src` (the
+ * allowlists, X-Forwarded-For, the logs) is the real client; nobody else may send one. The edge
+ * chose this node by the TLS server name, so a request on such a connection for another host
+ * (a client coalescing HTTP/2 connections under the wildcard certificate) may belong to another
+ * node: 421, and the client reconnects (RFC 9110 §15.5.20). Direct clients keep switching hosts
+ * on one connection: this node routes each request by its Host.
+ */
+function edgeRules(settings: HaproxySettings): string[] {
+  if (!settings.edgeFrom?.length) return [];
+  return [
+    `  tcp-request connection expect-proxy layer4 if { src ${settings.edgeFrom.join(" ")} }`,
+    "  http-request set-var(txn.sni) ssl_fc_sni,lower if { fc_rcvd_proxy }",
+    ...returnRules(settings.dir, "misdirected", MISDIRECTED, "{ fc_rcvd_proxy } !{ req.hdr(host),field(1,:),lower,strcmp(txn.sni) eq 0 }"),
+  ];
 }
 
 /**
@@ -163,6 +185,7 @@ export function haproxyConfig(settings: HaproxySettings): string {
     "frontend https",
     `  bind ${settings.host.includes(":") ? `[${settings.host}]` : settings.host}:${settings.port} ssl crt ${paths.pem} alpn h2,http/1.1`,
     `  maxconn ${settings.maxConnections}`,
+    ...edgeRules(settings),
     "  option forwardfor",
     // one Host: `Host: a, b` or two Host lines would be routed by one value while the guest sees another (RFC 9112 §3.2)
     ...returnRules(settings.dir, "host-ambiguous", HOST_AMBIGUOUS, "{ req.hdr_cnt(host) gt 1 }"),

@@ -33,6 +33,8 @@ export interface TcpClusterOptions {
   workers: number;
   wakeBudgetMs: number;
   logLevel: string;
+  /** Edges' source ranges: their connections start with a PROXY v2 header naming the client. */
+  edgeFrom?: string[];
 }
 
 /**
@@ -203,7 +205,13 @@ export class TcpCluster implements RouteSubscriber {
       let started = false;
       worker.on("message", (message: FromTcpWorker) => {
         if (message.type === "ready") {
-          worker.send({ type: "start", host: this.options.host, wakeBudgetMs: this.options.wakeBudgetMs, logLevel: this.options.logLevel } satisfies ToTcpWorker);
+          worker.send({
+            type: "start",
+            host: this.options.host,
+            wakeBudgetMs: this.options.wakeBudgetMs,
+            logLevel: this.options.logLevel,
+            edgeFrom: this.options.edgeFrom ?? [],
+          } satisfies ToTcpWorker);
           const bound = [...this.table.values()].filter((r) => this.ports.get(r.publicPort)?.bind.state === "bound");
           worker.send({ type: "routes", version: this.sentVersion, reset: true, set: bound, remove: [] } satisfies ToTcpWorker);
         } else if (message.type === "routes-applied") {

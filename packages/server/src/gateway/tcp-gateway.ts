@@ -7,9 +7,12 @@ import { ActivityMeter } from "./activity.js";
 import { GatewayCounters, meterPipe } from "./counters.js";
 import { RefusalLog } from "./refusal-log.js";
 import { dialWithRetries } from "./dial.js";
-import { proxyV2Header } from "../wire/proxy-protocol.js";
+import { proxyV2Header, readProxyV2 } from "../wire/proxy-protocol.js";
 import type { SplicePumps } from "./splice-pump.js";
 import type { Logger } from "../logger.js";
+
+/** An edge sends its PROXY v2 header at once, with the connection: a peer silent this long is not one. */
+const EDGE_HEADER_MS = 5_000;
 
 export interface TcpRouteSource {
   subscribe(subscriber: RouteSubscriber): void;
@@ -41,6 +44,8 @@ export class TcpGateway implements RouteSubscriber {
   /** Connections, bytes and refusals since metrics last read them. */
   readonly counters = new GatewayCounters();
   private readonly refusals: RefusalLog;
+  /** Whether a connection comes from an edge (--edge-from): it starts with a PROXY v2 header naming the real client. */
+  private readonly fromEdge: ((peer: string | undefined) => boolean) | undefined;
 
   constructor(
     private readonly source: TcpRouteSource,
@@ -50,8 +55,10 @@ export class TcpGateway implements RouteSubscriber {
     private readonly wakeBudgetMs = WAKE_BUDGET_MS,
     /** A port that could not be bound (the cluster's primary found it free a moment before). */
     private readonly onBindError?: (publicPort: number, err: NodeJS.ErrnoException) => void,
+    edgeFrom: readonly string[] = [],
   ) {
     this.refusals = new RefusalLog(log);
+    this.fromEdge = edgeFrom.length ? cidrMatcher(edgeFrom) : undefined;
   }
 
   async start(): Promise<void> {
@@ -128,21 +135,39 @@ export class TcpGateway implements RouteSubscriber {
    * The ingress policy decides, in its order: the allowlist before anything touches the box
    * (a refused source costs nothing and does not wake it), a paused box closes at once, a
    * sleeping one is woken; then the guest is dialed (retried briefly) and the bytes piped.
+   * A connection from an edge is judged by the client its PROXY v2 header names.
    */
   private accept(b: Bound, client: Socket): void {
     const { route } = b;
     this.counters.add("connections", 1, route);
     client.on("error", () => client.destroy());
-    const first = decideIngress(route, { sourceAllowed: b.allowed(client.remoteAddress) });
-    if (first.action === "refuse") return this.refuse(client, first, route);
+    const direct = { address: client.remoteAddress, port: client.remotePort };
+    if (!this.fromEdge?.(client.remoteAddress)) return this.admit(b, client, direct);
+    readProxyV2(client, EDGE_HEADER_MS).then(
+      (peer) => this.admit(b, client, peer ?? direct),
+      (err: unknown) => {
+        this.refusals.warn(
+          "edge-header",
+          { sailboxId: route.sailboxId, port: route.port, peer: client.remoteAddress, err: String(err) },
+          "TCP connection from an edge without a valid PROXY v2 header closed",
+        );
+        client.destroy();
+      },
+    );
+  }
+
+  private admit(b: Bound, client: Socket, peer: { address?: string; port?: number }): void {
+    const { route } = b;
+    const first = decideIngress(route, { sourceAllowed: b.allowed(peer.address) });
+    if (first.action === "refuse") return this.refuse(client, first, route, peer.address);
     const ready = first.action === "wake" ? this.wake(route) : Promise.resolve(first);
     void ready
       .then(async (decision) => {
-        if (decision.action === "refuse") return this.refuse(client, decision, route);
+        if (decision.action === "refuse") return this.refuse(client, decision, route, peer.address);
         const upstream = await dialWithRetries(route.guestAddress, route.port, { allowHalfOpen: true });
-        if (!upstream) return this.refuse(client, nothingListening(route), route);
+        if (!upstream) return this.refuse(client, nothingListening(route), route, peer.address);
         if (client.destroyed) return void upstream.destroy();
-        const header = route.proxyProtocol ? proxyV2Header({ address: client.remoteAddress, port: client.remotePort }, { address: client.localAddress, port: client.localPort }) : undefined;
+        const header = route.proxyProtocol ? proxyV2Header(peer, { address: client.localAddress, port: client.localPort }) : undefined;
         this.pipe(route, client, upstream, header);
       })
       .catch((err) => {
@@ -158,10 +183,10 @@ export class TcpGateway implements RouteSubscriber {
   }
 
   /** TCP has no page to show: the connection closes (reset for an allowlist refusal), counted and logged. */
-  private refuse(client: Socket, refusal: IngressRefusal, route: TcpRoute): void {
+  private refuse(client: Socket, refusal: IngressRefusal, route: TcpRoute, peer: string | undefined): void {
     const reason = refusal.reason === "cidr" ? "cidr" : refusal.code === "SAIL_SAILBOX_PAUSED" ? "paused" : "unreachable";
     this.counters.refuse(reason, route);
-    const fields = { sailboxId: route.sailboxId, port: route.port, peer: client.remoteAddress, code: refusal.code };
+    const fields = { sailboxId: route.sailboxId, port: route.port, peer, code: refusal.code };
     if (reason === "cidr") {
       this.refusals.warn(reason, fields, "TCP connection refused by cidrAllowlist");
       client.resetAndDestroy();

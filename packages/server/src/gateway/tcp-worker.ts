@@ -11,7 +11,7 @@ import { SplicePumps } from "./splice-pump.js";
 import { TcpGateway } from "./tcp-gateway.js";
 
 export type ToTcpWorker =
-  | { type: "start"; host: string; wakeBudgetMs: number; logLevel: string }
+  | { type: "start"; host: string; wakeBudgetMs: number; logLevel: string; edgeFrom: string[] }
   | { type: "routes"; version: number; reset?: boolean; set: TcpRoute[]; remove: number[] }
   | { type: "drop"; sailboxId: string }
   | { type: "woken"; requestId: number; status: string | undefined };
@@ -46,14 +46,22 @@ process.on("message", (message: ToTcpWorker) => {
     const loaded = SplicePumps.load();
     pumps = loaded.pumps;
     if (!pumps) log.warn({ why: loaded.why }, "the native TCP pump is not available: raw TCP is piped by Node streams (slower)");
-    gateway = new TcpGateway({ subscribe: (s) => (subscriber = s), wakeOnIngress }, message.host, log, pumps, message.wakeBudgetMs, (publicPort, err) => {
-      // the primary found the port free, then lost it before binding it for us. Node's cluster
-      // cannot bind the same key again in this process (internal/cluster/child keeps the failed
-      // handle and asserts on the next one): report, and let the primary start a fresh worker
-      send({ type: "bind-failed", publicPort, code: err.code ?? "EUNKNOWN", message: err.message });
-      log.error({ publicPort }, "a TCP worker whose shared bind failed exits; the primary starts another");
-      setTimeout(() => process.exit(1), 100);
-    });
+    gateway = new TcpGateway(
+      { subscribe: (s) => (subscriber = s), wakeOnIngress },
+      message.host,
+      log,
+      pumps,
+      message.wakeBudgetMs,
+      (publicPort, err) => {
+        // the primary found the port free, then lost it before binding it for us. Node's cluster
+        // cannot bind the same key again in this process (internal/cluster/child keeps the failed
+        // handle and asserts on the next one): report, and let the primary start a fresh worker
+        send({ type: "bind-failed", publicPort, code: err.code ?? "EUNKNOWN", message: err.message });
+        log.error({ publicPort }, "a TCP worker whose shared bind failed exits; the primary starts another");
+        setTimeout(() => process.exit(1), 100);
+      },
+      message.edgeFrom,
+    );
     void gateway.start();
     setInterval(() => {
       if (!gateway) return;

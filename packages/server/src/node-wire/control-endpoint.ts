@@ -1,11 +1,11 @@
 /**
  * The control plane's side of the node → control direction: a node registers (its wire URL and
- * who it is) and sends its events, under /node/v1 on the control plane's API listener, with
- * the node credential rather than a user's token.
+ * who it is) and sends its events, and an edge polls the route feed (GET routes), under
+ * /node/v1 on the control plane's API listener, with the node credential rather than a user's token.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { sailError } from "@sail/protocol";
-import type { NodeEvent, NodeEventSink, NodeInfo, RegisterAnswer } from "./node-api.js";
+import type { EdgeRoutes, NodeEvent, NodeEventSink, NodeInfo, RegisterAnswer } from "./node-api.js";
 import { checkWireRequest, readWireJson, sendWireError, sendWireJson, WIRE_PREFIX } from "./wire.js";
 
 export class NodeEndpoint {
@@ -16,6 +16,8 @@ export class NodeEndpoint {
     private readonly sink: NodeEventSink,
     /** How long the node's lease lasts past this heartbeat (the node fences itself when it could not renew it for as long). */
     private readonly leaseMs: number,
+    /** The route feed's long poll (boxes/route-feed.ts): the map once it differs from `after`, or after `waitMs`. */
+    private readonly routes?: (after: string | undefined, waitMs: number, signal: AbortSignal) => Promise<EdgeRoutes>,
   ) {}
 
   handles(pathname: string): boolean {
@@ -25,6 +27,7 @@ export class NodeEndpoint {
   async serve(req: IncomingMessage, res: ServerResponse, pathname: string): Promise<void> {
     try {
       checkWireRequest(req, this.credential);
+      if (req.method === "GET" && pathname === `${WIRE_PREFIX}/routes` && this.routes) return await this.serveRoutes(req, res);
       if (req.method !== "POST") throw sailError("SAIL_ROUTE_NOT_FOUND", `No node wire route ${req.method} ${pathname}`);
       const body = await readWireJson(req);
       if (pathname === `${WIRE_PREFIX}/register`) {
@@ -41,5 +44,16 @@ export class NodeEndpoint {
     } catch (err) {
       sendWireError(res, err, `${req.method} ${pathname}`);
     }
+  }
+
+  /** GET routes?after=<version>&waitMs=<n>: held until the map changes, the wait ends or the edge hangs up. */
+  private async serveRoutes(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const query = new URL(req.url ?? "/", "http://control").searchParams;
+    const waitMs = Number(query.get("waitMs") ?? 0);
+    if (!Number.isInteger(waitMs) || waitMs < 0) throw sailError("SAIL_INVALID_ARGUMENT", "waitMs must be a whole number of milliseconds", { field: "waitMs" });
+    const gone = new AbortController();
+    res.once("close", () => gone.abort());
+    const routes = await this.routes!(query.get("after") ?? undefined, waitMs, gone.signal);
+    if (!res.destroyed) sendWireJson(res, 200, routes);
   }
 }

@@ -163,6 +163,25 @@ export interface NodeInfo {
   maxBoxes: number;
   /** The CA its gateway's local certificate comes from (what `sail ca` prints), unless it serves a certificate it was given. */
   caCert?: string;
+  /** Where an edge reaches its HTTPS gateway (host:port; TLS passes through, PROXY v2 first), if it says. */
+  httpsAddress?: string;
+  /** Where an edge reaches its raw-TCP ports (an address; each public port on it), if it says. */
+  tcpAddress?: string;
+}
+
+/**
+ * What the route feed answers an edge (GET /node/v1/routes on the control plane): which node
+ * holds each public HTTPS host and raw-TCP port. `reset`: the whole map (replace what you
+ * hold); this version always sends it.
+ */
+export interface EdgeRoutes {
+  /** `<epoch>-<counter>`: send it back as `after` to wait for the next one. */
+  version: string;
+  reset: boolean;
+  nodes: Array<{ nodeId: string; httpsAddress?: string; tcpAddress?: string }>;
+  http: Array<{ host: string; nodeId: string }>;
+  /** `allow`: the listener's CIDR allowlist (empty: any source). */
+  tcp: Array<{ publicPort: number; nodeId: string; allow: string[] }>;
 }
 
 /** The control plane's answer to a node's registration (or heartbeat), once it reconciled the node if it had to. */
