@@ -64,6 +64,8 @@ class Control {
       this.store(),
       "--node-token",
       this.token,
+      "--tcp-ports",
+      TCP_PORTS,
       "--node-lease",
       String(LEASE_S),
       "--node-grace",
@@ -136,6 +138,8 @@ class Node {
       this.crunRoot,
       "--cgroup-parent",
       this.cgroupParent,
+      "--edge-from",
+      `${cluster.options.edgeAddress}/32`,
       "--tls-cert",
       TLS_CERT,
       "--tls-key",
@@ -197,6 +201,42 @@ const n1 = new Node("n1", control, "10.253.0.0/20");
 const n2 = new Node("n2", control, "10.253.16.0/20");
 const n3 = new Node("n3", control, "10.253.32.0/20");
 const NODES = [n1, n2, n3];
+
+/** The edge in its own namespace: HTTPS by SNI and raw TCP by port to the box's node, fed by the control plane. */
+class Edge {
+  process?: ChildProcess;
+  log = "";
+  readonly address = cluster.options.edgeAddress;
+  async start(): Promise<void> {
+    const args = [
+      "up",
+      "--role",
+      "edge",
+      "--control",
+      control.url,
+      "--node-token",
+      control.token,
+      "--data-dir",
+      join(ROOT, "edge"),
+      "--https-listen",
+      `${this.address}:${NODE_HTTPS_PORT}`,
+      "--tcp-listen",
+      this.address,
+      "--tcp-ports",
+      TCP_PORTS,
+      "--metrics-listen",
+      "off",
+      "--log-level",
+      "warn",
+    ];
+    this.process = await startUntil(
+      () => spawnLogged("edge", args, {}, (t) => (this.log += t)),
+      () => this.log,
+      "Sail edge is up",
+    );
+  }
+}
+const edge = new Edge();
 const boxes: Array<{ id: string; client: () => SailClient }> = [];
 let ca = "";
 /** The node agent of each node id (what the control plane calls it), learned from `sail node ls`. */
@@ -278,11 +318,12 @@ async function nodeOf(box: Sailbox): Promise<Node> {
 }
 
 /** What HTTPS to `node`'s address with the box's URL (its name as SNI and Host) answers: a status, or 0 when nothing answered. */
-async function httpsVia(node: Node, url: string): Promise<number> {
+async function httpsVia(node: { address: string }, url: string, seen?: (headers: Record<string, string>) => void): Promise<number> {
   const dispatcher = nodeAgent(ca, node.address);
   try {
     const res = await fetch(`${url}/headers`, { dispatcher, signal: AbortSignal.timeout(10_000) });
-    await res.body?.cancel();
+    if (seen && res.status === 200) seen((await res.json()) as Record<string, string>);
+    else await res.body?.cancel();
     return res.status;
   } catch {
     return 0;
@@ -322,6 +363,7 @@ describe("a cluster on one host: a control plane and three node agents in networ
     rmSync(control.dataDir, { recursive: true, force: true });
     await control.start();
     for (const node of NODES) await node.start();
+    await edge.start();
     await eventually("three nodes joined", async () => (await Nodes.list({ client: control.client() })).length === 3);
     for (const summary of await Nodes.list({ client: control.client() })) {
       const node = NODES.find((n) => summary.url === n.wireUrl);
@@ -338,7 +380,7 @@ describe("a cluster on one host: a control plane and three node agents in networ
         console.error(`could not terminate ${id}: ${(err as Error).message}`);
       }
     }
-    for (const child of [...NODES.map((n) => n.process), control.process]) if (child) await cluster.kill9(child);
+    for (const child of [edge.process, ...NODES.map((n) => n.process), control.process]) if (child) await cluster.kill9(child);
     for (const node of NODES) await scrubNode(node);
     await cluster.teardown();
     await postgres?.stop();
@@ -397,6 +439,38 @@ describe("a cluster on one host: a control plane and three node agents in networ
     assert.equal(new Set(ports).size, ports.length, "public TCP ports are unique across the cluster");
   });
 
+  test("through the edge: every box on every node answers HTTPS (the guest sees the real client) and raw TCP; a TCP allowlist refuses an outside source at the edge", async () => {
+    const client = control.client();
+    const all = await Promise.all(boxes.map(({ id }) => Sailbox.fromId(id, { client })));
+    const reached = new Set<Node>();
+    for (const box of all) {
+      const url = (await box.listener(3000).wait({ timeout: 60 })).endpoint.url;
+      const port = (await box.listener(7070).wait({ timeout: 60 })).endpoint.port;
+      let headers: Record<string, string> = {};
+      await eventually(`${box.id} answers through the edge`, async () => (await httpsVia(edge, url, (h) => (headers = h))) === 200, { intervalMs: 250 });
+      assert.match(headers["x-forwarded-for"] ?? "", new RegExp(HOST.replace(/\./g, "\\.")), "the guest sees the real client, not the edge");
+      assert.match(await echoAt(edge.address, port), /ping/, `raw TCP through the edge reaches ${box.id}`);
+      reached.add(await nodeOf(box));
+    }
+    assert.ok(reached.size >= 2, "through the edge to more than one node");
+    // allowed: n3's address only; the host (198.51.100.129) is outside
+    const inside = cluster.address("n3");
+    const guarded = await Sailbox.create({
+      app: await App.find({ name: "cluster", client }),
+      ingressPorts: [new IngressPort(7071, "tcp", { allowPublic: true, cidrAllowlist: [`${inside}/32`] })],
+    });
+    boxes.push({ id: guarded.id, client: () => control.client() });
+    await startTcpEcho(guarded, 7071);
+    const guardedPort = (await guarded.listener(7071).wait({ timeout: 60 })).endpoint.port;
+    const fromN3 = async () => {
+      const script = `import socket\ns=socket.create_connection(("${edge.address}", ${guardedPort}), timeout=10)\ns.sendall(b"ping\\n")\ns.shutdown(socket.SHUT_WR)\nprint(s.recv(100).decode(), end="")`;
+      return (await cluster.runIn("n3", "python3", ["-c", script])).stdout;
+    };
+    await eventually("an allowed source reaches the guarded port through the edge", async () => /ping/.test(await fromN3()), { intervalMs: 250 });
+    assert.equal(await echoAt(edge.address, guardedPort), "", "a source outside the allowlist is refused through the edge");
+    assert.equal(await echoAt((await nodeOf(guarded)).address, guardedPort), "", "and straight at the node");
+  });
+
   test("a node agent SIGKILLed and started again within its lease: its boxes ran on, and it adopts them", async () => {
     const box = await Sailbox.fromId(boxes[0]!.id, { client: control.client() });
     const node = await nodeOf(box);
@@ -411,7 +485,8 @@ describe("a cluster on one host: a control plane and three node agents in networ
 
   test("a node agent that stays away past its lease and grace is lost: its boxes fail naming it, the others serve on, and when it joins again nothing of them comes back", async () => {
     const client = control.client();
-    const all = await Promise.all(boxes.map(({ id }) => Sailbox.fromId(id, { client })));
+    // the boxes that serve HTTP on 3000 (the guarded TCP-only box is left out)
+    const all = (await Promise.all(boxes.map(({ id }) => Sailbox.fromId(id, { client })))).filter((b) => b.describe().listeners.some((l) => l.port === 3000));
     const victim = await nodeOf(all.at(-1)!);
     const [victimId] = [...byNodeId].find(([, n]) => n === victim)!;
     const onVictim: Sailbox[] = [];
@@ -428,9 +503,11 @@ describe("a cluster on one host: a control plane and three node agents in networ
       assert.deepEqual(info.listeners, [], "a failed box publishes nothing");
     }
     assert.equal((await Nodes.list({ client })).find((n) => n.nodeId === victimId)!.state, "lost");
+    for (const box of onVictim) await eventually(`the edge stops routing ${box.id}`, async () => (await httpsVia(edge, urls.get(box.id)!)) !== 200, { intervalMs: 250 });
     for (const box of elsewhere) {
       assert.equal(await box.status(), "running");
       assert.equal(await httpsVia(await nodeOf(box), urls.get(box.id)!), 200, `${box.id} on another node serves on`);
+      assert.equal(await httpsVia(edge, urls.get(box.id)!), 200, `and through the edge`);
     }
     // a create goes to a live node
     const fresh = await Sailbox.create({ app: await App.find({ name: "cluster", client }) });
