@@ -21,6 +21,7 @@ import { Agent, fetch } from "undici";
 import { IngressPort, Nodes, SailClient, Sailbox, App } from "@sail/sdk";
 import { Cluster, mustRunBounded, runBounded } from "../fixtures/cluster.js";
 import { startPostgres, type PostgresServer } from "../fixtures/postgres.js";
+import { wireHeaders } from "../../packages/server/src/node-wire/wire.js";
 import { CLI, DATA_DIR, eventually, runProcess, startGuestServer, startTcpEcho } from "./harness.js";
 
 const cluster = new Cluster();
@@ -503,7 +504,16 @@ describe("a cluster on one host: a control plane and three node agents in networ
       assert.deepEqual(info.listeners, [], "a failed box publishes nothing");
     }
     assert.equal((await Nodes.list({ client })).find((n) => n.nodeId === victimId)!.state, "lost");
-    for (const box of onVictim) await eventually(`the edge stops routing ${box.id}`, async () => (await httpsVia(edge, urls.get(box.id)!)) !== 200, { intervalMs: 250 });
+    // the edges' map (the route feed) no longer names the lost node's boxes; the others' stay
+    const hostOf = (id: string) => new URL(urls.get(id)!).hostname;
+    const feedHosts = async () => {
+      const res = await fetch(`${control.url}/node/v1/routes`, { headers: wireHeaders(control.token), signal: AbortSignal.timeout(10_000) });
+      return new Set(((await res.json()) as { http: Array<{ host: string }> }).http.map((r) => r.host));
+    };
+    await eventually("the route feed drops the lost node's boxes", async () => {
+      const hosts = await feedHosts();
+      return onVictim.every((b) => !hosts.has(hostOf(b.id))) && elsewhere.every((b) => hosts.has(hostOf(b.id)));
+    });
     for (const box of elsewhere) {
       assert.equal(await box.status(), "running");
       assert.equal(await httpsVia(await nodeOf(box), urls.get(box.id)!), 200, `${box.id} on another node serves on`);
