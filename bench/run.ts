@@ -1,4 +1,5 @@
 /** `npm run bench [-- scenario...]`: scenarios run in one process, baselines in the same run. */
+import { clusterBench } from "./cluster.js";
 import { egress } from "./egress.js";
 import { emulation } from "./emulation.js";
 import { http } from "./http.js";
@@ -6,7 +7,7 @@ import { lifecycle } from "./lifecycle.js";
 import { tcp } from "./tcp.js";
 import { wake } from "./wake.js";
 
-const SCENARIOS: Record<string, () => Promise<void>> = { lifecycle, http, tcp, wake, egress, emulation };
+const SCENARIOS: Record<string, () => Promise<void>> = { lifecycle, http, tcp, wake, egress, emulation, cluster: clusterBench };
 
 const wanted = process.argv.slice(2);
 const names = wanted.length ? wanted : Object.keys(SCENARIOS);

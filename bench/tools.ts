@@ -17,17 +17,18 @@ export interface WrkResult {
  * and the Host, as a browser does: wrk sends the URL's host as SNI even when it is an address, and
  * a proxy that picks its certificate by SNI (Caddy) has none for 127.0.0.1.
  */
-export function withLoopbackNames(names: string[], argv: string[]): string[] {
-  return ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', hostsFile(names), ...argv];
+export function withLoopbackNames(names: string[], argv: string[], address = "127.0.0.1"): string[] {
+  return ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', hostsFile(names, address), ...argv];
 }
 
 const hostsFiles = new Map<string, string>();
-function hostsFile(names: string[]): string {
-  const key = names.join(" ");
+/** A hosts file where `names` are `address` (loopback unless a bench runs against another machine's address, e.g. a cluster node's). */
+function hostsFile(names: string[], address: string): string {
+  const key = `${address} ${names.join(" ")}`;
   if (!hostsFiles.has(key)) {
     const dir = mkdtempSync(join(tmpdir(), "sail-bench-hosts-"));
     const file = join(dir, "hosts");
-    writeFileSync(file, ["127.0.0.1 localhost", ...names.map((name) => `127.0.0.1 ${name}`)].join("\n") + "\n");
+    writeFileSync(file, ["127.0.0.1 localhost", ...names.map((name) => `${address} ${name}`)].join("\n") + "\n");
     hostsFiles.set(key, file);
     // kept while the bench runs (each load generator reads it), removed when the bench exits
     if (hostsFiles.size === 1) process.once("exit", () => hostsFiles.forEach((f) => rmSync(dirname(f), { recursive: true, force: true })));
@@ -39,11 +40,11 @@ function hostsFile(names: string[]): string {
 const run = (argv: string[], timeoutMs: number) => execFileSync(argv[0]!, argv.slice(1), { encoding: "utf8", timeout: timeoutMs, killSignal: "SIGKILL" });
 
 /** wrk with latency percentiles; errors are non-2xx/3xx answers plus socket errors. `names`: see withLoopbackNames. */
-export function wrk(url: string, options: { names?: string[]; seconds?: number; connections?: number; threads?: number; headers?: string[] } = {}): WrkResult {
+export function wrk(url: string, options: { names?: string[]; address?: string; seconds?: number; connections?: number; threads?: number; headers?: string[] } = {}): WrkResult {
   const args = [`-t${options.threads ?? 2}`, `-c${options.connections ?? 64}`, `-d${options.seconds ?? 8}s`, "--latency"];
   for (const header of options.headers ?? []) args.push("-H", header);
   const argv = ["wrk", ...args, url];
-  const out = run(options.names ? withLoopbackNames(options.names, argv) : argv, ((options.seconds ?? 8) + 60) * 1000);
+  const out = run(options.names ? withLoopbackNames(options.names, argv, options.address) : argv, ((options.seconds ?? 8) + 60) * 1000);
   const unit = (value: string, u: string) => Number(value) * ({ us: 0.001, ms: 1, s: 1000 } as Record<string, number>)[u]!;
   const pct = (p: string) => {
     const m = new RegExp(`^\\s*${p}%\\s+([\\d.]+)(us|ms|s)`, "m").exec(out);
