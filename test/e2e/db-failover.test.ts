@@ -22,6 +22,9 @@ let db: PatroniCluster;
 let agent: Agent;
 const { daemon, pool } = useTestDaemon({
   split: true,
+  // a node lease shorter than the failover (~10 s here): the node must not fence itself while its
+  // control plane answers that the database is away, nor be declared lost once it is back
+  upArgs: ["--node-lease", "6", "--node-grace", "1"],
   store: async () => {
     db = await startPatroni({ etcdMembers: ETCD_MEMBERS });
     return { url: await db.createDatabase("sail"), stop: () => db.stop() };

@@ -857,6 +857,20 @@ describe("many nodes: placement, drain, loss", () => {
     ]);
   });
 
+  test("a sweep after the control plane could not sweep for a while (a store failover, a restart) gives every node a whole lease instead of declaring it lost", async (t) => {
+    const b = await joinNode("b");
+    const bId = (await b.agent.info()).nodeId;
+    await boxes.nodes.sweep();
+    await store.heartbeatNode({ id: bId, url: b.url, info: JSON.stringify(await b.agent.info()) }, 1);
+    await eventually("b's lease lapsed", async () => (await store.listNodes()).some((n) => n.id === bId && n.leaseUntil! < n.nowMs));
+    t.mock.timers.enable({ apis: ["Date"], now: Date.now() + 10 * 60_000 }); // ten minutes without a sweep
+    assert.deepEqual(await boxes.nodes.sweep(), [], "nothing is declared after the gap");
+    t.mock.timers.reset();
+    const row = (await store.listNodes()).find((n) => n.id === bId)!;
+    assert.equal(row.lostAt, null);
+    assert.ok(row.leaseUntil! > row.nowMs, "its lease runs again");
+  });
+
   test("a node whose lease lapsed is lost: its boxes fail naming it, their TCP ports are free, creates go elsewhere; when it joins again its boxes are removed from it", async () => {
     const b = await joinNode("b");
     const bId = (await b.agent.info()).nodeId;
@@ -865,6 +879,7 @@ describe("many nodes: placement, drain, loss", () => {
     assert.equal(onB.node, bId);
     const publicPort = onB.listeners[0]!.endpoint.port;
     await boxes.nodes.drain((await agent.info()).nodeId, false);
+    assert.deepEqual(await boxes.nodes.sweep(), [], "the first sweep of a control plane declares nothing");
     // b stops beating; its lease runs out (the store's clock), then the sweep declares it
     await store.heartbeatNode({ id: bId, url: b.url, info: JSON.stringify(await b.agent.info()) }, 1);
     await eventually("b's lease lapsed", async () => (await store.listNodes()).some((n) => n.id === bId && n.leaseUntil! < n.nowMs));

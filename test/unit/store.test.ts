@@ -638,6 +638,25 @@ for (const backend of [sqliteBackend(), postgresBackend()]) {
         assert.deepEqual([again.wasLost, again.node.generation], [false, 2], "a beat of a node that was not lost is the same generation");
       });
 
+      test("extending the leases gives every live node a whole lease again; a lost node stays lost, the in-process node keeps none", async () => {
+        const db = await backend.database();
+        const store = await db.open();
+        for (const id of ["node-late", "node-gone"]) await store.heartbeatNode({ id, url: `http://${id}:7080`, info: info() }, 1);
+        await store.heartbeatNode({ id: "node-local", url: "", info: info() }, null);
+        await eventually("both leases lapsed", async () => (await store.listNodes()).filter((n) => n.leaseUntil !== null && n.leaseUntil < n.nowMs).length === 2);
+        await store.heartbeatNode({ id: "node-gone", url: "http://node-gone:7080", info: info() }, 1);
+        await eventually("node-gone lapsed again", async () => (await store.getNode("node-gone"))!.leaseUntil! < (await store.listNodes())[0]!.nowMs);
+        assert.equal((await store.declareLapsedNodesLost(0)).length, 2);
+        await store.heartbeatNode({ id: "node-late", url: "http://node-late:7080", info: info() }, 1); // back, and lapsing again
+        await eventually("node-late lapsed", async () => (await store.getNode("node-late"))!.leaseUntil! < (await store.listNodes())[0]!.nowMs);
+        await store.extendNodeLeases(600_000);
+        assert.deepEqual(await store.declareLapsedNodesLost(0), [], "extended: not lapsed");
+        const rows = new Map((await store.listNodes()).map((n) => [n.id, n]));
+        assert.ok(rows.get("node-late")!.leaseUntil! > rows.get("node-late")!.nowMs + 500_000);
+        assert.ok(rows.get("node-gone")!.lostAt, "a lost node stays lost");
+        assert.equal(rows.get("node-local")!.leaseUntil, null, "the in-process node still never lapses");
+      });
+
       test("a node's grace: lapsed, but not yet past the grace, it is not declared", async () => {
         const db = await backend.database();
         const store = await db.open();

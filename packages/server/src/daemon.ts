@@ -14,7 +14,7 @@ import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pino, { type Logger } from "pino";
-import { debianArch, parseImageName, type ClientConfig } from "@sail/protocol";
+import { debianArch, parseImageName, SailError, type ClientConfig } from "@sail/protocol";
 import { createMetricsServer } from "./api/metrics-server.js";
 import { ConsoleSessions } from "./api/console-sessions.js";
 import { createApiServer } from "./api/server.js";
@@ -65,6 +65,8 @@ const CONSOLE_DIR = join(dirname(fileURLToPath(import.meta.url)), "../../console
 const NODE_HEARTBEAT_MS = 5_000;
 /** How often a node looks whether its lease lapsed (it fences itself within this of the lapse). */
 const NODE_FENCE_CHECK_MS = 500;
+/** How long a node keeps serving while its control plane answers that its database is away (Patroni's default failover is ~30 s). */
+const NODE_STORE_OUTAGE_MS = 60_000;
 
 /** What a start did, undone in reverse by close() or by a start that fails (the host as it was found). */
 class Undo {
@@ -206,8 +208,12 @@ async function startNodeRole(config: DaemonConfig, log: Logger, undo: Undo, hook
   const lease = new NodeLeaseKeeper(node.agent);
   const register = async () => {
     const sentAt = Date.now();
-    const answer = await link.register(url, info);
-    lease.renewed(sentAt, answer.leaseMs);
+    try {
+      lease.renewed(sentAt, (await link.register(url, info)).leaseMs);
+    } catch (err) {
+      if (err instanceof SailError && err.code === "SAIL_STORE_UNAVAILABLE") lease.storeAway(sentAt);
+      throw err;
+    }
     node.agent.controlPlaneReachable();
   };
   await retryUntil(register, log, "could not join the control plane yet; retrying");
@@ -387,11 +393,25 @@ async function startControl(
  */
 class NodeLeaseKeeper {
   private until = Number.POSITIVE_INFINITY;
+  private last: { at: number; leaseMs: number } | undefined;
   constructor(private readonly agent: Pick<NodeAgent, "fence">) {}
 
   renewed(sentAt: number, leaseMs: number): void {
     this.until = sentAt + leaseMs;
+    this.last = { at: sentAt, leaseMs };
     this.agent.fence(false);
+  }
+
+  /**
+   * The control plane answered, but its store did not (a database failover): no control plane
+   * can declare this node lost meanwhile (that takes the store, and a sweep after the store's
+   * return first extends every lease), so the lease holds — for at most NODE_STORE_OUTAGE_MS past
+   * the last real renewal, which bounds what a control plane cut off from a store that another
+   * still reaches could cost.
+   */
+  storeAway(sentAt: number): void {
+    if (!this.last) return;
+    this.until = Math.max(this.until, Math.min(sentAt + this.last.leaseMs, this.last.at + NODE_STORE_OUTAGE_MS));
   }
 
   check(): void {

@@ -47,6 +47,8 @@ export class Nodes implements NodeEventSink {
   private readonly states = new Map<string, NodeBoxState>();
   private readonly wokenListeners: Array<(seconds: number) => void> = [];
   private sweeper: NodeJS.Timeout | undefined;
+  /** When this process last swept (Date.now()); undefined before its first sweep. */
+  private sweptAt: number | undefined;
 
   constructor(
     private readonly store: Store,
@@ -194,7 +196,19 @@ export class Nodes implements NodeEventSink {
    * the node (fenced since its lease lapsed) removes them if it ever joins again.
    */
   async sweep(): Promise<Array<{ nodeId: string; failed: string[] }>> {
+    // A lease that lapsed while this control plane could not hear anyone (it was starting, or
+    // stalled, or the store was away: a PostgreSQL failover takes 10-30 s) says nothing about the
+    // node: every node gets a whole lease from now to beat again before any is declared lost.
+    const now = Date.now();
+    const blind = this.sweptAt === undefined || now - this.sweptAt > 2 * this.lease.sweepMs + 1_000;
+    if (blind) {
+      await this.store.extendNodeLeases(this.lease.leaseMs);
+      if (this.sweptAt !== undefined) this.log.warn({ awayMs: now - this.sweptAt }, "the node sweep could not run for a while: every node's lease is extended before any is declared lost");
+      this.sweptAt = now;
+      return [];
+    }
     const declared = await this.store.declareLapsedNodesLost(this.lease.graceMs);
+    this.sweptAt = now;
     const results: Array<{ nodeId: string; failed: string[] }> = [];
     for (const nodeId of declared) {
       const node = this.attached.get(nodeId);

@@ -466,6 +466,10 @@ export class PostgresStore implements Store {
     return rows.map((r) => r.id);
   }
 
+  async extendNodeLeases(leaseMs: number): Promise<void> {
+    await this.query(`UPDATE nodes SET lease_until = GREATEST(lease_until, ${NOW_MS} + $1) WHERE lost_at IS NULL AND lease_until IS NOT NULL`, [Math.round(leaseMs)]);
+  }
+
   async liveSailboxesOn(nodeId: string): Promise<SailboxRow[]> {
     return this.rows<SailboxRow>(`SELECT ${SAILBOX_COLUMNS} FROM sailboxes WHERE live = 1 AND node_id = $1`, [nodeId]);
   }

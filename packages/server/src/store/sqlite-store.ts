@@ -373,6 +373,10 @@ export class SqliteStore implements Store {
     return rows.map((r) => r.id);
   }
 
+  async extendNodeLeases(leaseMs: number): Promise<void> {
+    this.db.prepare("UPDATE nodes SET lease_until = MAX(lease_until, ?) WHERE lost_at IS NULL AND lease_until IS NOT NULL").run(Date.now() + leaseMs);
+  }
+
   async liveSailboxesOn(nodeId: string): Promise<SailboxRow[]> {
     return this.db.prepare(`SELECT ${SAILBOX_COLUMNS} FROM sailboxes WHERE live = 1 AND node_id = ?`).all(nodeId) as SailboxRow[];
   }

@@ -254,6 +254,8 @@ export interface Store {
    * declared (among control planes sweeping at once, each node is declared by one).
    */
   declareLapsedNodesLost(graceMs: number): Promise<string[]>;
+  /** Every node that is not lost holds its lease at least `leaseMs` from now (after the store or the control plane was away: see Nodes.sweep). */
+  extendNodeLeases(leaseMs: number): Promise<void>;
   /** The live boxes of a node. */
   liveSailboxesOn(nodeId: string): Promise<SailboxRow[]>;
 
