@@ -119,6 +119,10 @@ export async function clusterBench(): Promise<void> {
     const close = { edge: med(runs.edge.close), node: med(runs.node.close) };
     const tcp = { edge: median(runs.edge.tcp), node: median(runs.node.tcp) };
 
+    // wrk and iperf3 ran synchronously: the event loop now learns that the API closed the pooled
+    // connection while it was blocked (its keep-alive ends at 65 s), before a request is sent on it
+    await new Promise((resolve) => setTimeout(resolve, 200));
+
     // wake: a sleeping box's first byte, through each path in turn
     const wakes: Record<"edge" | "node", number[]> = { edge: [], node: [] };
     for (let i = 0; i < WAKES; i++) {
@@ -167,6 +171,9 @@ export async function clusterBench(): Promise<void> {
       `node loss (kill -9) to its ${onVictim.length} boxes failed: ${lossS.toFixed(1)} s with --node-lease ${LEASE_S} --node-grace ${GRACE_S} (target ≤ ${TARGET.nodeLossS} s: ${met(lossS <= TARGET.nodeLossS)})`,
     );
     console.log(`errors: keep-alive ${keep.edge.errors + keep.node.errors}, new connections ${close.edge.errors + close.node.errors}`);
+  } catch (err) {
+    console.error(`the cluster bench failed; the control plane said:\n${control.log.slice(-3000)}\nthe control plane process: ${control.process?.exitCode ?? "running"}`);
+    throw err;
   } finally {
     for (const child of children) child.kill("SIGKILL");
     for (const server of servers) await server.stop();
