@@ -10,14 +10,17 @@
  * control plane fails its boxes. Everything is removed afterwards, even on failure, and checked.
  */
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fetch } from "undici";
 import { IngressPort, Nodes, Sailbox, App, type SailClient } from "@sail/sdk";
 import { mustRunBounded } from "../fixtures/cluster.js";
 import { cluster, control, echoAt, edge, GRACE_S, HOST, LEASE_S, NODE_HTTPS_PORT, nodeAgent, NODES, runCli, startSailCluster, stopSailCluster, type Node } from "../fixtures/sail-cluster.js";
 import { wireHeaders } from "../../packages/server/src/node-wire/wire.js";
-import { eventually, startGuestServer, startTcpEcho } from "./harness.js";
+import { eventually, sshOptions, startGuestServer, startTcpEcho } from "./harness.js";
 
 const boxes: Array<{ id: string; client: () => SailClient }> = [];
 let ca = "";
@@ -146,6 +149,62 @@ describe("a cluster on one host: a control plane and three node agents in networ
     await eventually("an allowed source reaches the guarded port through the edge", async () => /ping/.test(await fromN3()), { intervalMs: 250 });
     assert.equal(await echoAt(edge.address, guardedPort), "", "a source outside the allowlist is refused through the edge");
     assert.equal(await echoAt((await nodeOf(guarded)).address, guardedPort), "", "and straight at the node");
+  });
+
+  test("SSH with the user's own key reaches a box through the edge", async () => {
+    const keys = mkdtempSync(join(tmpdir(), "sail-cluster-ssh-"));
+    try {
+      const key = join(keys, "id");
+      execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key]);
+      const box = await Sailbox.create({ app: await App.find({ name: "cluster", client: control.client() }), ssh: `${key}.pub` });
+      boxes.push({ id: box.id, client: () => control.client() });
+      const port = (await box.listener(22).wait({ timeout: 60 })).endpoint.port;
+      const answer = await eventually(
+        "ssh through the edge answers",
+        () => {
+          const run = spawnSync("ssh", [...sshOptions(key), "-o", "ConnectTimeout=10", "-p", String(port), `root@${edge.address}`, "echo on $(hostname)"], { encoding: "utf8", timeout: 30_000 });
+          return run.status === 0 ? run.stdout.trim() : false;
+        },
+        { intervalMs: 500, attempts: 60 },
+      );
+      assert.equal(answer, `on ${box.id}`);
+    } finally {
+      rmSync(keys, { recursive: true, force: true });
+    }
+  });
+
+  test("the control plane restarted under steady HTTPS through the edge: no request fails, and the nodes are its again", async () => {
+    const client = control.client();
+    const box = await Sailbox.fromId(boxes[0]!.id, { client });
+    const url = (await box.listener(3000).wait({ timeout: 60 })).endpoint.url;
+    let running = true;
+    let ok = 0;
+    const failed: number[] = [];
+    const traffic = (async () => {
+      while (running) {
+        const status = await httpsVia(edge, url);
+        if (status === 200) ok++;
+        else failed.push(status);
+      }
+    })();
+    try {
+      await eventually("traffic flows", () => ok > 5);
+      const stopping = control.process!;
+      const exited = new Promise((resolve) => stopping.once("exit", resolve));
+      stopping.kill("SIGTERM");
+      await exited;
+      await control.start();
+      await eventually("every node joined the restarted control plane", async () =>
+        (await Nodes.list({ client: control.client() })).every((n) => n.state === "active" && n.leaseAgeMs! < LEASE_S * 1000),
+      );
+      const after = ok;
+      await eventually("traffic flows on", () => ok > after + 5);
+    } finally {
+      running = false;
+      await traffic;
+    }
+    console.log(`control plane restart under traffic through the edge: ${ok} answered 200, ${failed.length} failed (${[...new Set(failed)].join(", ")})`);
+    assert.deepEqual(failed, [], "no request failed while the control plane restarted");
   });
 
   test("a node agent SIGKILLed and started again within its lease: its boxes ran on, and it adopts them", async () => {

@@ -138,6 +138,7 @@ async function startEdgeRole(config: DaemonConfig, log: Logger, undo: Undo): Pro
 async function startControlRole(config: DaemonConfig, log: Logger, undo: Undo): Promise<RunningDaemon> {
   const credential = config.nodeToken ?? nodeTokenFile(config.dataDir);
   const joins = new SerialQueue();
+  let feed: RouteFeed | undefined;
   let prebuilt = false;
   // --prebuild-image runs once, when the first node has joined
   const prebuild = (boxes: Boxes) => {
@@ -151,30 +152,37 @@ async function startControlRole(config: DaemonConfig, log: Logger, undo: Undo): 
     undo,
     () => control.boxes.nodes.all()[0]?.info.caCert,
     (boxes) => {
-      const feed = routeFeed(boxes, config, log);
-      undo.push(() => feed.close());
+      const routes = routeFeed(boxes, config, log);
+      feed = routes;
       const register = (url: string, info: NodeInfo) =>
         joins.run(async () => {
           // a node joined, moved or came back: its addresses are in the edges' map (a heartbeat changes nothing)
-          if (await attachRemote(boxes, url, info, log)) feed.changed();
+          if (await attachRemote(boxes, url, info, log)) routes.changed();
           prebuild(boxes);
         });
-      return new NodeEndpoint(credential, register, boxes.nodes, boxes.nodes.lease.leaseMs, (after, waitMs, signal) => feed.poll(after, waitMs, signal));
+      return new NodeEndpoint(credential, register, boxes.nodes, boxes.nodes.lease.leaseMs, (after, waitMs, signal) => routes.poll(after, waitMs, signal));
     },
     (url) => new RemoteNode(url, credential),
   );
   control.boxes.nodes.start();
   undo.push(() => control.boxes.nodes.stop());
+  // first on the way down (the steps run in reverse): held route polls answer at once, so a
+  // stopping control plane does not wait out an edge's 30 s poll while its nodes' leases run
+  undo.push(() => feed?.close());
   const summary =
     `Sail is up (control plane): API ${control.apiUrl}, store ${config.store === "sqlite" ? join(config.dataDir, "sail.db") : "PostgreSQL"}, client config ${config.clientConfigPath}\n` +
     `Join a node: sail up --role node --control ${control.apiUrl} --node-token ${credential}`;
   return { apiUrl: control.apiUrl, token: control.token, config, summary, close: () => undo.run() };
 }
 
-/** The route feed edges poll: every live box's public hosts and ports on its node (the nodes this control plane heard). */
+/**
+ * The route feed edges poll: every live box's public hosts and ports on its node. The nodes'
+ * addresses come from the store, not from the nodes this process heard: a control plane that
+ * just restarted (or another one) serves the edges the whole map before its nodes beat again.
+ */
 function routeFeed(boxes: Boxes, config: DaemonConfig, log: Logger): RouteFeed {
-  const nodes = () => {
-    const all = boxes.nodes.all().map((node) => node.info);
+  const nodes = async () => {
+    const all = (await boxes.store.listNodes()).filter((row) => !row.lostAt).map((row) => JSON.parse(row.info) as NodeInfo);
     // a box from before nodes were recorded is on the first node
     return { all, fallback: all[0]?.nodeId };
   };

@@ -43,12 +43,13 @@ export class RouteFeed {
   /** The store changed since the snapshot: the next read rebuilds it. */
   private stale = true;
   private readonly waiters = new Set<() => void>();
+  private closed = false;
   private readonly refresh: NodeJS.Timeout;
 
   constructor(
     private readonly store: Pick<Store, "liveSailboxes" | "liveListeners">,
     /** The nodes boxes may live on, and the one a box without a recorded node is on (one node today). */
-    private readonly nodes: () => { all: EdgeNode[]; fallback?: string },
+    private readonly nodes: () => { all: EdgeNode[]; fallback?: string } | Promise<{ all: EdgeNode[]; fallback?: string }>,
     private readonly domain: string,
     lifecycle: Pick<Lifecycle, "onTransition"> | undefined,
     private readonly log: Logger,
@@ -77,7 +78,7 @@ export class RouteFeed {
    */
   async poll(after: string | undefined, waitMs: number, signal?: AbortSignal): Promise<EdgeRoutes> {
     const now = await this.current();
-    if (after !== now.version || waitMs <= 0) return now;
+    if (after !== now.version || waitMs <= 0 || this.closed) return now;
     await new Promise<void>((resolve) => {
       const done = () => {
         clearTimeout(timer);
@@ -92,7 +93,9 @@ export class RouteFeed {
     return this.current();
   }
 
+  /** Stop: held polls answer now, and later ones are not held (the control plane is going away). */
   close(): void {
+    this.closed = true;
     clearInterval(this.refresh);
     for (const wake of [...this.waiters]) wake();
   }
@@ -107,7 +110,7 @@ export class RouteFeed {
   }
 
   private async build(): Promise<EdgeRoutes> {
-    const map = await routeMap(this.store, this.nodes(), this.domain);
+    const map = await routeMap(this.store, await this.nodes(), this.domain);
     const key = JSON.stringify(map);
     if (this.snapshot?.key === key) return this.snapshot.routes;
     if (this.snapshot) this.counter++;
