@@ -164,6 +164,7 @@ async function startControlRole(config: DaemonConfig, log: Logger, undo: Undo): 
     },
     (url) => new RemoteNode(url, credential),
   );
+  await control.boxes.nodes.loadKnown();
   control.boxes.nodes.start();
   undo.push(() => control.boxes.nodes.stop());
   // first on the way down (the steps run in reverse): held route polls answer at once, so a

@@ -31,6 +31,8 @@ export interface AttachedNode {
   info: NodeInfo;
   /** Where its wire is ("" for the node in this process). */
   url: string;
+  /** This process heard its heartbeat (and reconciled it); false for a node known from the store only. */
+  heard: boolean;
 }
 
 /**
@@ -62,7 +64,7 @@ export class Nodes implements NodeEventSink {
   /** The node in this process: it never lapses (it lives and dies with the control plane). */
   async attachLocal(api: NodeApi, info: NodeInfo): Promise<void> {
     await this.store.heartbeatNode({ id: info.nodeId, url: "", info: JSON.stringify(info) }, null);
-    this.attached.set(info.nodeId, { api, info, url: "" });
+    this.attached.set(info.nodeId, { api, info, url: "", heard: true });
     this.log.info({ nodeId: info.nodeId, maxBoxes: info.maxBoxes }, "node attached");
   }
 
@@ -74,14 +76,26 @@ export class Nodes implements NodeEventSink {
   async heartbeat(url: string, info: NodeInfo): Promise<boolean> {
     const { node, wasLost } = await this.store.heartbeatNode({ id: info.nodeId, url, info: JSON.stringify(info) }, this.lease.leaseMs);
     const known = this.attached.get(info.nodeId);
-    if (known && known.url === url && !wasLost) {
+    if (known && known.url === url && !wasLost && known.heard) {
       known.info = info;
       return false;
     }
     if (known && known.url !== url) void known.api.close?.();
-    this.attached.set(info.nodeId, { api: this.dial(url), info, url });
+    this.attached.set(info.nodeId, { api: known && known.url === url ? known.api : this.dial(url), info, url, heard: true });
     this.log.info({ nodeId: info.nodeId, url, generation: node.generation, wasLost }, wasLost ? "a lost node joined again" : "node attached");
     return true;
+  }
+
+  /**
+   * Every node the store knows that is not lost, ready to be dialled: a control plane that starts
+   * (or a second one) drives boxes on nodes that beat to another, and each node it later hears
+   * from is reconciled on that first heartbeat as before.
+   */
+  async loadKnown(): Promise<void> {
+    for (const row of await this.store.listNodes()) {
+      if (row.lostAt || !row.url || this.attached.has(row.id)) continue;
+      this.attached.set(row.id, { api: this.dial(row.url), info: JSON.parse(row.info) as NodeInfo, url: row.url, heard: false });
+    }
   }
 
   /** A node attached to this process (undefined: none has joined it). */
@@ -112,7 +126,7 @@ export class Nodes implements NodeEventSink {
     const row = await this.store.getNode(box.nodeId);
     if (!row || !row.url) throw unavailable(box.id, box.nodeId, "it has not joined this control plane");
     if (row.lostAt) throw unavailable(box.id, box.nodeId, `it was declared lost at ${row.lostAt}`);
-    const node: AttachedNode = { api: this.dial(row.url), info: JSON.parse(row.info) as NodeInfo, url: row.url };
+    const node: AttachedNode = { api: this.dial(row.url), info: JSON.parse(row.info) as NodeInfo, url: row.url, heard: false };
     this.attached.set(row.id, node);
     return node;
   }
