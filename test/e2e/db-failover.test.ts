@@ -11,10 +11,10 @@
 import assert from "node:assert/strict";
 import { performance } from "node:perf_hooks";
 import { describe, test } from "node:test";
-import { fetch, type Agent } from "undici";
+import type { Agent } from "undici";
 import { App, SailError } from "@sail/sdk";
 import { startPatroni, PATRONI_TTL_S, CHECK_INTERVAL_MS, type PatroniCluster } from "../fixtures/patroni.js";
-import { eventually, gatewayAgent, startGuestServer, useTestDaemon } from "./harness.js";
+import { eventually, gatewayAgent, startGuestServer, useTestDaemon, statusThrough } from "./harness.js";
 
 /** etcd's members: one (the default) or three (SAIL_DB_FAILOVER_ETCD=3, as in production). */
 const ETCD_MEMBERS = process.env.SAIL_DB_FAILOVER_ETCD === "3" ? 3 : 1;
@@ -44,15 +44,7 @@ const { daemon, pool } = useTestDaemon({
 const WRITE_DEADLINE_MS = 60_000;
 
 /** The status code of a GET through the gateway (0: no answer at all). */
-async function statusOf(url: string): Promise<number> {
-  try {
-    const res = await fetch(url, { dispatcher: agent, signal: AbortSignal.timeout(30_000) });
-    await res.body?.cancel();
-    return res.status;
-  } catch {
-    return 0;
-  }
-}
+const statusOf = (url: string) => statusThrough(agent, url);
 
 /** Mints an app (a write through the API to the store); its name. */
 async function mintApp(name: string): Promise<string> {

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
 import { after, before } from "node:test";
-import { Agent } from "undici";
+import { Agent, fetch } from "undici";
 import { App, SailClient, Sailbox, type CreateSailboxOptions } from "@sail/sdk";
 import { startPostgres, type PostgresServer } from "../fixtures/postgres.js";
 
@@ -443,6 +443,17 @@ export function useTestDaemon(
 }
 
 /** An undici dispatcher that trusts Sail's CA and resolves *.localhost to loopback. */
+/** The status code of a GET to `url` through `dispatcher`, its body discarded (0: no answer at all within 30 s). */
+export async function statusThrough(dispatcher: Agent, url: string): Promise<number> {
+  try {
+    const res = await fetch(url, { dispatcher, signal: AbortSignal.timeout(30_000) });
+    await res.body?.cancel();
+    return res.status;
+  } catch {
+    return 0;
+  }
+}
+
 export function gatewayAgent(ca: string): Agent {
   return new Agent({ connect: { ca, lookup: loopbackLookup as never } });
 }

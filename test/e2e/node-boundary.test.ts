@@ -16,7 +16,7 @@ import { execFileSync } from "node:child_process";
 import { describe, test } from "node:test";
 import { fetch, type Agent } from "undici";
 import { App, IngressPort, Sailbox, SailError } from "@sail/sdk";
-import { eventually, echoPing, gatewayAgent, hostBoxIds, leftoversOnceRemoved, prng, startGuestServer, startTcpEcho, useTestDaemon } from "./harness.js";
+import { eventually, echoPing, gatewayAgent, hostBoxIds, leftoversOnceRemoved, prng, startGuestServer, startTcpEcho, useTestDaemon, statusThrough } from "./harness.js";
 
 const { daemon, pool } = useTestDaemon({
   split: true,
@@ -46,15 +46,7 @@ function containerStatus(id: string): string {
 const CONTAINER_OF: Record<string, string> = { running: "running", sleeping: "paused", paused: "paused" };
 
 /** The status code of a GET through the gateway (0: no answer at all). */
-async function statusOf(url: string): Promise<number> {
-  try {
-    const res = await fetch(url, { dispatcher: agent, signal: AbortSignal.timeout(30_000) });
-    await res.body?.cancel();
-    return res.status;
-  } catch {
-    return 0;
-  }
-}
+const statusOf = (url: string) => statusThrough(agent, url);
 
 /** The error a call rejects with (it must reject). */
 async function refusal(call: Promise<unknown>): Promise<SailError> {
